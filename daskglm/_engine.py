@@ -1,0 +1,249 @@
+"""Dask graph building: streaming statistics per run, blockwise voxel solves.
+
+This module holds all of the dask plumbing and none of the statistics; the
+numbers come from :mod:`daskglm.kernels` and :mod:`daskglm.contrasts`.
+
+Per run the graph is::
+
+    time chunks --chunk_stats--> partial RunStats --tree sum--> RunStats
+    RunStats --split by voxel block--> dask arrays (voxel-chunked)
+    blockwise(fit_block) --> packed (beta, dispersion, ar_coef, cov_index)
+
+A ``.nii.gz`` run is one streaming task (gzip has no random access); ``.nii``
+runs and in-memory arrays get one task per time chunk, tree-summed.
+Design-only inputs (stacked design, design tables, AR(1) covariance tables)
+enter the graph once each as a delayed key, never pickled per task.
+"""
+
+from __future__ import annotations
+
+import math
+
+import dask
+import dask.array as da
+import numpy as np
+from dask import delayed
+from threadpoolctl import threadpool_limits
+
+from .io.nifti import ArrayRunSource, RunSource
+from .kernels.ar import binned_gram_inverses
+from .kernels.fit import FitOptions, fit_block, packed_rows, residual_total_block
+from .kernels.glm import DesignTables, whitened_gram_inverse
+from .kernels.stats import RunStats, chunk_stats, combine_stats, stacked_design
+from .preprocessing import VolumeMasker
+
+__all__ = ["RunPlan", "run_stats", "fit_run", "voxel_chunks", "time_chunk_size"]
+
+STAT_FIELDS = ("sy", "yy", "yy_lag", "xy", "xy_fwd", "xy_bwd", "head", "tail")
+
+
+def time_chunk_size(spatial_shape, dtype, target_bytes: float = 48e6) -> int:
+    """Volumes per read so that one chunk holds about ``target_bytes``."""
+    per_volume = int(np.prod(spatial_shape)) * max(np.dtype(dtype).itemsize, 4)
+    return int(max(1, min(64, target_bytes // per_volume)))
+
+
+def voxel_chunks(n_voxels: int, block: int) -> tuple[int, ...]:
+    if n_voxels == 0:
+        return (0,)
+    n_blocks = max(1, math.ceil(n_voxels / block))
+    base = math.ceil(n_voxels / n_blocks)
+    sizes = [base] * (n_voxels // base)
+    if n_voxels % base:
+        sizes.append(n_voxels % base)
+    return tuple(sizes)
+
+
+def _volume_scaling(Y: np.ndarray, per_volume: bool) -> np.ndarray:
+    if not per_volume:
+        return Y
+    mean = np.maximum(Y.mean(axis=1, keepdims=True), 1.0)
+    return 100.0 * (Y / mean - 1.0)
+
+
+def _stream_stats(source: RunSource, masker, stack, n_lags, chunk, per_volume) -> RunStats:
+    """One pass over a run, front to back, carrying the last L volumes."""
+    total = None
+    previous = np.zeros((0, masker.n_voxels))
+    with threadpool_limits(1):
+        for t0, volumes in source.iter_chunks(chunk):
+            Y = _volume_scaling(masker.transform(volumes), per_volume)
+            part = chunk_stats(Y, t0, source.n_scans, stack, n_lags, previous)
+            total = part if total is None else combine_stats(total, part)
+            if n_lags:
+                context = np.concatenate([previous, np.asarray(Y, dtype=np.float64)])
+                previous = context[len(context) - n_lags :] if len(context) > n_lags else context
+    return total
+
+
+def _file_chunk_stats(source: RunSource, masker, stack, n_lags, t0, t1, per_volume) -> RunStats:
+    n_prev = min(t0, n_lags)
+    with threadpool_limits(1):
+        Y = _volume_scaling(masker.transform(source.read(t0 - n_prev, t1)), per_volume)
+        return chunk_stats(Y[n_prev:], t0, source.n_scans, stack, n_lags, Y[:n_prev])
+
+
+def _array_chunk_stats(block, masker, stack, n_lags, t0, n_prev, n_scans, per_volume) -> RunStats:
+    volumes = np.asarray(block).transpose(3, 2, 1, 0)
+    with threadpool_limits(1):
+        Y = _volume_scaling(masker.transform(volumes), per_volume)
+        return chunk_stats(Y[n_prev:], t0, n_scans, stack, n_lags, Y[:n_prev])
+
+
+def _tree_sum(parts: list):
+    while len(parts) > 1:
+        parts = [
+            delayed(combine_stats, pure=True)(parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i]
+            for i in range(0, len(parts), 2)
+        ]
+    return parts[0]
+
+
+def run_stats(
+    source: RunSource,
+    masker_key,
+    stack_key,
+    n_lags: int,
+    chunk: int,
+    per_volume_scaling: bool,
+    token: str,
+):
+    """Delayed :class:`RunStats` of one run."""
+    if source.sequential:
+        return delayed(_stream_stats, pure=True, name=f"stream-stats-{token}")(
+            source, masker_key, stack_key, n_lags, chunk, per_volume_scaling
+        )
+    bounds = [(t0, min(t0 + chunk, source.n_scans)) for t0 in range(0, source.n_scans, chunk)]
+    parts = []
+    if isinstance(source, ArrayRunSource):
+        data = source.data
+        if not isinstance(data, da.Array):
+            data = da.from_array(np.asarray(data), chunks=(-1, -1, -1, chunk))
+        for t0, t1 in bounds:
+            n_prev = min(t0, n_lags)
+            parts.append(
+                delayed(_array_chunk_stats, pure=True)(
+                    data[..., t0 - n_prev : t1], masker_key, stack_key, n_lags, t0, n_prev,
+                    source.n_scans, per_volume_scaling,
+                )
+            )
+    else:
+        for t0, t1 in bounds:
+            parts.append(
+                delayed(_file_chunk_stats, pure=True)(
+                    source, masker_key, stack_key, n_lags, t0, t1, per_volume_scaling
+                )
+            )
+    return _tree_sum(parts)
+
+
+def _field_shape(name: str, n_lags: int, p: int, n_vox: int) -> tuple[int, ...]:
+    return {
+        "sy": (n_vox,),
+        "yy": (n_vox,),
+        "yy_lag": (n_lags, n_vox),
+        "xy": (p, n_vox),
+        "xy_fwd": (n_lags, p, n_vox),
+        "xy_bwd": (n_lags, p, n_vox),
+        "head": (n_lags, n_vox),
+        "tail": (n_lags, n_vox),
+    }[name]
+
+
+_INDICES = {
+    "sy": "v",
+    "yy": "v",
+    "yy_lag": "lv",
+    "xy": "pv",
+    "xy_fwd": "lpv",
+    "xy_bwd": "lpv",
+    "head": "lv",
+    "tail": "lv",
+}
+
+
+def stats_as_arrays(stats_key, n_scans, n_lags, p, vchunks) -> dict[str, da.Array]:
+    """The fields of a delayed RunStats as voxel-chunked dask arrays."""
+    n_vox = sum(vchunks)
+    arrays = {}
+    for name in STAT_FIELDS:
+        shape = _field_shape(name, n_lags, p, n_vox)
+        arr = da.from_delayed(getattr(stats_key, name), shape=shape, dtype=np.float64)
+        arrays[name] = arr.rechunk(shape[:-1] + (vchunks,))
+    return arrays
+
+
+def _rebuild(n_scans, sy, yy, yy_lag, xy, xy_fwd, xy_bwd, head, tail) -> RunStats:
+    return RunStats(n_scans, sy, yy, yy_lag, xy, xy_fwd, xy_bwd, head, tail)
+
+
+def _blockwise_stats(func, out_index, arrays, n_scans, *extra, **kwargs):
+    args = []
+    for name in STAT_FIELDS:
+        args += [arrays[name], _INDICES[name]]
+
+    def call(*blocks_and_extra):
+        blocks = blocks_and_extra[: len(STAT_FIELDS)]
+        rest = blocks_and_extra[len(STAT_FIELDS) :]
+        with threadpool_limits(1):
+            return func(_rebuild(n_scans, *blocks), *rest)
+
+    for e in extra:
+        args += [e, None if not isinstance(e, da.Array) else ""]
+    return da.blockwise(call, out_index, *args, dtype=np.float64, concatenate=True, **kwargs)
+
+
+class RunPlan:
+    """Everything design-side about one run, entered in the graph once."""
+
+    def __init__(self, X: np.ndarray, options: FitOptions, n_lags: int, token: str):
+        self.X = X
+        self.options = options
+        self.n_lags = n_lags
+        self.token = token
+        self.n_scans, self.n_regressors = X.shape
+        self.stack = delayed(stacked_design, pure=True, name=f"design-stack-{token}")(X, n_lags)
+        self.tables = delayed(DesignTables, pure=True, name=f"design-tables-{token}")(X, n_lags)
+        if options.ar_order == 1:
+            self.cov_table = delayed(binned_gram_inverses, pure=True, name=f"ar1-tables-{token}")(X)
+        else:
+            self.cov_table = delayed(_ols_cov_table, pure=True, name=f"ols-table-{token}")(X)
+
+
+def _ols_cov_table(X: np.ndarray) -> np.ndarray:
+    from .kernels.ar import N_BINS, OLS_BIN
+
+    table = np.zeros((N_BINS,) + (X.shape[1],) * 2)
+    table[OLS_BIN] = whitened_gram_inverse(X, np.zeros(1))
+    return table
+
+
+def fit_run(plan: RunPlan, stats_key, vchunks: tuple[int, ...]) -> da.Array:
+    """Lazy packed fit (rows: beta, dispersion, ar_coef, cov_index) of one run."""
+    p, n, opts = plan.n_regressors, plan.n_scans, plan.options
+    arrays = stats_as_arrays(stats_key, n, plan.n_lags, p, vchunks)
+    n_vox = sum(vchunks)
+    global_mean = None
+    if opts.signal_scaling == (0, 1):
+        global_mean = arrays["sy"].sum() / (n * max(n_vox, 1))
+    residual_mean = 0.0
+    if opts.ar_order >= 1:
+        extra = (plan.tables, opts.signal_scaling) + ((global_mean,) if global_mean is not None else ())
+        totals = _blockwise_stats(residual_total_block, "v", arrays, n, *extra)
+        residual_mean = totals.sum() / (n * max(n_vox, 1))
+    rows = packed_rows(p, opts.ar_order)
+    extra = (plan.tables, plan.cov_table, opts, residual_mean)
+    if global_mean is not None:
+        extra = extra + (global_mean,)
+    return _blockwise_stats(
+        fit_block, "rv", arrays, n, *extra, new_axes={"r": rows}
+    )
+
+
+def persist(*arrays):
+    """Persist dask collections (kept in the cluster under distributed)."""
+    return dask.persist(*arrays)
+
+
+def masker_key(mask: np.ndarray, affine: np.ndarray, fwhm, token: str):
+    return delayed(VolumeMasker, pure=True, name=f"masker-{token}")(mask, affine, fwhm)

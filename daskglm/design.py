@@ -1,0 +1,169 @@
+"""Design matrices: load user-given ones, or build them with nilearn's builder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["DesignError", "load_design", "build_design", "frame_times", "check_design"]
+
+
+class DesignError(ValueError):
+    """A design matrix, events table or confounds table that cannot be used."""
+
+
+def load_design(obj, index: int = 0) -> pd.DataFrame:
+    """A design matrix as a DataFrame of float64.
+
+    Accepts a DataFrame, a 2-D array, or a path to ``.npz`` (key ``X``),
+    ``.npy``, ``.csv`` or ``.tsv``.  Arrays keep integer column names, as
+    ``pd.DataFrame(array)`` would.
+    """
+    if isinstance(obj, pd.DataFrame):
+        df = obj
+    elif isinstance(obj, (str, os.PathLike)):
+        df = _read_design_file(Path(obj), index)
+    elif isinstance(obj, np.ndarray) or hasattr(obj, "__array__"):
+        arr = np.asarray(obj)
+        if arr.ndim != 2:
+            raise DesignError(f"Design matrix {index} must be 2-D, got shape {arr.shape}.")
+        df = pd.DataFrame(arr)
+    else:
+        raise TypeError(
+            f"Design matrix {index} must be a DataFrame, an array or a path to "
+            f".npz/.csv/.tsv, got {type(obj).__name__}."
+        )
+    return check_design(df, index)
+
+
+def _read_design_file(path: Path, index: int) -> pd.DataFrame:
+    if not path.exists():
+        raise FileNotFoundError(f"Design matrix file {str(path)!r} does not exist.")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".npz":
+            with np.load(path) as data:
+                if "X" not in data:
+                    raise DesignError(
+                        f"Design file {str(path)!r} has no array 'X' (keys: {list(data.keys())})."
+                    )
+                return pd.DataFrame(data["X"])
+        if suffix == ".npy":
+            return pd.DataFrame(np.load(path))
+        if suffix in (".csv", ".tsv", ".txt"):
+            sep = "\t" if suffix == ".tsv" else None
+            df = pd.read_csv(path, sep=sep, engine="python")
+            if df.columns[0].startswith("Unnamed") or df.columns[0] == "":
+                df = df.set_index(df.columns[0])
+            return df
+    except DesignError:
+        raise
+    except Exception as err:
+        raise DesignError(f"Could not read design matrix {str(path)!r}: {err}") from err
+    raise DesignError(
+        f"Design matrix file {str(path)!r} must be .npz (key 'X'), .npy, .csv or .tsv."
+    )
+
+
+def check_design(df: pd.DataFrame, index: int = 0) -> pd.DataFrame:
+    """Validate a design matrix: 2-D, numeric, finite, at least one column."""
+    if df.shape[1] == 0 or df.shape[0] == 0:
+        raise DesignError(f"Design matrix {index} is empty (shape {df.shape}).")
+    try:
+        values = df.to_numpy(dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise DesignError(f"Design matrix {index} has non-numeric columns: {err}") from err
+    bad = ~np.isfinite(values)
+    if bad.any():
+        rows, cols = np.nonzero(bad)
+        raise DesignError(
+            f"Design matrix {index} contains {bad.sum()} NaN or infinite values "
+            f"(first at row {rows[0]}, column {df.columns[cols[0]]!r})."
+        )
+    if df.columns.duplicated().any():
+        dup = list(df.columns[df.columns.duplicated()])
+        raise DesignError(f"Design matrix {index} has duplicated column names: {dup}.")
+    return pd.DataFrame(values, columns=df.columns, index=df.index)
+
+
+def frame_times(n_scans: int, t_r: float, slice_time_ref: float = 0.0) -> np.ndarray:
+    """Acquisition times of the scans, as nilearn's ``FirstLevelModel``."""
+    start = slice_time_ref * t_r
+    end = (n_scans - 1 + slice_time_ref) * t_r
+    return np.linspace(start, end, n_scans)
+
+
+def _load_table(obj, what: str, index: int) -> pd.DataFrame:
+    if isinstance(obj, pd.DataFrame):
+        return obj
+    if isinstance(obj, (str, os.PathLike)):
+        path = Path(obj)
+        if not path.exists():
+            raise FileNotFoundError(f"The {what} file {str(path)!r} does not exist.")
+        sep = "," if path.suffix.lower() == ".csv" else "\t"
+        try:
+            return pd.read_csv(path, sep=sep)
+        except Exception as err:
+            raise DesignError(f"Could not read the {what} file {str(path)!r}: {err}") from err
+    raise TypeError(f"The {what} of run {index} must be a DataFrame or a path, got {type(obj).__name__}.")
+
+
+def build_design(
+    n_scans: int,
+    events,
+    confounds,
+    *,
+    t_r: float,
+    slice_time_ref: float,
+    hrf_model,
+    drift_model,
+    high_pass,
+    drift_order,
+    fir_delays,
+    min_onset,
+    index: int = 0,
+) -> pd.DataFrame:
+    """One run's design with nilearn's ``make_first_level_design_matrix``."""
+    from nilearn.glm.first_level import make_first_level_design_matrix
+
+    events_df = _load_table(events, "events", index) if events is not None else None
+    if events_df is not None:
+        missing = {"onset", "duration"} - set(events_df.columns)
+        if missing:
+            raise DesignError(
+                f"The events of run {index} lack the column(s) {sorted(missing)}; "
+                f"they have {list(events_df.columns)}."
+            )
+    conf_matrix, conf_names = None, None
+    if confounds is not None:
+        if isinstance(confounds, (str, os.PathLike)):
+            confounds = _load_table(confounds, "confounds", index)
+        if isinstance(confounds, pd.DataFrame):
+            conf_names = [str(c) for c in confounds.columns]
+            conf_matrix = confounds.to_numpy(dtype=np.float64)
+        else:
+            conf_matrix = np.asarray(confounds, dtype=np.float64)
+            if conf_matrix.ndim == 1:
+                conf_matrix = conf_matrix[:, None]
+            conf_names = [f"confound_{i}" for i in range(conf_matrix.shape[1])]
+        if conf_matrix.shape[0] != n_scans:
+            raise DesignError(
+                f"The confounds of run {index} have {conf_matrix.shape[0]} rows "
+                f"but the run has {n_scans} scans."
+            )
+    design = make_first_level_design_matrix(
+        frame_times(n_scans, t_r, slice_time_ref),
+        events_df,
+        hrf_model,
+        drift_model,
+        high_pass,
+        drift_order,
+        fir_delays,
+        conf_matrix,
+        conf_names,
+        min_onset,
+    )
+    return check_design(design, index)

@@ -1,0 +1,1 @@
+"""Input/output: lazy NIfTI runs, the Zarr results store, NIfTI export."""

@@ -1,0 +1,277 @@
+"""Lazy NIfTI runs: header-only opening, chunked volume reads, dask/xarray views.
+
+A run is described by a :class:`RunSource` that knows its shape, affine and
+how to read volumes ``t0..t1`` as a ``(k, nz, ny, nx)`` array (the C-order view
+of NIfTI's Fortran-ordered volumes, so a volume is one contiguous block).
+Nothing is read when a source is created.
+
+``.nii`` files are memory-mapped (read-only), so any time chunk can be read
+independently.  ``.nii.gz`` files are streamed once, front to back, through
+ISA-L's gzip reader (decompression runs in a background thread); random access
+into a ``.gz`` re-decompresses from the start and is kept for ``open_run``'s
+occasional slicing only.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from nibabel.volumeutils import apply_read_scaling
+
+__all__ = ["RunSource", "FileRunSource", "ArrayRunSource", "as_run_source", "load_image"]
+
+
+class NiftiInputError(ValueError):
+    """A run or mask image that cannot be used."""
+
+
+def load_image(obj, what: str = "image") -> nib.Nifti1Image:
+    """Load a NIfTI from a path (header only) or pass an image through."""
+    if isinstance(obj, (nib.Nifti1Image, nib.Nifti2Image)):
+        return obj
+    if isinstance(obj, (str, os.PathLike)):
+        path = Path(obj)
+        if not path.exists():
+            raise FileNotFoundError(f"The {what} file {str(path)!r} does not exist.")
+        if path.is_dir():
+            raise NiftiInputError(f"The {what} path {str(path)!r} is a directory, not a NIfTI file.")
+        try:
+            img = nib.load(path)
+        except Exception as err:  # nibabel raises ImageFileError, EOFError, OSError...
+            raise NiftiInputError(
+                f"Could not read the {what} {str(path)!r} as NIfTI: {err}"
+            ) from err
+        if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+            raise NiftiInputError(
+                f"The {what} {str(path)!r} is a {type(img).__name__}, not a NIfTI image."
+            )
+        return img
+    raise TypeError(
+        f"The {what} must be a path or a nibabel Nifti1Image, got {type(obj).__name__}."
+    )
+
+
+class RunSource:
+    """A 4D run: geometry plus chunked volume reads."""
+
+    shape: tuple[int, int, int, int]
+    affine: np.ndarray
+    dtype: np.dtype  # dtype of the data after NIfTI scaling
+    name: str
+
+    @property
+    def n_scans(self) -> int:
+        return self.shape[3]
+
+    @property
+    def spatial_shape(self) -> tuple[int, int, int]:
+        return self.shape[:3]
+
+    @property
+    def sequential(self) -> bool:
+        """True when reads are cheap only front to back (gzip streams)."""
+        return False
+
+    def read(self, t0: int, t1: int) -> np.ndarray:
+        """Volumes ``t0..t1-1`` as an array of shape (k, nz, ny, nx)."""
+        raise NotImplementedError
+
+    def iter_chunks(self, chunk: int) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(t0, volumes)`` for consecutive chunks of the whole run."""
+        for t0 in range(0, self.n_scans, chunk):
+            yield t0, self.read(t0, min(t0 + chunk, self.n_scans))
+
+    def identity(self) -> dict:
+        """What identifies this input (for resuming fits)."""
+        return {"name": self.name, "shape": list(self.shape)}
+
+
+def _check_4d(shape, name: str) -> tuple[int, int, int, int]:
+    shape = tuple(int(s) for s in shape)
+    if len(shape) == 3:
+        raise NiftiInputError(
+            f"Run {name} is a 3D image of shape {shape}; a run must be 4D (x, y, z, time)."
+        )
+    if len(shape) == 5 and shape[3] == 1:  # some writers store time as 5th dim
+        shape = (*shape[:3], shape[4])
+    if len(shape) != 4:
+        raise NiftiInputError(f"Run {name} must be 4D (x, y, z, time), got shape {shape}.")
+    if min(shape) < 1:
+        raise NiftiInputError(f"Run {name} has an empty dimension: shape {shape}.")
+    return shape  # type: ignore[return-value]
+
+
+class FileRunSource(RunSource):
+    """A run stored in a ``.nii`` or ``.nii.gz`` file."""
+
+    def __init__(self, path: str | os.PathLike, img: nib.Nifti1Image | None = None):
+        self.path = Path(path)
+        img = img if img is not None else load_image(self.path, "run")
+        self.name = str(self.path)
+        self.shape = _check_4d(img.shape, self.name)
+        self.affine = np.asarray(img.affine, dtype=np.float64)
+        self.header = img.header
+        proxy = img.dataobj
+        self.raw_dtype = np.dtype(img.header.get_data_dtype())
+        # for .nii.gz, header.get_data_offset() can read 0; the proxy knows the truth
+        self.offset = int(getattr(proxy, "offset", img.header.get_data_offset()))
+        self.slope = getattr(proxy, "slope", 1.0)
+        self.inter = getattr(proxy, "inter", 0.0)
+        self.compressed = _is_gzip(self.path)
+        probe = apply_read_scaling(np.zeros(1, self.raw_dtype), self._slope(), self._inter())
+        self.dtype = probe.dtype
+        self.volume_bytes = int(np.prod(self.shape[:3])) * self.raw_dtype.itemsize
+        self._check_size()
+
+    def _slope(self):
+        s = np.asanyarray(self.slope)
+        return s
+
+    def _inter(self):
+        i = np.asanyarray(self.inter)
+        return i.astype(np.asanyarray(self.slope).dtype) if np.can_cast(i, np.asanyarray(self.slope).dtype) else i
+
+    def _check_size(self) -> None:
+        if self.compressed:
+            return  # the gzip stream is checked when read
+        needed = self.offset + self.volume_bytes * self.n_scans
+        size = self.path.stat().st_size
+        if size < needed:
+            raise NiftiInputError(
+                f"Run {self.name} is truncated: the header announces {self.n_scans} volumes "
+                f"({needed} bytes) but the file has {size} bytes."
+            )
+
+    @property
+    def sequential(self) -> bool:
+        return self.compressed
+
+    def identity(self) -> dict:
+        st = self.path.stat()
+        return {"path": str(self.path.resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+    def _scale(self, raw: np.ndarray) -> np.ndarray:
+        return apply_read_scaling(raw, self._slope(), self._inter())
+
+    def _as_volumes(self, buf, k: int) -> np.ndarray:
+        nx, ny, nz = self.shape[:3]
+        raw = np.frombuffer(buf, dtype=self.raw_dtype, count=k * nx * ny * nz)
+        return self._scale(raw.reshape(k, nz, ny, nx))
+
+    def read(self, t0: int, t1: int) -> np.ndarray:
+        k = t1 - t0
+        if self.compressed:
+            with _open_gzip(self.path, threaded=False) as fh:
+                _skip(fh, self.offset + t0 * self.volume_bytes, self.name)
+                buf = _read_exact(fh, k * self.volume_bytes, self.name)
+            return self._as_volumes(buf, k)
+        nx, ny, nz = self.shape[:3]
+        mm = np.memmap(
+            self.path,
+            dtype=self.raw_dtype,
+            mode="r",
+            offset=self.offset + t0 * self.volume_bytes,
+            shape=(k, nz, ny, nx),
+        )
+        out = self._scale(np.array(mm))
+        del mm
+        return out
+
+    def iter_chunks(self, chunk: int) -> Iterator[tuple[int, np.ndarray]]:
+        if not self.compressed:
+            yield from super().iter_chunks(chunk)
+            return
+        with _open_gzip(self.path, threaded=True) as fh:
+            _skip(fh, self.offset, self.name)
+            for t0 in range(0, self.n_scans, chunk):
+                k = min(chunk, self.n_scans - t0)
+                buf = _read_exact(fh, k * self.volume_bytes, self.name)
+                yield t0, self._as_volumes(buf, k)
+
+
+class ArrayRunSource(RunSource):
+    """A run held as an (x, y, z, t) numpy or dask array (in-memory image, DataArray)."""
+
+    def __init__(self, data, affine: np.ndarray, name: str):
+        self.data = data
+        self.name = name
+        self.shape = _check_4d(data.shape, name)
+        if data.ndim == 5:
+            self.data = data[:, :, :, 0, :]
+        self.affine = np.asarray(affine, dtype=np.float64)
+        self.dtype = np.dtype(data.dtype)
+
+    def read(self, t0: int, t1: int) -> np.ndarray:
+        block = np.asarray(self.data[:, :, :, t0:t1])
+        return block.transpose(3, 2, 1, 0)
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        return fh.read(2) == b"\x1f\x8b"
+
+
+def _open_gzip(path: Path, threaded: bool):
+    try:
+        if threaded:
+            from isal import igzip_threaded
+
+            return igzip_threaded.open(path, "rb", threads=1)
+        from isal import igzip
+
+        return igzip.open(path, "rb")
+    except ImportError:  # pragma: no cover - isal is a core dependency
+        return gzip.open(path, "rb")
+
+
+def _read_exact(fh, n: int, name: str) -> bytes:
+    try:
+        buf = fh.read(n)
+    except (EOFError, OSError, gzip.BadGzipFile) as err:
+        raise NiftiInputError(f"Run {name} is corrupt or truncated: {err}") from err
+    if len(buf) != n:
+        raise NiftiInputError(
+            f"Run {name} is truncated: expected {n} more bytes of image data, got {len(buf)}."
+        )
+    return buf
+
+
+def _skip(fh, n: int, name: str) -> None:
+    while n > 0:
+        step = min(n, 1 << 24)
+        _read_exact(fh, step, name)
+        n -= step
+
+
+def as_run_source(obj, index: int = 0) -> RunSource:
+    """A :class:`RunSource` for a path, a Nifti1Image or an ``xarray.DataArray``."""
+    name = f"#{index}"
+    if isinstance(obj, (str, os.PathLike)):
+        return FileRunSource(obj)
+    if isinstance(obj, (nib.Nifti1Image, nib.Nifti2Image)):
+        fname = obj.get_filename()
+        if fname and not isinstance(obj.dataobj, np.ndarray) and Path(fname).exists():
+            return FileRunSource(fname, img=obj)
+        return ArrayRunSource(obj.dataobj, obj.affine, name)
+    try:
+        import xarray as xr
+    except ImportError:  # pragma: no cover
+        xr = None
+    if xr is not None and isinstance(obj, xr.DataArray):
+        affine = obj.attrs.get("affine")
+        if affine is None:
+            raise NiftiInputError(
+                f"Run {name} is a DataArray without an 'affine' attribute; "
+                "open runs with daskglm.open_run to keep it."
+            )
+        data = obj.transpose("x", "y", "z", "time").data if set(obj.dims) >= {"x", "y", "z", "time"} else obj.data
+        return ArrayRunSource(data, np.asarray(affine), obj.name or name)
+    raise TypeError(
+        f"Run {name} must be a path, a nibabel Nifti1Image or an xarray.DataArray, "
+        f"got {type(obj).__name__}."
+    )

@@ -1,0 +1,234 @@
+"""GLM solves from sufficient statistics: OLS, Yule-Walker, AR(p) prewhitening.
+
+Formulas follow nilearn 0.14.1 (``nilearn.glm.first_level.run_glm``,
+``nilearn.glm.regression``) exactly; docs/architecture.md maps each step.
+
+Notation: ``W`` whitens a series with AR coefficients ``rho_1..rho_L`` the way
+nilearn's ``ARModel.whiten`` does, ``(W z)_t = z_t - sum_{i<=min(t,L)} rho_i z_{t-i}``
+(the first samples are not rescaled).  Writing ``W = sum_i c_i S_i`` with
+``c_0 = 1, c_i = -rho_i`` and ``S_i`` the shift by ``i`` with zero fill,
+
+    (W X)^T (W Y) = sum_{i,j} c_i c_j M_ij,   M_ij = sum_{t>=max(i,j)} X_{t-i} Y_{t-j}
+
+and every ``M_ij`` is one of the accumulated lagged sums minus a few edge
+terms from the last ``L`` volumes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.linalg as spl
+
+from .stats import RunStats
+
+__all__ = [
+    "DesignTables",
+    "design_tables",
+    "ols_fit",
+    "residual_sum",
+    "residual_autocovariance",
+    "yule_walker",
+    "whiten_design",
+    "whitened_gram_inverse",
+    "whitened_cross",
+    "fit_whitened",
+]
+
+
+class DesignTables:
+    """Design-only quantities of one run, computed once and shared by all blocks.
+
+    Attributes
+    ----------
+    X : ndarray (n, p)
+    pinv_cov : ndarray (p, p)
+        ``pinv(X) pinv(X).T``, nilearn's ``normalized_cov_beta`` for OLS.
+    lagged_gram : ndarray (L + 1, p, p)
+        ``A_k = sum_{t>=k} X_t X_{t-k}^T``.
+    rank : int
+        ``matrix_rank(X)`` with nilearn's tolerance; df = n - rank.
+    """
+
+    def __init__(self, X: np.ndarray, n_lags: int):
+        X = np.asarray(X, dtype=np.float64)
+        self.X = X
+        self.n_scans, self.n_regressors = X.shape
+        self.n_lags = n_lags
+        pinv = spl.pinv(X)
+        self.pinv_cov = pinv @ pinv.T
+        n = self.n_scans
+        self.lagged_gram = np.stack([X[k:].T @ X[: n - k] for k in range(n_lags + 1)])
+        eps = np.abs(X).sum() * np.finfo(np.float64).eps
+        self.rank = int(np.linalg.matrix_rank(X, eps))
+
+    @property
+    def df_residuals(self) -> int:
+        return self.n_scans - self.rank
+
+
+def design_tables(X: np.ndarray, n_lags: int) -> DesignTables:
+    """Precompute the design-only quantities of a run."""
+    return DesignTables(X, n_lags)
+
+
+def ols_fit(stats: RunStats, tables: DesignTables) -> tuple[np.ndarray, np.ndarray]:
+    """OLS ``beta = pinv(X) Y`` and the residual sum of squares, per voxel."""
+    beta = tables.pinv_cov @ stats.xy
+    sse = stats.yy - np.einsum("pv,pv->v", beta, stats.xy)
+    return beta, sse
+
+
+def _quad(beta: np.ndarray, A: np.ndarray) -> np.ndarray:
+    """``beta_v^T A beta_v`` for every voxel."""
+    return np.einsum("pv,pq,qv->v", beta, A, beta)
+
+
+def residual_sum(stats: RunStats, X: np.ndarray, beta: np.ndarray) -> np.ndarray:
+    """``sum_t e_t`` of the OLS residuals ``e = Y - X beta``, per voxel."""
+    return stats.sy - X.sum(axis=0) @ beta
+
+
+def residual_autocovariance(
+    stats: RunStats, tables: DesignTables, beta: np.ndarray, grand_mean: float = 0.0
+) -> np.ndarray:
+    """Lagged sums ``c_k = sum_{t>=k} (e_t - mu)(e_{t-k} - mu)``, k = 0..L.
+
+    ``mu`` is nilearn's Yule-Walker centring: one mean over all voxels and
+    scans of the OLS residuals (about 0 when the design has an intercept).
+    """
+    X, n, L = tables.X, stats.n_scans, stats.n_lags
+    e_sum = residual_sum(stats, X, beta)
+    e_head = stats.head - X[:L] @ beta
+    e_tail = stats.tail - X[n - L :] @ beta
+    head_sum = np.cumsum(e_head, axis=0)
+    tail_sum = np.cumsum(e_tail[::-1], axis=0)
+
+    c = np.empty((L + 1, stats.n_voxels))
+    c[0] = (
+        stats.yy
+        - 2 * np.einsum("pv,pv->v", beta, stats.xy)
+        + _quad(beta, tables.lagged_gram[0])
+    )
+    c[0] += -2 * grand_mean * e_sum + n * grand_mean**2
+    for k in range(1, L + 1):
+        cross = stats.xy_fwd[k - 1] + stats.xy_bwd[k - 1]
+        c[k] = stats.yy_lag[k - 1] - np.einsum("pv,pv->v", beta, cross)
+        c[k] += _quad(beta, tables.lagged_gram[k])
+        late, early = e_sum - head_sum[k - 1], e_sum - tail_sum[k - 1]
+        c[k] += -grand_mean * (late + early) + (n - k) * grand_mean**2
+    return c
+
+
+def yule_walker(autocov: np.ndarray, n_scans: int) -> np.ndarray:
+    """Yule-Walker AR coefficients from lagged sums, as nilearn's ``_yule_walker``.
+
+    Returns an array of shape (L, n_voxels).  A voxel whose residuals are all
+    zero (a constant voxel) gets coefficients 0 instead of nilearn's NaN.
+    """
+    L = autocov.shape[0] - 1
+    r = autocov / ((n_scans - np.arange(L + 1))[:, None] * n_scans)
+    degenerate = ~(r[0] > 0)
+    r = np.where(degenerate, 0.0, r)
+    r[0] = np.where(degenerate, 1.0, r[0])
+    if L == 1:
+        return r[1:] / r[0]
+    idx = np.abs(np.arange(L)[:, None] - np.arange(L)[None, :])
+    toeplitz = np.moveaxis(r[idx], -1, 0)  # (V, L, L)
+    rho = np.linalg.solve(toeplitz, r[1:].T[:, :, None])[..., 0]
+    return rho.T
+
+
+def whiten_design(X: np.ndarray, rho: np.ndarray) -> np.ndarray:
+    """nilearn's ``ARModel.whiten``: first samples are left unscaled."""
+    X = np.asarray(X, dtype=np.float64)
+    out = X.copy()
+    for i, r in enumerate(np.atleast_1d(rho)):
+        out[i + 1 :] = out[i + 1 :] - r * X[: -(i + 1)]
+    return out
+
+
+def whitened_gram_inverse(X: np.ndarray, rho: np.ndarray) -> np.ndarray:
+    """``pinv(WX) pinv(WX).T``, nilearn's ``normalized_cov_beta`` of ``ARModel``."""
+    pinv = spl.pinv(whiten_design(X, rho))
+    return pinv @ pinv.T
+
+
+def _tail_rows(stats: RunStats, start: int, stop: int) -> np.ndarray:
+    """Rows ``start..stop-1`` (global scan indices) of the run's last L volumes."""
+    offset = stats.n_scans - stats.n_lags
+    return stats.tail[start - offset : stop - offset]
+
+
+def _cross_xy(stats: RunStats, X: np.ndarray, i: int, j: int) -> np.ndarray:
+    """``M_ij = sum_{t>=max(i,j)} X_{t-i} Y_{t-j}`` of shape (p, V)."""
+    n = stats.n_scans
+    if i <= j:
+        d = j - i  # sum_{s=0}^{n-1-j} X_{s+d} Y_s
+        full = stats.xy if d == 0 else stats.xy_bwd[d - 1]
+        edge = range(n - j, n - d)
+        rows_x = X[[s + d for s in edge]]
+    else:
+        d = i - j  # sum_{u=d}^{n-1-j} X_{u-d} Y_u
+        full = stats.xy_fwd[d - 1]
+        edge = range(n - j, n)
+        rows_x = X[[u - d for u in edge]]
+    if len(edge) == 0:
+        return full
+    rows_y = _tail_rows(stats, edge.start, edge.stop)
+    return full - rows_x.T @ rows_y
+
+
+def _cross_yy(stats: RunStats, i: int, j: int) -> np.ndarray:
+    """``N_ij = sum_{t>=max(i,j)} Y_{t-i} Y_{t-j}`` of shape (V,)."""
+    n = stats.n_scans
+    lo, hi = min(i, j), max(i, j)
+    d = hi - lo  # sum_{s=0}^{n-1-hi} Y_{s+d} Y_s
+    full = stats.yy if d == 0 else stats.yy_lag[d - 1]
+    edge = range(n - hi, n - d)
+    if len(edge) == 0:
+        return full
+    y_s = _tail_rows(stats, edge.start, edge.stop)
+    y_sd = _tail_rows(stats, edge.start + d, edge.stop + d)
+    return full - np.einsum("tv,tv->v", y_s, y_sd)
+
+
+def whitened_cross(
+    stats: RunStats, X: np.ndarray, rho: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(WX)^T (WY)`` (p, V) and ``(WY)^T (WY)`` (V,) for per-voxel ``rho`` (L, V)."""
+    order = rho.shape[0]
+    coef = np.concatenate([np.ones((1, rho.shape[1])), -rho])  # c_0 .. c_L
+    xty = np.zeros_like(stats.xy)
+    yty = np.zeros_like(stats.yy)
+    for i in range(order + 1):
+        for j in range(order + 1):
+            w = coef[i] * coef[j]
+            xty += w * _cross_xy(stats, X, i, j)
+            yty += w * _cross_yy(stats, i, j)
+    return xty, yty
+
+
+def fit_whitened(
+    xty: np.ndarray, yty: np.ndarray, gram_inverse: np.ndarray, n_regressors: int, n_scans: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Whitened least squares from cross-products.
+
+    Parameters
+    ----------
+    xty : ndarray (p, V)
+    yty : ndarray (V,)
+    gram_inverse : ndarray (V, p, p) or (p, p)
+        ``pinv(WX) pinv(WX).T`` for each voxel (or shared).
+
+    Returns
+    -------
+    beta : ndarray (p, V)
+    dispersion : ndarray (V,)
+        ``SSE / (n - p)`` as nilearn's ``OLSModel.fit``.
+    """
+    if gram_inverse.ndim == 2:
+        beta = gram_inverse @ xty
+    else:
+        beta = np.einsum("vpq,qv->pv", gram_inverse, xty)
+    sse = yty - np.einsum("pv,pv->v", beta, xty)
+    return beta, sse / (n_scans - n_regressors)

@@ -1,0 +1,744 @@
+"""``FirstLevelModel``: nilearn's API over the streaming dask engine.
+
+This module validates inputs and wires the graph; the statistics live in
+:mod:`daskglm.kernels` and :mod:`daskglm.contrasts`, the dask plumbing in
+:mod:`daskglm._engine`, storage in :mod:`daskglm.io`.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import dask
+import dask.array as da
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import xarray as xr
+from dask.base import tokenize
+
+from . import _engine
+from .contrasts import (
+    OUTPUT_TYPES,
+    ContrastError,
+    as_contrast_matrix,
+    contrast_block,
+    contrast_kind,
+    contrast_outputs,
+    fixed_effect_sum,
+    pad_contrast,
+)
+from .design import DesignError, build_design, load_design
+from .io.nifti import NiftiInputError, RunSource, as_run_source, load_image
+from .io.zarr_store import read_dataset, write_dataset
+from .kernels.fit import FitOptions, unpack
+
+__all__ = ["FirstLevelModel", "open_model", "NotFittedError"]
+
+NOISE_MODELS = ("ols", "ar1")
+WHITENING_MODES = ("binned",)
+MAX_SMOOTHING_MM = 100.0
+
+
+class NotFittedError(ValueError, AttributeError):
+    """The model has not been fitted yet."""
+
+
+@dataclass
+class _RunFit:
+    """One run's fitted arrays (dask-backed; from a fit or from a store)."""
+
+    beta: da.Array  # (p, V)
+    dispersion: da.Array  # (V,)
+    ar_coef: da.Array  # (order, V)
+    cov_index: da.Array  # (V,) int
+    cov_table: da.Array  # (n_tables, p, p)
+    df_residuals: int
+    n_scans: int
+    columns: list
+
+    def arrays(self) -> tuple:
+        return (self.beta, self.dispersion, self.ar_coef, self.cov_index, self.cov_table)
+
+    def with_arrays(self, arrays) -> _RunFit:
+        beta, dispersion, ar_coef, cov_index, cov_table = arrays
+        return _RunFit(beta, dispersion, ar_coef, cov_index, cov_table, self.df_residuals,
+                       self.n_scans, self.columns)
+
+
+class FirstLevelModel:
+    """First-level fMRI GLM, a drop-in for :class:`nilearn.glm.first_level.FirstLevelModel`.
+
+    Runs are read lazily and streamed once; voxel blocks are solved
+    independently with dask.  With the defaults the maps equal nilearn's.
+
+    Parameters
+    ----------
+    t_r : float or None
+        Repetition time in seconds; needed to build designs from events.
+    slice_time_ref : float, default=0.0
+        Fraction of the TR at which the design is sampled.
+    hrf_model, drift_model, high_pass, drift_order, fir_delays, min_onset
+        Passed to nilearn's ``make_first_level_design_matrix`` when designs are
+        built from events.
+    mask_img : path, Nifti1Image, False or None
+        Analysis mask.  ``None`` computes nilearn's EPI mask from the runs;
+        ``False`` uses every voxel.
+    smoothing_fwhm : float or None
+        Gaussian smoothing FWHM in mm, applied to each volume before masking.
+    signal_scaling : {0, (0, 1), False}, default=0
+        ``0`` converts each voxel to percent signal change, as nilearn.
+    noise_model : {'ar1', 'ols'}, default='ar1'
+    minimize_memory : bool, default=True
+        Kept for API compatibility; the streaming fit never holds residuals.
+    whitening : {'binned'}, default='binned'
+        ``'binned'`` truncates AR(1) coefficients on nilearn's 0.01 grid.
+    chunks : 'auto' or dict
+        ``{'time': volumes per read, 'voxel': voxels per solve block}``.
+    **nilearn_kwargs
+        nilearn parameters without effect here (``memory``, ``verbose``,
+        ``n_jobs``, ``reports``, ...) are accepted and ignored.
+
+    Attributes
+    ----------
+    design_matrices_ : list of pandas.DataFrame
+    mask_img_ : nibabel.Nifti1Image
+    results_ : xarray.Dataset
+        Lazy dataset of the fit (see :mod:`daskglm.io.zarr_store`).
+    """
+
+    def __init__(
+        self,
+        t_r=None,
+        slice_time_ref=0.0,
+        hrf_model="glover",
+        drift_model="cosine",
+        high_pass=0.01,
+        drift_order=1,
+        fir_delays=None,
+        min_onset=-24,
+        mask_img=None,
+        target_affine=None,
+        target_shape=None,
+        smoothing_fwhm=None,
+        memory=None,
+        memory_level=1,
+        standardize=False,
+        signal_scaling=0,
+        noise_model="ar1",
+        verbose=0,
+        n_jobs=1,
+        minimize_memory=True,
+        subject_label=None,
+        random_state=None,
+        reports=True,
+        whitening="binned",
+        chunks="auto",
+    ):
+        self.t_r = t_r
+        self.slice_time_ref = slice_time_ref
+        self.hrf_model = hrf_model
+        self.drift_model = drift_model
+        self.high_pass = high_pass
+        self.drift_order = drift_order
+        self.fir_delays = fir_delays
+        self.min_onset = min_onset
+        self.mask_img = mask_img
+        self.target_affine = target_affine
+        self.target_shape = target_shape
+        self.smoothing_fwhm = smoothing_fwhm
+        self.memory = memory
+        self.memory_level = memory_level
+        self.standardize = standardize
+        self.signal_scaling = signal_scaling
+        self.noise_model = noise_model
+        self.verbose = verbose
+        self.n_jobs = n_jobs
+        self.minimize_memory = minimize_memory
+        self.subject_label = subject_label
+        self.random_state = random_state
+        self.reports = reports
+        self.whitening = whitening
+        self.chunks = chunks
+
+    # ------------------------------------------------------------------ params
+    _PARAM_NAMES = (
+        "t_r", "slice_time_ref", "hrf_model", "drift_model", "high_pass", "drift_order",
+        "fir_delays", "min_onset", "smoothing_fwhm", "signal_scaling", "noise_model",
+        "minimize_memory", "whitening", "subject_label",
+    )
+
+    def get_params(self) -> dict[str, Any]:
+        """Model parameters (JSON-serialisable ones), as scikit-learn's ``get_params``."""
+        params = {}
+        for name in self._PARAM_NAMES:
+            value = getattr(self, name)
+            if isinstance(value, tuple):
+                value = list(value)
+            if isinstance(value, np.ndarray):
+                value = value.tolist()
+            params[name] = value
+        return params
+
+    def _check_params(self) -> None:
+        if self.noise_model not in NOISE_MODELS:
+            raise ValueError(
+                f"Unknown noise_model {self.noise_model!r}; choose one of {list(NOISE_MODELS)}."
+            )
+        if self.whitening not in WHITENING_MODES:
+            raise ValueError(
+                f"Unknown whitening mode {self.whitening!r}; choose one of {list(WHITENING_MODES)}."
+            )
+        if self.signal_scaling not in (0, 1, (0, 1), [0, 1], False):
+            raise ValueError(
+                f"signal_scaling must be 0, 1, (0, 1) or False, got {self.signal_scaling!r}."
+            )
+        if isinstance(self.signal_scaling, list):
+            self.signal_scaling = tuple(self.signal_scaling)
+        fwhm = self.smoothing_fwhm
+        if fwhm is not None:
+            values = np.atleast_1d(np.asarray(fwhm, dtype=object))
+            try:
+                values = np.array([0.0 if v is None else float(v) for v in values])
+            except (TypeError, ValueError) as err:
+                raise TypeError(f"smoothing_fwhm must be a number or None, got {fwhm!r}.") from err
+            if values.size not in (1, 3) or np.any(~np.isfinite(values)) or np.any(values < 0):
+                raise ValueError(
+                    f"smoothing_fwhm must be a non-negative number (mm) or 3 of them, got {fwhm!r}."
+                )
+            if np.any(values > MAX_SMOOTHING_MM):
+                raise ValueError(
+                    f"smoothing_fwhm={fwhm!r} mm is absurd for fMRI (limit {MAX_SMOOTHING_MM} mm)."
+                )
+            if np.all(values == 0):
+                warnings.warn(
+                    f"The parameter 'fwhm' for smoothing is specified as {fwhm}. "
+                    "Setting it to None (no smoothing will be performed)",
+                    UserWarning,
+                    stacklevel=3,
+                )
+                self._fwhm = None
+                return
+        self._fwhm = fwhm
+        if self.target_affine is not None or self.target_shape is not None:
+            raise ValueError(
+                "target_affine/target_shape (resampling) are not supported; resample the runs "
+                "beforehand, e.g. with nilearn.image.resample_img."
+            )
+
+    def _chunk_sizes(self, source: RunSource) -> tuple[int, int]:
+        chunks = {} if self.chunks in (None, "auto") else dict(self.chunks)
+        time = chunks.get("time") or _engine.time_chunk_size(source.spatial_shape, source.dtype)
+        voxel = chunks.get("voxel") or 32768
+        if int(time) < 1 or int(voxel) < 1:
+            raise ValueError(f"chunks must be positive integers, got {self.chunks!r}.")
+        return int(time), int(voxel)
+
+    # --------------------------------------------------------------------- fit
+    def fit(
+        self,
+        run_imgs,
+        events=None,
+        confounds=None,
+        sample_masks=None,
+        design_matrices=None,
+        bins=100,
+    ) -> FirstLevelModel:
+        """Build the lazy fit of one run or a list of runs.
+
+        Nothing is read here beyond headers (and, with ``mask_img=None``, the
+        runs' mean images for the EPI mask).  The fit is computed the first
+        time a contrast or the store is asked for, then kept.
+
+        Parameters
+        ----------
+        run_imgs : path, Nifti1Image, xarray.DataArray, or a list of them
+            One 4D image per run.
+        events : DataFrame, path, or list of them, optional
+            One events table per run (``onset``, ``duration``, ``trial_type``).
+        confounds : DataFrame, array, path, or list of them, optional
+        sample_masks : None
+            Not supported yet (scrubbing); must be None.
+        design_matrices : DataFrame, array, path (.npz key ``X``, .csv, .tsv), or a list
+            One design per run; if given, ``events``/``confounds`` are ignored.
+        bins : int, default=100
+            nilearn's AR(1) grid; only 100 is supported.
+
+        Returns
+        -------
+        self
+        """
+        self._check_params()
+        if sample_masks is not None:
+            raise ValueError("sample_masks is not supported by daskglm yet; pass None.")
+        if bins != 100:
+            raise ValueError("Only nilearn's default bins=100 is supported.")
+        runs = run_imgs if isinstance(run_imgs, (list, tuple)) else [run_imgs]
+        if len(runs) == 0:
+            raise ValueError("run_imgs is empty; give at least one 4D image.")
+        sources = [as_run_source(r, i) for i, r in enumerate(runs)]
+        _check_same_geometry(sources)
+        designs = self._designs(sources, events, confounds, design_matrices)
+        mask = self._prepare_mask(sources)
+        self._build(sources, designs, mask)
+        return self
+
+    def _designs(self, sources, events, confounds, design_matrices) -> list[pd.DataFrame]:
+        n_runs = len(sources)
+        if design_matrices is not None:
+            if events is not None or confounds is not None:
+                ignored = " and ".join(
+                    n for n, v in (("confounds", confounds), ("events", events)) if v is not None
+                )
+                warnings.warn(f"If design matrices are supplied, {ignored} will be ignored.",
+                              UserWarning, stacklevel=3)
+            items = _per_run(design_matrices, n_runs, "design matrices")
+            designs = [load_design(d, i) for i, d in enumerate(items)]
+        else:
+            if events is None:
+                raise ValueError("events or design matrices must be provided")
+            if self.t_r is None:
+                raise ValueError("t_r not given to FirstLevelModel object to compute design from events")
+            if not isinstance(self.t_r, (int, float, np.number)) or not self.t_r > 0:
+                raise ValueError(f"t_r must be a positive number of seconds, got {self.t_r!r}.")
+            events_list = _per_run(events, n_runs, "events")
+            confounds_list = _per_run(confounds, n_runs, "confounds") if confounds is not None else [None] * n_runs
+            designs = [
+                build_design(
+                    s.n_scans, ev, cf, t_r=self.t_r, slice_time_ref=self.slice_time_ref,
+                    hrf_model=self.hrf_model, drift_model=self.drift_model,
+                    high_pass=self.high_pass, drift_order=self.drift_order,
+                    fir_delays=self.fir_delays, min_onset=self.min_onset, index=i,
+                )
+                for i, (s, ev, cf) in enumerate(zip(sources, events_list, confounds_list))
+            ]
+        for i, (s, d) in enumerate(zip(sources, designs)):
+            if d.shape[0] != s.n_scans:
+                raise DesignError(
+                    f"Design matrix {i} has {d.shape[0]} rows but run {i} ({s.name}) has "
+                    f"{s.n_scans} scans."
+                )
+            if d.shape[0] <= d.shape[1]:
+                raise DesignError(
+                    f"Design matrix {i} has {d.shape[1]} columns for only {d.shape[0]} scans; "
+                    "the GLM needs more scans than regressors."
+                )
+        return designs
+
+    def _prepare_mask(self, sources: list[RunSource]) -> np.ndarray:
+        ref = sources[0]
+        if self.mask_img is False:
+            mask = np.ones(ref.spatial_shape, dtype=bool)
+        elif self.mask_img is None:
+            from .preprocessing_mask import compute_epi_mask_from_runs
+
+            mask = compute_epi_mask_from_runs(sources)
+        else:
+            img = load_image(self.mask_img, "mask")
+            if len(img.shape) == 4 and img.shape[3] == 1:
+                img = nib.Nifti1Image(np.asarray(img.dataobj)[..., 0], img.affine)
+            if tuple(img.shape) != tuple(ref.spatial_shape):
+                raise NiftiInputError(
+                    f"The mask has shape {tuple(img.shape)} but the runs have spatial shape "
+                    f"{tuple(ref.spatial_shape)}; resample the mask to the runs' grid."
+                )
+            if not np.allclose(img.affine, ref.affine, atol=1e-4):
+                raise NiftiInputError(
+                    "The mask's affine differs from the runs' affine:\n"
+                    f"mask:\n{np.round(img.affine, 4)}\nruns:\n{np.round(ref.affine, 4)}"
+                )
+            data = np.asarray(img.dataobj)
+            if not np.all(np.isfinite(data)):
+                raise NiftiInputError("The mask contains NaN or infinite values.")
+            mask = data != 0
+        if not mask.any():
+            raise NiftiInputError("The mask is empty: it selects no voxel.")
+        return mask
+
+    def _build(self, sources, designs, mask) -> None:
+        options = FitOptions(self.noise_model, self.signal_scaling)
+        n_lags = max(options.ar_order, 1)
+        self.design_matrices_ = designs
+        self.mask_img_ = nib.Nifti1Image(mask.astype(np.uint8), sources[0].affine)
+        self._mask = mask
+        self._affine = sources[0].affine
+        self._sources = sources
+        token = tokenize(self._fwhm, mask, sources[0].affine)
+        masker = _engine.masker_key(mask, sources[0].affine, self._fwhm, token)
+        per_volume = self.signal_scaling == 1
+        self._fits = []
+        for source, design in zip(sources, designs):
+            X = design.to_numpy(dtype=np.float64)
+            time_chunk, voxel_block = self._chunk_sizes(source)
+            plan = _engine.RunPlan(X, options, n_lags, tokenize(X, options.noise_model, n_lags))
+            stats = _engine.run_stats(
+                source, masker, plan.stack, n_lags, time_chunk, per_volume,
+                tokenize(source.identity(), token, X, time_chunk, per_volume),
+            )
+            vchunks = _engine.voxel_chunks(int(mask.sum()), voxel_block)
+            packed = _engine.fit_run(plan, stats, vchunks)
+            parts = unpack(packed, plan.n_regressors, options.ar_order)
+            cov_table = da.from_delayed(
+                plan.cov_table, shape=(_n_tables(), plan.n_regressors, plan.n_regressors),
+                dtype=np.float64,
+            )
+            rank = int(np.linalg.matrix_rank(X, np.abs(X).sum() * np.finfo(np.float64).eps))
+            self._fits.append(
+                _RunFit(
+                    beta=parts["beta"],
+                    dispersion=parts["dispersion"],
+                    ar_coef=parts["ar_coef"],
+                    cov_index=parts["cov_index"].astype(np.int16),
+                    cov_table=cov_table,
+                    df_residuals=X.shape[0] - rank,
+                    n_scans=X.shape[0],
+                    columns=list(design.columns),
+                )
+            )
+        self._persisted = False
+
+    # ------------------------------------------------------------ fitted state
+    def _check_fitted(self) -> None:
+        if not getattr(self, "_fits", None):
+            raise NotFittedError(
+                "This FirstLevelModel instance is not fitted yet. Call 'fit' with appropriate "
+                "arguments before using this estimator."
+            )
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return bool(getattr(self, "_fits", None))
+
+    def persist(self) -> FirstLevelModel:
+        """Compute the fit once and keep it (in memory, or on the cluster)."""
+        self._check_fitted()
+        if not self._persisted:
+            flat = [a for f in self._fits for a in f.arrays()]
+            flat = list(dask.persist(*flat))
+            self._fits = [f.with_arrays(flat[5 * i : 5 * i + 5]) for i, f in enumerate(self._fits)]
+            self._persisted = True
+        return self
+
+    @property
+    def results_(self) -> xr.Dataset:
+        """The fit as a lazy :class:`xarray.Dataset` (computes nothing)."""
+        self._check_fitted()
+        return _fits_to_dataset(self)
+
+    @property
+    def labels_(self) -> list[np.ndarray]:
+        """AR coefficient used for each voxel of each run (nilearn's labels, as floats)."""
+        self._check_fitted()
+        self.persist()
+        return [np.asarray(f.ar_coef[0]) for f in self._fits]
+
+    # --------------------------------------------------------------- contrasts
+    def _contrast_matrices(self, contrast_def) -> list[np.ndarray]:
+        n_runs = len(self._fits)
+        if isinstance(contrast_def, (np.ndarray, str)):
+            con_vals = [contrast_def]
+        elif isinstance(contrast_def, (list, tuple)):
+            con_vals = list(contrast_def)
+            if len(con_vals) == 0:
+                raise ContrastError("The contrast definition is an empty list.")
+            if all(np.isscalar(c) and not isinstance(c, str) for c in con_vals):
+                con_vals = [np.asarray(con_vals, dtype=float)]  # a plain list of weights
+            elif all(isinstance(c, (list, tuple)) and all(np.isscalar(x) for x in c) for c in con_vals) and n_runs == 1 and len(con_vals) > 1:
+                con_vals = [np.asarray(con_vals, dtype=float)]  # a nested list = one F matrix
+        else:
+            raise ContrastError(
+                "contrast_def must be an array or str or list of (array or str), "
+                f"got {type(contrast_def).__name__}."
+            )
+        if len(con_vals) == 1 and n_runs > 1:
+            warnings.warn(
+                f"One contrast given, assuming it for all {n_runs} runs",
+                UserWarning,
+                stacklevel=3,
+            )
+            con_vals = con_vals * n_runs
+        elif len(con_vals) != n_runs:
+            raise ContrastError(f"{len(con_vals)} contrasts given, while there are {n_runs} runs.")
+        return [as_contrast_matrix(c, f.columns) for c, f in zip(con_vals, self._fits)]
+
+    def _contrast_packed(self, contrast_def, stat_type=None) -> tuple[da.Array, int]:
+        """Lazy packed maps ``[effect (q), variance, stat, p, z]`` over voxels."""
+        self._check_fitted()
+        cons = self._contrast_matrices(contrast_def)
+        effects, variances, dofs, kinds = [], [], [], []
+        for i, (con, fit) in enumerate(zip(cons, self._fits)):
+            kind, dim = contrast_kind(con, stat_type)
+            if np.all(con == 0):
+                warnings.warn(f"Contrast for run {i} is null.", UserWarning, stacklevel=3)
+                continue
+            p = fit.beta.shape[0]
+            con = pad_contrast(con if con.ndim == 1 or kind == "F" else con[0], p, kind)
+            kinds.append((kind, dim))
+            effect, variance = _contrast_effect(fit, con, kind, dim)
+            effects.append(effect)
+            variances.append(variance)
+            dofs.append(fit.df_residuals)
+        if not effects:
+            raise ContrastError("All contrasts provided were null contrasts.")
+        if len(set(kinds)) > 1:
+            raise ContrastError(f"The per-run contrasts disagree in type or dimension: {kinds}.")
+        kind, dim = kinds[0]
+        if kind == "F" and len(effects) > 1:
+            warnings.warn("Running approximate fixed effects on F statistics.", UserWarning, stacklevel=3)
+        effect, variance = fixed_effect_sum(effects, variances)
+        if effect.ndim == 1:
+            effect = effect[None]
+        packed = da.map_blocks(
+            _outputs_block, effect, variance, float(sum(dofs)), kind, dim,
+            dtype=np.float64, chunks=((effect.shape[0] + 4,), effect.chunks[1]),
+        )
+        return packed, effect.shape[0]
+
+    def contrast_maps(self, contrast_def, stat_type=None) -> xr.Dataset:
+        """All maps of a contrast as a lazy :class:`xarray.Dataset` over in-mask voxels.
+
+        Variables: ``effect_size`` (``(contrast_dim, voxel)`` for F), ``effect_variance``,
+        ``stat``, ``p_value``, ``z_score``.  Nothing is computed until asked.
+        """
+        packed, q = self._contrast_packed(contrast_def, stat_type)
+        effect = packed[:q]
+        data = {
+            "effect_size": (("voxel",), effect[0]) if q == 1 else (("contrast_dim", "voxel"), effect),
+            "effect_variance": (("voxel",), packed[q]),
+            "stat": (("voxel",), packed[q + 1]),
+            "p_value": (("voxel",), packed[q + 2]),
+            "z_score": (("voxel",), packed[q + 3]),
+        }
+        return xr.Dataset(data)
+
+    def compute_contrast(self, contrast_def, stat_type=None, output_type="z_score"):
+        """Contrast maps as nibabel images, as nilearn's ``compute_contrast``.
+
+        Parameters
+        ----------
+        contrast_def : str, array, or list of them (one per run)
+            1-D arrays are t contrasts, 2-D arrays F contrasts; strings are
+            expressions over the design's column names.  Short vectors are
+            zero-padded with a warning.
+        stat_type : {None, 't', 'F'}
+        output_type : {'z_score', 'stat', 'p_value', 'effect_size', 'effect_variance', 'all'}
+
+        Returns
+        -------
+        Nifti1Image, or dict of Nifti1Image for ``output_type='all'``
+            For multiple runs, nilearn's fixed-effects combination.
+        """
+        valid = (*OUTPUT_TYPES, "all")
+        if output_type not in valid:
+            raise ValueError(f"Unknown output_type {output_type!r}; choose one of {list(valid)}.")
+        self._check_fitted()
+        self.persist()
+        maps = self.contrast_maps(contrast_def, stat_type)
+        wanted = list(OUTPUT_TYPES) if output_type == "all" else [output_type]
+        computed = dask.compute(*[maps[name].data for name in wanted])
+        label = str(contrast_def)
+        images = {
+            name: self._unmask(values, f"{name} of contrast {label}")
+            for name, values in zip(wanted, computed)
+        }
+        return images if output_type == "all" else images[output_type]
+
+    def _unmask(self, values: np.ndarray, description: str = "") -> nib.Nifti1Image:
+        return unmask(values, self._mask, self._affine, description)
+
+    # ------------------------------------------------------------- persistence
+    def to_zarr(self, store, overwrite: bool = False, compute: bool = True):
+        """Write the fit to a Zarr store (local path or fsspec URL), atomically.
+
+        Parameters
+        ----------
+        store : str or path
+        overwrite : bool, default=False
+            Replace an existing store.  The old store stays intact until the new
+            one is complete.
+        """
+        self._check_fitted()
+        ds = self.results_
+        return write_dataset(ds, store, overwrite=overwrite, compute=compute)
+
+    def generate_report(self, contrasts=None, title=None, bg_img=None, threshold=3.09,
+                        alpha=0.001, cluster_threshold=0, height_control="fpr", **kwargs):
+        """HTML report of the fit (see :mod:`daskglm.reporting.report`)."""
+        from .reporting.report import make_glm_report
+
+        return make_glm_report(self, contrasts, title=title, bg_img=bg_img, threshold=threshold,
+                               alpha=alpha, cluster_threshold=cluster_threshold,
+                               height_control=height_control, **kwargs)
+
+
+def _n_tables() -> int:
+    from .kernels.ar import N_BINS
+
+    return N_BINS
+
+
+def _contrast_effect(fit: _RunFit, con: np.ndarray, kind: str, dim: int):
+    q = dim if kind == "F" else 1
+    packed = da.blockwise(
+        _contrast_block_packed, "rv",
+        fit.beta, "pv", fit.dispersion, "v", fit.cov_index, "v", fit.cov_table, "kpq",
+        con, None, kind, None,
+        new_axes={"r": q + 1}, dtype=np.float64, concatenate=True,
+    )
+    effect = packed[:q] if kind == "F" else packed[0]
+    return effect, packed[q]
+
+
+def _contrast_block_packed(beta, dispersion, cov_index, cov_table, con, kind):
+    effect, variance = contrast_block(beta, dispersion, cov_index.astype(np.intp), cov_table, con, kind)
+    return np.concatenate([np.atleast_2d(effect), variance[None]])
+
+
+def _outputs_block(effect, variance, dof, kind, dim):
+    eff = effect if kind == "F" else effect[0]
+    return contrast_outputs(eff, variance, dof, kind, dim)
+
+
+def unmask(values: np.ndarray, mask: np.ndarray, affine: np.ndarray, description: str = "") -> nib.Nifti1Image:
+    """In-mask values (V,) or (k, V) back to a 3D or 4D image."""
+    values = np.asarray(values)
+    if values.ndim == 1:
+        out = np.zeros(mask.shape, dtype=values.dtype)
+        out[mask] = values
+    else:
+        out = np.zeros((*mask.shape, values.shape[0]), dtype=values.dtype)
+        out[mask] = values.T
+    img = nib.Nifti1Image(out, affine)
+    if description:
+        img.header["descrip"] = description[:79]
+    return img
+
+
+def _per_run(obj, n_runs: int, what: str) -> list:
+    items = list(obj) if isinstance(obj, (list, tuple)) else [obj]
+    if len(items) != n_runs:
+        raise ValueError(
+            f"{len(items)} {what} given for {n_runs} run(s); give exactly one per run."
+        )
+    return items
+
+
+def _check_same_geometry(sources: list[RunSource]) -> None:
+    ref = sources[0]
+    for i, s in enumerate(sources[1:], start=1):
+        if tuple(s.spatial_shape) != tuple(ref.spatial_shape):
+            raise NiftiInputError(
+                f"Run {i} ({s.name}) has spatial shape {s.spatial_shape}, run 0 has "
+                f"{ref.spatial_shape}; all runs must share one grid."
+            )
+        if not np.allclose(s.affine, ref.affine, atol=1e-4):
+            raise NiftiInputError(
+                f"Run {i} ({s.name}) has a different affine from run 0:\n"
+                f"{np.round(s.affine, 4)}\nvs\n{np.round(ref.affine, 4)}"
+            )
+
+
+# ---------------------------------------------------------------- dataset I/O
+def _fits_to_dataset(model: FirstLevelModel) -> xr.Dataset:
+    fits = model._fits
+    p_max = max(f.beta.shape[0] for f in fits)
+    n_max = max(f.n_scans for f in fits)
+
+    def pad_p(arr, axes):
+        pads = [(0, 0)] * arr.ndim
+        for ax in axes:
+            pads[ax] = (0, p_max - arr.shape[ax])
+        return da.pad(arr, pads, constant_values=np.nan) if any(p[1] for p in pads) else arr
+
+    beta = da.stack([pad_p(f.beta, [0]) for f in fits])
+    cov_table = da.stack([pad_p(f.cov_table, [1, 2]) for f in fits])
+    designs = np.full((len(fits), n_max, p_max), np.nan)
+    for i, d in enumerate(model.design_matrices_):
+        designs[i, : d.shape[0], : d.shape[1]] = d.to_numpy()
+    ds = xr.Dataset(
+        {
+            "beta": (("run", "regressor", "voxel"), beta),
+            "dispersion": (("run", "voxel"), da.stack([f.dispersion for f in fits])),
+            "ar_coef": (("run", "ar_lag", "voxel"), da.stack([f.ar_coef for f in fits])),
+            "cov_index": (("run", "voxel"), da.stack([f.cov_index for f in fits])),
+            "cov_table": (("run", "cov_entry", "regressor", "regressor_b"), cov_table),
+            "design": (("run", "scan", "regressor"), designs),
+            "n_scans": (("run",), np.array([f.n_scans for f in fits])),
+            "n_regressors": (("run",), np.array([f.beta.shape[0] for f in fits])),
+            "df_residuals": (("run",), np.array([f.df_residuals for f in fits])),
+            "mask": (("x", "y", "z"), model._mask),
+        },
+        attrs={
+            "affine": json.dumps(np.asarray(model._affine).tolist()),
+            "design_columns": json.dumps([[_jsonable(c) for c in f.columns] for f in fits]),
+            "model_params": json.dumps(model.get_params()),
+            "daskglm_version": _version(),
+        },
+    )
+    return ds
+
+
+def _jsonable(value):
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    return value
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def open_model(store) -> FirstLevelModel:
+    """Reopen a fit written by :meth:`FirstLevelModel.to_zarr`.
+
+    The returned model computes new contrasts from the store without refitting.
+
+    Parameters
+    ----------
+    store : str or path or fsspec URL
+    """
+    ds = read_dataset(store)
+    try:
+        params = json.loads(ds.attrs["model_params"])
+        columns = json.loads(ds.attrs["design_columns"])
+        affine = np.asarray(json.loads(ds.attrs["affine"]))
+    except (KeyError, ValueError) as err:
+        from .io.zarr_store import StoreError
+
+        raise StoreError(f"{str(store)!r} lacks the daskglm metadata ({err}).") from err
+    if "signal_scaling" in params and isinstance(params["signal_scaling"], list):
+        params["signal_scaling"] = tuple(params["signal_scaling"])
+    model = FirstLevelModel(**params)
+    mask = np.asarray(ds["mask"].values, dtype=bool)
+    model._mask, model._affine = mask, affine
+    model.mask_img_ = nib.Nifti1Image(mask.astype(np.uint8), affine)
+    model._fwhm = params.get("smoothing_fwhm")
+    n_scans = ds["n_scans"].values
+    n_regs = ds["n_regressors"].values
+    dfs = ds["df_residuals"].values
+    model.design_matrices_ = []
+    model._fits = []
+    for i in range(ds.sizes["run"]):
+        p, n = int(n_regs[i]), int(n_scans[i])
+        design = pd.DataFrame(ds["design"].values[i, :n, :p], columns=columns[i])
+        model.design_matrices_.append(design)
+        model._fits.append(
+            _RunFit(
+                beta=ds["beta"].data[i, :p],
+                dispersion=ds["dispersion"].data[i],
+                ar_coef=ds["ar_coef"].data[i],
+                cov_index=ds["cov_index"].data[i],
+                cov_table=ds["cov_table"].data[i, :, :p, :p],
+                df_residuals=int(dfs[i]),
+                n_scans=n,
+                columns=columns[i],
+            )
+        )
+    model._persisted = True  # the store is the persisted state
+    return model
