@@ -18,6 +18,7 @@ enter the graph once each as a delayed key, never pickled per task.
 from __future__ import annotations
 
 import math
+from functools import partial
 
 import dask
 import dask.array as da
@@ -177,20 +178,24 @@ def _rebuild(n_scans, sy, yy, yy_lag, xy, xy_fwd, xy_bwd, head, tail) -> RunStat
     return RunStats(n_scans, sy, yy, yy_lag, xy, xy_fwd, xy_bwd, head, tail)
 
 
+def _call_on_stats(func, n_scans: int, *blocks_and_extra):
+    """Rebuild a block's RunStats from its field blocks and call ``func`` on it."""
+    n_fields = len(STAT_FIELDS)
+    stats = _rebuild(n_scans, *blocks_and_extra[:n_fields])
+    with threadpool_limits(1):
+        return func(stats, *blocks_and_extra[n_fields:])
+
+
 def _blockwise_stats(func, out_index, arrays, n_scans, *extra, **kwargs):
     args = []
     for name in STAT_FIELDS:
         args += [arrays[name], _INDICES[name]]
-
-    def call(*blocks_and_extra):
-        blocks = blocks_and_extra[: len(STAT_FIELDS)]
-        rest = blocks_and_extra[len(STAT_FIELDS) :]
-        with threadpool_limits(1):
-            return func(_rebuild(n_scans, *blocks), *rest)
-
     for e in extra:
-        args += [e, None if not isinstance(e, da.Array) else ""]
-    return da.blockwise(call, out_index, *args, dtype=np.float64, concatenate=True, **kwargs)
+        args += [e, "" if isinstance(e, da.Array) else None]
+    return da.blockwise(
+        partial(_call_on_stats, func, n_scans), out_index, *args,
+        dtype=np.float64, concatenate=True, **kwargs,
+    )
 
 
 class RunPlan:

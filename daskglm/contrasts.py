@@ -64,19 +64,36 @@ def expression_to_contrast_vector(expression: str, columns: list[str]) -> np.nda
     try:
         vec = eye.eval(expression, engine="python")
     except Exception as err:  # pandas raises many types here
-        names = sorted(set(re.findall(r"[A-Za-z_]\w*", expression)) - set(columns))
-        hint = f" Unknown names: {names}." if names else ""
+        names = _unknown_names(expression, columns)
+        hint = f" Unknown names: {names}." if names else f" ({type(err).__name__}: {err})"
         raise ContrastError(
             f"The contrast expression {expression!r} is not valid.{hint} "
-            f"Available design columns are: {columns}"
+            f"Available design columns are: {[str(c) for c in columns]}"
         ) from err
-    vec = np.asarray(vec, dtype=np.float64)
+    try:
+        vec = np.asarray(vec, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ContrastError(
+            f"The contrast expression {expression!r} does not evaluate to numeric weights."
+        ) from err
     if vec.shape != (len(columns),):
         raise ContrastError(
             f"The contrast expression {expression!r} does not give one weight per design "
-            f"column (got shape {vec.shape}). Available design columns are: {columns}"
+            f"column (got shape {vec.shape}). Available design columns are: "
+            f"{[str(c) for c in columns]}"
         )
+    if not np.all(np.isfinite(vec)):
+        raise ContrastError(f"The contrast expression {expression!r} gives non-finite weights {vec}.")
     return vec
+
+
+def _unknown_names(expression: str, columns: list) -> list[str]:
+    """Identifiers of ``expression`` that are not design columns (columns may hold '-', ' ')."""
+    rest = expression
+    for col in sorted((str(c) for c in columns), key=len, reverse=True):
+        if col:
+            rest = re.sub(rf"(?<!\w){re.escape(col)}(?!\w)", " ", rest)
+    return sorted(set(re.findall(r"[A-Za-z_]\w*", rest)))
 
 
 def as_contrast_matrix(con, columns: list[str]) -> np.ndarray:
@@ -96,6 +113,9 @@ def as_contrast_matrix(con, columns: list[str]) -> np.ndarray:
 
 def contrast_kind(con: np.ndarray, stat_type: str | None) -> tuple[str, int]:
     """nilearn's rule: 1-D (or one row) is t unless told otherwise, 2-D is F."""
+    con = np.asarray(con)
+    if con.ndim not in (1, 2) or con.size == 0:
+        raise ContrastError(f"A contrast must be a non-empty 1-D or 2-D array, got shape {con.shape}.")
     dim = con.shape[0] if con.ndim == 2 else 1
     if stat_type is None:
         stat_type = "t" if dim == 1 else "F"
@@ -107,7 +127,32 @@ def contrast_kind(con: np.ndarray, stat_type: str | None) -> tuple[str, int]:
 
 
 def pad_contrast(con: np.ndarray, n_regressors: int, stat_type: str) -> np.ndarray:
-    """Zero-pad a short contrast with nilearn's warning; reject a long one."""
+    """Zero-pad a short contrast with nilearn's warning; reject a long one.
+
+    Parameters
+    ----------
+    con : ndarray (p,) or (q, p)
+    n_regressors : int
+        Number of design columns P.
+    stat_type : {'t', 'F'}
+
+    Returns
+    -------
+    ndarray of shape (P,) or (q, P)
+
+    Raises
+    ------
+    ContrastError
+        If the contrast is not a non-empty 1-D/2-D array, or is longer than P.
+    """
+    con = np.asarray(con)
+    if con.ndim not in (1, 2) or con.size == 0:
+        raise ContrastError(f"A contrast must be a non-empty 1-D or 2-D array, got shape {con.shape}.")
+    if isinstance(n_regressors, bool) or not isinstance(n_regressors, (int, np.integer)) \
+            or n_regressors < 1:
+        raise ValueError(f"n_regressors must be a positive integer, got {n_regressors!r}.")
+    if stat_type not in ("t", "F"):
+        raise ContrastError(f"stat_type must be 't' or 'F', got {stat_type!r}.")
     n_cols = con.shape[-1]
     if n_cols > n_regressors:
         what = "t contrasts should be of length" if stat_type == "t" else "F contrasts should have"

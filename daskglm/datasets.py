@@ -25,12 +25,14 @@ __all__ = ["make_fiac_like", "fetch_fiac_first_level", "FIAC_CONDITIONS", "write
 
 FIAC_CONDITIONS = ("SSt-SSp", "SSt-DSp", "DSt-SSp", "DSt-DSp")
 
-#: Regions of the ground truth: centre as a fraction of the grid, radius in
-#: voxels (scaled with the grid), and % signal change per condition
-#: (SSt-SSp, SSt-DSp, DSt-SSp, DSt-DSp, FirstSt).
+#: Regions of the ground truth: centre as a fraction of the voxel grid, radius
+#: in voxels (scaled with the grid), and % signal change per condition
+#: (SSt-SSp, SSt-DSp, DSt-SSp, DSt-DSp, FirstSt).  The affine is LAS (x
+#: decreases with the first voxel index), so a first-axis fraction above 0.5
+#: lies in the left hemisphere (x < 0 mm).
 REGIONS = {
-    "language_left": dict(centre=(0.30, 0.55, 0.55), amplitudes=(2.0, 2.0, 2.0, 2.0, 1.0)),
-    "sentence_repetition": dict(centre=(0.70, 0.60, 0.50), amplitudes=(0.5, 0.5, 2.5, 2.5, 0.0)),
+    "language_left": dict(centre=(0.70, 0.55, 0.55), amplitudes=(2.0, 2.0, 2.0, 2.0, 1.0)),
+    "sentence_repetition": dict(centre=(0.30, 0.60, 0.50), amplitudes=(0.5, 0.5, 2.5, 2.5, 0.0)),
     "speaker_repetition": dict(centre=(0.50, 0.30, 0.40), amplitudes=(0.5, 2.5, 0.5, 2.5, 0.0)),
 }
 
@@ -54,14 +56,15 @@ def _design(n_scans: int, t_r: float, events: pd.DataFrame) -> pd.DataFrame:
     from nilearn.glm.first_level import make_first_level_design_matrix
 
     frame_times = np.arange(n_scans) * t_r
+    # SPM's 128 s high-pass cut-off: with FIAC's 191 scans at TR 2.5 s this gives
+    # 7 cosine drifts, hence nilearn's example's 13 columns (5 conditions, 7
+    # drifts, constant).  Shorter runs get fewer drifts.
     design = make_first_level_design_matrix(
-        frame_times, events, hrf_model="spm", drift_model="cosine", high_pass=0.01
+        frame_times, events, hrf_model="spm", drift_model="cosine", high_pass=1.0 / 128
     )
     conds = [*FIAC_CONDITIONS, "FirstSt"]
     drifts = [c for c in design.columns if c.startswith("drift")]
-    design = design[conds + drifts + ["constant"]]
-    # nilearn's FIAC example has 13 columns: 5 conditions, 7 drifts, constant
-    return design
+    return design[conds + drifts + ["constant"]]
 
 
 def _brain_mask(shape) -> np.ndarray:

@@ -22,14 +22,14 @@ def _masked(img, mask: np.ndarray, what: str, ref_affine) -> da.Array:
     data = da.from_array(img.dataobj, chunks=-1)
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
+    coords = np.nonzero(mask)
     if data.ndim == 4:
-        return data[mask].T.astype(np.float64)  # (q, V)
-    return data[mask].astype(np.float64)
+        return data.vindex[coords].T.astype(np.float64)  # (q, V)
+    return data.vindex[coords].astype(np.float64)
 
 
 def _fixed_block(contrasts, variances, precision_weighted, dofs):
-    effect, variance, stat, z = fixed_effects_params(contrasts, variances, precision_weighted, dofs)
-    return np.stack([np.atleast_2d(effect)[0] if effect.ndim == 1 else effect[0], variance, stat, z])
+    return np.stack(fixed_effects_params(contrasts, variances, precision_weighted, dofs))
 
 
 def fixed_effects_maps(contrast_imgs, variance_imgs, mask, precision_weighted=False, dofs=None):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -137,9 +138,10 @@ class FileRunSource(RunSource):
         return i.astype(np.asanyarray(self.slope).dtype) if np.can_cast(i, np.asanyarray(self.slope).dtype) else i
 
     def _check_size(self) -> None:
-        if self.compressed:
-            return  # the gzip stream is checked when read
         needed = self.offset + self.volume_bytes * self.n_scans
+        if self.compressed:
+            _check_gzip_length(self.path, needed, self.n_scans, self.name)
+            return
         size = self.path.stat().st_size
         if size < needed:
             raise NiftiInputError(
@@ -209,6 +211,51 @@ class ArrayRunSource(RunSource):
     def read(self, t0: int, t1: int) -> np.ndarray:
         block = np.asarray(self.data[:, :, :, t0:t1])
         return block.transpose(3, 2, 1, 0)
+
+
+def _gzip_isize(path: Path) -> int | None:
+    """The ISIZE trailer of a gzip file (uncompressed length mod 2**32), or None if too short."""
+    with open(path, "rb") as fh:
+        fh.seek(0, os.SEEK_END)
+        if fh.tell() < 18:  # 10-byte header + 8-byte trailer at least
+            return None
+        fh.seek(-4, os.SEEK_END)
+        return struct.unpack("<I", fh.read(4))[0]
+
+
+def _gzip_stream_length(path: Path, limit: int) -> tuple[int, str]:
+    """Decompress up to ``limit`` bytes; return how many came out and the error, if any."""
+    got = 0
+    try:
+        with _open_gzip(path, threaded=False) as fh:
+            while got < limit:
+                buf = fh.read(min(limit - got, 1 << 16))
+                if not buf:
+                    break
+                got += len(buf)
+    except (EOFError, OSError, gzip.BadGzipFile, ValueError) as err:
+        return got, str(err)
+    return got, ""
+
+
+def _check_gzip_length(path: Path, needed: int, n_scans: int, name: str) -> None:
+    """Fail early on a truncated ``.nii.gz``.
+
+    The cheap test reads the 4-byte ISIZE trailer of the (last) gzip member,
+    which equals the uncompressed length mod 2**32 for the usual single-member
+    files.  Only when it disagrees (truncated file, multi-member or padded
+    stream) is the stream decompressed - up to the bytes the header needs - to
+    tell a truncated file from a valid unusual one.
+    """
+    if _gzip_isize(path) == needed % (1 << 32):
+        return
+    got, err = _gzip_stream_length(path, needed)
+    if got < needed:
+        detail = f" ({err})" if err else ""
+        raise NiftiInputError(
+            f"Run {name} is truncated or corrupt: the header announces {n_scans} volumes "
+            f"({needed} bytes uncompressed) but only {got} bytes could be decompressed{detail}."
+        )
 
 
 def _is_gzip(path: Path) -> bool:
