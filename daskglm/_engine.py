@@ -28,12 +28,25 @@ from threadpoolctl import threadpool_limits
 
 from .io.nifti import ArrayRunSource, RunSource
 from .kernels.ar import binned_gram_inverses
+from .kernels.exact import ExactTables
 from .kernels.fit import FitOptions, fit_block, packed_rows, residual_total_block
 from .kernels.glm import DesignTables, whitened_gram_inverse
-from .kernels.stats import RunStats, chunk_stats, combine_stats, stacked_design
+from .kernels.stats import (
+    RunStats,
+    accumulate_chunk,
+    chunk_stats,
+    combine_stats,
+    empty_stats,
+    stacked_design,
+)
 from .preprocessing import VolumeMasker
 
 __all__ = ["RunPlan", "run_stats", "fit_run", "voxel_chunks", "time_chunk_size"]
+
+#: volumes read and smoothed at once when streaming a .gz run
+STREAM_READ = 8
+#: scans per statistics GEMM when streaming
+STREAM_BATCH = 32
 
 STAT_FIELDS = ("sy", "yy", "yy_lag", "xy", "xy_fwd", "xy_bwd", "head", "tail")
 
@@ -63,17 +76,35 @@ def _volume_scaling(Y: np.ndarray, per_volume: bool) -> np.ndarray:
 
 
 def _stream_stats(source: RunSource, masker, stack, n_lags, chunk, per_volume) -> RunStats:
-    """One pass over a run, front to back, carrying the last L volumes."""
-    total = None
+    """One pass over a run, front to back.
+
+    Volumes are read and smoothed ``chunk`` at a time (small, to bound memory);
+    their masked signals are batched so that the statistics' GEMM runs on
+    ``STREAM_BATCH`` scans at once; the last L scans are carried over for the
+    lagged products.
+    """
+    p = stack.shape[1] // (2 * n_lags + 1)
+    total = empty_stats(source.n_scans, n_lags, p, masker.n_voxels)
     previous = np.zeros((0, masker.n_voxels))
+    batch, batch_t0, batch_rows = [], 0, 0
+
+    def flush():
+        nonlocal previous, batch, batch_t0, batch_rows
+        Y = np.concatenate(batch) if len(batch) > 1 else batch[0]
+        accumulate_chunk(total, Y, batch_t0, stack, previous)
+        context = np.concatenate([previous, np.asarray(Y[-n_lags:], dtype=np.float64)])
+        previous = context[len(context) - n_lags :]
+        batch_t0 += batch_rows
+        batch, batch_rows = [], 0
+
     with threadpool_limits(1):
-        for t0, volumes in source.iter_chunks(chunk):
-            Y = _volume_scaling(masker.transform(volumes), per_volume)
-            part = chunk_stats(Y, t0, source.n_scans, stack, n_lags, previous)
-            total = part if total is None else combine_stats(total, part)
-            if n_lags:
-                context = np.concatenate([previous, np.asarray(Y, dtype=np.float64)])
-                previous = context[len(context) - n_lags :] if len(context) > n_lags else context
+        for _, volumes in source.iter_chunks(min(chunk, STREAM_READ)):
+            batch.append(_volume_scaling(masker.transform(volumes), per_volume))
+            batch_rows += len(batch[-1])
+            if batch_rows >= STREAM_BATCH:
+                flush()
+        if batch:
+            flush()
     return total
 
 
@@ -209,10 +240,34 @@ class RunPlan:
         self.n_scans, self.n_regressors = X.shape
         self.stack = delayed(stacked_design, pure=True, name=f"design-stack-{token}")(X, n_lags)
         self.tables = delayed(DesignTables, pure=True, name=f"design-tables-{token}")(X, n_lags)
-        if options.ar_order == 1:
+        self.exact_tables = None
+        if options.uses_stack:
+            # per-voxel AR(p): design-only lagged Gram stack (+ bias matrix if exact)
+            self.exact_tables = delayed(ExactTables, pure=True, name=f"exact-tables-{token}")(
+                X, options.ar_order, options.exact
+            )
+            self.cov_table = delayed(_gram_stack, pure=True, name=f"gram-stack-{token}")(
+                self.exact_tables
+            )
+        elif options.ar_order == 1:
             self.cov_table = delayed(binned_gram_inverses, pure=True, name=f"ar1-tables-{token}")(X)
         else:
             self.cov_table = delayed(_ols_cov_table, pure=True, name=f"ols-table-{token}")(X)
+
+
+    @property
+    def n_tables(self) -> int:
+        """Length of the ``cov_table`` axis."""
+        if self.options.uses_stack:
+            p = self.options.ar_order
+            return (p + 1) ** 2 + p**2
+        from .kernels.ar import N_BINS
+
+        return N_BINS
+
+
+def _gram_stack(tables: ExactTables) -> np.ndarray:
+    return tables.gram_stack
 
 
 def _ols_cov_table(X: np.ndarray) -> np.ndarray:
@@ -232,12 +287,13 @@ def fit_run(plan: RunPlan, stats_key, vchunks: tuple[int, ...]) -> da.Array:
     if opts.signal_scaling == (0, 1):
         global_mean = arrays["sy"].sum() / (n * max(n_vox, 1))
     residual_mean = 0.0
-    if opts.ar_order >= 1:
+    if opts.ar_order >= 1 and not opts.exact:
         extra = (plan.tables, opts.signal_scaling) + ((global_mean,) if global_mean is not None else ())
         totals = _blockwise_stats(residual_total_block, "v", arrays, n, *extra)
         residual_mean = totals.sum() / (n * max(n_vox, 1))
-    rows = packed_rows(p, opts.ar_order)
-    extra = (plan.tables, plan.cov_table, opts, residual_mean)
+    rows = packed_rows(p, opts.ar_order, opts.diagnostic_lags)
+    table = plan.exact_tables if opts.uses_stack else plan.cov_table
+    extra = (plan.tables, table, opts, residual_mean)
     if global_mean is not None:
         extra = extra + (global_mean,)
     return _blockwise_stats(

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 import scipy.linalg as spl
-import scipy.stats as sps
+import scipy.special as sps
 
 __all__ = [
     "OUTPUT_TYPES",
@@ -97,25 +97,68 @@ def _unknown_names(expression: str, columns: list) -> list[str]:
 
 
 def as_contrast_matrix(con, columns: list[str]) -> np.ndarray:
-    """A contrast definition (vector, matrix or expression) as a float array."""
+    """A contrast definition (vector, matrix or expression) as a float array.
+
+    Parameters
+    ----------
+    con : str, sequence or ndarray
+        An expression over ``columns``, or 1-D (t) / 2-D (F) weights.
+    columns : list
+        The design's column names.
+
+    Returns
+    -------
+    ndarray of float64, shape (k,) or (q, k)
+        Length checks against the design happen in :func:`pad_contrast`.
+
+    Raises
+    ------
+    ContrastError
+        Non-numeric, empty, not 1-D/2-D, or non-finite weights; invalid expressions.
+    """
     if isinstance(con, str):
         return expression_to_contrast_vector(con, columns)
     try:
         arr = np.asarray(con, dtype=np.float64)
     except (TypeError, ValueError) as err:
-        raise ContrastError(f"Contrast {con!r} is not numeric.") from err
+        raise ContrastError(f"Contrast {_short_repr(con)} is not numeric: {err}") from err
     if arr.ndim not in (1, 2) or arr.size == 0:
         raise ContrastError(f"A contrast must be a non-empty 1-D or 2-D array, got shape {arr.shape}.")
     if not np.all(np.isfinite(arr)):
-        raise ContrastError(f"Contrast {con!r} contains NaN or infinite values.")
+        raise ContrastError(f"Contrast {_short_repr(con)} contains NaN or infinite values.")
     return arr
 
 
+def _checked_array(con) -> np.ndarray:
+    """``con`` as a non-empty 1-D or 2-D numeric array, or a ContrastError."""
+    try:
+        arr = np.asarray(con, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ContrastError(f"Contrast {_short_repr(con)} is not numeric: {err}") from err
+    if arr.ndim not in (1, 2) or arr.size == 0:
+        raise ContrastError(f"A contrast must be a non-empty 1-D or 2-D array, got shape {arr.shape}.")
+    return arr
+
+
+def _short_repr(obj, limit: int = 200) -> str:
+    text = repr(obj)
+    return text if len(text) <= limit else text[: limit - 5] + " ...)"
+
+
 def contrast_kind(con: np.ndarray, stat_type: str | None) -> tuple[str, int]:
-    """nilearn's rule: 1-D (or one row) is t unless told otherwise, 2-D is F."""
-    con = np.asarray(con)
-    if con.ndim not in (1, 2) or con.size == 0:
-        raise ContrastError(f"A contrast must be a non-empty 1-D or 2-D array, got shape {con.shape}.")
+    """nilearn's rule: 1-D (or one row) is t unless told otherwise, 2-D is F.
+
+    Parameters
+    ----------
+    con : ndarray (p,) or (q, p)
+    stat_type : {None, 't', 'F'}
+
+    Returns
+    -------
+    (str, int)
+        ``('t' or 'F', number of contrast rows)``; a multi-row t becomes F.
+    """
+    con = _checked_array(con)
     dim = con.shape[0] if con.ndim == 2 else 1
     if stat_type is None:
         stat_type = "t" if dim == 1 else "F"
@@ -145,9 +188,7 @@ def pad_contrast(con: np.ndarray, n_regressors: int, stat_type: str) -> np.ndarr
     ContrastError
         If the contrast is not a non-empty 1-D/2-D array, or is longer than P.
     """
-    con = np.asarray(con)
-    if con.ndim not in (1, 2) or con.size == 0:
-        raise ContrastError(f"A contrast must be a non-empty 1-D or 2-D array, got shape {con.shape}.")
+    con = _checked_array(con)
     if isinstance(n_regressors, bool) or not isinstance(n_regressors, (int, np.integer)) \
             or n_regressors < 1:
         raise ValueError(f"n_regressors must be a positive integer, got {n_regressors!r}.")
@@ -248,19 +289,24 @@ class ContrastStatistics:
             return np.sum(self.effect**2, axis=0) / self.dim / var
         return self.effect / np.sqrt(var)
 
-    def _dist(self):
-        dof = min(self.dof, DEF_DOFMAX)
+    def _dof(self) -> float:
+        return min(self.dof, DEF_DOFMAX)
+
+    def sf_cdf(self, stat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Survival function and CDF of the statistic under the null.
+
+        ``scipy.special`` gives the same values as ``scipy.stats`` (``t.sf`` is
+        ``stdtr(df, -x)``, ``f.sf`` is ``fdtrc``) without importing scipy.stats.
+        """
         if self.stat_type == "t":
-            return sps.t(dof)
-        return sps.f(self.dim, dof)
+            return sps.stdtr(self._dof(), -stat), sps.stdtr(self._dof(), stat)
+        return sps.fdtrc(self.dim, self._dof(), stat), sps.fdtr(self.dim, self._dof(), stat)
 
     def p_value(self) -> np.ndarray:
-        return self._dist().sf(self.stat())
+        return self.sf_cdf(self.stat())[0]
 
     def z_score(self) -> np.ndarray:
-        stat = self.stat()
-        dist = self._dist()
-        return z_score(dist.sf(stat), dist.cdf(stat))
+        return z_score(*self.sf_cdf(self.stat()))
 
     def output(self, output_type: str) -> np.ndarray:
         return getattr(self, output_type)()
@@ -269,11 +315,11 @@ class ContrastStatistics:
 def z_score(p_value: np.ndarray, one_minus_p: np.ndarray | None = None) -> np.ndarray:
     """nilearn's ``z_score``: isf of the p value, or ppf of 1 - p where z < 0."""
     p_value = np.clip(p_value, 1.0e-300, 1.0 - 1.0e-16)
-    z = sps.norm.isf(p_value)
+    z = -sps.ndtri(p_value)  # norm.isf
     if one_minus_p is None:
         return z
     one_minus_p = np.clip(one_minus_p, 1.0e-300, 1.0 - 1.0e-16)
-    return np.where(z < 0, sps.norm.ppf(one_minus_p), z)
+    return np.where(z < 0, sps.ndtri(one_minus_p), z)
 
 
 def fixed_effects_params(
@@ -306,7 +352,6 @@ def contrast_outputs(
     """All five maps of a contrast packed as rows ``[effect (q), variance, stat, p, z]``."""
     stats = ContrastStatistics(effect, variance, dof, stat_type, dim)
     stat = stats.stat()
-    dist = stats._dist()
-    p_value = dist.sf(stat)
-    z = z_score(p_value, dist.cdf(stat))
+    p_value, one_minus_p = stats.sf_cdf(stat)
+    z = z_score(p_value, one_minus_p)
     return np.concatenate([np.atleast_2d(effect), variance[None], stat[None], p_value[None], z[None]])

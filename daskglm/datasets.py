@@ -69,7 +69,7 @@ def _design(n_scans: int, t_r: float, events: pd.DataFrame) -> pd.DataFrame:
 
 def _brain_mask(shape) -> np.ndarray:
     grid = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
-    r = (grid[0] / 0.82) ** 2 + (grid[1] / 0.88) ** 2 + ((grid[2] + 0.05) / 0.80) ** 2
+    r = (grid[0] / 0.88) ** 2 + (grid[1] / 0.94) ** 2 + ((grid[2] + 0.04) / 0.86) ** 2
     return r <= 1.0
 
 
@@ -193,7 +193,9 @@ def make_fiac_like(
                 if t:
                     noise = rho * noise + innov * run_rng.standard_normal(shape)
                 signal = 1.0 + 0.01 * (amplitudes @ task[t]) + 0.01 * noise_level * noise
-                yield (baseline * signal * brain).astype(np.float32)
+                # scanner noise outside the brain, as in real EPI (Rayleigh-like)
+                background = np.abs(run_rng.standard_normal(shape)) * 8.0 * ~brain
+                yield (baseline * signal * brain + background).astype(np.float32)
 
         func_path = out / f"run{run}_bold{ext}"
         write_nifti_stream(func_path, (*shape, n_scans), affine, volumes(), t_r=t_r)

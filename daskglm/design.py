@@ -21,13 +21,35 @@ def load_design(obj, index: int = 0) -> pd.DataFrame:
     Accepts a DataFrame, a 2-D array, or a path to ``.npz`` (key ``X``),
     ``.npy``, ``.csv`` or ``.tsv``.  Arrays keep integer column names, as
     ``pd.DataFrame(array)`` would.
+
+    Parameters
+    ----------
+    obj : DataFrame, array-like, str or path
+    index : int
+        Run number, for messages.
+
+    Returns
+    -------
+    pandas.DataFrame
+
+    Raises
+    ------
+    FileNotFoundError
+        A path that does not exist.
+    TypeError
+        An object that is none of the accepted kinds.
+    DesignError
+        An unreadable file, or a design that fails :func:`check_design`.
     """
     if isinstance(obj, pd.DataFrame):
         df = obj
     elif isinstance(obj, (str, os.PathLike)):
         df = _read_design_file(Path(obj), index)
     elif isinstance(obj, np.ndarray) or hasattr(obj, "__array__"):
-        arr = np.asarray(obj)
+        try:
+            arr = np.asarray(obj)
+        except (TypeError, ValueError) as err:
+            raise DesignError(f"Design matrix {index} cannot be read as an array: {err}") from err
         if arr.ndim != 2:
             raise DesignError(f"Design matrix {index} must be 2-D, got shape {arr.shape}.")
         df = pd.DataFrame(arr)
@@ -54,7 +76,8 @@ def _read_design_file(path: Path, index: int) -> pd.DataFrame:
         if suffix == ".npy":
             return pd.DataFrame(np.load(path))
         if suffix in (".csv", ".tsv", ".txt"):
-            sep = "\t" if suffix == ".tsv" else None
+            # sniffing (sep=None) mistakes a letter for the delimiter of a one-column file
+            sep = {".tsv": "\t", ".csv": ","}.get(suffix)
             df = pd.read_csv(path, sep=sep, engine="python")
             if df.columns[0].startswith("Unnamed") or df.columns[0] == "":
                 df = df.set_index(df.columns[0])
@@ -69,7 +92,28 @@ def _read_design_file(path: Path, index: int) -> pd.DataFrame:
 
 
 def check_design(df: pd.DataFrame, index: int = 0) -> pd.DataFrame:
-    """Validate a design matrix: 2-D, numeric, finite, at least one column."""
+    """Validate a design matrix: 2-D, numeric, finite, at least one row and column.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+    index : int
+        Run number, for messages.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The same design as float64 (columns and index kept).
+
+    Raises
+    ------
+    TypeError
+        If ``df`` is not a DataFrame.
+    DesignError
+        Empty, non-numeric, non-finite, or with duplicated column names.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"Design matrix {index} must be a pandas DataFrame, got {type(df).__name__}.")
     if df.shape[1] == 0 or df.shape[0] == 0:
         raise DesignError(f"Design matrix {index} is empty (shape {df.shape}).")
     try:
@@ -81,11 +125,13 @@ def check_design(df: pd.DataFrame, index: int = 0) -> pd.DataFrame:
         rows, cols = np.nonzero(bad)
         raise DesignError(
             f"Design matrix {index} contains {bad.sum()} NaN or infinite values "
-            f"(first at row {rows[0]}, column {df.columns[cols[0]]!r})."
+            f"(first at row {rows[0]}, column {str(df.columns[cols[0]])!r})."
         )
     if df.columns.duplicated().any():
         dup = list(df.columns[df.columns.duplicated()])
-        raise DesignError(f"Design matrix {index} has duplicated column names: {dup}.")
+        raise DesignError(
+            f"Design matrix {index} has duplicated column names: {[str(c) for c in dup]}."
+        )
     return pd.DataFrame(values, columns=df.columns, index=df.index)
 
 

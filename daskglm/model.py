@@ -38,8 +38,14 @@ from .kernels.fit import FitOptions, unpack
 
 __all__ = ["FirstLevelModel", "open_model", "NotFittedError"]
 
-NOISE_MODELS = ("ols", "ar1")
-WHITENING_MODES = ("binned",)
+#: Highest AR order accepted (``"ar1"`` .. ``"ar8"``).
+MAX_AR_ORDER = 8
+NOISE_MODELS = ("ols",) + tuple(f"ar{k}" for k in range(1, MAX_AR_ORDER + 1))
+WHITENING_MODES = ("binned", "exact")
+#: Residual autocorrelation lags stored by default (``whitening="exact"``; binned
+#: fits store none unless ``model.diagnostic_lags`` is set before ``fit``, to
+#: keep nilearn's statistics pass unchanged).
+DIAGNOSTIC_LAGS = 3
 MAX_SMOOTHING_MM = 100.0
 
 
@@ -59,6 +65,11 @@ class _RunFit:
     df_residuals: int
     n_scans: int
     columns: list
+    #: "table" (AR(1) bins: cov_index into cov_table), "stack" (binned arN) or
+    #: "exact": per-voxel Gram rebuilt from ar_coef and the design-only stack.
+    cov_kind: str = "table"
+    acf_before: da.Array | None = None  # (k, V) OLS residual autocorrelation, lags 1..k
+    acf_after: da.Array | None = None  # (k, V) whitened residual autocorrelation
 
     def arrays(self) -> tuple:
         return (self.beta, self.dispersion, self.ar_coef, self.cov_index, self.cov_table)
@@ -66,7 +77,8 @@ class _RunFit:
     def with_arrays(self, arrays) -> _RunFit:
         beta, dispersion, ar_coef, cov_index, cov_table = arrays
         return _RunFit(beta, dispersion, ar_coef, cov_index, cov_table, self.df_residuals,
-                       self.n_scans, self.columns)
+                       self.n_scans, self.columns, self.cov_kind, self.acf_before,
+                       self.acf_after)
 
 
 class FirstLevelModel:
@@ -91,11 +103,20 @@ class FirstLevelModel:
         Gaussian smoothing FWHM in mm, applied to each volume before masking.
     signal_scaling : {0, (0, 1), False}, default=0
         ``0`` converts each voxel to percent signal change, as nilearn.
-    noise_model : {'ar1', 'ols'}, default='ar1'
+    noise_model : {'ar1', 'ols', 'arN'}, default='ar1'
+        ``'arN'`` (N = 2..8) fits AR(N) noise.  With ``whitening='binned'``
+        each voxel's Yule-Walker coefficients are truncated on the 0.01 grid
+        (nilearn clusters them with a whole-brain KMeans instead; see
+        ``docs/statistics.md``).
     minimize_memory : bool, default=True
         Kept for API compatibility; the streaming fit never holds residuals.
-    whitening : {'binned'}, default='binned'
-        ``'binned'`` truncates AR(1) coefficients on nilearn's 0.01 grid.
+    whitening : {'binned', 'exact'}, default='binned'
+        ``'binned'`` truncates AR(1) coefficients on nilearn's 0.01 grid
+        (nilearn-identical).  ``'exact'`` estimates per-voxel AR(p)
+        coefficients bias-corrected for the design projection, whitens
+        exactly (first samples scaled) and refers statistics to per-voxel
+        Satterthwaite degrees of freedom, so that p and z maps are valid
+        under the null (``docs/statistics.md``).
     chunks : 'auto' or dict
         ``{'time': volumes per read, 'voxel': voxels per solve block}``.
     **nilearn_kwargs
@@ -359,8 +380,17 @@ class FirstLevelModel:
         return mask
 
     def _build(self, sources, designs, mask) -> None:
-        options = FitOptions(self.noise_model, self.signal_scaling)
-        n_lags = max(options.ar_order, 1)
+        diag = getattr(self, "diagnostic_lags", None)
+        if diag is None:
+            diag = DIAGNOSTIC_LAGS if self.whitening == "exact" else 0
+        options = FitOptions(
+            self.noise_model, self.signal_scaling, whitening=self.whitening,
+            diagnostic_lags=int(diag),
+        )
+        n_lags = max(options.ar_order, 1) + options.diagnostic_lags
+        cov_kind = "exact" if options.exact else ("stack" if options.uses_stack else "table")
+        plan_key = (options.noise_model, n_lags) if cov_kind == "table" and not diag else (
+            options.noise_model, n_lags, self.whitening)
         self.design_matrices_ = designs
         self.mask_img_ = nib.Nifti1Image(mask.astype(np.uint8), sources[0].affine)
         self._mask = mask
@@ -373,16 +403,16 @@ class FirstLevelModel:
         for source, design in zip(sources, designs):
             X = design.to_numpy(dtype=np.float64)
             time_chunk, voxel_block = self._chunk_sizes(source)
-            plan = _engine.RunPlan(X, options, n_lags, tokenize(X, options.noise_model, n_lags))
+            plan = _engine.RunPlan(X, options, n_lags, tokenize(X, *plan_key))
             stats = _engine.run_stats(
                 source, masker, plan.stack, n_lags, time_chunk, per_volume,
                 tokenize(source.identity(), token, X, time_chunk, per_volume),
             )
             vchunks = _engine.voxel_chunks(int(mask.sum()), voxel_block)
             packed = _engine.fit_run(plan, stats, vchunks)
-            parts = unpack(packed, plan.n_regressors, options.ar_order)
+            parts = unpack(packed, plan.n_regressors, options.ar_order, options.diagnostic_lags)
             cov_table = da.from_delayed(
-                plan.cov_table, shape=(_n_tables(), plan.n_regressors, plan.n_regressors),
+                plan.cov_table, shape=(plan.n_tables, plan.n_regressors, plan.n_regressors),
                 dtype=np.float64,
             )
             rank = int(np.linalg.matrix_rank(X, np.abs(X).sum() * np.finfo(np.float64).eps))
@@ -396,6 +426,9 @@ class FirstLevelModel:
                     df_residuals=X.shape[0] - rank,
                     n_scans=X.shape[0],
                     columns=list(design.columns),
+                    cov_kind=cov_kind,
+                    acf_before=parts.get("acf_before"),
+                    acf_after=parts.get("acf_after"),
                 )
             )
         self._persisted = False
@@ -434,6 +467,59 @@ class FirstLevelModel:
         self.persist()
         return [np.asarray(f.ar_coef[0]) for f in self._fits]
 
+    def whitening_diagnostics(self, lags=None, output_type: str = "images"):
+        """Residual autocorrelation before and after whitening, per voxel.
+
+        ``acf_before`` is the lag-l autocorrelation ``a_l / a_0`` of the OLS
+        residuals, ``acf_after`` that of the whitened GLS residuals
+        ``W (Y - X beta)``; both are computed from the sufficient statistics
+        during the fit.  After a good whitening ``acf_after`` is ~0 (within
+        about ``+-2 / sqrt(n)``).  Stored by default for ``whitening='exact'``
+        (lags 1..3); for a binned fit set ``model.diagnostic_lags = k`` before
+        ``fit``.
+
+        Parameters
+        ----------
+        lags : int or sequence of int, optional
+            Lags to return (default: all stored).  ``3`` means ``1, 2, 3``.
+        output_type : {'images', 'dataset'}
+            ``'images'``: dict ``{'acf_before': [img, ...], 'acf_after': [...]}``
+            with one 4D Nifti image per run (4th axis = lag).  ``'dataset'``: a
+            lazy :class:`xarray.Dataset` over ``(run, acf_lag, voxel)``.
+        """
+        self._check_fitted()
+        if any(f.acf_before is None for f in self._fits):
+            raise ValueError(
+                "This fit holds no whitening diagnostics: they are stored for "
+                "whitening='exact', or set model.diagnostic_lags = k before fit."
+            )
+        stored = self._fits[0].acf_before.shape[0]
+        if lags is None:
+            lags = list(range(1, stored + 1))
+        elif np.isscalar(lags):
+            lags = list(range(1, int(lags) + 1))
+        lags = [int(lag) for lag in lags]
+        if not lags or min(lags) < 1 or max(lags) > stored:
+            raise ValueError(f"lags must lie in 1..{stored} (stored diagnostics), got {lags}.")
+        rows = [lag - 1 for lag in lags]
+        ds = xr.Dataset(
+            {
+                name: (("run", "acf_lag", "voxel"),
+                       da.stack([getattr(f, name)[rows] for f in self._fits]))
+                for name in ("acf_before", "acf_after")
+            },
+            coords={"acf_lag": lags},
+        )
+        if output_type == "dataset":
+            return ds
+        if output_type != "images":
+            raise ValueError(f"output_type must be 'images' or 'dataset', got {output_type!r}.")
+        before, after = dask.compute(ds["acf_before"].data, ds["acf_after"].data)
+        return {
+            "acf_before": [self._unmask(b, "OLS residual autocorrelation") for b in before],
+            "acf_after": [self._unmask(a, "whitened residual autocorrelation") for a in after],
+        }
+
     # --------------------------------------------------------------- contrasts
     def _contrast_matrices(self, contrast_def) -> list[np.ndarray]:
         n_runs = len(self._fits)
@@ -461,7 +547,13 @@ class FirstLevelModel:
             con_vals = con_vals * n_runs
         elif len(con_vals) != n_runs:
             raise ContrastError(f"{len(con_vals)} contrasts given, while there are {n_runs} runs.")
-        return [as_contrast_matrix(c, f.columns) for c, f in zip(con_vals, self._fits)]
+        cons = [as_contrast_matrix(c, f.columns) for c, f in zip(con_vals, self._fits)]
+        if all(np.all(c == 0) for c in cons):
+            raise ContrastError(
+                f"All contrasts provided were null contrasts: {contrast_def!r} has only zero "
+                "weights, so it tests nothing."
+            )
+        return cons
 
     def _contrast_packed(self, contrast_def, stat_type=None) -> tuple[da.Array, int]:
         """Lazy packed maps ``[effect (q), variance, stat, p, z]`` over voxels."""
@@ -549,19 +641,92 @@ class FirstLevelModel:
         return unmask(values, self._mask, self._affine, description)
 
     # ------------------------------------------------------------- persistence
-    def to_zarr(self, store, overwrite: bool = False, compute: bool = True):
+    def to_zarr(
+        self,
+        store,
+        overwrite: bool = False,
+        compute: bool = True,
+        storage_options: dict | None = None,
+        resume: bool = False,
+    ):
         """Write the fit to a Zarr store (local path or fsspec URL), atomically.
+
+        Each run goes to its own group, marked complete once written; the
+        store's root record is written last (see :mod:`daskglm.io.zarr_store`),
+        so a reader never sees a half-written fit or run.  Under an active
+        ``dask.distributed.Client`` the fit and the writes run on the cluster
+        (the store must then be reachable from the workers: shared disk or
+        object storage).
 
         Parameters
         ----------
         store : str or path
+            Local directory or fsspec URL, e.g. ``"s3://bucket/fit.zarr"``.
         overwrite : bool, default=False
-            Replace an existing store.  The old store stays intact until the new
-            one is complete.
+            Replace an existing store.  The old fit stays readable until the
+            new one is complete.
+        compute : bool, default=True
+            If False, return a :class:`dask.delayed.Delayed` that fits, writes
+            and commits (to batch several fits in one ``dask.compute``).
+        storage_options : dict, optional
+            fsspec options, e.g. ``{"endpoint_url": ..., "key": ..., "secret": ...}``.
+        resume : bool, default=False
+            Keep the store's complete runs whose input identity (path, size,
+            mtime, or content hash for in-memory runs), model parameters, design,
+            mask and chunking match this fit's, and compute only the others.
+            Runs that do not match are replaced.
+
+        Returns
+        -------
+        daskglm.io.zarr_store.WriteSummary or dask.delayed.Delayed
+            The summary lists the runs written and the runs reused.  After a
+            computed write of a fit that was not persisted, the model reads its
+            fit back from the store, so contrasts do not refit.
         """
         self._check_fitted()
         ds = self.results_
-        return write_dataset(ds, store, overwrite=overwrite, compute=compute)
+        result = write_dataset(
+            ds, store, overwrite=overwrite, compute=compute, storage_options=storage_options,
+            resume=resume, run_keys=self._run_keys(), run_sources=self._run_sources(),
+        )
+        if compute and not self._persisted:
+            self._adopt_store(store, storage_options)
+        return result
+
+    def _run_sources(self) -> list[dict] | None:
+        """Input identity of each run (None for a model opened from a store)."""
+        from .io.zarr_store import source_identity
+
+        sources = getattr(self, "_sources", None)
+        if sources is None or len(sources) != len(self._fits):
+            return None
+        return [source_identity(s) for s in sources]
+
+    def _run_keys(self) -> list[str] | None:
+        """Per-run keys used to resume: input identity, parameters, design, mask, chunks."""
+        from .io.zarr_store import run_key
+
+        identities = self._run_sources()
+        if identities is None:  # opened from a store: its keys
+            stored = getattr(self, "_store_run_keys", None)
+            if stored is not None and len(stored) == len(self._fits) and all(stored):
+                return list(stored)
+            return None
+        params = self.get_params()
+        chunks = None if self.chunks in (None, "auto") else dict(self.chunks)
+        return [
+            run_key(ident, params, design.to_numpy(dtype=np.float64), list(design.columns),
+                    self._mask, self._affine, extra={"chunks": chunks})
+            for ident, design in zip(identities, self.design_matrices_)
+        ]
+
+    def _adopt_store(self, store, storage_options=None) -> None:
+        """Read the fit back from a store just written instead of recomputing it."""
+        reopened = open_model(store, storage_options=storage_options)
+        if len(reopened._fits) == len(self._fits):
+            self._fits = reopened._fits
+            self._store_run_keys = reopened._store_run_keys
+            self._persisted = True
 
     def generate_report(self, contrasts=None, title=None, bg_img=None, threshold=3.09,
                         alpha=0.001, cluster_threshold=0, height_control="fpr", **kwargs):
@@ -573,6 +738,12 @@ class FirstLevelModel:
                                height_control=height_control, **kwargs)
 
 
+def _cov_kind(params: dict) -> str:
+    """How a stored fit's contrasts get their covariance (see ``_RunFit.cov_kind``)."""
+    options = FitOptions(params.get("noise_model", "ar1"), 0, whitening=params.get("whitening", "binned"))
+    return "exact" if options.exact else ("stack" if options.uses_stack else "table")
+
+
 def _n_tables() -> int:
     from .kernels.ar import N_BINS
 
@@ -581,6 +752,16 @@ def _n_tables() -> int:
 
 def _contrast_effect(fit: _RunFit, con: np.ndarray, kind: str, dim: int):
     q = dim if kind == "F" else 1
+    if fit.cov_kind != "table":
+        exact = fit.cov_kind == "exact"
+        packed = da.blockwise(
+            _stack_contrast_packed, "rv",
+            fit.beta, "pv", fit.dispersion, "v", fit.ar_coef, "lv", fit.cov_table, "kpq",
+            con, None, kind, None, exact, None, float(fit.df_residuals), None,
+            new_axes={"r": q + 1}, dtype=np.float64, concatenate=True,
+        )
+        effect = packed[:q] if kind == "F" else packed[0]
+        return effect, packed[q]
     packed = da.blockwise(
         _contrast_block_packed, "rv",
         fit.beta, "pv", fit.dispersion, "v", fit.cov_index, "v", fit.cov_table, "kpq",
@@ -589,6 +770,15 @@ def _contrast_effect(fit: _RunFit, con: np.ndarray, kind: str, dim: int):
     )
     effect = packed[:q] if kind == "F" else packed[0]
     return effect, packed[q]
+
+
+def _stack_contrast_packed(beta, dispersion, ar_coef, gram_stack, con, kind, exact, df):
+    from .kernels.exact import stack_contrast_block
+
+    effect, variance = stack_contrast_block(
+        beta, dispersion, ar_coef, gram_stack, con, kind, exact, df if exact else None
+    )
+    return np.concatenate([np.atleast_2d(effect), variance[None]])
 
 
 def _contrast_block_packed(beta, dispersion, cov_index, cov_table, con, kind):
@@ -669,6 +859,7 @@ def _fits_to_dataset(model: FirstLevelModel) -> xr.Dataset:
             "n_regressors": (("run",), np.array([f.beta.shape[0] for f in fits])),
             "df_residuals": (("run",), np.array([f.df_residuals for f in fits])),
             "mask": (("x", "y", "z"), model._mask),
+            **_acf_variables(fits),
         },
         attrs={
             "affine": json.dumps(np.asarray(model._affine).tolist()),
@@ -678,6 +869,17 @@ def _fits_to_dataset(model: FirstLevelModel) -> xr.Dataset:
         },
     )
     return ds
+
+
+def _acf_variables(fits) -> dict:
+    """Whitening diagnostics (residual autocorrelation, lags 1..k) for the store."""
+    if any(f.acf_before is None for f in fits):
+        return {}
+    dims = ("run", "acf_lag", "voxel")
+    return {
+        "acf_before": (dims, da.stack([f.acf_before for f in fits])),
+        "acf_after": (dims, da.stack([f.acf_after for f in fits])),
+    }
 
 
 def _jsonable(value):
@@ -694,7 +896,7 @@ def _version() -> str:
     return __version__
 
 
-def open_model(store) -> FirstLevelModel:
+def open_model(store, storage_options: dict | None = None) -> FirstLevelModel:
     """Reopen a fit written by :meth:`FirstLevelModel.to_zarr`.
 
     The returned model computes new contrasts from the store without refitting.
@@ -702,8 +904,17 @@ def open_model(store) -> FirstLevelModel:
     Parameters
     ----------
     store : str or path or fsspec URL
+        E.g. ``"fit.zarr"`` or ``"s3://bucket/fit.zarr"``.
+    storage_options : dict, optional
+        fsspec options (endpoint, credentials, ...) for URLs.
+
+    Raises
+    ------
+    daskglm.io.zarr_store.StoreError
+        If the store is not a complete daskglm fit (e.g. a write still in
+        progress or interrupted) or has an unknown format version.
     """
-    ds = read_dataset(store)
+    ds = read_dataset(store, storage_options=storage_options)
     try:
         params = json.loads(ds.attrs["model_params"])
         columns = json.loads(ds.attrs["design_columns"])
@@ -738,7 +949,11 @@ def open_model(store) -> FirstLevelModel:
                 df_residuals=int(dfs[i]),
                 n_scans=n,
                 columns=columns[i],
+                cov_kind=_cov_kind(params),
+                acf_before=ds["acf_before"].data[i] if "acf_before" in ds else None,
+                acf_after=ds["acf_after"].data[i] if "acf_after" in ds else None,
             )
         )
     model._persisted = True  # the store is the persisted state
+    model._store_run_keys = json.loads(ds.attrs.get("daskglm_run_keys", "null"))
     return model

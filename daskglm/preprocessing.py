@@ -76,6 +76,8 @@ class VolumeMasker:
         ]
         self.crop = (slice(lo[2], hi[2]), slice(lo[1], hi[1]), slice(lo[0], hi[0]))
         self.index = (z - lo[2], y - lo[1], x - lo[0])
+        crop_shape = (hi[2] - lo[2], hi[1] - lo[1], hi[0] - lo[0])
+        self.flat_index = np.ravel_multi_index(self.index, crop_shape)
 
     def transform(self, volumes: np.ndarray) -> np.ndarray:
         """Masked (and smoothed) signals, shape (k, n_voxels), in nilearn's dtype."""
@@ -90,7 +92,7 @@ class VolumeMasker:
         for axis, sigma in zip((3, 2, 1), self.sigmas):
             if sigma > 0:
                 gaussian_filter1d(block, sigma, axis=axis, output=block, truncate=TRUNCATE)
-        return block[(slice(None), *self.index)]
+        return np.take(block.reshape(len(block), -1), self.flat_index, axis=1)
 
 
 def _ensure_finite(arr: np.ndarray) -> np.ndarray:

@@ -31,12 +31,20 @@ def _f_con(n_cols):
 
 
 def _compare_all(ours: dict, theirs: dict, mask, label: str, f_stat: bool = False):
+    """z and stat: the issue's bar (1e-3 on >= 99.9% of voxels).
+
+    F statistics reach the thousands and nilearn computes on float32-scaled data
+    (~1e-6 relative noise), so they are compared relatively.  Effects and
+    variances move by ~1% where an AR(1) coefficient falls on the other side of
+    a 0.01 bin edge than nilearn's (about 1 voxel in 5000); see
+    ``tests._reference.FLIP_ALLOWANCE``.
+    """
     for out in OUTPUTS:
-        # F statistics reach the thousands; nilearn's float32 scaling gives them
-        # ~1e-6 relative noise, so they are compared relatively.
-        rtol = 1e-4 if (f_stat and out == "stat") else 0.0
-        atol = 1e-3 if out in ("z_score", "stat") else 1e-4
-        assert_maps_close(ours[out], theirs[out], mask, f"{label}/{out}", rtol=rtol, atol=atol)
+        if out in ("z_score", "stat"):
+            rtol = 1e-4 if (f_stat and out == "stat") else 0.0
+            assert_maps_close(ours[out], theirs[out], mask, f"{label}/{out}", rtol=rtol, atol=1e-3)
+        else:
+            assert_maps_close(ours[out], theirs[out], mask, f"{label}/{out}", rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("noise_model", ["ar1", "ols"])

@@ -1,6 +1,7 @@
-"""The results store: one Zarr group per fit, written atomically.
+"""The results store: one Zarr group per fit, one subgroup per run, committed last.
 
-Layout (xarray Dataset; voxels flat in mask order, unmasked only on export):
+The fit is handled in memory as one lazy :class:`xarray.Dataset` (voxels flat
+in mask order, unmasked only on export):
 
 =================  ==============================  =====================================
 variable           dims                            meaning
@@ -18,34 +19,140 @@ df_residuals       run                             n - rank(X)
 mask               x, y, z                         the analysis mask
 =================  ==============================  =====================================
 
-Attributes hold the affine, the design column names and the model parameters
-as JSON, plus ``daskglm_format`` / ``daskglm_format_version``.  No pickles.
+On disk (format version 2) it is split so that runs can be written, and
+resumed, one at a time::
 
-Writes go to a temporary sibling first and are swapped in by renames only
-when complete, so a reader never sees a half-written fit and a failed write
-never damages an existing store.
+    fit.zarr/
+      zarr.json              root group; its attributes are the commit record:
+                             daskglm_format, daskglm_format_version, daskglm_runs
+                             (ordered run group names), daskglm_run_keys,
+                             daskglm_shared, plus the dataset's own attributes
+                             (affine, design_columns, model_params, ...)
+      run0-1a2b3c4d/         one group per run: every variable with a ``run`` dim,
+                             that run's slice, padding trimmed; attributes
+                             daskglm_run_key (input identity + parameters + design
+                             hash), daskglm_run_source and daskglm_run_complete
+      run1-5e6f7a8b/
+      shared-9c0d1e2f/       variables without a ``run`` dim (the mask, ...)
+
+Atomicity.  A group counts only once its ``daskglm_run_complete`` attribute is
+set, which is done after all of its arrays are written.  Locally a group is
+written to a hidden temporary directory, marked, then renamed into place.  On
+object stores (no rename) it is written in place and the marker is the last
+object written.  The root ``zarr.json`` is written last of all (one atomic
+``os.replace`` locally, one PUT on object stores), so a reader sees either the
+previous complete fit or the new complete fit, never a half-written one.  Group
+names are unique per write, so a commit never modifies a group that the
+previous commit references; unreferenced groups are deleted after the commit.
+
+Resume.  ``write_dataset(..., resume=True)`` reuses every complete run group
+of the store whose ``daskglm_run_key`` equals the key of a run being written,
+referenced or not (an interrupted write leaves complete but uncommitted run
+groups behind), and computes only the others.
+
+Attributes are JSON; no pickles.  Format version 1 (one flat group, written by
+daskglm 0.1 before this layout) is still read.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
 import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import xarray as xr
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "StoreError", "write_dataset", "read_dataset"]
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "StoreError",
+    "WriteSummary",
+    "write_dataset",
+    "read_dataset",
+    "complete_run_keys",
+    "run_key",
+    "source_identity",
+]
 
 FORMAT_NAME = "daskglm-first-level-fit"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+
+RUN_KEY = "daskglm_run_key"
+RUN_SOURCE = "daskglm_run_source"
+RUN_MARKER = "daskglm_run_complete"
+_INTERNAL_ATTRS = ("daskglm_runs", "daskglm_run_keys", "daskglm_shared")
+#: dims trimmed to a run's own size before writing, and the variable giving that size
+_TRIMMED_DIMS = {"regressor": "n_regressors", "regressor_b": "n_regressors", "scan": "n_scans"}
 
 
 class StoreError(ValueError):
     """A path that is not a usable daskglm store."""
 
 
+@dataclass
+class WriteSummary:
+    """What :func:`write_dataset` did.
+
+    Attributes
+    ----------
+    store : str
+        The store written (local path or URL).
+    written : list of int
+        Runs computed and written.
+    reused : list of int
+        Runs found complete in the store (same key) and not recomputed.
+    """
+
+    store: str
+    written: list[int] = field(default_factory=list)
+    reused: list[int] = field(default_factory=list)
+
+
+# ------------------------------------------------------------------ identity
+def _hash_array(a) -> str:
+    a = np.ascontiguousarray(np.asarray(a))
+    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
+    h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def source_identity(source) -> dict[str, Any]:
+    """What identifies a run's input, for resuming.
+
+    Files are identified by resolved path, size and modification time (ns);
+    in-memory runs by a hash of their content (dask's deterministic token).
+    """
+    if hasattr(source, "path"):
+        return dict(source.identity())
+    from dask.base import tokenize
+
+    return {"name": str(getattr(source, "name", "")), "shape": [int(s) for s in source.shape],
+            "content_token": tokenize(source.data)}
+
+
+def run_key(identity: dict, params: dict, design: np.ndarray, columns, mask: np.ndarray,
+            affine: np.ndarray, extra: Any = None) -> str:
+    """A hex digest identifying one run's fit: input, parameters, design, mask, geometry."""
+    record = {
+        "identity": identity,
+        "params": params,
+        "design": _hash_array(np.asarray(design, dtype=np.float64)),
+        "columns": [str(c) for c in columns],
+        "mask": _hash_array(np.asarray(mask, dtype=bool)),
+        "affine": np.round(np.asarray(affine, dtype=np.float64), 6).tolist(),
+        "extra": extra,
+    }
+    text = json.dumps(record, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+# ------------------------------------------------------------------ location
 def _is_local(path) -> bool:
     return "://" not in str(path) or str(path).startswith("file://")
 
@@ -55,79 +162,413 @@ def _local(path) -> Path:
     return Path(s[len("file://") :] if s.startswith("file://") else s)
 
 
-def write_dataset(ds: xr.Dataset, path, overwrite: bool = False, compute: bool = True):
-    """Write a fit dataset atomically to ``path`` (local directory or fsspec URL)."""
-    ds = ds.copy()
-    ds.attrs = dict(ds.attrs, daskglm_format=FORMAT_NAME, daskglm_format_version=FORMAT_VERSION)
-    if not _is_local(path):
-        return _write_remote(ds, str(path), overwrite)
-    target = _local(path)
-    if target.exists() and not overwrite:
-        raise FileExistsError(
-            f"{str(target)!r} already exists; pass overwrite=True to replace it."
+class _Location:
+    """A store root, local directory or fsspec URL (picklable: no live handles)."""
+
+    def __init__(self, path, storage_options: dict | None = None):
+        self.local = _is_local(path)
+        self.storage_options = dict(storage_options or {})
+        if self.local:
+            self.url = str(_local(path).absolute())
+        else:
+            self.url = str(path).rstrip("/")
+
+    def __str__(self) -> str:
+        return self.url
+
+    def fs_path(self, name: str = ""):
+        import fsspec
+
+        fs, root = fsspec.core.url_to_fs(self.url, **self.storage_options)
+        return fs, f"{root}/{name}" if name else root
+
+    def child(self, name: str) -> str:
+        return os.path.join(self.url, name) if self.local else f"{self.url}/{name}"
+
+    def exists(self) -> bool:
+        if self.local:
+            return os.path.lexists(self.url)
+        fs, root = self.fs_path()
+        fs.invalidate_cache()
+        return bool(fs.exists(root))
+
+    def read_json(self, name: str) -> dict | None:
+        if self.local:
+            try:
+                with open(os.path.join(self.url, name), "rb") as fh:
+                    return json.loads(fh.read())
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+        fs, path = self.fs_path(name)
+        try:
+            return json.loads(fs.cat_file(path))
+        except FileNotFoundError:
+            return None
+
+    def write_json(self, name: str, obj: dict) -> None:
+        data = json.dumps(obj, indent=2).encode()
+        if self.local:
+            target = os.path.join(self.url, name)
+            tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
+            with open(tmp, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)  # atomic
+            return
+        fs, path = self.fs_path(name)
+        fs.pipe_file(path, data)  # one PUT: atomic on object stores
+
+    def children(self) -> list[str]:
+        """Names of the sub-directories (sub-prefixes) of the store."""
+        if self.local:
+            try:
+                return sorted(e.name for e in os.scandir(self.url) if e.is_dir())
+            except FileNotFoundError:
+                return []
+        fs, root = self.fs_path()
+        fs.invalidate_cache()
+        try:
+            entries = fs.ls(root, detail=True)
+        except FileNotFoundError:
+            return []
+        return sorted(
+            e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "directory"
         )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        ds.to_zarr(tmp, mode="w", consolidated=True, zarr_format=3)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
-        os.rename(target, old)
-        os.rename(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
+
+    def remove(self, name: str) -> None:
+        if self.local:
+            path = os.path.join(self.url, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            elif os.path.lexists(path):
+                os.unlink(path)
+            return
+        fs, path = self.fs_path(name)
+        try:
+            fs.rm(path, recursive=True)
+        except FileNotFoundError:
+            pass
+
+    def makedirs(self) -> None:
+        if self.local:
+            if os.path.lexists(self.url) and not os.path.isdir(self.url):
+                os.unlink(self.url)
+            os.makedirs(self.url, exist_ok=True)
+
+
+def _group_attrs(loc: _Location, name: str) -> dict | None:
+    meta = loc.read_json(f"{name}/zarr.json")
+    if meta is None or meta.get("node_type") != "group":
+        return None
+    return meta.get("attributes", {})
+
+
+def complete_run_keys(path, storage_options: dict | None = None) -> dict[str, str]:
+    """Complete run groups of a store, as ``{run key: group name}``.
+
+    Committed or not: an interrupted write leaves complete run groups that a
+    resumed write reuses.
+    """
+    loc = _Location(path, storage_options)
+    found: dict[str, str] = {}
+    for name in loc.children():
+        if name.startswith("."):
+            continue
+        attrs = _group_attrs(loc, name)
+        if attrs and attrs.get(RUN_MARKER) is True and attrs.get(RUN_KEY):
+            found.setdefault(attrs[RUN_KEY], name)
+    return found
+
+
+# ------------------------------------------------------------------ writing
+def _regular_chunks(ds: xr.Dataset) -> xr.Dataset:
+    """Zarr needs equal chunks (but the last); rechunk dask variables that lack them."""
+    out = ds.copy()
+    for name in list(out.variables):
+        var = out.variables[name]
+        chunks = getattr(var.data, "chunks", None)
+        new = {}
+        for dim, c in zip(var.dims, chunks or ()):
+            if len(c) > 1 and (len(set(c[:-1])) > 1 or c[-1] > c[0]):
+                new[dim] = max(c)
+        if new:
+            out[name] = var.chunk(new)
+        out.variables[name].encoding = {}
+    return out
+
+
+def _split_runs(ds: xr.Dataset) -> tuple[list[xr.Dataset], xr.Dataset]:
+    """Per-run datasets (padding trimmed) and the run-independent variables."""
+    run_vars = [v for v in ds.data_vars if "run" in ds[v].dims]
+    shared_vars = [v for v in ds.data_vars if "run" not in ds[v].dims]
+    runs = []
+    for i in range(ds.sizes["run"]):
+        part = ds[run_vars].isel(run=i)
+        part.attrs = {}
+        cut = {}
+        for dim, size_var in _TRIMMED_DIMS.items():
+            if dim in part.dims and size_var in part:
+                cut[dim] = slice(0, int(np.asarray(part[size_var].values)))
+        runs.append(_regular_chunks(part.isel(cut)))
+    shared = ds[shared_vars]
+    shared.attrs = {}
+    return runs, _regular_chunks(shared)
+
+
+def _set_group_attrs(loc: _Location, name: str, extra: dict) -> None:
+    meta = loc.read_json(f"{name}/zarr.json")
+    if meta is None:
+        raise StoreError(f"Group {name!r} of {loc.url!r} vanished while being written.")
+    meta.setdefault("attributes", {}).update(extra)
+    loc.write_json(f"{name}/zarr.json", meta)
+
+
+def _finalize_group(_written, loc: _Location, tmp_name: str | None, name: str) -> str:
+    """Mark a fully written group complete; locally, then rename it into place."""
+    if tmp_name is None:  # object store: the marker is the last object written
+        _set_group_attrs(loc, name, {RUN_MARKER: True})
+        return name
+    _set_group_attrs(loc, tmp_name, {RUN_MARKER: True})
+    os.rename(os.path.join(loc.url, tmp_name), os.path.join(loc.url, name))
+    return name
+
+
+def _write_group(loc: _Location, name: str, part: xr.Dataset, attrs: dict):
+    """Delayed write of one group; its value is the group name once complete."""
+    from dask import delayed
+
+    part = part.copy()
+    part.attrs = dict(attrs)
+    if loc.local:
+        tmp_name = f".tmp-{name}"
+        written = part.to_zarr(loc.child(tmp_name), mode="w", zarr_format=3,
+                               consolidated=False, compute=False)
     else:
-        os.rename(tmp, target)
-    return target
+        tmp_name = None
+        written = part.to_zarr(loc.url, group=name, mode="w", zarr_format=3, consolidated=False,
+                               compute=False, storage_options=loc.storage_options or None)
+    return delayed(_finalize_group, pure=False)(written, loc, tmp_name, name)
 
 
-def _write_remote(ds: xr.Dataset, url: str, overwrite: bool):
-    """Object stores have no rename: write the data, then the marker last."""
-    import fsspec
+def _commit(loc: _Location, attrs: dict, run_keys: list, shared_name: str, run_names: list,
+            shared_done: str) -> str:
+    """Write the root record (the commit), then delete groups it does not reference."""
+    root_attrs = dict(attrs)
+    root_attrs.update(
+        daskglm_format=FORMAT_NAME,
+        daskglm_format_version=FORMAT_VERSION,
+        daskglm_runs=list(run_names),
+        daskglm_run_keys=list(run_keys),
+        daskglm_shared=shared_done,
+    )
+    loc.write_json("zarr.json", {"zarr_format": 3, "node_type": "group", "attributes": root_attrs})
+    keep = set(run_names) | {shared_name}
+    for name in loc.children():
+        if name not in keep:
+            loc.remove(name)
+    return loc.url
 
-    fs, _, (root,) = fsspec.get_fs_token_paths(url)
-    if fs.exists(root) and fs.exists(f"{root}/zarr.json"):
-        if not overwrite:
-            raise FileExistsError(f"{url!r} already exists; pass overwrite=True to replace it.")
-        fs.rm(root, recursive=True)
-    complete = ds.attrs.pop("daskglm_format")
-    ds.to_zarr(url, mode="w", consolidated=True, zarr_format=3)
-    import zarr
 
-    group = zarr.open_group(url, mode="r+")
-    group.attrs["daskglm_format"] = complete
-    zarr.consolidate_metadata(url)
-    return url
+def _summary(_committed, summary: WriteSummary) -> WriteSummary:
+    return summary
 
 
-def read_dataset(path) -> xr.Dataset:
-    """Open a fit store lazily and check its format."""
-    if _is_local(path):
-        local = _local(path)
-        if not local.exists():
-            raise FileNotFoundError(f"No daskglm store at {str(local)!r}.")
-        path = str(local)
+def write_dataset(
+    ds: xr.Dataset,
+    path,
+    overwrite: bool = False,
+    compute: bool = True,
+    storage_options: dict | None = None,
+    resume: bool = False,
+    run_keys: list[str] | None = None,
+    run_sources: list[dict] | None = None,
+):
+    """Write a fit dataset to ``path`` (local directory or fsspec URL), atomically.
+
+    Parameters
+    ----------
+    ds : xarray.Dataset
+        The fit, as :func:`daskglm.model._fits_to_dataset` builds it (lazy).
+    path : str or path
+        Local directory or fsspec URL (``s3://bucket/fit.zarr``, ``gs://...``).
+    overwrite : bool, default=False
+        Replace an existing store; the old fit stays readable until the new
+        one is committed.
+    compute : bool, default=True
+        If False, return a :class:`dask.delayed.Delayed` that writes and
+        commits the store (its value is the :class:`WriteSummary`).
+    storage_options : dict, optional
+        Passed to fsspec (e.g. ``{"endpoint_url": ..., "key": ..., "secret": ...}``).
+    resume : bool, default=False
+        Reuse the store's complete run groups whose key matches ``run_keys``
+        and compute only the other runs.  Runs that do not match are
+        replaced.
+    run_keys : list of str, optional
+        One key per run (see :func:`run_key`); without keys nothing is reused.
+    run_sources : list of dict, optional
+        Input identity of each run, recorded in its group.
+
+    Returns
+    -------
+    WriteSummary or dask.delayed.Delayed
+    """
+    from dask import delayed
+
+    loc = _Location(path, storage_options)
+    if loc.exists() and not (overwrite or resume):
+        raise FileExistsError(
+            f"{loc.url!r} already exists; pass overwrite=True to replace it, or resume=True "
+            "to keep its complete runs and fit the rest."
+        )
+    n_runs = ds.sizes["run"]
+    keys = list(run_keys) if run_keys is not None else [None] * n_runs
+    sources = list(run_sources) if run_sources is not None else [None] * n_runs
+    if len(keys) != n_runs or len(sources) != n_runs:
+        raise ValueError(f"{len(keys)} run keys / {len(sources)} sources for {n_runs} runs.")
+    existing = complete_run_keys(loc.url, loc.storage_options) if resume and loc.exists() else {}
+    loc.makedirs()
+    runs, shared = _split_runs(ds)
+    summary = WriteSummary(store=loc.url)
+    names = []
+    stamp = uuid.uuid4().hex[:8]
+    for i, (part, key, source) in enumerate(zip(runs, keys, sources)):
+        if key is not None and key in existing:
+            names.append(existing[key])
+            summary.reused.append(i)
+            continue
+        attrs = {RUN_KEY: key or f"unkeyed-{uuid.uuid4().hex}", "daskglm_run_index": i,
+                 RUN_SOURCE: json.dumps(source, default=str)}
+        names.append(_write_group(loc, f"run{i}-{stamp}", part, attrs))
+        summary.written.append(i)
+    shared_name = f"shared-{stamp}"
+    shared_done = _write_group(loc, shared_name, shared, {RUN_KEY: "shared"})
+    stored_keys = [k if k is not None else "" for k in keys]
+    committed = delayed(_commit, pure=False)(
+        loc, dict(ds.attrs), stored_keys, shared_name, names, shared_done
+    )
+    result = delayed(_summary, pure=False)(committed, summary)
+    if not compute:
+        return result
     try:
-        ds = xr.open_zarr(path, consolidated=None)
-    except FileNotFoundError:
+        return result.compute()
+    except BaseException:
+        _discard(loc, [f"run{i}-{stamp}" for i in summary.written] + [shared_name])
         raise
-    except Exception as err:
-        raise StoreError(f"{str(path)!r} is not a readable Zarr store: {err}") from err
-    fmt = ds.attrs.get("daskglm_format")
-    version = ds.attrs.get("daskglm_format_version")
+
+
+def _discard(loc: _Location, names: list[str]) -> None:
+    """Remove the groups (and their temporaries) of a failed write; they are unreferenced."""
+    for name in names:
+        for candidate in (name, f".tmp-{name}"):
+            try:
+                loc.remove(candidate)
+            except Exception:  # best effort: the next commit collects leftovers
+                pass
+
+
+# ------------------------------------------------------------------ reading
+def _check_version(path, fmt, version) -> None:
     if fmt != FORMAT_NAME:
         raise StoreError(
             f"{str(path)!r} is not a complete daskglm fit store "
             f"(format attribute {fmt!r}, expected {FORMAT_NAME!r})."
         )
-    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
         raise StoreError(
             f"{str(path)!r} was written in daskglm store format version {version!r}; "
-            f"this daskglm reads version {FORMAT_VERSION}. Upgrade daskglm to open it."
+            f"this daskglm reads versions 1 to {FORMAT_VERSION}. Upgrade daskglm to open it."
         )
+
+
+def _pad_to(part: xr.Dataset, sizes: dict) -> xr.Dataset:
+    widths = {d: (0, sizes[d] - part.sizes[d]) for d in sizes if d in part.dims and sizes[d] > part.sizes[d]}
+    if not widths:
+        return part
+    out = part.copy()
+    for name, var in part.data_vars.items():
+        w = {d: widths[d] for d in var.dims if d in widths}
+        if w:
+            fill = np.nan if np.issubdtype(var.dtype, np.floating) else 0
+            out[name] = var.pad(w, constant_values=fill)
+    return out
+
+
+def _open_group(loc: _Location, name: str) -> xr.Dataset:
+    return xr.open_zarr(loc.child(name), consolidated=False, zarr_format=3,
+                        storage_options=None if loc.local else (loc.storage_options or None))
+
+
+def read_dataset(path, storage_options: dict | None = None) -> xr.Dataset:
+    """Open a fit store lazily, check its format and that it is complete.
+
+    Parameters
+    ----------
+    path : str or path
+        Local directory or fsspec URL.
+    storage_options : dict, optional
+        Passed to fsspec.
+
+    Returns
+    -------
+    xarray.Dataset
+        Lazy (dask-backed), in the layout of the module docstring; its
+        ``daskglm_run_keys`` attribute lists the runs' keys (JSON).
+    """
+    loc = _Location(path, storage_options)
+    if loc.local and not os.path.isdir(loc.url):
+        if os.path.exists(loc.url):
+            raise StoreError(f"{loc.url!r} is a file, not a daskglm store directory.")
+        raise FileNotFoundError(f"No daskglm store at {loc.url!r}.")
+    try:
+        root = loc.read_json("zarr.json")
+    except (ValueError, OSError) as err:
+        raise StoreError(f"{loc.url!r} is not a readable Zarr store: {err}") from err
+    if root is None:
+        if not loc.local and not loc.exists():
+            raise FileNotFoundError(f"No daskglm store at {loc.url!r}.")
+        raise StoreError(
+            f"{loc.url!r} is not a complete daskglm fit store (no committed root group); "
+            "a write may be in progress or was interrupted (resume it with resume=True)."
+        )
+    attrs = root.get("attributes", {})
+    _check_version(loc.url, attrs.get("daskglm_format"), attrs.get("daskglm_format_version"))
+    if attrs["daskglm_format_version"] == 1:
+        return _read_v1(loc)
+    names, keys = attrs.get("daskglm_runs"), attrs.get("daskglm_run_keys")
+    if not names or keys is None or len(keys) != len(names):
+        raise StoreError(f"{loc.url!r} has a malformed commit record (daskglm_runs).")
+    parts = []
+    for name, key in zip(names, keys):
+        try:
+            part = _open_group(loc, name)
+        except FileNotFoundError as err:
+            raise StoreError(f"{loc.url!r}: run group {name!r} is missing ({err}).") from err
+        if part.attrs.get(RUN_MARKER) is not True or (key and part.attrs.get(RUN_KEY) != key):
+            raise StoreError(f"{loc.url!r}: run group {name!r} is incomplete or does not match "
+                             "the commit record.")
+        part.attrs = {}
+        parts.append(part)
+    sizes = {d: max(p.sizes.get(d, 0) for p in parts) for d in _TRIMMED_DIMS}
+    parts = [_pad_to(p, sizes) for p in parts]
+    ds = xr.concat(parts, dim="run", data_vars="all", coords="minimal", compat="override",
+                   join="override")
+    shared = _open_group(loc, attrs["daskglm_shared"])
+    if shared.attrs.get(RUN_MARKER) is not True:
+        raise StoreError(f"{loc.url!r}: group {attrs['daskglm_shared']!r} is incomplete.")
+    for name in shared.data_vars:
+        ds[name] = shared[name]
+    ds.attrs = {k: v for k, v in attrs.items() if k not in _INTERNAL_ATTRS}
+    ds.attrs["daskglm_run_keys"] = json.dumps(keys)
     return ds
+
+
+def _read_v1(loc: _Location) -> xr.Dataset:
+    try:
+        return xr.open_zarr(loc.url, consolidated=None,
+                            storage_options=None if loc.local else (loc.storage_options or None))
+    except Exception as err:
+        raise StoreError(f"{loc.url!r} is not a readable Zarr store: {err}") from err
 
 
 def dumps(obj) -> str:

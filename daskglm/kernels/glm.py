@@ -32,6 +32,7 @@ __all__ = [
     "whitened_gram_inverse",
     "whitened_cross",
     "fit_whitened",
+    "fit_whitened_table",
 ]
 
 
@@ -230,5 +231,26 @@ def fit_whitened(
         beta = gram_inverse @ xty
     else:
         beta = np.einsum("vpq,qv->pv", gram_inverse, xty)
+    return _finish(beta, xty, yty, n_regressors, n_scans)
+
+
+def fit_whitened_table(
+    xty: np.ndarray, yty: np.ndarray, table: np.ndarray, index: np.ndarray, n_regressors: int, n_scans: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`fit_whitened` with each voxel's matrix taken from ``table[index]``.
+
+    Voxels are grouped by table entry, so no (V, p, p) array is built.
+    """
+    beta = np.empty_like(xty)
+    order = np.argsort(index, kind="stable")
+    entries, starts = np.unique(index[order], return_index=True)
+    bounds = np.append(starts, len(order))
+    for k, entry in enumerate(entries):
+        sel = order[bounds[k] : bounds[k + 1]]
+        beta[:, sel] = table[entry] @ xty[:, sel]
+    return _finish(beta, xty, yty, n_regressors, n_scans)
+
+
+def _finish(beta, xty, yty, n_regressors, n_scans):
     sse = yty - np.einsum("pv,pv->v", beta, xty)
     return beta, sse / (n_scans - n_regressors)

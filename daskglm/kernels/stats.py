@@ -27,8 +27,17 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 
 import numpy as np
+from scipy.linalg import blas
 
-__all__ = ["RunStats", "stacked_design", "chunk_stats", "combine_stats"]
+__all__ = [
+    "RunStats",
+    "stacked_design",
+    "empty_stats",
+    "accumulate_chunk",
+    "chunk_stats",
+    "combine_stats",
+    "accumulate_stats",
+]
 
 
 @dataclass
@@ -94,6 +103,97 @@ def stacked_design(X: np.ndarray, n_lags: int) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate(blocks, axis=1))
 
 
+def empty_stats(n_scans: int, n_lags: int, n_regressors: int, n_voxels: int) -> RunStats:
+    """Zeroed statistics whose design products share one contiguous buffer.
+
+    ``xy``, ``xy_fwd`` and ``xy_bwd`` are views into one C-ordered
+    ``((2L + 1) p, V)`` array, which :func:`accumulate_chunk` updates in place
+    with a single BLAS call per chunk.
+    """
+    p, L, V = n_regressors, n_lags, n_voxels
+    products = np.zeros(((2 * L + 1) * p, V))
+    return RunStats(
+        n_scans=n_scans,
+        sy=np.zeros(V),
+        yy=np.zeros(V),
+        yy_lag=np.zeros((L, V)),
+        xy=products[:p],
+        xy_fwd=products[p : (L + 1) * p].reshape(L, p, V),
+        xy_bwd=products[(L + 1) * p :].reshape(L, p, V),
+        head=np.zeros((L, V)),
+        tail=np.zeros((L, V)),
+    )
+
+
+def _products_buffer(stats: RunStats) -> np.ndarray | None:
+    """The contiguous ``((2L + 1) p, V)`` buffer behind the design products, if any."""
+    base = stats.xy.base
+    if base is not None and base.ndim == 2 and base.flags.c_contiguous and stats.xy_bwd.base is base:
+        return base
+    return None
+
+
+def accumulate_chunk(
+    total: RunStats,
+    Y: np.ndarray,
+    t0: int,
+    design_stack: np.ndarray,
+    previous: np.ndarray | None = None,
+) -> RunStats:
+    """Add the statistics of volumes ``t0 .. t0 + len(Y) - 1`` into ``total`` in place.
+
+    Parameters
+    ----------
+    total : RunStats
+        Accumulator from :func:`empty_stats`.
+    Y : ndarray, shape (n_chunk, n_voxels)
+        Masked (smoothed) data of consecutive volumes, any float dtype.
+    t0 : int
+        Index of the chunk's first volume in the run.
+    design_stack : ndarray, shape (n_scans, (2 * n_lags + 1) * p)
+        Output of :func:`stacked_design`.
+    previous : ndarray, shape (min(t0, L), n_voxels), optional
+        The volumes just before the chunk, needed for the lagged ``yy`` terms.
+    """
+    Y = np.ascontiguousarray(Y, dtype=np.float64)
+    n_chunk, n_vox = Y.shape
+    n_scans, n_lags = total.n_scans, total.n_lags
+    t1 = t0 + n_chunk
+
+    buffer = _products_buffer(total)
+    rows = design_stack[t0:t1]
+    if buffer is not None:
+        # buffer^T (V x 3p, Fortran order) += Y^T (V x k) @ rows (k x 3p), in place
+        blas.dgemm(1.0, Y.T, rows.T, beta=1.0, c=buffer.T, trans_b=1, overwrite_c=1)
+    else:
+        p = total.xy.shape[0]
+        products = rows.T @ Y
+        total.xy += products[:p]
+        total.xy_fwd += products[p : (n_lags + 1) * p].reshape(n_lags, p, n_vox)
+        total.xy_bwd += products[(n_lags + 1) * p :].reshape(n_lags, p, n_vox)
+
+    total.sy += Y.sum(axis=0)
+    total.yy += np.einsum("tv,tv->v", Y, Y)
+    n_prev = 0 if previous is None else len(previous)
+    for k in range(1, n_lags + 1):
+        # pairs (t, t-k) with t in the chunk and t-k >= 0: inside the chunk ...
+        if n_chunk > k:
+            total.yy_lag[k - 1] += np.einsum("tv,tv->v", Y[k:], Y[: n_chunk - k])
+        # ... or reaching back into the previous volumes
+        for j in range(min(k, n_chunk)):
+            back = n_prev - k + j
+            if back >= 0:
+                total.yy_lag[k - 1] += Y[j] * previous[back]
+
+    for k in range(n_lags):
+        if t0 <= k < t1:
+            total.head[k] += Y[k - t0]
+        t_tail = n_scans - n_lags + k
+        if t0 <= t_tail < t1 and t_tail >= 0:
+            total.tail[k] += Y[t_tail - t0]
+    return total
+
+
 def chunk_stats(
     Y: np.ndarray,
     t0: int,
@@ -102,69 +202,20 @@ def chunk_stats(
     n_lags: int,
     previous: np.ndarray | None = None,
 ) -> RunStats:
-    """Partial statistics of the volumes ``t0 .. t0 + len(Y) - 1`` of a run.
+    """Statistics of the volumes ``t0 .. t0 + len(Y) - 1`` of a run (a new object).
 
-    Parameters
-    ----------
-    Y : ndarray, shape (n_chunk, n_voxels)
-        Masked (smoothed) data of consecutive volumes, any float dtype.
-    t0 : int
-        Index of the chunk's first volume in the run.
-    n_scans : int
-        Number of volumes in the whole run.
-    design_stack : ndarray, shape (n_scans, (2 * n_lags + 1) * p)
-        Output of :func:`stacked_design`.
-    n_lags : int
-        Maximum lag ``L``.
-    previous : ndarray, shape (min(t0, L), n_voxels), optional
-        The volumes just before the chunk, needed for the lagged ``yy`` terms.
+    See :func:`accumulate_chunk` for the parameters.
     """
-    Y = np.asarray(Y, dtype=np.float64)
-    n_chunk, n_vox = Y.shape
     p = design_stack.shape[1] // (2 * n_lags + 1)
-    t1 = t0 + n_chunk
+    total = empty_stats(n_scans, n_lags, p, np.shape(Y)[1])
+    return accumulate_chunk(total, Y, t0, design_stack, previous)
 
-    xy_all = design_stack[t0:t1].T @ Y
-    xy = xy_all[:p]
-    xy_fwd = xy_all[p : (n_lags + 1) * p].reshape(n_lags, p, n_vox)
-    xy_bwd = xy_all[(n_lags + 1) * p :].reshape(n_lags, p, n_vox)
 
-    if previous is None or len(previous) == 0:
-        context = Y
-        n_prev = 0
-    else:
-        previous = np.asarray(previous, dtype=np.float64)
-        context = np.concatenate([previous, Y])
-        n_prev = len(previous)
-    yy_lag = np.zeros((n_lags, n_vox))
-    for k in range(1, n_lags + 1):
-        # pairs (t, t-k) with t in the chunk and t-k >= 0
-        start = max(k, n_prev)  # index in context of the first valid t
-        if start < len(context):
-            a = context[start:]
-            b = context[start - k : len(context) - k]
-            yy_lag[k - 1] = np.einsum("tv,tv->v", a, b)
-
-    head = np.zeros((n_lags, n_vox))
-    tail = np.zeros((n_lags, n_vox))
-    for k in range(n_lags):
-        if t0 <= k < t1:
-            head[k] = Y[k - t0]
-        t_tail = n_scans - n_lags + k
-        if t0 <= t_tail < t1 and t_tail >= 0:
-            tail[k] = Y[t_tail - t0]
-
-    return RunStats(
-        n_scans=n_scans,
-        sy=Y.sum(axis=0),
-        yy=np.einsum("tv,tv->v", Y, Y),
-        yy_lag=yy_lag,
-        xy=np.ascontiguousarray(xy),
-        xy_fwd=xy_fwd,
-        xy_bwd=xy_bwd,
-        head=head,
-        tail=tail,
-    )
+def accumulate_stats(total: RunStats, part: RunStats) -> RunStats:
+    """Add ``part`` into ``total`` in place (for a single streaming pass)."""
+    for name, value in part.arrays().items():
+        getattr(total, name).__iadd__(value)
+    return total
 
 
 def combine_stats(a: RunStats, b: RunStats) -> RunStats:

@@ -1,0 +1,144 @@
+"""Seed workload, nilearn vs daskglm, on generated data of growing size.
+
+For each size the script generates a FIAC-like two-run dataset (cached in
+``--data-dir``), then runs, alternating in fresh processes, nilearn's and
+daskglm's version of the seed example (``seed_workload.py``: one changed
+import).  Each process is timed from before Python starts (so imports count)
+and its peak RSS is read from ``wait4``'s rusage.  The read floor is the time
+to decompress both runs once with ISA-L, one process per run.  The z maps of
+both engines are compared.
+
+Examples
+--------
+python benchmarks/bench_seed.py --sizes seed            # 64x76x64x300 x 2 runs
+python benchmarks/bench_seed.py --sizes seed,large,long --skip-nilearn-above 3e9
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from multiprocessing import Pool
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+SIZES = {
+    "tiny": ((32, 38, 32), 150),
+    "seed": ((64, 76, 64), 300),
+    "large": ((96, 114, 96), 450),
+    "long": ((64, 76, 64), 1200),
+}
+
+
+def ensure_dataset(name: str, data_dir: Path) -> Path:
+    shape, n_scans = SIZES[name]
+    path = data_dir / f"{name}_{'x'.join(map(str, shape))}x{n_scans}"
+    if not (path / "dataset.json").exists():
+        from daskglm.datasets import make_fiac_like
+
+        voxel = 3.0 if shape[0] <= 64 else 2.0
+        print(f"[{name}] generating {shape} x {n_scans} x 2 runs in {path} ...", flush=True)
+        make_fiac_like(path, shape=shape, n_scans=n_scans, voxel_size=voxel, seed=0)
+    return path
+
+
+def run_measured(cmd: list[str]) -> tuple[float, float]:
+    """Wall seconds and peak RSS (MB) of one child process."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    if status != 0:
+        raise RuntimeError(f"{cmd} failed with status {status}")
+    return wall, usage.ru_maxrss / 1024.0
+
+
+def _decompress(path: str) -> int:
+    from isal import igzip
+
+    n = 0
+    with igzip.open(path, "rb") as fh:
+        while chunk := fh.read(1 << 24):
+            n += len(chunk)
+    return n
+
+
+def read_floor(dataset: Path) -> float:
+    """Decompress both runs once with ISA-L, one process per run."""
+    data = json.loads((dataset / "dataset.json").read_text())
+    runs = [data["func1"], data["func2"]]
+    with Pool(2) as pool:
+        pool.map(len, [0, 0])  # start the workers before timing
+        t0 = time.perf_counter()
+        pool.map(_decompress, runs)
+        return time.perf_counter() - t0
+
+
+def compare_maps(dir_a: Path, dir_b: Path, mask_path: str) -> tuple[float, float]:
+    """Worst fraction of in-mask voxels within 1e-3 in z, and max |dz|, over contrasts."""
+    mask = np.asarray(nib.load(mask_path).dataobj) != 0
+    worst_frac, worst_diff = 1.0, 0.0
+    for a in sorted(dir_a.glob("*_z_map.nii.gz")):
+        za = nib.load(a).get_fdata()[mask]
+        zb = nib.load(dir_b / a.name).get_fdata()[mask]
+        diff = np.abs(za - zb)
+        worst_frac = min(worst_frac, float(np.mean(diff <= 1e-3)))
+        worst_diff = max(worst_diff, float(diff.max()))
+    return worst_frac, worst_diff
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="seed", help=f"comma-separated, from {list(SIZES)}")
+    parser.add_argument("--data-dir", type=Path, default=HERE / "data")
+    parser.add_argument("--out-dir", type=Path, default=HERE / "results")
+    parser.add_argument("--repeat", type=int, default=1, help="alternated repetitions per engine")
+    parser.add_argument("--skip-nilearn-above", type=float, default=float("inf"),
+                        help="skip nilearn when the raw data exceed this many bytes")
+    args = parser.parse_args(argv)
+    rows = []
+    for name in args.sizes.split(","):
+        dataset = ensure_dataset(name, args.data_dir)
+        shape, n_scans = SIZES[name]
+        raw_bytes = 2 * 4 * int(np.prod(shape)) * n_scans
+        engines = ["daskglm"] + (["nilearn"] if raw_bytes <= args.skip_nilearn_above else [])
+        floor = min(read_floor(dataset) for _ in range(2))
+        results = {e: [] for e in engines}
+        for rep in range(args.repeat):
+            for engine in (engines if rep % 2 == 0 else engines[::-1]):
+                out = args.out_dir / name / engine
+                cmd = [sys.executable, str(HERE / "seed_workload.py"), engine, str(dataset), str(out)]
+                wall, rss = run_measured(cmd)
+                results[engine].append((wall, rss))
+                print(f"[{name}] {engine:8s} wall {wall:7.2f} s  peak RSS {rss:8.1f} MB", flush=True)
+        best = {e: (min(w for w, _ in r), max(m for _, m in r)) for e, r in results.items()}
+        row = {"size": name, "shape": list(shape), "n_scans": n_scans, "raw_GB": raw_bytes / 1e9,
+               "read_floor_s": floor, "daskglm_s": best["daskglm"][0], "daskglm_MB": best["daskglm"][1]}
+        print(f"[{name}] read floor (ISA-L, 1 process per run): {floor:.2f} s; "
+              f"daskglm / floor = {best['daskglm'][0] / floor:.2f}")
+        if "nilearn" in best:
+            data = json.loads((dataset / "dataset.json").read_text())
+            frac, diff = compare_maps(args.out_dir / name / "daskglm", args.out_dir / name / "nilearn",
+                                      data["mask"])
+            row.update(nilearn_s=best["nilearn"][0], nilearn_MB=best["nilearn"][1],
+                       speedup=best["nilearn"][0] / best["daskglm"][0],
+                       rss_ratio=best["daskglm"][1] / best["nilearn"][1],
+                       z_fraction_within_1e-3=frac, z_max_abs_diff=diff)
+            print(f"[{name}] speedup {row['speedup']:.2f}x, RSS daskglm/nilearn "
+                  f"{row['rss_ratio']:.1%}, z maps: {frac:.5f} of voxels within 1e-3 (max |dz| {diff:.2e})")
+        rows.append(row)
+    print(json.dumps(rows, indent=1))
+    args.out_dir.mkdir(parents=True, exist_ok=True)
+    (args.out_dir / "summary.json").write_text(json.dumps(rows, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,449 @@
+"""Many subjects in one dask graph: ``fit_subjects`` and the ``fit-subjects`` CLI.
+
+Every subject's fit is built lazily (:meth:`FirstLevelModel.fit`), turned into
+a delayed, atomic store write (``to_zarr(compute=False)``), and all of them are
+computed together by one ``dask.compute`` (or, under a
+``dask.distributed.Client``, one ``client.compute``), so the scheduler keeps
+every worker busy across subjects.  Each subject goes to its own fit store,
+``<store>/sub-<id>``, readable with :func:`daskglm.open_model` or
+:func:`open_subject`; the root group's attributes record each subject's status.
+
+A subject that fails (a missing file while the graph is built, a corrupt run
+while it is computed) is reported in the returned :class:`SubjectsResult` and
+does not lose the others: under distributed every subject is its own future;
+with the local schedulers, a failed batch falls back to fitting the remaining
+subjects one by one, resuming what the batch already wrote.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import inspect
+import json
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import dask
+
+from .io.zarr_store import WriteSummary, _Location
+from .model import FirstLevelModel, open_model
+
+__all__ = ["fit_subjects", "open_subject", "SubjectsResult", "SubjectsError", "add_subcommand"]
+
+SUBJECTS_FORMAT = "daskglm-subjects"
+_FIT_KEYS = ("run_imgs", "events", "confounds", "design_matrices", "sample_masks")
+_PATH_KEYS = ("run_imgs", "events", "confounds", "design_matrices", "mask_img")
+
+
+class SubjectsError(RuntimeError):
+    """Raised by :meth:`SubjectsResult.raise_for_errors` when subjects failed."""
+
+
+@dataclass
+class SubjectsResult:
+    """Outcome of :func:`fit_subjects`.
+
+    Attributes
+    ----------
+    store : str
+        The root store.
+    completed : dict
+        ``subject id -> WriteSummary`` (runs written and runs reused).
+    failed : dict
+        ``subject id -> one-line error message``.
+    """
+
+    store: str
+    completed: dict[str, WriteSummary] = field(default_factory=dict)
+    failed: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """True when every subject was fitted."""
+        return not self.failed
+
+    def raise_for_errors(self) -> None:
+        """Raise :class:`SubjectsError` listing the failed subjects, if any."""
+        if self.failed:
+            lines = "; ".join(f"sub-{s}: {m}" for s, m in self.failed.items())
+            raise SubjectsError(f"{len(self.failed)} subject(s) failed: {lines}")
+
+    def __str__(self) -> str:
+        text = [f"{len(self.completed)} subject(s) fitted into {self.store}"]
+        for sid, summary in self.completed.items():
+            text.append(f"  sub-{sid}: {len(summary.written)} run(s) written, "
+                        f"{len(summary.reused)} reused")
+        for sid, message in self.failed.items():
+            text.append(f"  sub-{sid}: FAILED: {message}")
+        return "\n".join(text)
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split()) or type(err).__name__
+    return f"{type(err).__name__}: {text}"
+
+
+def _subject_id(sid) -> str:
+    sid = str(sid)
+    if sid.startswith("sub-"):
+        sid = sid[4:]
+    if not sid or any(c in sid for c in "/\\:") or sid.startswith("."):
+        raise ValueError(f"Invalid subject id {sid!r}: use letters, digits, '-' or '_'.")
+    return sid
+
+
+def _normalise(subjects) -> dict[str, dict]:
+    if isinstance(subjects, Mapping):
+        items = list(subjects.items())
+    else:
+        items = []
+        for entry in subjects:
+            entry = dict(entry)
+            sid = entry.pop("subject", entry.pop("id", None))
+            if sid is None:
+                raise ValueError("Each subject in a list needs a 'subject' (or 'id') key.")
+            items.append((sid, entry))
+    out: dict[str, dict] = {}
+    for sid, spec in items:
+        sid = _subject_id(sid)
+        if sid in out:
+            raise ValueError(f"Subject {sid!r} is given twice.")
+        if not isinstance(spec, Mapping):
+            raise TypeError(f"Subject {sid!r}: expected a dict of fit arguments, got {type(spec).__name__}.")
+        unknown = set(spec) - set(_FIT_KEYS) - {"mask_img"}
+        if unknown:
+            raise ValueError(f"Subject {sid!r}: unknown keys {sorted(unknown)}; "
+                             f"use {sorted((*_FIT_KEYS, 'mask_img'))}.")
+        if "run_imgs" not in spec:
+            raise ValueError(f"Subject {sid!r}: 'run_imgs' is required.")
+        out[sid] = dict(spec)
+    if not out:
+        raise ValueError("No subjects given.")
+    return out
+
+
+def _template_params(model: FirstLevelModel | None, model_params: Mapping | None) -> dict[str, Any]:
+    names = [n for n in inspect.signature(FirstLevelModel.__init__).parameters if n != "self"]
+    params = {n: getattr(model, n) for n in names} if model is not None else {}
+    params.update(model_params or {})
+    unknown = set(params) - set(names)
+    if unknown:
+        raise TypeError(f"Unknown FirstLevelModel parameters: {sorted(unknown)}.")
+    return params
+
+
+def _subject_store(root: _Location, sid: str) -> str:
+    return root.child(f"sub-{sid}")
+
+
+def _plan(sid: str, spec: dict, params: dict, root: _Location, overwrite: bool, resume: bool):
+    """Build one subject's lazy fit and its delayed store write."""
+    params = dict(params)
+    if "mask_img" in spec:
+        params["mask_img"] = spec["mask_img"]
+    model = FirstLevelModel(**params)
+    model.fit(**{k: spec[k] for k in _FIT_KEYS if k in spec})
+    return model.to_zarr(_subject_store(root, sid), overwrite=overwrite, resume=resume,
+                         compute=False, storage_options=root.storage_options or None)
+
+
+def _active_client():
+    try:
+        from distributed import default_client
+    except ImportError:  # pragma: no cover - distributed is optional
+        return None
+    try:
+        return default_client()
+    except ValueError:
+        return None
+
+
+def _compute_distributed(client, planned: dict, progress: bool) -> dict[str, Any]:
+    from distributed import wait
+
+    sids = list(planned)
+    futures = client.compute([planned[s] for s in sids])
+    if progress:
+        from distributed import progress as show_progress
+
+        show_progress(futures)
+    wait(futures)
+    out: dict[str, Any] = {}
+    for sid, fut in zip(sids, futures):
+        out[sid] = fut.exception() if fut.status == "error" else fut.result()
+    return out
+
+
+def _compute_local(planned: dict, progress: bool) -> dict[str, Any] | None:
+    """All subjects in one compute; None if anything failed (the caller isolates)."""
+    bar = contextlib.nullcontext()
+    if progress:
+        from dask.diagnostics import ProgressBar
+
+        bar = ProgressBar()
+    sids = list(planned)
+    try:
+        with bar:
+            results = dask.compute(*[planned[s] for s in sids])
+    except Exception:
+        return None
+    return dict(zip(sids, results))
+
+
+def fit_subjects(
+    subjects,
+    store,
+    model: FirstLevelModel | None = None,
+    model_params: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+    resume: bool = False,
+    storage_options: dict | None = None,
+    progress: bool = True,
+    raise_on_error: bool = False,
+) -> SubjectsResult:
+    """Fit many subjects in one dask graph, one store group per subject.
+
+    Parameters
+    ----------
+    subjects : mapping or list
+        ``{subject_id: {"run_imgs": ..., "design_matrices": ...}}`` or
+        ``{subject_id: {"run_imgs": ..., "events": ..., "confounds": ...}}``,
+        the arguments of :meth:`FirstLevelModel.fit` (plus an optional
+        per-subject ``mask_img``); or a list of such dicts each with a
+        ``"subject"`` key.  A ``sub-`` prefix on ids is dropped.
+    store : str or path
+        Root store (local directory or fsspec URL); subject ``01`` goes to
+        ``<store>/sub-01``.
+    model : FirstLevelModel, optional
+        Template whose parameters every subject uses (it is not modified).
+    model_params : mapping, optional
+        ``FirstLevelModel`` parameters, overriding the template's.
+    overwrite, resume : bool, default=False
+        As in :meth:`FirstLevelModel.to_zarr`, per subject.  With
+        ``resume=True`` complete runs (same inputs and parameters) are kept.
+    storage_options : dict, optional
+        fsspec options for URLs.
+    progress : bool, default=True
+        Show a progress bar (``dask.diagnostics.ProgressBar`` locally,
+        ``distributed.progress`` on a cluster).
+    raise_on_error : bool, default=False
+        Raise :class:`SubjectsError` after fitting if any subject failed.
+
+    Returns
+    -------
+    SubjectsResult
+        Subjects fitted (with the runs written/reused) and subjects failed
+        (with a one-line error).
+    """
+    specs = _normalise(subjects)
+    params = _template_params(model, model_params)
+    root = _Location(store, storage_options)
+    root.makedirs()
+    result = SubjectsResult(store=root.url)
+    planned = {}
+    for sid, spec in specs.items():
+        try:
+            planned[sid] = _plan(sid, spec, params, root, overwrite, resume)
+        except Exception as err:  # building the graph: inputs, designs, existing store
+            result.failed[sid] = _one_line(err)
+    if planned:
+        client = _active_client()
+        if client is not None:
+            outcomes = _compute_distributed(client, planned, progress)
+        else:
+            outcomes = _compute_local(planned, progress)
+            if outcomes is None:  # isolate the failure: one subject at a time, resuming
+                outcomes = {}
+                for sid in planned:
+                    try:
+                        delayed_write = _plan(sid, specs[sid], params, root, False, True)
+                        outcomes[sid] = delayed_write.compute()
+                    except Exception as err:
+                        outcomes[sid] = err
+        for sid, outcome in outcomes.items():
+            if isinstance(outcome, BaseException):
+                result.failed[sid] = _one_line(outcome)
+            else:
+                result.completed[sid] = outcome
+    _write_index(root, specs, result)
+    if raise_on_error:
+        result.raise_for_errors()
+    return result
+
+
+def _write_index(root: _Location, specs: dict, result: SubjectsResult) -> None:
+    previous = root.read_json("zarr.json") or {}
+    subjects = dict(previous.get("attributes", {}).get("subjects", {}))
+    for sid in specs:
+        if sid in result.completed:
+            summary = result.completed[sid]
+            subjects[sid] = {"group": f"sub-{sid}", "status": "complete",
+                             "runs_written": summary.written, "runs_reused": summary.reused}
+        else:
+            entry = dict(subjects.get(sid, {"group": f"sub-{sid}"}))
+            entry.update(status="failed", error=result.failed.get(sid, "unknown error"))
+            subjects[sid] = entry
+    attrs = {"daskglm_format": SUBJECTS_FORMAT, "daskglm_format_version": 1, "subjects": subjects}
+    root.write_json("zarr.json", {"zarr_format": 3, "node_type": "group", "attributes": attrs})
+
+
+def open_subject(store, subject, storage_options: dict | None = None) -> FirstLevelModel:
+    """Open one subject's fit from a :func:`fit_subjects` store.
+
+    Parameters
+    ----------
+    store : str or path
+        The root store given to :func:`fit_subjects`.
+    subject : str
+        Subject id (with or without ``sub-``).
+    storage_options : dict, optional
+
+    Returns
+    -------
+    FirstLevelModel
+        As :func:`daskglm.open_model`.
+    """
+    root = _Location(store, storage_options)
+    return open_model(_subject_store(root, _subject_id(subject)), storage_options=storage_options)
+
+
+# ---------------------------------------------------------------------- CLI
+def _resolve_paths(value, base: Path):
+    if isinstance(value, list):
+        return [_resolve_paths(v, base) for v in value]
+    if isinstance(value, str) and "://" not in value and not os.path.isabs(value):
+        candidate = base / value
+        return str(candidate)
+    return value
+
+
+def load_spec(path) -> dict:
+    """Read a ``fit-subjects`` spec file (JSON, or YAML if PyYAML is installed).
+
+    The spec is ``{"model": {FirstLevelModel parameters}, "subjects": {id: {fit
+    arguments}}, "storage_options": {...}}``; ``model`` and
+    ``storage_options`` are optional.  Relative paths are relative to the
+    spec file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Spec file {str(path)!r} does not exist.")
+    text = path.read_text()
+    if path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        spec = yaml.safe_load(text)
+    else:
+        try:
+            spec = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"Spec file {str(path)!r} is not valid JSON: {err}") from err
+    if not isinstance(spec, dict) or "subjects" not in spec:
+        raise ValueError(f"Spec file {str(path)!r} must be an object with a 'subjects' entry.")
+    unknown = set(spec) - {"model", "subjects", "storage_options"}
+    if unknown:
+        raise ValueError(f"Spec file {str(path)!r}: unknown entries {sorted(unknown)}.")
+    base = path.parent
+    subjects = spec["subjects"]
+    items = subjects.items() if isinstance(subjects, dict) else None
+    if items is None:
+        raise ValueError(f"Spec file {str(path)!r}: 'subjects' must map subject ids to fit arguments.")
+    spec["subjects"] = {
+        sid: {k: (_resolve_paths(v, base) if k in _PATH_KEYS else v) for k, v in dict(s).items()}
+        for sid, s in items
+    }
+    model = dict(spec.get("model") or {})
+    if isinstance(model.get("mask_img"), str):
+        model["mask_img"] = _resolve_paths(model["mask_img"], base)
+    spec["model"] = model
+    return spec
+
+
+@contextlib.contextmanager
+def _scheduler(spec: str | None):
+    """``--scheduler``: None (keep), threads, processes, synchronous, or an address."""
+    if not spec or _active_client() is not None:
+        yield
+        return
+    if spec in ("threads", "processes", "synchronous", "sync", "single-threaded"):
+        with dask.config.set(scheduler=spec):
+            yield
+        return
+    from distributed import Client
+
+    with Client(spec):
+        yield
+
+
+def _cli_fit_subjects(args: argparse.Namespace) -> int:
+    try:
+        spec = load_spec(args.spec)
+        storage_options = dict(spec.get("storage_options") or {})
+        for item in args.storage_option or []:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"--storage-option expects KEY=VALUE, got {item!r}.")
+            storage_options[key] = value
+        with _scheduler(getattr(args, "scheduler", None)):
+            result = fit_subjects(
+                spec["subjects"], args.store, model_params=spec["model"],
+                overwrite=args.overwrite, resume=args.resume,
+                storage_options=storage_options or None, progress=not args.no_progress,
+            )
+    except Exception as err:
+        print(f"daskglm fit-subjects: error: {_one_line(err)}", file=sys.stderr)
+        return 1
+    for sid, summary in result.completed.items():
+        print(f"sub-{sid}: ok ({len(summary.written)} run(s) written, {len(summary.reused)} reused)")
+    for sid, message in result.failed.items():
+        print(f"daskglm fit-subjects: error: sub-{sid}: {message}", file=sys.stderr)
+    return 0 if result.ok else 1
+
+
+def add_subcommand(subparsers) -> argparse.ArgumentParser:
+    """Register the ``fit-subjects`` subcommand on an argparse ``subparsers`` object.
+
+    The parser's default ``func`` is the handler: ``args.func(args)`` returns
+    the exit status (0, or 1 if any subject failed).  A ``scheduler`` attribute
+    on ``args`` (the CLI's ``--scheduler``) is honoured if present.
+    """
+    parser = subparsers.add_parser(
+        "fit-subjects",
+        help="fit many subjects in one dask graph into one store",
+        description=(
+            "Fit every subject of a JSON (or YAML) spec file in one dask graph and write "
+            "<store>/sub-<id> for each.  Spec: {\"model\": {FirstLevelModel parameters}, "
+            "\"subjects\": {\"01\": {\"run_imgs\": [...], \"design_matrices\": [...]} or "
+            "{\"run_imgs\": [...], \"events\": [...], \"confounds\": [...]}}}.  Relative paths "
+            "are relative to the spec file.  A failed subject does not stop the others."
+        ),
+    )
+    parser.add_argument("spec", help="spec file (.json, or .yaml/.yml)")
+    parser.add_argument("store", help="output store: directory or fsspec URL (s3://bucket/study.zarr)")
+    mode = parser.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true",
+                      help="keep runs already complete in the store (same inputs and parameters)")
+    mode.add_argument("--overwrite", action="store_true", help="replace existing subject stores")
+    parser.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
+                        help="fsspec storage option (repeatable), e.g. endpoint_url=http://...")
+    parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    parser.set_defaults(func=_cli_fit_subjects)
+    return parser
+
+
+def main(argv=None) -> int:
+    """Run ``fit-subjects`` standalone (``python -m daskglm.multi spec.json store``)."""
+    parser = argparse.ArgumentParser(prog="daskglm")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_subcommand(sub)
+    args = parser.parse_args(["fit-subjects", *(argv if argv is not None else sys.argv[1:])])
+    return args.func(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,14 @@
+"""Plots and HTML reports of first-level fits.
+
+- :mod:`daskglm.reporting.plotting`: stat maps, glass brains, design and
+  contrast matrices, mask and whitening diagnostics (nilearn.plotting on
+  exported images, on Agg canvases);
+- :mod:`daskglm.reporting.report`: :func:`make_glm_report`, a single
+  self-contained HTML file.
+"""
+
+from __future__ import annotations
+
+from .report import GLMReport, make_glm_report, normalize_contrasts
+
+__all__ = ["GLMReport", "make_glm_report", "normalize_contrasts"]

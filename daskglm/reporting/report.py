@@ -1,0 +1,385 @@
+"""Self-contained HTML report of a first-level fit.
+
+:func:`make_glm_report` is what :meth:`daskglm.FirstLevelModel.generate_report`
+calls.  nilearn's own ``make_glm_report`` inspects nilearn model internals, so
+the report is rebuilt here with plain :class:`string.Template` HTML: model
+parameters, the mask, design matrices, whitening diagnostics, contrast
+matrices, and per contrast the thresholded stat map (optionally a glass
+brain) and the cluster table.  All images are embedded as base64 PNG
+``data:`` URIs and there is no script, so the single file opens anywhere,
+offline.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import os
+import re
+import tempfile
+import warnings
+import webbrowser
+from dataclasses import dataclass, field
+from pathlib import Path
+from string import Template
+from typing import Any
+
+import dask
+import numpy as np
+import pandas as pd
+
+from ..thresholding import _check_params, contrast_z_map, get_clusters_table, threshold_stats_img
+from . import _templates, plotting
+
+__all__ = ["GLMReport", "make_glm_report", "normalize_contrasts"]
+
+_TEMPLATES = {
+    "report.html": Template(_templates.REPORT),
+    "contrast.html": Template(_templates.CONTRAST),
+}
+
+
+def _template(name: str) -> Template:
+    return _TEMPLATES[name]
+
+
+class GLMReport:
+    """An HTML report, with nilearn ``HTMLReport``'s methods.
+
+    Parameters
+    ----------
+    html_text : str
+        The complete, self-contained document.
+    title : str
+    """
+
+    def __init__(self, html_text: str, title: str = "daskglm report"):
+        self._html = html_text
+        self.title = title
+
+    def get_standalone(self) -> str:
+        """The whole HTML document."""
+        return self._html
+
+    def __str__(self) -> str:
+        return self._html
+
+    def save_as_html(self, file_path: str | os.PathLike) -> str:
+        """Write the report to ``file_path`` (UTF-8) and return the path."""
+        path = Path(file_path)
+        if not path.parent.exists():
+            raise FileNotFoundError(f"The folder {str(path.parent)!r} does not exist.")
+        path.write_text(self._html, encoding="utf-8")
+        return os.fspath(path)
+
+    def open_in_browser(self, file_name: str | os.PathLike | None = None) -> str:
+        """Save the report (to a temporary file by default) and open it in a web browser."""
+        if file_name is None:
+            fd, file_name = tempfile.mkstemp(suffix=".html", prefix="daskglm_report_")
+            os.close(fd)
+        path = self.save_as_html(file_name)
+        webbrowser.open(Path(path).resolve().as_uri())
+        return path
+
+    def get_iframe(self, width: int = 960, height: int = 800) -> str:
+        """The report inside an ``<iframe srcdoc=...>``, for notebooks."""
+        return (
+            f'<iframe srcdoc="{html.escape(self._html, quote=True)}" width="{int(width)}" '
+            f'height="{int(height)}" frameborder="0"></iframe>'
+        )
+
+    def _repr_html_(self) -> str:
+        return self.get_iframe()
+
+
+@dataclass
+class _ContrastResult:
+    name: str
+    definition: Any
+    z_img: Any
+    thresholded: Any = None
+    threshold: float = float("nan")
+    table: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def normalize_contrasts(contrasts) -> dict[str, Any]:
+    """Contrasts as a dict ``name -> definition``, as nilearn's report accepts them.
+
+    A dict is kept; a string or array is one contrast named after itself; in a
+    list or tuple each item is a contrast, except a flat list of numbers,
+    which is one vector.
+    """
+    if contrasts is None:
+        raise ValueError("No contrast given: pass a dict name -> contrast, a list or a string.")
+    if isinstance(contrasts, dict):
+        if not contrasts:
+            raise ValueError("The contrasts dict is empty.")
+        return {str(k): v for k, v in contrasts.items()}
+    if isinstance(contrasts, (str, np.ndarray)):
+        return {_contrast_name(contrasts): contrasts}
+    if isinstance(contrasts, (list, tuple)):
+        if not contrasts:
+            raise ValueError("The contrasts list is empty.")
+        if all(np.isscalar(c) and not isinstance(c, str) for c in contrasts):
+            return {_contrast_name(contrasts): np.asarray(contrasts, dtype=float)}
+        return {_contrast_name(c): c for c in contrasts}
+    raise TypeError(
+        "contrasts must be a dict name -> contrast, a list, a string or an array, "
+        f"got {type(contrasts).__name__}."
+    )
+
+
+def _contrast_name(con) -> str:
+    if isinstance(con, str):
+        return con
+    try:
+        arr = np.asarray(con, dtype=float)
+    except (TypeError, ValueError):
+        return str(con)
+    return np.array2string(arr, separator=", ", max_line_width=10_000,
+                           formatter={"float_kind": lambda x: f"{x:g}"}).replace("\n", "")
+
+
+def _slug(name: str, used: set[str]) -> str:
+    base = "c-" + (re.sub(r"[^A-Za-z0-9_-]+", "-", name).strip("-") or "contrast")
+    slug, k = base, 1
+    while slug in used:
+        k += 1
+        slug = f"{base}-{k}"
+    used.add(slug)
+    return slug
+
+
+def _img_tag(uri: str, alt: str, css: str = "") -> str:
+    return f'<img class="{css}" src="{uri}" alt="{html.escape(alt, quote=True)}">'
+
+
+def _fig_tag(fig, alt: str, fmt: str = "png", css: str = "") -> str:
+    return _img_tag(plotting.figure_to_data_uri(fig, fmt), alt, css)
+
+
+def _params_table(params: dict) -> str:
+    rows = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(json.dumps(v, default=str))}</td></tr>"
+        for k, v in params.items()
+    )
+    return f'<table class="params">{rows}</table>'
+
+
+def _cluster_table_html(table: pd.DataFrame) -> str:
+    if table.empty:
+        return '<p class="empty">No suprathreshold cluster.</p>'
+    return table.to_html(index=False, classes="clusters", float_format=lambda x: f"{x:.2f}",
+                         border=0, escape=True)
+
+
+def _default_background(model):
+    """The streamed mean image of the first run, if the runs are at hand."""
+    import nibabel as nib
+
+    from ..preprocessing_mask import run_mean_image
+
+    sources = getattr(model, "_sources", None)
+    if not sources:
+        return None
+    mean = run_mean_image(sources[0]).compute()
+    return nib.Nifti1Image(mean.astype(np.float32), sources[0].affine)
+
+
+def _compute_contrasts(model, contrasts: dict) -> list[_ContrastResult]:
+    names = list(contrasts)
+    lazy = [contrast_z_map(model, contrasts[name]) for name in names]
+    z_imgs = dask.compute(*lazy)
+    return [_ContrastResult(n, contrasts[n], z) for n, z in zip(names, z_imgs)]
+
+
+def _threshold_all(results, mask_img, alpha, threshold, height_control, cluster_threshold,
+                   two_sided, min_distance) -> None:
+    for res in results:
+        res.thresholded, res.threshold = threshold_stats_img(
+            res.z_img, mask_img, alpha=alpha, threshold=threshold, height_control=height_control,
+            cluster_threshold=cluster_threshold, two_sided=two_sided,
+        )
+        res.table = get_clusters_table(
+            res.z_img, float(res.threshold), cluster_threshold=cluster_threshold,
+            two_sided=two_sided, min_distance=min_distance,
+        )
+
+
+def _contrast_matrices_html(model, res: _ContrastResult) -> str:
+    designs = model.design_matrices_
+    per_run = isinstance(res.definition, (list, tuple)) and len(res.definition) == len(designs) \
+        and len(designs) > 1 and not all(np.isscalar(c) for c in res.definition)
+    same = all(d.columns.equals(designs[0].columns) for d in designs)
+    if per_run or not same:
+        defs = res.definition if per_run else [res.definition] * len(designs)
+        items = [(f"run {i + 1}", d, designs[i]) for i, d in enumerate(defs)]
+    else:
+        items = [("all runs", res.definition, designs[0])]
+    tags = []
+    for label, con, design in items:
+        fig = plotting.plot_contrast_matrix(con, design, title=f"{res.name} ({label})")
+        tags.append(_fig_tag(fig, f"Contrast matrix of {res.name}, {label}", "png", "matrix"))
+    return "\n".join(tags)
+
+
+def _height_text(height_control, alpha, threshold, cluster_threshold, two_sided) -> str:
+    if height_control is None:
+        text = f"|z| &gt; {threshold:g}" if two_sided else f"z &gt; {threshold:g}"
+    else:
+        text = f"{height_control} &lt; {alpha:g}"
+    sides = "two-sided" if two_sided else "one-sided"
+    return f"Height control: {text} ({sides}); cluster extent &ge; {int(cluster_threshold)} voxels."
+
+
+def _n_clusters(table: pd.DataFrame) -> int:
+    """Clusters (not sub-peaks, whose IDs carry a letter) in a cluster table."""
+    if table.empty:
+        return 0
+    return int(table["Cluster ID"].astype(str).str.isdigit().sum())
+
+
+def _contrast_section(model, res: _ContrastResult, slug: str, bg_img, glass_brain: bool,
+                      cut_coords, display_mode: str) -> str:
+    # nothing passes an infinite (e.g. FDR) threshold: draw the empty map
+    shown = res.threshold if np.isfinite(res.threshold) else 1e9
+    stat_fig = plotting.plot_stat_map(
+        res.thresholded, bg_img=bg_img, threshold=shown,
+        title=f"{res.name}, z (threshold {res.threshold:.2f})", cut_coords=cut_coords,
+        display_mode=display_mode,
+    )
+    images = [_fig_tag(stat_fig, f"Stat map of {res.name}", "png", "brain")]
+    if glass_brain:
+        glass = plotting.plot_glass_brain(res.thresholded, threshold=shown,
+                                          title=f"{res.name}, glass brain")
+        images.append(_fig_tag(glass, f"Glass brain of {res.name}", "png", "brain"))
+    return _template("contrast.html").substitute(
+        slug=slug,
+        name=html.escape(res.name),
+        definition=html.escape(_contrast_name(res.definition)),
+        matrices=_contrast_matrices_html(model, res),
+        images="\n".join(images),
+        threshold=f"{res.threshold:.3f}",
+        table=_cluster_table_html(res.table),
+        n_clusters=str(_n_clusters(res.table)),
+    )
+
+
+def _design_section(model) -> str:
+    tags = []
+    for i, design in enumerate(model.design_matrices_):
+        fig = plotting.plot_design_matrix(design, title=f"Run {i + 1}")
+        tags.append(_fig_tag(fig, f"Design matrix of run {i + 1}", "png", "matrix"))
+    return "\n".join(tags)
+
+
+def _whitening_section(model) -> str:
+    if model.get_params().get("noise_model") != "ar1":
+        return "<p>OLS fit: no whitening.</p>"
+    fig = plotting.plot_ar_coefficients(model.labels_)
+    return _fig_tag(fig, "Histogram of AR(1) coefficients", "png", "matrix")
+
+
+def make_glm_report(
+    model,
+    contrasts,
+    title: str | None = None,
+    bg_img=None,
+    threshold: float = 3.09,
+    alpha: float = 0.001,
+    cluster_threshold: int = 0,
+    height_control: str | None = "fpr",
+    two_sided: bool = False,
+    min_distance: float = 8.0,
+    cut_coords=None,
+    display_mode: str = "ortho",
+    glass_brain: bool = False,
+    **kwargs,
+) -> GLMReport:
+    """Build the HTML report of a fitted (or reopened) model.
+
+    Parameters
+    ----------
+    model : daskglm.FirstLevelModel
+        Fitted, or reopened with :func:`daskglm.open_model`.
+    contrasts : dict, list, str or array
+        ``name -> definition`` (as for ``compute_contrast``), or a list of
+        definitions, or one definition.
+    title : str, optional
+        Report title (default: "daskglm first-level report").
+    bg_img : path, Nifti1Image or None
+        Background of the stat maps.  ``None`` uses the mean image of the first
+        run when the model was fitted in this process (streamed, never loaded
+        whole), and a black background for a reopened store.
+    threshold : float, default=3.09
+        z threshold, used when ``height_control`` is None.
+    alpha : float, default=0.001
+        Error rate for ``height_control`` 'fpr', 'fdr' or 'bonferroni'.
+    cluster_threshold : int, default=0
+        Minimum cluster size, in voxels.
+    height_control : {'fpr', 'fdr', 'bonferroni', None}, default='fpr'
+    two_sided : bool, default=False
+        Threshold and tabulate negative values too.
+    min_distance : float, default=8.0
+        Minimum distance between sub-peaks of the cluster tables, in mm.
+    cut_coords : sequence of float, optional
+        Cuts of the stat maps (default: at each map's peak).
+    display_mode : str, default='ortho'
+        nilearn display mode of the stat maps.
+    glass_brain : bool, default=False
+        Add a glass-brain view per contrast (about 2 s each to draw).
+    **kwargs
+        nilearn report arguments without an equivalent here (``plot_type``,
+        ``report_dims``, ...) are accepted and ignored.
+
+    Returns
+    -------
+    GLMReport
+    """
+    if not model.__sklearn_is_fitted__():
+        from ..model import NotFittedError
+
+        raise NotFittedError("The model is not fitted yet; call fit() before generate_report().")
+    _check_params(alpha, threshold, height_control, cluster_threshold)
+    contrasts = normalize_contrasts(contrasts)
+    title = title or "daskglm first-level report"
+    if bg_img is None:
+        bg_img = _default_background(model)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*padded with zeros.*")
+        warnings.filterwarnings("ignore", message=".*One contrast given.*")
+        results = _compute_contrasts(model, contrasts)
+    _threshold_all(results, model.mask_img_, alpha, threshold, height_control, cluster_threshold,
+                   two_sided, min_distance)
+    used: set[str] = set()
+    slugs = [_slug(r.name, used) for r in results]
+    sections = [
+        _contrast_section(model, r, s, bg_img, glass_brain, cut_coords, display_mode)
+        for r, s in zip(results, slugs)
+    ]
+    nav = "\n".join(
+        f'<li><a href="#{s}">{html.escape(r.name)}</a></li>' for r, s in zip(results, slugs)
+    )
+    mask_fig = plotting.plot_mask(model.mask_img_, bg_img=bg_img)
+    n_voxels = int(np.count_nonzero(np.asarray(model.mask_img_.dataobj)))
+    page = _template("report.html").substitute(
+        title=html.escape(title),
+        css=_templates.CSS,
+        nav=nav,
+        params=_params_table(model.get_params()),
+        n_runs=str(len(model.design_matrices_)),
+        n_voxels=f"{n_voxels:,}",
+        mask=_fig_tag(mask_fig, "Analysis mask", "png", "brain"),
+        designs=_design_section(model),
+        whitening=_whitening_section(model),
+        height=_height_text(height_control, alpha, threshold, cluster_threshold, two_sided),
+        contrasts="\n".join(sections),
+        version=html.escape(_version()),
+    )
+    return GLMReport(page, title)
+
+
+def _version() -> str:
+    from .. import __version__
+
+    return __version__
