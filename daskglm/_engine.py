@@ -26,6 +26,7 @@ import numpy as np
 from dask import delayed
 from threadpoolctl import threadpool_limits
 
+from ._memory import limit_heap_fragmentation
 from .io.nifti import ArrayRunSource, RunSource
 from .kernels.ar import binned_gram_inverses
 from .kernels.exact import ExactTables
@@ -44,9 +45,9 @@ from .preprocessing import VolumeMasker
 __all__ = ["RunPlan", "run_stats", "fit_run", "voxel_chunks", "time_chunk_size"]
 
 #: volumes read and smoothed at once when streaming a .gz run
-STREAM_READ = 8
+STREAM_READ = 4
 #: scans per statistics GEMM when streaming
-STREAM_BATCH = 32
+STREAM_BATCH = 16
 
 STAT_FIELDS = ("sy", "yy", "yy_lag", "xy", "xy_fwd", "xy_bwd", "head", "tail")
 
@@ -78,34 +79,40 @@ def _volume_scaling(Y: np.ndarray, per_volume: bool) -> np.ndarray:
 def _stream_stats(source: RunSource, masker, stack, n_lags, chunk, per_volume) -> RunStats:
     """One pass over a run, front to back.
 
-    Volumes are read and smoothed ``chunk`` at a time (small, to bound memory);
-    their masked signals are batched so that the statistics' GEMM runs on
+    Volumes are read and smoothed a few at a time and their masked signals
+    written into a float64 batch buffer, so that the statistics' GEMM runs on
     ``STREAM_BATCH`` scans at once; the last L scans are carried over for the
-    lagged products.
+    lagged products.  Memory: the statistics plus a few volumes.
     """
+    limit_heap_fragmentation()
     p = stack.shape[1] // (2 * n_lags + 1)
     total = empty_stats(source.n_scans, n_lags, p, masker.n_voxels)
+    batch = np.empty((STREAM_BATCH, masker.n_voxels))
     previous = np.zeros((0, masker.n_voxels))
-    batch, batch_t0, batch_rows = [], 0, 0
-
-    def flush():
-        nonlocal previous, batch, batch_t0, batch_rows
-        Y = np.concatenate(batch) if len(batch) > 1 else batch[0]
-        accumulate_chunk(total, Y, batch_t0, stack, previous)
-        context = np.concatenate([previous, np.asarray(Y[-n_lags:], dtype=np.float64)])
-        previous = context[len(context) - n_lags :]
-        batch_t0 += batch_rows
-        batch, batch_rows = [], 0
-
+    batch_t0, filled = 0, 0
     with threadpool_limits(1):
         for _, volumes in source.iter_chunks(min(chunk, STREAM_READ)):
-            batch.append(_volume_scaling(masker.transform(volumes), per_volume))
-            batch_rows += len(batch[-1])
-            if batch_rows >= STREAM_BATCH:
-                flush()
-        if batch:
-            flush()
+            Y = _volume_scaling(masker.transform(volumes), per_volume)
+            del volumes
+            start = 0
+            while start < len(Y):
+                take = min(len(Y) - start, STREAM_BATCH - filled)
+                batch[filled : filled + take] = Y[start : start + take]
+                filled += take
+                start += take
+                if filled == STREAM_BATCH:
+                    previous = _flush(total, batch, batch_t0, stack, n_lags, previous)
+                    batch_t0, filled = batch_t0 + filled, 0
+        if filled:
+            _flush(total, batch[:filled], batch_t0, stack, n_lags, previous)
     return total
+
+
+def _flush(total, Y, t0, stack, n_lags, previous) -> np.ndarray:
+    """Accumulate one batch; return the last L scans seen so far."""
+    accumulate_chunk(total, Y, t0, stack, previous)
+    context = np.concatenate([previous, Y[len(Y) - min(n_lags, len(Y)) :]])
+    return context[len(context) - n_lags :]
 
 
 def _file_chunk_stats(source: RunSource, masker, stack, n_lags, t0, t1, per_volume) -> RunStats:

@@ -86,13 +86,27 @@ class VolumeMasker:
             out = volumes[(slice(None), *self.index)]
             out = out.astype(dtype, copy=False)
             return _ensure_finite(out)
-        block = np.array(volumes[(slice(None), *self.crop)], dtype=dtype, order="C")
-        _ensure_finite(block)
-        # nilearn's axis order: x (last here), then y, then z
+        view = volumes[(slice(None), *self.crop)]
+        if not _all_finite(view):
+            view = _ensure_finite(np.array(view, dtype=dtype))
+        block = np.empty(view.shape, dtype=dtype)
+        source = view
+        # nilearn's axis order: x (last here), then y, then z; the first pass
+        # reads the cropped view and writes the contiguous float block
         for axis, sigma in zip((3, 2, 1), self.sigmas):
             if sigma > 0:
-                gaussian_filter1d(block, sigma, axis=axis, output=block, truncate=TRUNCATE)
+                gaussian_filter1d(source, sigma, axis=axis, output=block, truncate=TRUNCATE)
+                source = block
         return np.take(block.reshape(len(block), -1), self.flat_index, axis=1)
+
+
+def _all_finite(arr: np.ndarray) -> bool:
+    """Cheap finiteness test: a sum is finite unless an element is NaN/inf (or it overflows)."""
+    if arr.dtype.kind != "f":
+        return True
+    if np.isfinite(np.sum(arr)):
+        return True
+    return bool(np.isfinite(arr).all())
 
 
 def _ensure_finite(arr: np.ndarray) -> np.ndarray:

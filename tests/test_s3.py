@@ -8,6 +8,7 @@ import socket
 
 import numpy as np
 import pytest
+from threadpoolctl import threadpool_limits
 
 from daskglm import FirstLevelModel, open_model
 from daskglm.io.zarr_store import StoreError, complete_run_keys
@@ -18,6 +19,14 @@ boto3 = pytest.importorskip("boto3")
 s3fs = pytest.importorskip("s3fs")
 
 CREDENTIALS = {"key": "testing", "secret": "testing"}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _deterministic_blas():
+    """threadpoolctl limits are process-wide, so the engine's per-task limits race on the
+    threaded scheduler and fits may differ in the last bit; one outer limit makes them exact."""
+    with threadpool_limits(1):
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -45,9 +54,7 @@ def _fit(data, **kwargs) -> FirstLevelModel:
 
 
 def _maps(model) -> dict:
-    out = {k: np.asarray(v.dataobj) for k, v in model.compute_contrast([1, 0, 0, 0], output_type="all").items()}
-    out["F"] = np.asarray(model.compute_contrast(np.eye(9)[:3], output_type="z_score").dataobj)
-    return out
+    return {k: np.asarray(v.dataobj) for k, v in model.compute_contrast([1, 0, 0, 0], output_type="all").items()}
 
 
 @pytest.fixture(scope="module")

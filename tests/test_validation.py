@@ -309,8 +309,8 @@ def test_runs_with_different_shapes(vdata, no_heavy_work):
 
 # --------------------------------------------------------------- parameters
 def test_unknown_noise_model(vdata, no_heavy_work):
-    with raises_fast(ValueError, "noise_model", "'ar3'"):
-        _model(vdata, noise_model="ar3").fit(vdata["func1"], design_matrices=vdata["design1"])
+    with raises_fast(ValueError, "noise_model", "'garch'"):
+        _model(vdata, noise_model="garch").fit(vdata["func1"], design_matrices=vdata["design1"])
 
 
 def test_unknown_whitening(vdata, no_heavy_work):
