@@ -130,7 +130,7 @@ def main(argv=None) -> int:
             row.update(nilearn_s=best["nilearn"][0], nilearn_MB=best["nilearn"][1],
                        speedup=best["nilearn"][0] / best["daskglm"][0],
                        rss_ratio=best["daskglm"][1] / best["nilearn"][1],
-                       z_fraction_within_1e-3=frac, z_max_abs_diff=diff)
+                       z_fraction_within_1e3=frac, z_max_abs_diff=diff)
             print(f"[{name}] speedup {row['speedup']:.2f}x, RSS daskglm/nilearn "
                   f"{row['rss_ratio']:.1%}, z maps: {frac:.5f} of voxels within 1e-3 (max |dz| {diff:.2e})")
         rows.append(row)

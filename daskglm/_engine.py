@@ -24,9 +24,8 @@ import dask
 import dask.array as da
 import numpy as np
 from dask import delayed
-from threadpoolctl import threadpool_limits
 
-from ._memory import limit_heap_fragmentation
+from ._memory import limit_heap_fragmentation, single_threaded_blas
 from .io.nifti import ArrayRunSource, RunSource
 from .kernels.ar import binned_gram_inverses
 from .kernels.exact import ExactTables
@@ -90,7 +89,7 @@ def _stream_stats(source: RunSource, masker, stack, n_lags, chunk, per_volume) -
     batch = np.empty((STREAM_BATCH, masker.n_voxels))
     previous = np.zeros((0, masker.n_voxels))
     batch_t0, filled = 0, 0
-    with threadpool_limits(1):
+    with single_threaded_blas:
         for _, volumes in source.iter_chunks(min(chunk, STREAM_READ)):
             Y = _volume_scaling(masker.transform(volumes), per_volume)
             del volumes
@@ -117,14 +116,14 @@ def _flush(total, Y, t0, stack, n_lags, previous) -> np.ndarray:
 
 def _file_chunk_stats(source: RunSource, masker, stack, n_lags, t0, t1, per_volume) -> RunStats:
     n_prev = min(t0, n_lags)
-    with threadpool_limits(1):
+    with single_threaded_blas:
         Y = _volume_scaling(masker.transform(source.read(t0 - n_prev, t1)), per_volume)
         return chunk_stats(Y[n_prev:], t0, source.n_scans, stack, n_lags, Y[:n_prev])
 
 
 def _array_chunk_stats(block, masker, stack, n_lags, t0, n_prev, n_scans, per_volume) -> RunStats:
     volumes = np.asarray(block).transpose(3, 2, 1, 0)
-    with threadpool_limits(1):
+    with single_threaded_blas:
         Y = _volume_scaling(masker.transform(volumes), per_volume)
         return chunk_stats(Y[n_prev:], t0, n_scans, stack, n_lags, Y[:n_prev])
 
@@ -220,7 +219,7 @@ def _call_on_stats(func, n_scans: int, *blocks_and_extra):
     """Rebuild a block's RunStats from its field blocks and call ``func`` on it."""
     n_fields = len(STAT_FIELDS)
     stats = _rebuild(n_scans, *blocks_and_extra[:n_fields])
-    with threadpool_limits(1):
+    with single_threaded_blas:
         return func(stats, *blocks_and_extra[n_fields:])
 
 

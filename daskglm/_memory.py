@@ -1,11 +1,14 @@
-"""Keep the process's resident memory close to what is really live.
+"""Process-wide resource hygiene for the engine's tasks.
 
-glibc raises its mmap threshold dynamically after large blocks are freed, so
+``limit_heap_fragmentation``: keep resident memory close to what is live.  glibc raises its mmap threshold dynamically after large blocks are freed, so
 the next chunk-sized buffers come from the heap and are never returned to the
 OS: a streaming fit that frees and reallocates ~10 MB buffers then holds
 hundreds of MB it does not use.  Fixing the threshold (what the
 ``MALLOC_MMAP_THRESHOLD_`` environment variable does at start-up) keeps large
 buffers in their own mappings, returned on free.  It is a no-op off glibc.
+
+``single_threaded_blas``: one BLAS thread while tasks run, since dask already
+runs one task per core.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import ctypes
 import ctypes.util
 import sys
 
-__all__ = ["limit_heap_fragmentation"]
+__all__ = ["limit_heap_fragmentation", "single_threaded_blas"]
 
 _M_MMAP_THRESHOLD = -3
 _THRESHOLD_BYTES = 1 << 20
@@ -32,3 +35,42 @@ def limit_heap_fragmentation() -> None:
         libc.mallopt(_M_MMAP_THRESHOLD, _THRESHOLD_BYTES)
     except (OSError, AttributeError):  # musl or no libc: nothing to tune
         pass
+
+
+class _SingleThreadedBlas:
+    """Reference-counted ``threadpool_limits(1)`` shared by concurrent tasks.
+
+    threadpoolctl's limit is process-wide: with per-task ``with
+    threadpool_limits(1)`` blocks, the first task to finish restores the
+    original thread count under the feet of the others (oversubscription, and
+    BLAS results that depend on timing).  Here the first task to enter sets
+    the limit and the last one to leave restores it.
+    """
+
+    def __init__(self):
+        import threading
+
+        self._lock = threading.Lock()
+        self._depth = 0
+        self._limiter = None
+
+    def __enter__(self):
+        with self._lock:
+            if self._depth == 0:
+                from threadpoolctl import threadpool_limits
+
+                self._limiter = threadpool_limits(1)
+            self._depth += 1
+        return self
+
+    def __exit__(self, *exc):
+        with self._lock:
+            self._depth -= 1
+            if self._depth == 0 and self._limiter is not None:
+                self._limiter.restore_original_limits()
+                self._limiter = None
+        return False
+
+
+#: Use as ``with single_threaded_blas: ...`` inside dask tasks.
+single_threaded_blas = _SingleThreadedBlas()

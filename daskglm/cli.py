@@ -38,6 +38,8 @@ OUTPUT_TYPES = ("z_score", "stat", "p_value", "effect_size", "effect_variance")
 #: File suffix of each output type (z maps named as in nilearn's example).
 OUTPUT_SUFFIX = {"z_score": "z_map", "stat": "stat_map", "p_value": "p_map",
                  "effect_size": "effect_size", "effect_variance": "effect_variance"}
+#: Seconds of work before a local progress bar appears.
+PROGRESS_MINIMUM = 0.5
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
                PermissionError)
 
@@ -54,7 +56,7 @@ def _local_progress(show: bool) -> Iterator[None]:
         return
     from dask.diagnostics import ProgressBar
 
-    with ProgressBar(minimum=0.5, dt=0.2, out=sys.stderr):
+    with ProgressBar(minimum=PROGRESS_MINIMUM, dt=0.2, out=sys.stderr):
         yield
 
 

@@ -227,8 +227,9 @@ def fetch_fiac_first_level(data_dir=None, verbose: int = 1) -> dict:
     Files already in ``data_dir`` (laid out as nilearn downloads them:
     ``fiac_nilearn.glm/nipy-data-0.2/data/fiac/fiac0/run{1,2}.nii.gz``,
     ``run{1,2}_design.npz`` and ``mask.nii.gz``) are used without network.
-    Returns nilearn's Bunch with ``func1``, ``func2``, ``design_matrix1``,
-    ``design_matrix2`` and ``mask``.
+    Returns nilearn's Bunch with ``func1``, ``func2`` and ``mask`` (paths) and
+    ``design_matrix1``, ``design_matrix2`` (with nilearn >= 0.12, DataFrames
+    whose columns are the conditions; older nilearn gave ``.npz`` paths).
     """
     from nilearn.datasets import fetch_fiac_first_level as _fetch
 

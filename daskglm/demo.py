@@ -17,7 +17,8 @@ Layout of ``out_dir``::
     data/                       the simulated dataset (runs, designs, mask, ground truth)
     results/<contrast>_z_map.nii.gz
     results/mean_img.nii.gz     background of the plots (streamed mean of run 1)
-    plots/*.png                 stat maps, glass brains, design and contrast matrices
+    plots/*.png                 stat maps, glass brains, design and contrast matrices,
+                                AR(1) coefficient histogram (whitening diagnostics)
                                 (glass brains of GLASS_BRAINS only, they are slow to draw)
     fit.zarr                    the multi-run fit (reopen with daskglm.open_model)
     report.html                 the self-contained report
@@ -191,7 +192,7 @@ def run_demo(
     """
     from . import FirstLevelModel
     from .datasets import make_fiac_like
-    from .reporting.plotting import plot_design_matrix, save_figure
+    from .reporting.plotting import plot_ar_coefficients, plot_design_matrix, save_figure
 
     step = _Steps(verbose)
     out = Path(out_dir)
@@ -221,6 +222,7 @@ def run_demo(
         model.persist()
         for i, design in enumerate(designs):
             save_figure(plot_design_matrix(design, title=f"Run {i + 1}"), plots / f"design_matrix_run{i + 1}.png")
+        save_figure(plot_ar_coefficients(model.labels_), plots / "ar_coefficients.png")
         contrasts = seed_contrasts(designs[0].shape[1])
         step("Computing the eight contrasts of the example")
         z_maps = _contrast_outputs(model, contrasts, mean_img, results, plots, step)
@@ -231,6 +233,8 @@ def run_demo(
             step("Writing the HTML report")
             report_path = model.generate_report(
                 contrasts, title="two-runs fMRI model fitting (daskglm demo)", bg_img=mean_img,
+                two_sided=True,  # SStSSp_minus_DStDSp and Deactivation are negative effects
+                cluster_threshold=10,  # drop the few-voxel clusters of the noise from the tables
             ).save_as_html(out / "report.html")
     step(f"Done. Open {report_path or results} to look at the results.")
     return {

@@ -7,6 +7,7 @@ This module validates inputs and wires the graph; the statistics live in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 from dataclasses import dataclass
@@ -71,14 +72,15 @@ class _RunFit:
     acf_before: da.Array | None = None  # (k, V) OLS residual autocorrelation, lags 1..k
     acf_after: da.Array | None = None  # (k, V) whitened residual autocorrelation
 
-    def arrays(self) -> tuple:
-        return (self.beta, self.dispersion, self.ar_coef, self.cov_index, self.cov_table)
+    #: the dask-backed fields, persisted together
+    LAZY_FIELDS = ("beta", "dispersion", "ar_coef", "cov_index", "cov_table", "acf_before", "acf_after")
 
-    def with_arrays(self, arrays) -> _RunFit:
-        beta, dispersion, ar_coef, cov_index, cov_table = arrays
-        return _RunFit(beta, dispersion, ar_coef, cov_index, cov_table, self.df_residuals,
-                       self.n_scans, self.columns, self.cov_kind, self.acf_before,
-                       self.acf_after)
+    def arrays(self) -> dict[str, da.Array]:
+        """The fit's dask arrays by name (optional ones only when present)."""
+        return {k: getattr(self, k) for k in self.LAZY_FIELDS if getattr(self, k) is not None}
+
+    def with_arrays(self, arrays: dict) -> _RunFit:
+        return dataclasses.replace(self, **arrays)
 
 
 class FirstLevelModel:
@@ -448,9 +450,8 @@ class FirstLevelModel:
         """Compute the fit once and keep it (in memory, or on the cluster)."""
         self._check_fitted()
         if not self._persisted:
-            flat = [a for f in self._fits for a in f.arrays()]
-            flat = list(dask.persist(*flat))
-            self._fits = [f.with_arrays(flat[5 * i : 5 * i + 5]) for i, f in enumerate(self._fits)]
+            (persisted,) = dask.persist([f.arrays() for f in self._fits])
+            self._fits = [f.with_arrays(a) for f, a in zip(self._fits, persisted)]
             self._persisted = True
         return self
 

@@ -52,7 +52,8 @@ def test_fit_writes_a_store(store, fiac_small):
     np.testing.assert_array_equal(np.asarray(model.mask_img_.dataobj) != 0, mask)
 
 
-def test_fit_from_events_with_progress(fiac_small, tmp_path, capsys):
+def test_fit_from_events_with_progress(fiac_small, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("daskglm.cli.PROGRESS_MINIMUM", 0.0)
     out = tmp_path / "events.zarr"
     code, stdout, err = run(capsys, "fit", fiac_small["func1"], "--events", fiac_small["events1"],
                             "--t-r", "2.5", "--mask", fiac_small["mask"], "--noise-model", "ols",
@@ -105,6 +106,15 @@ def test_demo_command(tmp_path, capsys):
             "Effects_of_interest_glass_brain.png", "Deactivation_contrast_matrix.png",
             "Deactivation_stat_map.png"} <= plots
     assert open_model(out / "fit.zarr").design_matrices_[0].shape[1] > 5
+    # the maps show the simulated activations where the ground truth puts them
+    truth = {k: np.asarray(nib.load(v).dataobj) > 0
+             for k, v in json.loads((out / "data" / "dataset.json").read_text())["ground_truth"].items()}
+    f_map = nib.load(out / "results" / "Effects_of_interest_z_map.nii.gz").get_fdata()
+    for name, region in truth.items():
+        assert np.median(f_map[region]) > 3.0, name
+    z = nib.load(out / "results" / "DSt_minus_SSt_z_map.nii.gz").get_fdata()
+    assert truth["sentence_repetition"][np.unravel_index(np.argmax(z), z.shape)]
+    assert np.median(z[truth["speaker_repetition"]]) < 2.0
 
 
 @pytest.mark.parametrize("argv, message", [
@@ -179,7 +189,7 @@ def test_parse_contrast(text, expected):
 def test_distributed_scheduler_address(store, tmp_path, capsys):
     distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
-                                  dashboard_address=None) as cluster:
+                                  dashboard_address=":0") as cluster:
         code, stdout, err = run(capsys, "contrast", store, "FirstSt", "-o", tmp_path,
                                 "--scheduler", cluster.scheduler_address)
     assert code == 0, err

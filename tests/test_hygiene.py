@@ -9,11 +9,11 @@ Behaviour (nilearn 0.14.1 for reference):
 - Constant and all-zero voxels inside the mask have (numerically) zero
   residuals.  nilearn returns finite values there that are driven by rounding
   noise (e.g. z of -1.6 for an all-zero voxel under mean scaling, 0 for a
-  constant one); daskglm returns finite values too (every map finite, p in
-  [0, 1]), also rounding-driven, so they are not compared voxel by voxel.
-  See ``test_degenerate_voxels_are_quiet`` for the known defect (tiny negative
-  variances and huge statistics from cancellation in the sufficient
-  statistics).
+  constant one).  daskglm detects series that are constant to machine
+  precision (``daskglm.kernels.fit.constant_voxels``) and gives them exact
+  outputs: beta = level x pinv(X) 1, dispersion 0, rho 0, hence effect 0,
+  variance 0, stat 0 and z 0 for any contrast not involving the constant
+  (``test_degenerate_voxels_are_quiet``).
 - Input files are never modified: byte checksums before and after a full
   fit, contrast, ``to_zarr`` and ``open_model`` are equal, and in-memory input
   arrays keep their NaNs.
@@ -150,12 +150,6 @@ def test_all_nan_voxel_equals_all_zero_voxel(both, hdata):
         assert ours[output][special["all_nan"]] == ours[output][special["zero"]], output
 
 
-@pytest.mark.xfail(
-    reason="known defect: SSE = y'y - b'X'y cancels to tiny negative values for voxels that the "
-    "design explains exactly (constant/zero), giving negative effect_variance and |z| ~ 37; "
-    "a fix belongs in daskglm.kernels (clamp/zero SSE below a relative tolerance)",
-    strict=False,
-)
 def test_degenerate_voxels_are_quiet(both, hdata):
     """Constant/zero voxels: variance >= 0 and no spurious huge statistics."""
     name, ours, _, _ = both

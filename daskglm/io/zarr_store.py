@@ -442,7 +442,7 @@ def write_dataset(
         names.append(_write_group(loc, f"run{i}-{stamp}", part, attrs))
         summary.written.append(i)
     shared_name = f"shared-{stamp}"
-    shared_done = _write_group(loc, shared_name, shared, {RUN_KEY: "shared"})
+    shared_done = _write_group(loc, shared_name, shared, {"daskglm_group": "shared"})
     stored_keys = [k if k is not None else "" for k in keys]
     committed = delayed(_commit, pure=False)(
         loc, dict(ds.attrs), stored_keys, shared_name, names, shared_done

@@ -131,6 +131,7 @@ def fit_block(
     ``cov_table`` is the AR(1) bin table for binned ``ols``/``ar1`` and an
     :class:`ExactTables` when ``options.uses_stack``.
     """
+    constant = constant_voxels(stats)
     stats = scaled_stats(stats, tables, options.signal_scaling, global_mean)
     p, n = tables.n_regressors, tables.n_scans
     beta_ols, _ = ols_fit(stats, tables)
@@ -144,6 +145,7 @@ def fit_block(
             rho = quantize_ar(yule_walker(autocov[: order + 1], n))
         beta, dispersion = whitened_fit(stats, cov_table, rho, options.exact)
         index = np.zeros(stats.n_voxels)
+        _quiet_constant_voxels(constant, stats, tables, beta, dispersion, rho)
         packed = np.concatenate([beta, dispersion[None], rho, index[None]])
         return _with_diagnostics(packed, stats, tables, beta_ols, beta, rho, options)
     if options.ar_order == 0:
@@ -154,12 +156,45 @@ def fit_block(
         raw = yule_walker(autocov[:2], n)[0]
         index = ar1_bin_index(raw)
         rho = BIN_VALUES[index][None, :]
+    if constant.any():
+        index = np.where(constant, OLS_BIN, index)
+        rho = np.where(constant, 0.0, rho)
     xty, yty = whitened_cross(stats, tables.X, rho)
     beta, dispersion = fit_whitened_table(xty, yty, cov_table, index, p, n)
+    _quiet_constant_voxels(constant, stats, tables, beta, dispersion, rho)
     packed = np.concatenate([beta, dispersion[None], rho, index[None].astype(np.float64)])
     if options.diagnostic_lags:
         packed = _with_diagnostics(packed, stats, tables, beta_ols, beta, rho, options)
     return packed
+
+
+def constant_voxels(stats: RunStats) -> np.ndarray:
+    """Voxels whose (unscaled) series is constant to machine precision.
+
+    Their least-squares quantities are pure rounding noise (SSE = y'y - b'X'y
+    cancels to +-1e-12), which would turn into huge spurious statistics.
+    """
+    centred = stats.yy - stats.sy**2 / stats.n_scans
+    return centred <= 1e3 * np.finfo(np.float64).eps * np.maximum(stats.yy, np.finfo(np.float64).tiny)
+
+
+def _quiet_constant_voxels(constant, stats, tables, beta, dispersion, rho) -> None:
+    """Give constant voxels exact, documented outputs, in place.
+
+    The (scaled) series is c * 1, so beta = c pinv(X) 1 with its rounding
+    noise removed, the residuals and the dispersion are 0 and rho is 0.  Any
+    contrast not involving the constant then has effect 0, variance 0, stat 0
+    and z 0, as nilearn gives for a constant voxel.
+    """
+    np.maximum(dispersion, 0.0, out=dispersion)
+    if not constant.any():
+        return
+    ones_fit = np.linalg.pinv(tables.X) @ np.ones(tables.n_scans)
+    ones_fit[np.abs(ones_fit) < 1e-9 * np.abs(ones_fit).max()] = 0.0
+    level = stats.sy[constant] / stats.n_scans
+    beta[:, constant] = np.outer(ones_fit, level)
+    dispersion[constant] = 0.0
+    rho[:, constant] = 0.0
 
 
 def _with_diagnostics(packed, stats, tables, beta_ols, beta, rho, options) -> np.ndarray:

@@ -63,7 +63,7 @@ def plot_stat_map(stat_img, bg_img=None, threshold: float = 3.0, title: str | No
     ----------
     stat_img : path or Nifti1Image
     bg_img : path, Nifti1Image or None
-        Background; ``None`` draws on black.
+        Background; ``None`` draws on black (no background).
     threshold : float, default=3.0
         Values with ``|z| < threshold`` are transparent.
     title : str, optional
@@ -79,10 +79,13 @@ def plot_stat_map(stat_img, bg_img=None, threshold: float = 3.0, title: str | No
     width = 12.0 if display_mode in ("mosaic",) else 10.0
     fig = new_figure(width, 3.6)
     kwargs.setdefault("black_bg", True)
+    # red for positive, blue for negative, always: with nilearn's 'auto' a positive-only
+    # (one-sided) map spreads the whole red-blue map over [0, max], painting weak positives blue
+    kwargs.setdefault("symmetric_cbar", True)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*empty.*")
         plotting.plot_stat_map(
-            stat_img, bg_img=bg_img if bg_img is not None else False, threshold=threshold,
+            stat_img, bg_img=bg_img, threshold=threshold,
             title=title, cut_coords=cut_coords, display_mode=display_mode, figure=fig, **kwargs,
         )
     return fig
@@ -148,7 +151,7 @@ def plot_mask(mask_img, bg_img=None, title: str | None = "Analysis mask") -> Fig
     from nilearn import plotting
 
     fig = new_figure(10.0, 3.6)
-    plotting.plot_roi(mask_img, bg_img=bg_img if bg_img is not None else False, title=title,
+    plotting.plot_roi(mask_img, bg_img=bg_img, title=title,
                       figure=fig, view_type="contours", black_bg=True, colorbar=False,
                       linewidths=2.0, cmap="autumn")
     return fig
