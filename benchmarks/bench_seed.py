@@ -75,7 +75,7 @@ def read_floor(dataset: Path) -> float:
     data = json.loads((dataset / "dataset.json").read_text())
     runs = [data["func1"], data["func2"]]
     with Pool(2) as pool:
-        pool.map(len, [0, 0])  # start the workers before timing
+        pool.map(abs, [0, 0])  # start the workers before timing
         t0 = time.perf_counter()
         pool.map(_decompress, runs)
         return time.perf_counter() - t0

@@ -30,7 +30,7 @@ from .io.nifti import ArrayRunSource, RunSource
 from .kernels.ar import binned_gram_inverses
 from .kernels.exact import ExactTables
 from .kernels.fit import FitOptions, fit_block, packed_rows, residual_total_block
-from .kernels.glm import DesignTables, whitened_gram_inverse
+from .kernels.glm import DesignTables, constant_in_span, whitened_gram_inverse
 from .kernels.stats import (
     RunStats,
     accumulate_chunk,
@@ -46,7 +46,7 @@ __all__ = ["RunPlan", "run_stats", "fit_run", "voxel_chunks", "time_chunk_size"]
 #: volumes read and smoothed at once when streaming a .gz run
 STREAM_READ = 4
 #: scans per statistics GEMM when streaming
-STREAM_BATCH = 16
+STREAM_BATCH = 48
 
 STAT_FIELDS = ("sy", "yy", "yy_lag", "xy", "xy_fwd", "xy_bwd", "head", "tail")
 
@@ -75,7 +75,9 @@ def _volume_scaling(Y: np.ndarray, per_volume: bool) -> np.ndarray:
     return 100.0 * (Y / mean - 1.0)
 
 
-def _stream_stats(source: RunSource, masker, stack, n_lags, chunk, per_volume) -> RunStats:
+def _stream_stats(
+    source: RunSource, masker, stack, n_lags, chunk, per_volume, background: bool = True
+) -> RunStats:
     """One pass over a run, front to back.
 
     Volumes are read and smoothed a few at a time and their masked signals
@@ -90,7 +92,8 @@ def _stream_stats(source: RunSource, masker, stack, n_lags, chunk, per_volume) -
     previous = np.zeros((0, masker.n_voxels))
     batch_t0, filled = 0, 0
     with single_threaded_blas:
-        for _, volumes in source.iter_chunks(min(chunk, STREAM_READ)):
+        chunks = source.iter_chunks(min(chunk, STREAM_READ), background=background, reuse_buffer=True)
+        for _, volumes in chunks:
             Y = _volume_scaling(masker.transform(volumes), per_volume)
             del volumes
             start = 0
@@ -145,11 +148,16 @@ def run_stats(
     chunk: int,
     per_volume_scaling: bool,
     token: str,
+    background: bool = True,
 ):
-    """Delayed :class:`RunStats` of one run."""
+    """Delayed :class:`RunStats` of one run.
+
+    ``background`` decompresses a ``.nii.gz`` in a second thread; it pays off
+    only when there are idle cores (fewer streamed runs than cores).
+    """
     if source.sequential:
         return delayed(_stream_stats, pure=True, name=f"stream-stats-{token}")(
-            source, masker_key, stack_key, n_lags, chunk, per_volume_scaling
+            source, masker_key, stack_key, n_lags, chunk, per_volume_scaling, background
         )
     bounds = [(t0, min(t0 + chunk, source.n_scans)) for t0 in range(0, source.n_scans, chunk)]
     parts = []
@@ -293,7 +301,10 @@ def fit_run(plan: RunPlan, stats_key, vchunks: tuple[int, ...]) -> da.Array:
     if opts.signal_scaling == (0, 1):
         global_mean = arrays["sy"].sum() / (n * max(n_vox, 1))
     residual_mean = 0.0
-    if opts.ar_order >= 1 and not opts.exact:
+    # nilearn centres residuals on their grand mean before Yule-Walker; that is a
+    # global reduction (an extra pass over the blocks) only worth doing when the
+    # design cannot represent a constant, since otherwise the mean is exactly 0.
+    if opts.ar_order >= 1 and not opts.exact and not constant_in_span(plan.X):
         extra = (plan.tables, opts.signal_scaling) + ((global_mean,) if global_mean is not None else ())
         totals = _blockwise_stats(residual_total_block, "v", arrays, n, *extra)
         residual_mean = totals.sum() / (n * max(n_vox, 1))

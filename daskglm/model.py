@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -401,6 +402,8 @@ class FirstLevelModel:
         token = tokenize(self._fwhm, mask, sources[0].affine)
         masker = _engine.masker_key(mask, sources[0].affine, self._fwhm, token)
         per_volume = self.signal_scaling == 1
+        n_streamed = sum(s.sequential for s in sources)
+        background = n_streamed < (os.cpu_count() or 1)
         self._fits = []
         for source, design in zip(sources, designs):
             X = design.to_numpy(dtype=np.float64)
@@ -409,6 +412,7 @@ class FirstLevelModel:
             stats = _engine.run_stats(
                 source, masker, plan.stack, n_lags, time_chunk, per_volume,
                 tokenize(source.identity(), token, X, time_chunk, per_volume),
+                background=background,
             )
             vchunks = _engine.voxel_chunks(int(mask.sum()), voxel_block)
             packed = _engine.fit_run(plan, stats, vchunks)

@@ -86,17 +86,14 @@ class VolumeMasker:
             out = volumes[(slice(None), *self.index)]
             out = out.astype(dtype, copy=False)
             return _ensure_finite(out)
-        view = volumes[(slice(None), *self.crop)]
-        if not _all_finite(view):
-            view = _ensure_finite(np.array(view, dtype=dtype))
-        block = np.empty(view.shape, dtype=dtype)
-        source = view
-        # nilearn's axis order: x (last here), then y, then z; the first pass
-        # reads the cropped view and writes the contiguous float block
+        # a contiguous copy of the box first: filtering a strided view is slower
+        block = np.array(volumes[(slice(None), *self.crop)], dtype=dtype, order="C")
+        if not _all_finite(block):
+            _ensure_finite(block)
+        # nilearn's axis order: x (last here), then y, then z
         for axis, sigma in zip((3, 2, 1), self.sigmas):
             if sigma > 0:
-                gaussian_filter1d(source, sigma, axis=axis, output=block, truncate=TRUNCATE)
-                source = block
+                gaussian_filter1d(block, sigma, axis=axis, output=block, truncate=TRUNCATE)
         return np.take(block.reshape(len(block), -1), self.flat_index, axis=1)
 
 

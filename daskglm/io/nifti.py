@@ -82,8 +82,22 @@ class RunSource:
         """Volumes ``t0..t1-1`` as an array of shape (k, nz, ny, nx)."""
         raise NotImplementedError
 
-    def iter_chunks(self, chunk: int) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(t0, volumes)`` for consecutive chunks of the whole run."""
+    def iter_chunks(
+        self, chunk: int, background: bool = True, reuse_buffer: bool = False
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(t0, volumes)`` for consecutive chunks of the whole run.
+
+        Parameters
+        ----------
+        chunk : int
+            Volumes per chunk.
+        background : bool
+            Decompress ``.nii.gz`` in a background thread (overlaps with the
+            caller's work; worth it when cores are idle).
+        reuse_buffer : bool
+            Read every chunk into one buffer: the yielded array is only valid
+            until the next one is requested.
+        """
         for t0 in range(0, self.n_scans, chunk):
             yield t0, self.read(t0, min(t0 + chunk, self.n_scans))
 
@@ -184,15 +198,20 @@ class FileRunSource(RunSource):
         del mm
         return out
 
-    def iter_chunks(self, chunk: int) -> Iterator[tuple[int, np.ndarray]]:
+    def iter_chunks(
+        self, chunk: int, background: bool = True, reuse_buffer: bool = False
+    ) -> Iterator[tuple[int, np.ndarray]]:
         if not self.compressed:
             yield from super().iter_chunks(chunk)
             return
-        with _open_gzip(self.path, threaded=True) as fh:
+        shared = np.empty(chunk * self.volume_bytes, dtype=np.uint8) if reuse_buffer else None
+        with _open_gzip(self.path, threaded=background) as fh:
             _skip(fh, self.offset, self.name)
             for t0 in range(0, self.n_scans, chunk):
                 k = min(chunk, self.n_scans - t0)
-                buf = _read_exact(fh, k * self.volume_bytes, self.name)
+                n_bytes = k * self.volume_bytes
+                buf = np.empty(n_bytes, dtype=np.uint8) if shared is None else shared[:n_bytes]
+                _read_into(fh, buf, self.name)
                 yield t0, self._as_volumes(buf, k)
 
 
@@ -286,6 +305,24 @@ def _read_exact(fh, n: int, name: str) -> bytes:
             f"Run {name} is truncated: expected {n} more bytes of image data, got {len(buf)}."
         )
     return buf
+
+
+def _read_into(fh, buf: np.ndarray, name: str) -> None:
+    """Fill ``buf`` from the stream (no intermediate bytes objects)."""
+    view = memoryview(buf)
+    filled = 0
+    try:
+        while filled < len(view):
+            got = fh.readinto(view[filled:])
+            if not got:
+                break
+            filled += got
+    except (EOFError, OSError, gzip.BadGzipFile) as err:
+        raise NiftiInputError(f"Run {name} is corrupt or truncated: {err}") from err
+    if filled != len(view):
+        raise NiftiInputError(
+            f"Run {name} is truncated: expected {len(view)} more bytes of image data, got {filled}."
+        )
 
 
 def _skip(fh, n: int, name: str) -> None:

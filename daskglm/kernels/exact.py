@@ -46,7 +46,6 @@ clipped at :data:`MAX_PACF`).
 from __future__ import annotations
 
 import numpy as np
-import scipy.stats as sps
 
 from .glm import _cross_yy, whitened_cross
 from .stats import RunStats
@@ -585,6 +584,8 @@ def calibrated_variance(
     ``t' = F_df^{-1}(F_nu(t))`` (likewise for F), and the variance is scaled by
     ``(t / t')^2`` (``F / F'``).  Voxels whose p value underflows keep ``df``.
     """
+    import scipy.stats as sps  # only exact mode needs it; keeps `import daskglm` light
+
     var = np.maximum(variance, 1e-50)
     if stat_type == "t":
         stat = np.abs(effect) / np.sqrt(var)

@@ -24,6 +24,7 @@ from .stats import RunStats
 __all__ = [
     "DesignTables",
     "design_tables",
+    "constant_in_span",
     "ols_fit",
     "residual_sum",
     "residual_autocovariance",
@@ -65,6 +66,18 @@ class DesignTables:
     @property
     def df_residuals(self) -> int:
         return self.n_scans - self.rank
+
+
+def constant_in_span(X: np.ndarray) -> bool:
+    """Whether the constant series lies in the column space of ``X``.
+
+    Then every voxel's OLS residuals sum to zero, and nilearn's grand-mean
+    centring before Yule-Walker subtracts only rounding noise.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    ones = np.ones(X.shape[0])
+    residual = ones - X @ (spl.pinv(X) @ ones)
+    return bool(np.linalg.norm(residual) <= 1e-8 * np.sqrt(X.shape[0]))
 
 
 def design_tables(X: np.ndarray, n_lags: int) -> DesignTables:
