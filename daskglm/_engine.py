@@ -48,7 +48,7 @@ STREAM_READ = 4
 #: scans per statistics GEMM when streaming
 STREAM_BATCH = 48
 
-STAT_FIELDS = ("sy", "yy", "yy_lag", "xy", "xy_fwd", "xy_bwd", "head", "tail")
+STAT_FIELDS = ("sy", "yy", "yy_lag", "xy", "xy_sym", "head", "tail")
 
 
 def time_chunk_size(spatial_shape, dtype, target_bytes: float = 48e6) -> int:
@@ -86,7 +86,7 @@ def _stream_stats(
     lagged products.  Memory: the statistics plus a few volumes.
     """
     limit_heap_fragmentation()
-    p = stack.shape[1] // (2 * n_lags + 1)
+    p = stack.shape[1] // (n_lags + 1)
     total = empty_stats(source.n_scans, n_lags, p, masker.n_voxels)
     batch = np.empty((STREAM_BATCH, masker.n_voxels))
     previous = np.zeros((0, masker.n_voxels))
@@ -189,8 +189,7 @@ def _field_shape(name: str, n_lags: int, p: int, n_vox: int) -> tuple[int, ...]:
         "yy": (n_vox,),
         "yy_lag": (n_lags, n_vox),
         "xy": (p, n_vox),
-        "xy_fwd": (n_lags, p, n_vox),
-        "xy_bwd": (n_lags, p, n_vox),
+        "xy_sym": (n_lags, p, n_vox),
         "head": (n_lags, n_vox),
         "tail": (n_lags, n_vox),
     }[name]
@@ -201,8 +200,7 @@ _INDICES = {
     "yy": "v",
     "yy_lag": "lv",
     "xy": "pv",
-    "xy_fwd": "lpv",
-    "xy_bwd": "lpv",
+    "xy_sym": "lpv",
     "head": "lv",
     "tail": "lv",
 }
@@ -219,8 +217,8 @@ def stats_as_arrays(stats_key, n_scans, n_lags, p, vchunks) -> dict[str, da.Arra
     return arrays
 
 
-def _rebuild(n_scans, sy, yy, yy_lag, xy, xy_fwd, xy_bwd, head, tail) -> RunStats:
-    return RunStats(n_scans, sy, yy, yy_lag, xy, xy_fwd, xy_bwd, head, tail)
+def _rebuild(n_scans, sy, yy, yy_lag, xy, xy_sym, head, tail) -> RunStats:
+    return RunStats(n_scans, sy, yy, yy_lag, xy, xy_sym, head, tail)
 
 
 def _call_on_stats(func, n_scans: int, *blocks_and_extra):
@@ -325,3 +323,52 @@ def persist(*arrays):
 
 def masker_key(mask: np.ndarray, affine: np.ndarray, fwhm, token: str):
     return delayed(VolumeMasker, pure=True, name=f"masker-{token}")(mask, affine, fwhm)
+
+
+def _scaling_coefficients(signal_mean, signal_scaling, global_mean):
+    """Per-voxel ``(a, b)`` of nilearn's scaling, ``Y_scaled = a Y + b``."""
+    if signal_scaling == 0:
+        return 100.0 / np.maximum(signal_mean, 1.0), -100.0
+    if signal_scaling == (0, 1):
+        return 100.0 / max(float(global_mean), 1.0), -100.0
+    return 1.0, 0.0  # False, or 1 (applied per volume while streaming)
+
+
+def _stream_timeseries(
+    source: RunSource, masker, X, beta, rho, signal_mean, signal_scaling, per_volume,
+    residuals_array, predicted_array, chunk: int,
+) -> np.ndarray:
+    """Second pass over a run: write residuals and predictions, return r-square."""
+    from .kernels.timeseries import TimeseriesAccumulator
+
+    limit_heap_fragmentation()
+    a, b = _scaling_coefficients(signal_mean, signal_scaling, np.mean(signal_mean))
+    acc = TimeseriesAccumulator(X, beta, rho)
+    with single_threaded_blas:
+        for t0, volumes in source.iter_chunks(chunk, background=False, reuse_buffer=True):
+            Y = _volume_scaling(masker.transform(volumes), per_volume)
+            Y = a * np.asarray(Y, dtype=np.float64) + b
+            residuals, predicted = acc.update(Y, t0)
+            residuals_array[t0 : t0 + len(Y)] = residuals
+            predicted_array[t0 : t0 + len(Y)] = predicted
+    return acc.r_square()
+
+
+def timeseries_tasks(sources, masker_key, fits, designs, signal_scaling, per_volume, group, chunk):
+    """Delayed second-pass tasks, one per run, writing into the Zarr ``group``."""
+    tasks = []
+    for i, (source, fit, design) in enumerate(zip(sources, fits, designs)):
+        n, n_vox = design.shape[0], fit.beta.shape[1]
+        arrays = []
+        for name in ("residuals", "predicted"):
+            arrays.append(group.create_array(
+                f"run{i}/{name}", shape=(n, n_vox), chunks=(chunk, min(n_vox, 65536)),
+                dtype="float64", overwrite=True,
+            ))
+        tasks.append(
+            delayed(_stream_timeseries, pure=False)(
+                source, masker_key, design.to_numpy(dtype=np.float64), fit.beta, fit.ar_coef,
+                fit.signal_mean, signal_scaling, per_volume, arrays[0], arrays[1], chunk,
+            )
+        )
+    return tasks

@@ -72,9 +72,13 @@ class _RunFit:
     cov_kind: str = "table"
     acf_before: da.Array | None = None  # (k, V) OLS residual autocorrelation, lags 1..k
     acf_after: da.Array | None = None  # (k, V) whitened residual autocorrelation
+    signal_mean: da.Array | None = None  # (V,) time mean of the signal before scaling
 
     #: the dask-backed fields, persisted together
-    LAZY_FIELDS = ("beta", "dispersion", "ar_coef", "cov_index", "cov_table", "acf_before", "acf_after")
+    LAZY_FIELDS = (
+        "beta", "dispersion", "ar_coef", "cov_index", "cov_table", "acf_before", "acf_after",
+        "signal_mean",
+    )
 
     def arrays(self) -> dict[str, da.Array]:
         """The fit's dask arrays by name (optional ones only when present)."""
@@ -401,6 +405,8 @@ class FirstLevelModel:
         self._sources = sources
         token = tokenize(self._fwhm, mask, sources[0].affine)
         masker = _engine.masker_key(mask, sources[0].affine, self._fwhm, token)
+        self._masker_key = masker
+        self._timeseries = None
         per_volume = self.signal_scaling == 1
         n_streamed = sum(s.sequential for s in sources)
         background = n_streamed < (os.cpu_count() or 1)
@@ -435,6 +441,7 @@ class FirstLevelModel:
                     cov_kind=cov_kind,
                     acf_before=parts.get("acf_before"),
                     acf_after=parts.get("acf_after"),
+                    signal_mean=parts["signal_mean"],
                 )
             )
         self._persisted = False
@@ -524,6 +531,107 @@ class FirstLevelModel:
             "acf_before": [self._unmask(b, "OLS residual autocorrelation") for b in before],
             "acf_after": [self._unmask(a, "whitened residual autocorrelation") for a in after],
         }
+
+    # ------------------------------------------- per-scan outputs (second pass)
+    def write_timeseries(self, store=None) -> FirstLevelModel:
+        """Stream the runs a second time and write residuals and predictions to Zarr.
+
+        Needs ``minimize_memory=False``.  Memory stays bounded: each run is
+        read chunk by chunk and the per-scan outputs go straight to the store,
+        never into RAM.  Called automatically by :attr:`residuals_`,
+        :attr:`predicted_` and :attr:`r_square_`.
+
+        Parameters
+        ----------
+        store : str or path, optional
+            Zarr directory for the per-scan outputs; default: a temporary
+            directory removed when the model is garbage-collected.
+        """
+        self._check_fitted()
+        if self.minimize_memory:
+            raise AttributeError(
+                "To access voxelwise attributes like R-squared, residuals, and predictions, "
+                "the FirstLevelModel needs to keep them: set minimize_memory=False when "
+                "creating it."
+            )
+        if not getattr(self, "_sources", None):
+            raise NotFittedError(
+                "Residuals and predictions need the original runs: this model was reopened "
+                "from a store; fit it again with minimize_memory=False."
+            )
+        import zarr
+
+        if store is None:
+            import shutil
+            import tempfile
+            import weakref
+
+            store = tempfile.mkdtemp(prefix="daskglm-timeseries-")
+            weakref.finalize(self, shutil.rmtree, store, True)
+        self.persist()
+        group = zarr.open_group(str(store), mode="w")
+        chunk = min(16, max(s.n_scans for s in self._sources))
+        tasks = _engine.timeseries_tasks(
+            self._sources, self._masker_key, self._fits, self.design_matrices_,
+            self.signal_scaling, self.signal_scaling == 1, group, chunk,
+        )
+        r_square = dask.compute(*tasks)
+        self._timeseries = {"group": group, "r_square": list(r_square)}
+        return self
+
+    def _timeseries_images(self, name: str) -> list[nib.Nifti1Image]:
+        if getattr(self, "_timeseries", None) is None:
+            self.write_timeseries()
+        group = self._timeseries["group"]
+        return [
+            nib.Nifti1Image(_lazy_unmask_4d(da.from_zarr(group[f"run{i}/{name}"]), self._mask),
+                            self._affine)
+            for i in range(len(self._fits))
+        ]
+
+    @property
+    def residuals_(self) -> list[nib.Nifti1Image]:
+        """Per-run 4D residual images ``Y - (WX) beta`` (nilearn 0.14's ``residuals_``).
+
+        Backed lazily by the Zarr store of :meth:`write_timeseries`.
+        """
+        self._check_fitted()
+        return self._timeseries_images("residuals")
+
+    @property
+    def predicted_(self) -> list[nib.Nifti1Image]:
+        """Per-run 4D predicted images ``(WX) beta`` (nilearn 0.14's ``predicted_``)."""
+        self._check_fitted()
+        return self._timeseries_images("predicted")
+
+    @property
+    def r_square_(self) -> list[nib.Nifti1Image]:
+        """Per-run ``var(predicted) / var(W Y)`` maps (nilearn 0.14's ``r_square_``).
+
+        Like nilearn's, each is a 4D image with one volume.
+        """
+        self._check_fitted()
+        if getattr(self, "_timeseries", None) is None:
+            self.write_timeseries()
+        return [self._unmask(r2[None], "r_square") for r2 in self._timeseries["r_square"]]
+
+    @property
+    def residuals(self) -> list[nib.Nifti1Image]:
+        """Deprecated alias of :attr:`residuals_`, as in nilearn 0.14."""
+        warnings.warn("'residuals' is deprecated; use 'residuals_'.", FutureWarning, stacklevel=2)
+        return self.residuals_
+
+    @property
+    def predicted(self) -> list[nib.Nifti1Image]:
+        """Deprecated alias of :attr:`predicted_`, as in nilearn 0.14."""
+        warnings.warn("'predicted' is deprecated; use 'predicted_'.", FutureWarning, stacklevel=2)
+        return self.predicted_
+
+    @property
+    def r_square(self) -> list[nib.Nifti1Image]:
+        """Deprecated alias of :attr:`r_square_`, as in nilearn 0.14."""
+        warnings.warn("'r_square' is deprecated; use 'r_square_'.", FutureWarning, stacklevel=2)
+        return self.r_square_
 
     # --------------------------------------------------------------- contrasts
     def _contrast_matrices(self, contrast_def) -> list[np.ndarray]:
@@ -811,6 +919,21 @@ def unmask(values: np.ndarray, mask: np.ndarray, affine: np.ndarray, description
     return img
 
 
+def _unmask_block(block: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    out = np.zeros((*mask.shape, block.shape[0]), dtype=block.dtype)
+    out[mask] = block.T
+    return out
+
+
+def _lazy_unmask_4d(values: da.Array, mask: np.ndarray) -> da.Array:
+    """(scan, voxel) dask array -> lazy (x, y, z, scan) array, one block per time chunk."""
+    values = values.rechunk({1: -1})
+    return da.map_blocks(
+        _unmask_block, values, mask, dtype=values.dtype, drop_axis=1, new_axis=[0, 1, 2],
+        chunks=(*((s,) for s in mask.shape), values.chunks[0]),
+    )
+
+
 def _per_run(obj, n_runs: int, what: str) -> list:
     items = list(obj) if isinstance(obj, (list, tuple)) else [obj]
     if len(items) != n_runs:
@@ -865,6 +988,7 @@ def _fits_to_dataset(model: FirstLevelModel) -> xr.Dataset:
             "df_residuals": (("run",), np.array([f.df_residuals for f in fits])),
             "mask": (("x", "y", "z"), model._mask),
             **_acf_variables(fits),
+            **_optional_run_variables(fits, ("signal_mean",)),
         },
         attrs={
             "affine": json.dumps(np.asarray(model._affine).tolist()),
@@ -885,6 +1009,15 @@ def _acf_variables(fits) -> dict:
         "acf_before": (dims, da.stack([f.acf_before for f in fits])),
         "acf_after": (dims, da.stack([f.acf_after for f in fits])),
     }
+
+
+def _optional_run_variables(fits, names) -> dict:
+    """Per-run (voxel,) variables that fits from older stores may lack."""
+    out = {}
+    for name in names:
+        if all(getattr(f, name) is not None for f in fits):
+            out[name] = (("run", "voxel"), da.stack([getattr(f, name) for f in fits]))
+    return out
 
 
 def _jsonable(value):
@@ -957,6 +1090,7 @@ def open_model(store, storage_options: dict | None = None) -> FirstLevelModel:
                 cov_kind=_cov_kind(params),
                 acf_before=ds["acf_before"].data[i] if "acf_before" in ds else None,
                 acf_after=ds["acf_after"].data[i] if "acf_after" in ds else None,
+                signal_mean=ds["signal_mean"].data[i] if "signal_mean" in ds else None,
             )
         )
     model._persisted = True  # the store is the persisted state

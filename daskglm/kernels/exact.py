@@ -418,8 +418,8 @@ def whitened_residual_acf(
     z_head = stats.head - X[:L] @ beta
     z_tail = stats.tail - X[n - L :] @ beta
     zstats = RunStats(
-        n, stats.sy - X.sum(axis=0) @ beta, z_lag[0], z_lag[1:], stats.xy, stats.xy_fwd,
-        stats.xy_bwd, z_head, z_tail,
+        n, stats.sy - X.sum(axis=0) @ beta, z_lag[0], z_lag[1:], stats.xy, stats.xy_sym,
+        z_head, z_tail,
     )
     coef = np.concatenate([np.ones((1, n_vox)), -phi])
     sums = np.zeros((lags + 1, n_vox))
@@ -452,7 +452,7 @@ def _residual_lag_sums(stats: RunStats, X: np.ndarray, beta: np.ndarray) -> np.n
         + np.einsum("pv,pq,qv->v", beta, X.T @ X, beta)
     )
     for k in range(1, L + 1):
-        cross = stats.xy_fwd[k - 1] + stats.xy_bwd[k - 1]
+        cross = stats.xy_sym[k - 1]
         gram = X[k:].T @ X[: n - k]
         out[k] = (
             stats.yy_lag[k - 1]

@@ -2,7 +2,9 @@
 
 :func:`fit_block` is what the orchestration layer maps over voxel blocks.  Its
 output is packed in one float64 array so a single blockwise call carries it:
-rows ``[beta (p), dispersion, ar_coef (order), cov_index, acf_before (k), acf_after (k)]``
+rows ``[beta (p), dispersion, ar_coef (order), cov_index, signal_mean, acf_before (k),
+acf_after (k)]``; ``signal_mean`` is each voxel's time mean of the signal as it
+enters the GLM (smoothed, before nilearn's mean scaling)
 where ``k = options.diagnostic_lags`` (no diagnostic rows when ``k = 0``).
 
 Three whitening paths:
@@ -115,7 +117,7 @@ def residual_total_block(
 
 
 def packed_rows(n_regressors: int, ar_order: int, diagnostic_lags: int = 0) -> int:
-    return n_regressors + 2 + max(ar_order, 1) + 2 * diagnostic_lags
+    return n_regressors + 3 + max(ar_order, 1) + 2 * diagnostic_lags
 
 
 def fit_block(
@@ -132,6 +134,7 @@ def fit_block(
     :class:`ExactTables` when ``options.uses_stack``.
     """
     constant = constant_voxels(stats)
+    signal_mean = stats.sy / stats.n_scans
     stats = scaled_stats(stats, tables, options.signal_scaling, global_mean)
     p, n = tables.n_regressors, tables.n_scans
     beta_ols, _ = ols_fit(stats, tables)
@@ -146,7 +149,7 @@ def fit_block(
         beta, dispersion = whitened_fit(stats, cov_table, rho, options.exact)
         index = np.zeros(stats.n_voxels)
         _quiet_constant_voxels(constant, stats, tables, beta, dispersion, rho)
-        packed = np.concatenate([beta, dispersion[None], rho, index[None]])
+        packed = np.concatenate([beta, dispersion[None], rho, index[None], signal_mean[None]])
         return _with_diagnostics(packed, stats, tables, beta_ols, beta, rho, options)
     if options.ar_order == 0:
         rho = np.zeros((1, stats.n_voxels))
@@ -162,7 +165,9 @@ def fit_block(
     xty, yty = whitened_cross(stats, tables.X, rho)
     beta, dispersion = fit_whitened_table(xty, yty, cov_table, index, p, n)
     _quiet_constant_voxels(constant, stats, tables, beta, dispersion, rho)
-    packed = np.concatenate([beta, dispersion[None], rho, index[None].astype(np.float64)])
+    packed = np.concatenate(
+        [beta, dispersion[None], rho, index[None].astype(np.float64), signal_mean[None]]
+    )
     if options.diagnostic_lags:
         packed = _with_diagnostics(packed, stats, tables, beta_ols, beta, rho, options)
     return packed
@@ -221,9 +226,10 @@ def unpack(
         "dispersion": packed[p],
         "ar_coef": packed[p + 1 : p + 1 + r],
         "cov_index": packed[p + 1 + r],
+        "signal_mean": packed[p + 2 + r],
     }
     if k:
-        start = p + 2 + r
+        start = p + 3 + r
         out["acf_before"] = packed[start : start + k]
         out["acf_after"] = packed[start + k : start + 2 * k]
     return out

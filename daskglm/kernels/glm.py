@@ -10,8 +10,9 @@ nilearn's ``ARModel.whiten`` does, ``(W z)_t = z_t - sum_{i<=min(t,L)} rho_i z_{
 
     (W X)^T (W Y) = sum_{i,j} c_i c_j M_ij,   M_ij = sum_{t>=max(i,j)} X_{t-i} Y_{t-j}
 
-and every ``M_ij`` is one of the accumulated lagged sums minus a few edge
-terms from the last ``L`` volumes.
+``M_ii`` is ``xy`` and, for ``d = j - i > 0``, ``M_ij + M_ji`` is the
+accumulated symmetric lag sum ``xy_sym[d-1]``, each minus a few edge terms from
+the last ``L`` volumes.
 """
 
 from __future__ import annotations
@@ -125,7 +126,7 @@ def residual_autocovariance(
     )
     c[0] += -2 * grand_mean * e_sum + n * grand_mean**2
     for k in range(1, L + 1):
-        cross = stats.xy_fwd[k - 1] + stats.xy_bwd[k - 1]
+        cross = stats.xy_sym[k - 1]
         c[k] = stats.yy_lag[k - 1] - np.einsum("pv,pv->v", beta, cross)
         c[k] += _quad(beta, tables.lagged_gram[k])
         late, early = e_sum - head_sum[k - 1], e_sum - tail_sum[k - 1]
@@ -174,22 +175,32 @@ def _tail_rows(stats: RunStats, start: int, stop: int) -> np.ndarray:
 
 
 def _cross_xy(stats: RunStats, X: np.ndarray, i: int, j: int) -> np.ndarray:
-    """``M_ij = sum_{t>=max(i,j)} X_{t-i} Y_{t-j}`` of shape (p, V)."""
+    """``M_ii`` for ``i == j``, else ``M_ij + M_ji``, of shape (p, V).
+
+    ``M_ij = sum_{t>=max(i,j)} X_{t-i} Y_{t-j}``.  With ``d = |j - i|`` and
+    ``hi = max(i, j)``, ``lo = min(i, j)``, the accumulated sums run over the
+    whole run; the pairs with ``t > n - 1`` after the shift are taken off:
+
+    - ``sum_{s=0}^{n-1-hi} X_{s+d} Y_s`` = (the ``X_{t} Y_{t-d}`` half) minus
+      ``s = n-hi .. n-1-d``;
+    - ``sum_{u=d}^{n-1-lo} X_{u-d} Y_u`` = (the ``X_{t-d} Y_t`` half) minus
+      ``u = n-lo .. n-1``.
+    """
     n = stats.n_scans
-    if i <= j:
-        d = j - i  # sum_{s=0}^{n-1-j} X_{s+d} Y_s
-        full = stats.xy if d == 0 else stats.xy_bwd[d - 1]
-        edge = range(n - j, n - d)
-        rows_x = X[[s + d for s in edge]]
+    lo, hi = min(i, j), max(i, j)
+    d = hi - lo
+    if d == 0:
+        full = stats.xy
+        edges = [(range(n - hi, n), 0)]
     else:
-        d = i - j  # sum_{u=d}^{n-1-j} X_{u-d} Y_u
-        full = stats.xy_fwd[d - 1]
-        edge = range(n - j, n)
-        rows_x = X[[u - d for u in edge]]
-    if len(edge) == 0:
-        return full
-    rows_y = _tail_rows(stats, edge.start, edge.stop)
-    return full - rows_x.T @ rows_y
+        full = stats.xy_sym[d - 1]
+        edges = [(range(n - hi, n - d), d), (range(n - lo, n), -d)]
+    out = full
+    for edge, shift in edges:
+        if len(edge):
+            rows_x = X[[s + shift for s in edge]]
+            out = out - rows_x.T @ _tail_rows(stats, edge.start, edge.stop)
+    return out
 
 
 def _cross_yy(stats: RunStats, i: int, j: int) -> np.ndarray:
@@ -215,10 +226,10 @@ def whitened_cross(
     xty = np.zeros_like(stats.xy)
     yty = np.zeros_like(stats.yy)
     for i in range(order + 1):
-        for j in range(order + 1):
+        for j in range(i, order + 1):
             w = coef[i] * coef[j]
-            xty += w * _cross_xy(stats, X, i, j)
-            yty += w * _cross_yy(stats, i, j)
+            xty += w * _cross_xy(stats, X, i, j)  # both (i, j) and (j, i) when i < j
+            yty += (w if i == j else 2 * w) * _cross_yy(stats, i, j)
     return xty, yty
 
 

@@ -45,16 +45,14 @@ def affine_transform_stats(
     tail_sum = np.cumsum(stats.tail[::-1], axis=0)  # sum_{t>n-1-k} Y_t
 
     yy_lag = np.empty_like(stats.yy_lag)
-    xy_fwd = np.empty_like(stats.xy_fwd)
-    xy_bwd = np.empty_like(stats.xy_bwd)
+    xy_sym = np.empty_like(stats.xy_sym)
     for k in range(1, L + 1):
         late = stats.sy - head_sum[k - 1]  # sum_{t>=k} Y_t
         early = stats.sy - tail_sum[k - 1]  # sum_{t<=n-1-k} Y_t
         yy_lag[k - 1] = a * a * stats.yy_lag[k - 1] + a * b * (late + early) + b * b * (n - k)
         x_early = X[: n - k].sum(axis=0)  # sum_{t>=k} X_{t-k}
         x_late = X[k:].sum(axis=0)  # sum_{t>=k} X_t
-        xy_fwd[k - 1] = a * stats.xy_fwd[k - 1] + np.outer(x_early, b)
-        xy_bwd[k - 1] = a * stats.xy_bwd[k - 1] + np.outer(x_late, b)
+        xy_sym[k - 1] = a * stats.xy_sym[k - 1] + np.outer(x_early + x_late, b)
 
     return RunStats(
         n_scans=n,
@@ -62,8 +60,7 @@ def affine_transform_stats(
         yy=a * a * stats.yy + 2 * a * b * stats.sy + b * b * n,
         yy_lag=yy_lag,
         xy=a * stats.xy + np.outer(X.sum(axis=0), b),
-        xy_fwd=xy_fwd,
-        xy_bwd=xy_bwd,
+        xy_sym=xy_sym,
         head=a * stats.head + b,
         tail=a * stats.tail + b,
     )

@@ -12,14 +12,19 @@ For a maximum lag ``L`` the statistics of one run are
 ``yy``      sum_t Y_t**2                                (V,)
 ``yy_lag``  sum_{t>=k} Y_t Y_{t-k}, k = 1..L             (L, V)
 ``xy``      sum_t X_t Y_t                               (p, V)
-``xy_fwd``  sum_{t>=k} X_{t-k} Y_t, k = 1..L             (L, p, V)
-``xy_bwd``  sum_{t>=k} X_t Y_{t-k}, k = 1..L             (L, p, V)
+``xy_sym``  sum_{t>=k} (X_{t-k} Y_t + X_t Y_{t-k}), k=1..L  (L, p, V)
 ``head``    Y_0 .. Y_{L-1}                               (L, V)
 ``tail``    Y_{n-L} .. Y_{n-1}                           (L, V)
 
 All of them are float64.  ``head``/``tail`` carry the edge terms that the
 lagged sums leave out (e.g. the un-rescaled first sample of nilearn's AR(1)
 whitening, or sum_{t<=n-2} Y_t).
+
+The two lagged design products enter every quantity of the GLM only through
+their sum: whitening weighs ``sum_t X_{t-i} Y_{t-j}`` and ``sum_t X_{t-j} Y_{t-i}``
+by the same ``c_i c_j``, and the residual autocovariance by the same
+``beta``.  Keeping the sum (``xy_sym``) rather than both halves saves a third
+of the accumulator, the largest array of the fit.
 """
 
 from __future__ import annotations
@@ -49,8 +54,7 @@ class RunStats:
     yy: np.ndarray
     yy_lag: np.ndarray
     xy: np.ndarray
-    xy_fwd: np.ndarray
-    xy_bwd: np.ndarray
+    xy_sym: np.ndarray
     head: np.ndarray
     tail: np.ndarray
 
@@ -70,8 +74,7 @@ class RunStats:
             self.yy[sl],
             self.yy_lag[:, sl],
             self.xy[:, sl],
-            self.xy_fwd[:, :, sl],
-            self.xy_bwd[:, :, sl],
+            self.xy_sym[:, :, sl],
             self.head[:, sl],
             self.tail[:, sl],
         )
@@ -83,52 +86,48 @@ class RunStats:
 def stacked_design(X: np.ndarray, n_lags: int) -> np.ndarray:
     """Design with its shifted copies stacked as columns, for one GEMM per chunk.
 
-    Row ``s`` holds ``[X_s, X_{s-1}, .., X_{s-L}, X_{s+1}, .., X_{s+L}]`` with
-    zeros where the shift leaves the run.  Then ``stacked[t0:t1].T @ Y_chunk``
-    yields the chunk's share of ``xy``, ``xy_fwd`` and ``xy_bwd`` at once,
-    because sum_{s>=k} X_{s-k} Y_s and sum_{s<=n-1-k} X_{s+k} Y_s are plain
-    sums over the chunk's own rows.
+    Row ``s`` holds ``[X_s, X_{s-1} + X_{s+1}, .., X_{s-L} + X_{s+L}]`` with
+    zeros where a shift leaves the run.  Then ``stacked[t0:t1].T @ Y_chunk``
+    yields the chunk's share of ``xy`` and ``xy_sym`` at once, because
+    sum_{s>=k} X_{s-k} Y_s and sum_{s<=n-1-k} X_{s+k} Y_s are plain sums over
+    the chunk's own rows.
     """
     X = np.asarray(X, dtype=np.float64)
     n, p = X.shape
     blocks = [X]
     for k in range(1, n_lags + 1):
-        fwd = np.zeros_like(X)
-        fwd[k:] = X[: n - k]
-        blocks.append(fwd)
-    for k in range(1, n_lags + 1):
-        bwd = np.zeros_like(X)
-        bwd[: n - k] = X[k:]
-        blocks.append(bwd)
+        both = np.zeros_like(X)
+        both[k:] += X[: n - k]
+        both[: n - k] += X[k:]
+        blocks.append(both)
     return np.ascontiguousarray(np.concatenate(blocks, axis=1))
 
 
 def empty_stats(n_scans: int, n_lags: int, n_regressors: int, n_voxels: int) -> RunStats:
     """Zeroed statistics whose design products share one contiguous buffer.
 
-    ``xy``, ``xy_fwd`` and ``xy_bwd`` are views into one C-ordered
-    ``((2L + 1) p, V)`` array, which :func:`accumulate_chunk` updates in place
-    with a single BLAS call per chunk.
+    ``xy`` and ``xy_sym`` are views into one C-ordered ``((L + 1) p, V)``
+    array, which :func:`accumulate_chunk` updates in place with a single BLAS
+    call per chunk.
     """
     p, L, V = n_regressors, n_lags, n_voxels
-    products = np.zeros(((2 * L + 1) * p, V))
+    products = np.zeros(((L + 1) * p, V))
     return RunStats(
         n_scans=n_scans,
         sy=np.zeros(V),
         yy=np.zeros(V),
         yy_lag=np.zeros((L, V)),
         xy=products[:p],
-        xy_fwd=products[p : (L + 1) * p].reshape(L, p, V),
-        xy_bwd=products[(L + 1) * p :].reshape(L, p, V),
+        xy_sym=products[p:].reshape(L, p, V),
         head=np.zeros((L, V)),
         tail=np.zeros((L, V)),
     )
 
 
 def _products_buffer(stats: RunStats) -> np.ndarray | None:
-    """The contiguous ``((2L + 1) p, V)`` buffer behind the design products, if any."""
+    """The contiguous ``((L + 1) p, V)`` buffer behind the design products, if any."""
     base = stats.xy.base
-    if base is not None and base.ndim == 2 and base.flags.c_contiguous and stats.xy_bwd.base is base:
+    if base is not None and base.ndim == 2 and base.flags.c_contiguous and stats.xy_sym.base is base:
         return base
     return None
 
@@ -150,7 +149,7 @@ def accumulate_chunk(
         Masked (smoothed) data of consecutive volumes, any float dtype.
     t0 : int
         Index of the chunk's first volume in the run.
-    design_stack : ndarray, shape (n_scans, (2 * n_lags + 1) * p)
+    design_stack : ndarray, shape (n_scans, (n_lags + 1) * p)
         Output of :func:`stacked_design`.
     previous : ndarray, shape (min(t0, L), n_voxels), optional
         The volumes just before the chunk, needed for the lagged ``yy`` terms.
@@ -163,14 +162,13 @@ def accumulate_chunk(
     buffer = _products_buffer(total)
     rows = design_stack[t0:t1]
     if buffer is not None:
-        # buffer^T (V x 3p, Fortran order) += Y^T (V x k) @ rows (k x 3p), in place
+        # buffer^T (V x (L+1)p, Fortran order) += Y^T (V x k) @ rows (k x (L+1)p), in place
         blas.dgemm(1.0, Y.T, rows.T, beta=1.0, c=buffer.T, trans_b=1, overwrite_c=1)
     else:
         p = total.xy.shape[0]
         products = rows.T @ Y
         total.xy += products[:p]
-        total.xy_fwd += products[p : (n_lags + 1) * p].reshape(n_lags, p, n_vox)
-        total.xy_bwd += products[(n_lags + 1) * p :].reshape(n_lags, p, n_vox)
+        total.xy_sym += products[p:].reshape(n_lags, p, n_vox)
 
     total.sy += Y.sum(axis=0)
     total.yy += np.einsum("tv,tv->v", Y, Y)
@@ -206,7 +204,7 @@ def chunk_stats(
 
     See :func:`accumulate_chunk` for the parameters.
     """
-    p = design_stack.shape[1] // (2 * n_lags + 1)
+    p = design_stack.shape[1] // (n_lags + 1)
     total = empty_stats(n_scans, n_lags, p, np.shape(Y)[1])
     return accumulate_chunk(total, Y, t0, design_stack, previous)
 
