@@ -41,12 +41,14 @@ from .kernels.stats import (
 )
 from .preprocessing import VolumeMasker
 
-__all__ = ["RunPlan", "run_stats", "fit_run", "voxel_chunks", "time_chunk_size"]
+__all__ = ["RunPlan", "run_stats", "fit_run", "voxel_chunks", "voxel_block_size", "time_chunk_size"]
 
 #: volumes read and smoothed at once when streaming a .gz run
 STREAM_READ = 4
-#: scans per statistics GEMM when streaming
+#: scans per statistics update when streaming (fewer passes over the accumulator) ...
 STREAM_BATCH = 48
+#: ... within this many bytes of batched signal
+STREAM_BATCH_BYTES = 48 * 2**20
 
 STAT_FIELDS = ("sy", "yy", "yy_lag", "xy", "xy_sym", "head", "tail")
 
@@ -55,6 +57,11 @@ def time_chunk_size(spatial_shape, dtype, target_bytes: float = 48e6) -> int:
     """Volumes per read so that one chunk holds about ``target_bytes``."""
     per_volume = int(np.prod(spatial_shape)) * max(np.dtype(dtype).itemsize, 4)
     return int(max(1, min(64, target_bytes // per_volume)))
+
+
+def voxel_block_size(n_regressors: int) -> int:
+    """Voxels per solve block: a block's temporaries scale with voxels x regressors."""
+    return int(min(32768, max(4096, 2**19 // max(n_regressors, 1))))
 
 
 def voxel_chunks(n_voxels: int, block: int) -> tuple[int, ...]:
@@ -88,26 +95,33 @@ def _stream_stats(
     limit_heap_fragmentation()
     p = stack.shape[1] // (n_lags + 1)
     total = empty_stats(source.n_scans, n_lags, p, masker.n_voxels)
-    batch = np.empty((STREAM_BATCH, masker.n_voxels))
     previous = np.zeros((0, masker.n_voxels))
-    batch_t0, filled = 0, 0
+    batch, batch_t0, filled = None, 0, 0
     with single_threaded_blas:
         chunks = source.iter_chunks(min(chunk, STREAM_READ), background=background, reuse_buffer=True)
         for _, volumes in chunks:
             Y = _volume_scaling(masker.transform(volumes), per_volume)
             del volumes
+            if batch is None:  # float64: the statistics' GEMM runs on it in place
+                batch = np.empty((stream_batch_rows(masker.n_voxels), masker.n_voxels))
             start = 0
             while start < len(Y):
-                take = min(len(Y) - start, STREAM_BATCH - filled)
+                take = min(len(Y) - start, len(batch) - filled)
                 batch[filled : filled + take] = Y[start : start + take]
                 filled += take
                 start += take
-                if filled == STREAM_BATCH:
+                if filled == len(batch):
                     previous = _flush(total, batch, batch_t0, stack, n_lags, previous)
                     batch_t0, filled = batch_t0 + filled, 0
         if filled:
             _flush(total, batch[:filled], batch_t0, stack, n_lags, previous)
     return total
+
+
+def stream_batch_rows(n_voxels: int) -> int:
+    """Scans per statistics update: up to ``STREAM_BATCH``, within ``STREAM_BATCH_BYTES``."""
+    rows = STREAM_BATCH_BYTES // max(n_voxels * 8, 1)
+    return int(min(STREAM_BATCH, max(8, rows)))
 
 
 def _flush(total, Y, t0, stack, n_lags, previous) -> np.ndarray:

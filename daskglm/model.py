@@ -257,10 +257,10 @@ class FirstLevelModel:
                 "beforehand, e.g. with nilearn.image.resample_img."
             )
 
-    def _chunk_sizes(self, source: RunSource) -> tuple[int, int]:
+    def _chunk_sizes(self, source: RunSource, n_regressors: int) -> tuple[int, int]:
         chunks = {} if self.chunks in (None, "auto") else dict(self.chunks)
         time = chunks.get("time") or _engine.time_chunk_size(source.spatial_shape, source.dtype)
-        voxel = chunks.get("voxel") or 32768
+        voxel = chunks.get("voxel") or _engine.voxel_block_size(n_regressors)
         if int(time) < 1 or int(voxel) < 1:
             raise ValueError(f"chunks must be positive integers, got {self.chunks!r}.")
         return int(time), int(voxel)
@@ -413,7 +413,7 @@ class FirstLevelModel:
         self._fits = []
         for source, design in zip(sources, designs):
             X = design.to_numpy(dtype=np.float64)
-            time_chunk, voxel_block = self._chunk_sizes(source)
+            time_chunk, voxel_block = self._chunk_sizes(source, X.shape[1])
             plan = _engine.RunPlan(X, options, n_lags, tokenize(X, *plan_key))
             stats = _engine.run_stats(
                 source, masker, plan.stack, n_lags, time_chunk, per_volume,
