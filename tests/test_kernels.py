@@ -108,3 +108,17 @@ def test_ar1_bins_truncate_toward_zero_like_nilearn():
     expected = (rho * 100).astype(int) * 1.0 / 100
     expected = np.clip(expected, -0.99, 0.99)
     np.testing.assert_array_equal(BIN_VALUES[ar1_bin_index(rho)], expected)
+
+
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 10**6), rho=st.floats(-0.95, 0.95), duplicate=st.booleans())
+def test_gram_inverse_matches_nilearns_pinv(seed, rho, duplicate):
+    from daskglm.kernels.glm import whitened_gram_inverse
+
+    X, _ = _problem(seed, 60, 5, 1)
+    if duplicate:  # rank deficient: the SVD route with pinv's cut-off must be taken
+        X = np.column_stack([X, X[:, 0]])
+    wx = whiten_design(X, np.array([rho]))
+    pinv = spl.pinv(wx)
+    np.testing.assert_allclose(whitened_gram_inverse(X, np.array([rho])), pinv @ pinv.T,
+                               rtol=1e-8, atol=1e-10)

@@ -162,9 +162,25 @@ def whiten_design(X: np.ndarray, rho: np.ndarray) -> np.ndarray:
     return out
 
 
+#: Below this condition number of ``(WX)^T (WX)`` its inverse comes from a
+#: p x p eigendecomposition; above it, from nilearn's own SVD of ``WX``.
+GRAM_COND_LIMIT = 1e8
+
+
 def whitened_gram_inverse(X: np.ndarray, rho: np.ndarray) -> np.ndarray:
-    """``pinv(WX) pinv(WX).T``, nilearn's ``normalized_cov_beta`` of ``ARModel``."""
-    pinv = spl.pinv(whiten_design(X, rho))
+    """``pinv(WX) pinv(WX).T``, nilearn's ``normalized_cov_beta`` of ``ARModel``.
+
+    Mathematically ``((WX)^T (WX))^+``.  For a well-conditioned design it is
+    computed from the p x p Gram matrix (n times cheaper than an SVD of the
+    n x p ``WX``; differences ~cond^2 eps).  Near-singular designs take
+    nilearn's route, ``scipy.linalg.pinv`` of ``WX``, so its rank cut-off applies.
+    """
+    wx = whiten_design(X, rho)
+    gram = wx.T @ wx
+    eigval, eigvec = np.linalg.eigh(gram)
+    if eigval[0] > 0 and eigval[-1] / eigval[0] < GRAM_COND_LIMIT:
+        return (eigvec / eigval) @ eigvec.T
+    pinv = spl.pinv(wx)
     return pinv @ pinv.T
 
 
