@@ -278,7 +278,7 @@ def _cmd_fit(args) -> int:
 
 
 def _cmd_contrast(args) -> int:
-    from .model import unmask
+    from .io.export import unmask
 
     contrasts = _contrasts_from_args(args)
     model = _open_store(args.store)

@@ -98,7 +98,7 @@ def compute_fixed_effects(contrast_imgs, variance_imgs, mask=None, precision_wei
     -------
     fixed_fx_contrast_img, fixed_fx_variance_img, fixed_fx_stat_img, fixed_fx_z_score_img
     """
-    from .model import unmask
+    from .io.export import unmask
 
     *arrays, mask_arr, affine = fixed_effects_maps(
         contrast_imgs, variance_imgs, mask, precision_weighted, dofs

@@ -7,11 +7,9 @@ This module validates inputs and wires the graph; the statistics live in
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import warnings
-from dataclasses import dataclass
 from typing import Any
 
 import dask
@@ -23,17 +21,18 @@ import xarray as xr
 from dask.base import tokenize
 
 from . import _engine
+from ._contrast_graph import contrast_statistics, run_contrast
+from ._results import RunFit, fits_from_dataset, fits_to_dataset
 from .contrasts import (
     OUTPUT_TYPES,
     ContrastError,
     as_contrast_matrix,
-    contrast_block,
     contrast_kind,
-    contrast_outputs,
     fixed_effect_sum,
     pad_contrast,
 )
 from .design import DesignError, build_design, load_design
+from .io.export import lazy_unmask_4d, unmask
 from .io.nifti import NiftiInputError, RunSource, as_run_source, load_image
 from .io.zarr_store import read_dataset, write_dataset
 from .kernels.fit import FitOptions, unpack
@@ -53,39 +52,6 @@ MAX_SMOOTHING_MM = 100.0
 
 class NotFittedError(ValueError, AttributeError):
     """The model has not been fitted yet."""
-
-
-@dataclass
-class _RunFit:
-    """One run's fitted arrays (dask-backed; from a fit or from a store)."""
-
-    beta: da.Array  # (p, V)
-    dispersion: da.Array  # (V,)
-    ar_coef: da.Array  # (order, V)
-    cov_index: da.Array  # (V,) int
-    cov_table: da.Array  # (n_tables, p, p)
-    df_residuals: int
-    n_scans: int
-    columns: list
-    #: "table" (AR(1) bins: cov_index into cov_table), "stack" (binned arN) or
-    #: "exact": per-voxel Gram rebuilt from ar_coef and the design-only stack.
-    cov_kind: str = "table"
-    acf_before: da.Array | None = None  # (k, V) OLS residual autocorrelation, lags 1..k
-    acf_after: da.Array | None = None  # (k, V) whitened residual autocorrelation
-    signal_mean: da.Array | None = None  # (V,) time mean of the signal before scaling
-
-    #: the dask-backed fields, persisted together
-    LAZY_FIELDS = (
-        "beta", "dispersion", "ar_coef", "cov_index", "cov_table", "acf_before", "acf_after",
-        "signal_mean",
-    )
-
-    def arrays(self) -> dict[str, da.Array]:
-        """The fit's dask arrays by name (optional ones only when present)."""
-        return {k: getattr(self, k) for k in self.LAZY_FIELDS if getattr(self, k) is not None}
-
-    def with_arrays(self, arrays: dict) -> _RunFit:
-        return dataclasses.replace(self, **arrays)
 
 
 class FirstLevelModel:
@@ -429,7 +395,7 @@ class FirstLevelModel:
             )
             rank = int(np.linalg.matrix_rank(X, np.abs(X).sum() * np.finfo(np.float64).eps))
             self._fits.append(
-                _RunFit(
+                RunFit(
                     beta=parts["beta"],
                     dispersion=parts["dispersion"],
                     ar_coef=parts["ar_coef"],
@@ -470,7 +436,9 @@ class FirstLevelModel:
     def results_(self) -> xr.Dataset:
         """The fit as a lazy :class:`xarray.Dataset` (computes nothing)."""
         self._check_fitted()
-        return _fits_to_dataset(self)
+        return fits_to_dataset(
+            self._fits, self.design_matrices_, self._mask, self._affine, self.get_params()
+        )
 
     @property
     def labels_(self) -> list[np.ndarray]:
@@ -584,7 +552,7 @@ class FirstLevelModel:
             self.write_timeseries()
         group = self._timeseries["group"]
         return [
-            nib.Nifti1Image(_lazy_unmask_4d(da.from_zarr(group[f"run{i}/{name}"]), self._mask),
+            nib.Nifti1Image(lazy_unmask_4d(da.from_zarr(group[f"run{i}/{name}"]), self._mask),
                             self._affine)
             for i in range(len(self._fits))
         ]
@@ -681,7 +649,7 @@ class FirstLevelModel:
             p = fit.beta.shape[0]
             con = pad_contrast(con if con.ndim == 1 or kind == "F" else con[0], p, kind)
             kinds.append((kind, dim))
-            effect, variance = _contrast_effect(fit, con, kind, dim)
+            effect, variance = run_contrast(fit, con, kind, dim)
             effects.append(effect)
             variances.append(variance)
             dofs.append(fit.df_residuals)
@@ -693,13 +661,8 @@ class FirstLevelModel:
         if kind == "F" and len(effects) > 1:
             warnings.warn("Running approximate fixed effects on F statistics.", UserWarning, stacklevel=3)
         effect, variance = fixed_effect_sum(effects, variances)
-        if effect.ndim == 1:
-            effect = effect[None]
-        packed = da.map_blocks(
-            _outputs_block, effect, variance, float(sum(dofs)), kind, dim,
-            dtype=np.float64, chunks=((effect.shape[0] + 4,), effect.chunks[1]),
-        )
-        return packed, effect.shape[0]
+        packed = contrast_statistics(effect, variance, sum(dofs), kind, dim)
+        return packed, packed.shape[0] - 4
 
     def contrast_maps(self, contrast_def, stat_type=None) -> xr.Dataset:
         """All maps of a contrast as a lazy :class:`xarray.Dataset` over in-mask voxels.
@@ -852,86 +815,9 @@ class FirstLevelModel:
 
 
 def _cov_kind(params: dict) -> str:
-    """How a stored fit's contrasts get their covariance (see ``_RunFit.cov_kind``)."""
+    """How a stored fit's contrasts get their covariance (see ``RunFit.cov_kind``)."""
     options = FitOptions(params.get("noise_model", "ar1"), 0, whitening=params.get("whitening", "binned"))
     return "exact" if options.exact else ("stack" if options.uses_stack else "table")
-
-
-def _n_tables() -> int:
-    from .kernels.ar import N_BINS
-
-    return N_BINS
-
-
-def _contrast_effect(fit: _RunFit, con: np.ndarray, kind: str, dim: int):
-    q = dim if kind == "F" else 1
-    if fit.cov_kind != "table":
-        exact = fit.cov_kind == "exact"
-        packed = da.blockwise(
-            _stack_contrast_packed, "rv",
-            fit.beta, "pv", fit.dispersion, "v", fit.ar_coef, "lv", fit.cov_table, "kpq",
-            con, None, kind, None, exact, None, float(fit.df_residuals), None,
-            new_axes={"r": q + 1}, dtype=np.float64, concatenate=True,
-        )
-        effect = packed[:q] if kind == "F" else packed[0]
-        return effect, packed[q]
-    packed = da.blockwise(
-        _contrast_block_packed, "rv",
-        fit.beta, "pv", fit.dispersion, "v", fit.cov_index, "v", fit.cov_table, "kpq",
-        con, None, kind, None,
-        new_axes={"r": q + 1}, dtype=np.float64, concatenate=True,
-    )
-    effect = packed[:q] if kind == "F" else packed[0]
-    return effect, packed[q]
-
-
-def _stack_contrast_packed(beta, dispersion, ar_coef, gram_stack, con, kind, exact, df):
-    from .kernels.exact import stack_contrast_block
-
-    effect, variance = stack_contrast_block(
-        beta, dispersion, ar_coef, gram_stack, con, kind, exact, df if exact else None
-    )
-    return np.concatenate([np.atleast_2d(effect), variance[None]])
-
-
-def _contrast_block_packed(beta, dispersion, cov_index, cov_table, con, kind):
-    effect, variance = contrast_block(beta, dispersion, cov_index.astype(np.intp), cov_table, con, kind)
-    return np.concatenate([np.atleast_2d(effect), variance[None]])
-
-
-def _outputs_block(effect, variance, dof, kind, dim):
-    eff = effect if kind == "F" else effect[0]
-    return contrast_outputs(eff, variance, dof, kind, dim)
-
-
-def unmask(values: np.ndarray, mask: np.ndarray, affine: np.ndarray, description: str = "") -> nib.Nifti1Image:
-    """In-mask values (V,) or (k, V) back to a 3D or 4D image."""
-    values = np.asarray(values)
-    if values.ndim == 1:
-        out = np.zeros(mask.shape, dtype=values.dtype)
-        out[mask] = values
-    else:
-        out = np.zeros((*mask.shape, values.shape[0]), dtype=values.dtype)
-        out[mask] = values.T
-    img = nib.Nifti1Image(out, affine)
-    if description:
-        img.header["descrip"] = description[:79]
-    return img
-
-
-def _unmask_block(block: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    out = np.zeros((*mask.shape, block.shape[0]), dtype=block.dtype)
-    out[mask] = block.T
-    return out
-
-
-def _lazy_unmask_4d(values: da.Array, mask: np.ndarray) -> da.Array:
-    """(scan, voxel) dask array -> lazy (x, y, z, scan) array, one block per time chunk."""
-    values = values.rechunk({1: -1})
-    return da.map_blocks(
-        _unmask_block, values, mask, dtype=values.dtype, drop_axis=1, new_axis=[0, 1, 2],
-        chunks=(*((s,) for s in mask.shape), values.chunks[0]),
-    )
 
 
 def _per_run(obj, n_runs: int, what: str) -> list:
@@ -959,81 +845,6 @@ def _check_same_geometry(sources: list[RunSource]) -> None:
 
 
 # ---------------------------------------------------------------- dataset I/O
-def _fits_to_dataset(model: FirstLevelModel) -> xr.Dataset:
-    fits = model._fits
-    p_max = max(f.beta.shape[0] for f in fits)
-    n_max = max(f.n_scans for f in fits)
-
-    def pad_p(arr, axes):
-        pads = [(0, 0)] * arr.ndim
-        for ax in axes:
-            pads[ax] = (0, p_max - arr.shape[ax])
-        return da.pad(arr, pads, constant_values=np.nan) if any(p[1] for p in pads) else arr
-
-    beta = da.stack([pad_p(f.beta, [0]) for f in fits])
-    cov_table = da.stack([pad_p(f.cov_table, [1, 2]) for f in fits])
-    designs = np.full((len(fits), n_max, p_max), np.nan)
-    for i, d in enumerate(model.design_matrices_):
-        designs[i, : d.shape[0], : d.shape[1]] = d.to_numpy()
-    ds = xr.Dataset(
-        {
-            "beta": (("run", "regressor", "voxel"), beta),
-            "dispersion": (("run", "voxel"), da.stack([f.dispersion for f in fits])),
-            "ar_coef": (("run", "ar_lag", "voxel"), da.stack([f.ar_coef for f in fits])),
-            "cov_index": (("run", "voxel"), da.stack([f.cov_index for f in fits])),
-            "cov_table": (("run", "cov_entry", "regressor", "regressor_b"), cov_table),
-            "design": (("run", "scan", "regressor"), designs),
-            "n_scans": (("run",), np.array([f.n_scans for f in fits])),
-            "n_regressors": (("run",), np.array([f.beta.shape[0] for f in fits])),
-            "df_residuals": (("run",), np.array([f.df_residuals for f in fits])),
-            "mask": (("x", "y", "z"), model._mask),
-            **_acf_variables(fits),
-            **_optional_run_variables(fits, ("signal_mean",)),
-        },
-        attrs={
-            "affine": json.dumps(np.asarray(model._affine).tolist()),
-            "design_columns": json.dumps([[_jsonable(c) for c in f.columns] for f in fits]),
-            "model_params": json.dumps(model.get_params()),
-            "daskglm_version": _version(),
-        },
-    )
-    return ds
-
-
-def _acf_variables(fits) -> dict:
-    """Whitening diagnostics (residual autocorrelation, lags 1..k) for the store."""
-    if any(f.acf_before is None for f in fits):
-        return {}
-    dims = ("run", "acf_lag", "voxel")
-    return {
-        "acf_before": (dims, da.stack([f.acf_before for f in fits])),
-        "acf_after": (dims, da.stack([f.acf_after for f in fits])),
-    }
-
-
-def _optional_run_variables(fits, names) -> dict:
-    """Per-run (voxel,) variables that fits from older stores may lack."""
-    out = {}
-    for name in names:
-        if all(getattr(f, name) is not None for f in fits):
-            out[name] = (("run", "voxel"), da.stack([getattr(f, name) for f in fits]))
-    return out
-
-
-def _jsonable(value):
-    if isinstance(value, (np.integer,)):
-        return int(value)
-    if isinstance(value, (np.floating,)):
-        return float(value)
-    return value
-
-
-def _version() -> str:
-    from . import __version__
-
-    return __version__
-
-
 def open_model(store, storage_options: dict | None = None) -> FirstLevelModel:
     """Reopen a fit written by :meth:`FirstLevelModel.to_zarr`.
 
@@ -1068,31 +879,7 @@ def open_model(store, storage_options: dict | None = None) -> FirstLevelModel:
     model._mask, model._affine = mask, affine
     model.mask_img_ = nib.Nifti1Image(mask.astype(np.uint8), affine)
     model._fwhm = params.get("smoothing_fwhm")
-    n_scans = ds["n_scans"].values
-    n_regs = ds["n_regressors"].values
-    dfs = ds["df_residuals"].values
-    model.design_matrices_ = []
-    model._fits = []
-    for i in range(ds.sizes["run"]):
-        p, n = int(n_regs[i]), int(n_scans[i])
-        design = pd.DataFrame(ds["design"].values[i, :n, :p], columns=columns[i])
-        model.design_matrices_.append(design)
-        model._fits.append(
-            _RunFit(
-                beta=ds["beta"].data[i, :p],
-                dispersion=ds["dispersion"].data[i],
-                ar_coef=ds["ar_coef"].data[i],
-                cov_index=ds["cov_index"].data[i],
-                cov_table=ds["cov_table"].data[i, :, :p, :p],
-                df_residuals=int(dfs[i]),
-                n_scans=n,
-                columns=columns[i],
-                cov_kind=_cov_kind(params),
-                acf_before=ds["acf_before"].data[i] if "acf_before" in ds else None,
-                acf_after=ds["acf_after"].data[i] if "acf_after" in ds else None,
-                signal_mean=ds["signal_mean"].data[i] if "signal_mean" in ds else None,
-            )
-        )
+    model._fits, model.design_matrices_ = fits_from_dataset(ds, columns, _cov_kind(params))
     model._persisted = True  # the store is the persisted state
     model._store_run_keys = json.loads(ds.attrs.get("daskglm_run_keys", "null"))
     return model

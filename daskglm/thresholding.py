@@ -199,7 +199,7 @@ def contrast_z_map(model, contrast_def, stat_type: str | None = None):
     """
     import dask
 
-    from .model import unmask
+    from .io.export import unmask
 
     z = model.contrast_maps(contrast_def, stat_type)["z_score"].data
     mask = np.asarray(model.mask_img_.dataobj) != 0

@@ -1,0 +1,39 @@
+"""NIfTI export: in-mask values back to images (eager or lazy)."""
+
+from __future__ import annotations
+
+import dask.array as da
+import nibabel as nib
+import numpy as np
+
+__all__ = ["unmask", "lazy_unmask_4d"]
+
+
+def unmask(values: np.ndarray, mask: np.ndarray, affine: np.ndarray, description: str = "") -> nib.Nifti1Image:
+    """In-mask values (V,) or (k, V) back to a 3D or 4D image."""
+    values = np.asarray(values)
+    if values.ndim == 1:
+        out = np.zeros(mask.shape, dtype=values.dtype)
+        out[mask] = values
+    else:
+        out = np.zeros((*mask.shape, values.shape[0]), dtype=values.dtype)
+        out[mask] = values.T
+    img = nib.Nifti1Image(out, affine)
+    if description:
+        img.header["descrip"] = description[:79]
+    return img
+
+
+def _unmask_block(block: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    out = np.zeros((*mask.shape, block.shape[0]), dtype=block.dtype)
+    out[mask] = block.T
+    return out
+
+
+def lazy_unmask_4d(values: da.Array, mask: np.ndarray) -> da.Array:
+    """(scan, voxel) dask array -> lazy (x, y, z, scan) array, one block per time chunk."""
+    values = values.rechunk({1: -1})
+    return da.map_blocks(
+        _unmask_block, values, mask, dtype=values.dtype, drop_axis=1, new_axis=[0, 1, 2],
+        chunks=(*((s,) for s in mask.shape), values.chunks[0]),
+    )
