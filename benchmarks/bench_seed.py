@@ -35,9 +35,15 @@ SIZES = {
     "large": ((96, 114, 96), 450),
     "long": ((64, 76, 64), 1200),
 }
+#: Same runs as another size, with the design cut to the seed's 13 columns
+#: (5 conditions, 7 drifts, constant): isolates the effect of the run length
+#: from that of the drift basis, which grows with it (52 columns at 1200 scans).
+FIXED_DESIGN = {"long13": ("long", 13)}
 
 
 def ensure_dataset(name: str, data_dir: Path) -> Path:
+    if name in FIXED_DESIGN:
+        return _fixed_design_dataset(name, data_dir)
     shape, n_scans = SIZES[name]
     path = data_dir / f"{name}_{'x'.join(map(str, shape))}x{n_scans}"
     if not (path / "dataset.json").exists():
@@ -46,6 +52,21 @@ def ensure_dataset(name: str, data_dir: Path) -> Path:
         voxel = 3.0 if shape[0] <= 64 else 2.0
         print(f"[{name}] generating {shape} x {n_scans} x 2 runs in {path} ...", flush=True)
         make_fiac_like(path, shape=shape, n_scans=n_scans, voxel_size=voxel, seed=0)
+    return path
+
+
+def _fixed_design_dataset(name: str, data_dir: Path) -> Path:
+    base_name, n_columns = FIXED_DESIGN[name]
+    base = ensure_dataset(base_name, data_dir)
+    path = data_dir / f"{name}_from_{base.name}"
+    path.mkdir(parents=True, exist_ok=True)
+    data = json.loads((base / "dataset.json").read_text())
+    for i in (1, 2):
+        X = np.load(data[f"design_matrix{i}"])["X"]
+        keep = list(range(n_columns - 1)) + [X.shape[1] - 1]  # conditions, first drifts, constant
+        np.savez(path / f"run{i}_design.npz", X=X[:, keep])
+        data[f"design_matrix{i}"] = str(path / f"run{i}_design.npz")
+    (path / "dataset.json").write_text(json.dumps(data, indent=1))
     return path
 
 
@@ -96,7 +117,8 @@ def compare_maps(dir_a: Path, dir_b: Path, mask_path: str) -> tuple[float, float
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="seed", help=f"comma-separated, from {list(SIZES)}")
+    parser.add_argument("--sizes", default="seed",
+                        help=f"comma-separated, from {list(SIZES) + list(FIXED_DESIGN)}")
     parser.add_argument("--data-dir", type=Path, default=HERE / "data")
     parser.add_argument("--out-dir", type=Path, default=HERE / "results")
     parser.add_argument("--repeat", type=int, default=1, help="alternated repetitions per engine")
@@ -106,7 +128,7 @@ def main(argv=None) -> int:
     rows = []
     for name in args.sizes.split(","):
         dataset = ensure_dataset(name, args.data_dir)
-        shape, n_scans = SIZES[name]
+        shape, n_scans = SIZES[FIXED_DESIGN.get(name, (name,))[0]]
         raw_bytes = 2 * 4 * int(np.prod(shape)) * n_scans
         engines = ["daskglm"] + (["nilearn"] if raw_bytes <= args.skip_nilearn_above else [])
         floor = min(read_floor(dataset) for _ in range(2))
