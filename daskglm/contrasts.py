@@ -118,12 +118,7 @@ def as_contrast_matrix(con, columns: list[str]) -> np.ndarray:
     """
     if isinstance(con, str):
         return expression_to_contrast_vector(con, columns)
-    try:
-        arr = np.asarray(con, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise ContrastError(f"Contrast {_short_repr(con)} is not numeric: {err}") from err
-    if arr.ndim not in (1, 2) or arr.size == 0:
-        raise ContrastError(f"A contrast must be a non-empty 1-D or 2-D array, got shape {arr.shape}.")
+    arr = _checked_array(con)
     if not np.all(np.isfinite(arr)):
         raise ContrastError(f"Contrast {_short_repr(con)} contains NaN or infinite values.")
     return arr

@@ -334,16 +334,7 @@ class FirstLevelModel:
             img = load_image(self.mask_img, "mask")
             if len(img.shape) == 4 and img.shape[3] == 1:
                 img = nib.Nifti1Image(np.asarray(img.dataobj)[..., 0], img.affine)
-            if tuple(img.shape) != tuple(ref.spatial_shape):
-                raise NiftiInputError(
-                    f"The mask has shape {tuple(img.shape)} but the runs have spatial shape "
-                    f"{tuple(ref.spatial_shape)}; resample the mask to the runs' grid."
-                )
-            if not np.allclose(img.affine, ref.affine, atol=1e-4):
-                raise NiftiInputError(
-                    "The mask's affine differs from the runs' affine:\n"
-                    f"mask:\n{np.round(img.affine, 4)}\nruns:\n{np.round(ref.affine, 4)}"
-                )
+            _check_grid(img.shape, img.affine, ref, "The mask")
             data = np.asarray(img.dataobj)
             if not np.all(np.isfinite(data)):
                 raise NiftiInputError("The mask contains NaN or infinite values.")
@@ -830,18 +821,22 @@ def _per_run(obj, n_runs: int, what: str) -> list:
 
 
 def _check_same_geometry(sources: list[RunSource]) -> None:
-    ref = sources[0]
     for i, s in enumerate(sources[1:], start=1):
-        if tuple(s.spatial_shape) != tuple(ref.spatial_shape):
-            raise NiftiInputError(
-                f"Run {i} ({s.name}) has spatial shape {s.spatial_shape}, run 0 has "
-                f"{ref.spatial_shape}; all runs must share one grid."
-            )
-        if not np.allclose(s.affine, ref.affine, atol=1e-4):
-            raise NiftiInputError(
-                f"Run {i} ({s.name}) has a different affine from run 0:\n"
-                f"{np.round(s.affine, 4)}\nvs\n{np.round(ref.affine, 4)}"
-            )
+        _check_grid(s.spatial_shape, s.affine, sources[0], f"Run {i} ({s.name})")
+
+
+def _check_grid(shape, affine, ref: RunSource, what: str) -> None:
+    """``what`` (a mask or a run) must lie on the grid of the first run."""
+    if tuple(shape) != tuple(ref.spatial_shape):
+        raise NiftiInputError(
+            f"{what} has spatial shape {tuple(shape)}, but run 0 ({ref.name}) has "
+            f"{tuple(ref.spatial_shape)}; all images must share one grid (resample first)."
+        )
+    if not np.allclose(affine, ref.affine, atol=1e-4):
+        raise NiftiInputError(
+            f"{what} has a different affine from run 0 ({ref.name}):\n"
+            f"{np.round(np.asarray(affine), 4)}\nvs\n{np.round(ref.affine, 4)}"
+        )
 
 
 # ---------------------------------------------------------------- dataset I/O
