@@ -20,7 +20,6 @@ from __future__ import annotations
 import math
 from functools import partial
 
-import dask
 import dask.array as da
 import numpy as np
 from dask import delayed
@@ -328,11 +327,6 @@ def fit_run(plan: RunPlan, stats_key, vchunks: tuple[int, ...]) -> da.Array:
     return _blockwise_stats(
         fit_block, "rv", arrays, n, *extra, new_axes={"r": rows}
     )
-
-
-def persist(*arrays):
-    """Persist dask collections (kept in the cluster under distributed)."""
-    return dask.persist(*arrays)
 
 
 def masker_key(mask: np.ndarray, affine: np.ndarray, fwhm, token: str):

@@ -33,7 +33,6 @@ __all__ = [
     "whiten_design",
     "whitened_gram_inverse",
     "whitened_cross",
-    "fit_whitened",
     "fit_whitened_table",
 ]
 
@@ -249,37 +248,28 @@ def whitened_cross(
     return xty, yty
 
 
-def fit_whitened(
-    xty: np.ndarray, yty: np.ndarray, gram_inverse: np.ndarray, n_regressors: int, n_scans: int
+def fit_whitened_table(
+    xty: np.ndarray, yty: np.ndarray, table: np.ndarray, index: np.ndarray, n_regressors: int, n_scans: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Whitened least squares from cross-products.
+    """Whitened least squares from cross-products, per voxel.
 
     Parameters
     ----------
     xty : ndarray (p, V)
+        ``(WX)^T (WY)``.
     yty : ndarray (V,)
-    gram_inverse : ndarray (V, p, p) or (p, p)
-        ``pinv(WX) pinv(WX).T`` for each voxel (or shared).
+        ``(WY)^T (WY)``.
+    table : ndarray (n_tables, p, p)
+        ``pinv(WX) pinv(WX)^T`` per whitening (AR(1) bin).
+    index : ndarray (V,) of int
+        Row of ``table`` for each voxel.  Voxels are grouped by row, so no
+        (V, p, p) array is built.
 
     Returns
     -------
     beta : ndarray (p, V)
     dispersion : ndarray (V,)
         ``SSE / (n - p)`` as nilearn's ``OLSModel.fit``.
-    """
-    if gram_inverse.ndim == 2:
-        beta = gram_inverse @ xty
-    else:
-        beta = np.einsum("vpq,qv->pv", gram_inverse, xty)
-    return _finish(beta, xty, yty, n_regressors, n_scans)
-
-
-def fit_whitened_table(
-    xty: np.ndarray, yty: np.ndarray, table: np.ndarray, index: np.ndarray, n_regressors: int, n_scans: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`fit_whitened` with each voxel's matrix taken from ``table[index]``.
-
-    Voxels are grouped by table entry, so no (V, p, p) array is built.
     """
     beta = np.empty_like(xty)
     order = np.argsort(index, kind="stable")
@@ -288,9 +278,5 @@ def fit_whitened_table(
     for k, entry in enumerate(entries):
         sel = order[bounds[k] : bounds[k + 1]]
         beta[:, sel] = table[entry] @ xty[:, sel]
-    return _finish(beta, xty, yty, n_regressors, n_scans)
-
-
-def _finish(beta, xty, yty, n_regressors, n_scans):
     sse = yty - np.einsum("pv,pv->v", beta, xty)
     return beta, sse / (n_scans - n_regressors)

@@ -41,7 +41,6 @@ __all__ = [
     "accumulate_chunk",
     "chunk_stats",
     "combine_stats",
-    "accumulate_stats",
 ]
 
 
@@ -65,19 +64,6 @@ class RunStats:
     @property
     def n_voxels(self) -> int:
         return self.sy.shape[0]
-
-    def voxel_slice(self, sl: slice) -> RunStats:
-        """Statistics of a contiguous range of voxels."""
-        return RunStats(
-            self.n_scans,
-            self.sy[sl],
-            self.yy[sl],
-            self.yy_lag[:, sl],
-            self.xy[:, sl],
-            self.xy_sym[:, :, sl],
-            self.head[:, sl],
-            self.tail[:, sl],
-        )
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "n_scans"}
@@ -207,13 +193,6 @@ def chunk_stats(
     p = design_stack.shape[1] // (n_lags + 1)
     total = empty_stats(n_scans, n_lags, p, np.shape(Y)[1])
     return accumulate_chunk(total, Y, t0, design_stack, previous)
-
-
-def accumulate_stats(total: RunStats, part: RunStats) -> RunStats:
-    """Add ``part`` into ``total`` in place (for a single streaming pass)."""
-    for name, value in part.arrays().items():
-        getattr(total, name).__iadd__(value)
-    return total
 
 
 def combine_stats(a: RunStats, b: RunStats) -> RunStats:
