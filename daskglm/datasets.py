@@ -21,7 +21,14 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-__all__ = ["make_fiac_like", "fetch_fiac_first_level", "FIAC_CONDITIONS", "write_nifti_stream"]
+__all__ = [
+    "make_fiac_like",
+    "fetch_fiac_first_level",
+    "fiac_affine",
+    "FIAC_CONDITIONS",
+    "FIAC_CUT_COORDS",
+    "write_nifti_stream",
+]
 
 FIAC_CONDITIONS = ("SSt-SSp", "SSt-DSp", "DSt-SSp", "DSt-DSp")
 
@@ -35,6 +42,30 @@ REGIONS = {
     "sentence_repetition": dict(centre=(0.30, 0.60, 0.50), amplitudes=(0.5, 0.5, 2.5, 2.5, 0.0)),
     "speaker_repetition": dict(centre=(0.50, 0.30, 0.40), amplitudes=(0.5, 2.5, 0.5, 2.5, 0.0)),
 }
+
+
+#: ``cut_coords`` of nilearn's two-runs example, in FIAC's scanner coordinates (mm).
+FIAC_CUT_COORDS = (-129.0, -126.0, 49.0)
+
+
+def fiac_affine(shape, voxel_size: float, coordinates: str = "fiac") -> np.ndarray:
+    """The simulator's LAS affine.
+
+    ``"fiac"``: scanner coordinates like the real FIAC data, placed so that the
+    example's ``cut_coords`` (:data:`FIAC_CUT_COORDS`) fall on the centre of the
+    sentence-repetition region (where ``DSt_minus_SSt`` activates), so the seed
+    script runs unchanged.  ``"centred"``: the field of view centred on 0 mm,
+    closer to MNI space (for glass brains).
+    """
+    affine = np.diag([-voxel_size, voxel_size, voxel_size, 1.0])
+    if coordinates == "centred":
+        affine[:3, 3] = -np.diag(affine)[:3] * (np.asarray(shape) - 1) / 2
+    elif coordinates == "fiac":
+        centre = np.asarray(REGIONS["sentence_repetition"]["centre"]) * (np.asarray(shape) - 1)
+        affine[:3, 3] = np.asarray(FIAC_CUT_COORDS) - np.diag(affine)[:3] * np.round(centre)
+    else:
+        raise ValueError(f"coordinates must be 'fiac' or 'centred', got {coordinates!r}.")
+    return affine
 
 
 def _events(n_scans: int, t_r: float, rng: np.random.Generator) -> pd.DataFrame:
@@ -127,6 +158,7 @@ def make_fiac_like(
     n_runs: int = 2,
     seed: int = 0,
     compress: bool = True,
+    coordinates: str = "fiac",
 ) -> dict:
     """Generate a FIAC-like dataset with known activations.
 
@@ -150,6 +182,9 @@ def make_fiac_like(
     seed : int
     compress : bool
         ``.nii.gz`` if True, else ``.nii``.
+    coordinates : {'fiac', 'centred'}
+        World coordinates of the grid (:func:`fiac_affine`); with ``'fiac'``
+        the example's ``cut_coords=[-129, -126, 49]`` are inside the brain.
 
     Returns
     -------
@@ -162,9 +197,7 @@ def make_fiac_like(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    affine = np.diag([-voxel_size, voxel_size, voxel_size, 1.0])
-    affine[:3, 3] = -np.array(shape) / 2 * np.diag(affine)[:3]
-    affine[0, 3] = (shape[0] / 2) * voxel_size
+    affine = fiac_affine(shape, voxel_size, coordinates)
     brain = _brain_mask(shape)
     regions = _region_masks(shape)
     regions = {k: v & brain for k, v in regions.items()}

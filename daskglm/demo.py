@@ -148,8 +148,9 @@ def _contrast_outputs(model, contrasts, mean_img, results: Path, plots: Path, st
         _save_stat(plot_stat_map, plots / f"{contrast_id}_stat_map.png", z_map, bg_img=mean_img,
                    threshold=3.0, title=contrast_id)
         if contrast_id in GLASS_BRAINS:
+            # the simulated data are in FIAC-like scanner coordinates: centre for MNI's outline
             _save_stat(plot_glass_brain, plots / f"{contrast_id}_glass_brain.png", z_map,
-                       threshold=3.0, title=contrast_id)
+                       threshold=3.0, title=contrast_id, recentre=True)
         _save_stat(plot_contrast_matrix, plots / f"{contrast_id}_contrast_matrix.png",
                    contrast_val, design, title=contrast_id)
     return z_maps

@@ -51,8 +51,23 @@ def test_ground_truth_regions_in_brain_and_left_is_left(fiac_full_design):
         assert region.any() and not (region & ~mask).any(), name
         ijk = np.argwhere(region).mean(axis=0)
         centres[name] = nib.affines.apply_affine(img.affine, ijk)
-    assert centres["language_left"][0] < 0  # world x < 0 is the left hemisphere
-    assert centres["sentence_repetition"][0] > 0
+    ijk_brain = np.argwhere(mask).mean(axis=0)
+    brain_x = nib.affines.apply_affine(nib.load(fiac_full_design["mask"]).affine, ijk_brain)[0]
+    assert centres["language_left"][0] < brain_x  # smaller world x is further left
+    assert centres["sentence_repetition"][0] > brain_x
+
+
+def test_seed_cut_coords_fall_on_the_sentence_repetition_region(tmp_path):
+    from daskglm.datasets import FIAC_CUT_COORDS
+
+    data = make_fiac_like(tmp_path, shape=(16, 18, 16), n_scans=80, seed=5, compress=False)
+    truth = nib.load(data["ground_truth"]["sentence_repetition"])
+    ijk = np.round(nib.affines.apply_affine(np.linalg.inv(truth.affine), FIAC_CUT_COORDS)).astype(int)
+    assert np.asarray(truth.dataobj)[tuple(ijk)] > 0
+    centred = make_fiac_like(tmp_path / "c", shape=(16, 18, 16), n_scans=80, seed=5, compress=False,
+                             coordinates="centred")
+    affine = nib.load(centred["mask"]).affine
+    np.testing.assert_allclose(nib.affines.apply_affine(affine, (np.array((16, 18, 16)) - 1) / 2), 0)
 
 
 def test_make_fiac_like_activation_is_where_the_truth_says(tmp_path):

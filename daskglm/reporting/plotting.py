@@ -92,13 +92,19 @@ def plot_stat_map(stat_img, bg_img=None, threshold: float = 3.0, title: str | No
 
 
 def plot_glass_brain(stat_img, threshold: float = 3.0, title: str | None = None,
-                     plot_abs: bool = False, **kwargs) -> Figure:
+                     plot_abs: bool = False, recentre: bool = False, **kwargs) -> Figure:
     """Glass-brain projection of a statistical map (nilearn's ``plot_glass_brain``).
 
     The outline is MNI's brain; the maps are drawn in their own world
     coordinates, so the picture is meaningful for data in (or near) MNI space.
+    ``recentre=True`` shifts the image so its field of view is centred on
+    0 mm first (orientation kept): a display aid for data in scanner
+    coordinates, such as FIAC's.
     """
     from nilearn import plotting
+
+    if recentre:
+        stat_img = _recentred(stat_img)
 
     fig = new_figure(10.0, 3.6)
     with warnings.catch_warnings():
@@ -108,6 +114,18 @@ def plot_glass_brain(stat_img, threshold: float = 3.0, title: str | None = None,
             figure=fig, **kwargs,
         )
     return fig
+
+
+def _recentred(img):
+    import nibabel as nib
+    import numpy as np
+    from nilearn.image import load_img
+
+    img = load_img(img)
+    affine = img.affine.copy()
+    centre = affine[:3, :3] @ ((np.asarray(img.shape[:3]) - 1) / 2) + affine[:3, 3]
+    affine[:3, 3] -= centre
+    return nib.Nifti1Image(np.asarray(img.dataobj), affine, img.header)
 
 
 def plot_design_matrix(design: pd.DataFrame, title: str | None = None) -> Figure:
