@@ -432,6 +432,11 @@ def add_subcommand(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
                         help="fsspec storage option (repeatable), e.g. endpoint_url=http://...")
     parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
+    parser.add_argument(
+        "--scheduler", metavar="SCHEDULER", default=None,
+        help="dask scheduler: 'threads', 'processes', 'synchronous', or the address of a "
+             "dask.distributed scheduler (e.g. tcp://host:8786)",
+    )
     parser.set_defaults(func=_cli_fit_subjects)
     return parser
 

@@ -90,7 +90,7 @@ def test_cli_fit_subjects(fiac_small, corrupt_run, tmp_path, capsys):
     spec_path = data_dir / "spec.json"
     spec_path.write_text(json.dumps(spec))
     store = tmp_path / "study.zarr"
-    assert _cli(["fit-subjects", str(spec_path), str(store), "--no-progress"]) == 1
+    assert _cli(["fit-subjects", str(spec_path), str(store), "--no-progress", "--scheduler", "synchronous"]) == 1
     out, err = capsys.readouterr()
     assert "sub-01: ok" in out
     errors = [line for line in err.splitlines() if line.startswith("daskglm fit-subjects: error:")]
