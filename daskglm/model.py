@@ -82,7 +82,9 @@ class FirstLevelModel:
         (nilearn clusters them with a whole-brain KMeans instead; see
         ``docs/statistics.md``).
     minimize_memory : bool, default=True
-        Kept for API compatibility; the streaming fit never holds residuals.
+        As nilearn: ``False`` makes ``residuals_``, ``predicted_`` and
+        ``r_square_`` available.  They come from a second streaming pass
+        written to Zarr (:meth:`write_timeseries`), never held in memory.
     whitening : {'binned', 'exact'}, default='binned'
         ``'binned'`` truncates AR(1) coefficients on nilearn's 0.01 grid
         (nilearn-identical).  ``'exact'`` estimates per-voxel AR(p)
@@ -102,6 +104,10 @@ class FirstLevelModel:
     mask_img_ : nibabel.Nifti1Image
     results_ : xarray.Dataset
         Lazy dataset of the fit (see :mod:`daskglm.io.zarr_store`).
+    labels_ : list of ndarray
+        AR coefficient used to whiten each voxel, per run (nilearn's labels).
+    residuals_, predicted_, r_square_ : list of Nifti1Image
+        With ``minimize_memory=False`` (lazy, Zarr-backed).
     """
 
     def __init__(
