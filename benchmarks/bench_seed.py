@@ -141,12 +141,14 @@ def main(argv=None) -> int:
                 results[engine].append((wall, rss))
                 print(f"[{name}] {engine:8s} wall {wall:7.2f} s  peak RSS {rss:8.1f} MB", flush=True)
         best = {e: (min(w for w, _ in r), max(m for _, m in r)) for e, r in results.items()}
-        row = {"size": name, "shape": list(shape), "n_scans": n_scans, "raw_GB": raw_bytes / 1e9,
+        data = json.loads((dataset / "dataset.json").read_text())
+        n_regressors = int(np.load(data["design_matrix1"])["X"].shape[1])
+        row = {"size": name, "shape": list(shape), "n_scans": n_scans, "regressors": n_regressors,
+               "raw_GB": raw_bytes / 1e9,
                "read_floor_s": floor, "daskglm_s": best["daskglm"][0], "daskglm_MB": best["daskglm"][1]}
-        print(f"[{name}] read floor (ISA-L, 1 process per run): {floor:.2f} s; "
+        print(f"[{name}] {n_regressors} regressors; read floor (ISA-L, 1 process per run): {floor:.2f} s; "
               f"daskglm / floor = {best['daskglm'][0] / floor:.2f}")
         if "nilearn" in best:
-            data = json.loads((dataset / "dataset.json").read_text())
             frac, diff = compare_maps(args.out_dir / name / "daskglm", args.out_dir / name / "nilearn",
                                       data["mask"])
             row.update(nilearn_s=best["nilearn"][0], nilearn_MB=best["nilearn"][1],
