@@ -36,6 +36,7 @@ from .io.export import lazy_unmask_4d, unmask
 from .io.nifti import NiftiInputError, RunSource, as_run_source, load_image
 from .io.zarr_store import read_dataset, write_dataset
 from .kernels.fit import FitOptions, unpack
+from .kernels.glm import design_rank
 
 __all__ = ["FirstLevelModel", "open_model", "NotFittedError"]
 
@@ -390,7 +391,7 @@ class FirstLevelModel:
                 plan.cov_table, shape=(plan.n_tables, plan.n_regressors, plan.n_regressors),
                 dtype=np.float64,
             )
-            rank = int(np.linalg.matrix_rank(X, np.abs(X).sum() * np.finfo(np.float64).eps))
+            rank = design_rank(X)
             self._fits.append(
                 RunFit(
                     beta=parts["beta"],

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .glm import _cross_yy, whitened_cross
+from .glm import _cross_yy, design_rank, whitened_cross
 from .stats import RunStats
 
 __all__ = [
@@ -282,8 +282,7 @@ class ExactTables:
             for t in range(p):
                 mats.append(np.outer(head[s], head[t]))
         self.gram_stack = np.stack(mats)
-        eps = np.abs(X).sum() * np.finfo(np.float64).eps
-        self.rank = int(np.linalg.matrix_rank(X, eps))
+        self.rank = design_rank(X)
         self.max_lag = min(n - 1, DEFAULT_MAX_LAG) if max_lag is None else int(max_lag)
         self.bias = bias_matrix(X, p, self.max_lag) if bias else None
 

@@ -25,6 +25,7 @@ from .stats import RunStats
 __all__ = [
     "DesignTables",
     "design_tables",
+    "design_rank",
     "constant_in_span",
     "ols_fit",
     "residual_sum",
@@ -60,12 +61,17 @@ class DesignTables:
         self.pinv_cov = pinv @ pinv.T
         n = self.n_scans
         self.lagged_gram = np.stack([X[k:].T @ X[: n - k] for k in range(n_lags + 1)])
-        eps = np.abs(X).sum() * np.finfo(np.float64).eps
-        self.rank = int(np.linalg.matrix_rank(X, eps))
+        self.rank = design_rank(X)
 
     @property
     def df_residuals(self) -> int:
         return self.n_scans - self.rank
+
+
+def design_rank(X: np.ndarray) -> int:
+    """``rank(X)`` with nilearn's tolerance (``sum|X| * eps``); df = n - rank."""
+    X = np.asarray(X, dtype=np.float64)
+    return int(np.linalg.matrix_rank(X, np.abs(X).sum() * np.finfo(np.float64).eps))
 
 
 def constant_in_span(X: np.ndarray) -> bool:
