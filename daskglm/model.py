@@ -371,6 +371,7 @@ class FirstLevelModel:
         masker = _engine.masker_key(mask, sources[0].affine, self._fwhm, token)
         self._masker_key = masker
         self._timeseries = None
+        self._masker = None
         per_volume = self.signal_scaling == 1
         n_streamed = sum(s.sequential for s in sources)
         background = n_streamed < (os.cpu_count() or 1)
@@ -444,6 +445,28 @@ class FirstLevelModel:
         self._check_fitted()
         self.persist()
         return [np.asarray(f.ar_coef[0]) for f in self._fits]
+
+    @property
+    def masker_(self):
+        """A fitted nilearn ``NiftiMasker`` on the analysis mask, as nilearn's model has.
+
+        For code that uses ``model.masker_`` (``transform``, ``inverse_transform``,
+        ``mask_img_``); it smooths as the model does.  Built on first access.
+        """
+        self._check_fitted()
+        if getattr(self, "_masker", None) is None:
+            from nilearn.maskers import NiftiMasker
+
+            self._masker = NiftiMasker(
+                mask_img=self.mask_img_, smoothing_fwhm=getattr(self, "_fwhm", None), standardize=None
+            ).fit()
+        return self._masker
+
+    @property
+    def n_elements_(self) -> int:
+        """Number of voxels in the mask (nilearn's ``n_elements_``)."""
+        self._check_fitted()
+        return int(np.count_nonzero(self._mask))
 
     def whitening_diagnostics(self, lags=None, output_type: str = "images"):
         """Residual autocorrelation before and after whitening, per voxel.

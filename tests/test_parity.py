@@ -235,3 +235,14 @@ def test_float64_data_match_nilearn_to_rounding(fiac_small):
             else:
                 a, b = a[same_bin], b[same_bin]
             np.testing.assert_allclose(a, b, rtol=1e-7, atol=1e-8, err_msg=f"{np.ndim(con)}-D {out}")
+
+
+def test_masker_and_n_elements_like_nilearn(fiac_small):
+    design = load_designs(fiac_small)[0]
+    kw = dict(mask_img=fiac_small["mask"], smoothing_fwhm=5)
+    ref = NilearnFLM(**kw).fit(fiac_small["func1"], design_matrices=design)
+    ours = FirstLevelModel(**kw).fit(fiac_small["func1"], design_matrices=design)
+    assert ours.n_elements_ == ref.n_elements_
+    z = ours.compute_contrast(T_CON)
+    np.testing.assert_array_equal(ours.masker_.transform(z), ref.masker_.transform(z))
+    np.testing.assert_array_equal(ours.masker_.mask_img_.get_fdata(), ref.masker_.mask_img_.get_fdata())
