@@ -246,3 +246,19 @@ def test_masker_and_n_elements_like_nilearn(fiac_small):
     z = ours.compute_contrast(T_CON)
     np.testing.assert_array_equal(ours.masker_.transform(z), ref.masker_.transform(z))
     np.testing.assert_array_equal(ours.masker_.mask_img_.get_fdata(), ref.masker_.mask_img_.get_fdata())
+
+
+@pytest.mark.parametrize("signal_scaling", [False, (0, 1)])
+def test_other_signal_scalings_match_nilearn(fiac_small, signal_scaling):
+    designs = load_designs(fiac_small)
+    runs = [fiac_small["func1"], fiac_small["func2"]]
+    kw = dict(mask_img=fiac_small["mask"], signal_scaling=signal_scaling)
+    ref = NilearnFLM(**kw).fit(runs, design_matrices=designs)
+    ours = FirstLevelModel(**kw).fit(runs, design_matrices=designs)
+    mask = _mask(fiac_small)
+    for con, is_f in ((T_CON, False), (_f_con(designs[0].shape[1]), True)):
+        for out in ("z_score", "stat"):
+            rtol = 1e-4 if (is_f and out == "stat") else 0.0
+            assert_maps_close(ours.compute_contrast(con, output_type=out),
+                              ref.compute_contrast(con, output_type=out), mask,
+                              f"{signal_scaling}/{out}", rtol=rtol)
