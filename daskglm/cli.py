@@ -263,7 +263,8 @@ def _cmd_fit(args) -> int:
     mask = False if args.mask == "none" else args.mask
     model = FirstLevelModel(
         t_r=args.t_r, mask_img=mask, smoothing_fwhm=args.smoothing_fwhm,
-        noise_model=args.noise_model, hrf_model=args.hrf_model, drift_model=args.drift_model,
+        noise_model=args.noise_model, whitening=args.whitening, hrf_model=args.hrf_model,
+        drift_model=args.drift_model,
         high_pass=args.high_pass,
     )
     model.fit(list(args.runs), **inputs)
@@ -413,7 +414,11 @@ def _add_fit(sub, common) -> None:
     model.add_argument("--mask", metavar="NIFTI",
                        help="analysis mask; default: nilearn's EPI mask of the runs; 'none': all voxels")
     model.add_argument("--smoothing-fwhm", type=float, metavar="MM", help="Gaussian smoothing FWHM in mm")
-    model.add_argument("--noise-model", choices=("ar1", "ols"), default="ar1", help="noise model")
+    model.add_argument("--noise-model", choices=("ols", *(f"ar{k}" for k in range(1, 9))), default="ar1",
+                       metavar="{ols,ar1,...,ar8}", help="noise model")
+    model.add_argument("--whitening", choices=("binned", "exact"), default="binned",
+                       help="'binned': nilearn's AR(1) bins; 'exact': per-voxel bias-corrected AR(p) "
+                            "(nominal false-positive rates, docs/statistics.md)")
     p.set_defaults(func=_cmd_fit)
 
 

@@ -64,6 +64,19 @@ def test_fit_from_events_with_progress(fiac_small, tmp_path, capsys, monkeypatch
     assert open_model(out).get_params()["noise_model"] == "ols"
 
 
+def test_fit_with_exact_ar2_whitening(fiac_small, tmp_path, capsys):
+    out = tmp_path / "exact.zarr"
+    code, stdout, err = run(capsys, "fit", fiac_small["func1"], "--design", fiac_small["design_matrix1"],
+                            "--mask", fiac_small["mask"], "--noise-model", "ar2", "--whitening", "exact",
+                            "--no-progress", "-o", out)
+    assert code == 0, err
+    params = open_model(out).get_params()
+    assert (params["noise_model"], params["whitening"]) == ("ar2", "exact")
+    code, _, err = run(capsys, "fit", fiac_small["func1"], "--design", fiac_small["design_matrix1"],
+                       "--whitening", "approximate", "-o", tmp_path / "bad.zarr")
+    assert code == 2 and "--whitening" in err
+
+
 def test_contrast_expressions_json_and_output_types(store, tmp_path, capsys):
     contrasts = tmp_path / "contrasts.json"
     contrasts.write_text(json.dumps({"EoI": np.eye(5, 9).tolist(), "first": "FirstSt"}))
