@@ -25,6 +25,17 @@ def fiac_small_nii(tmp_path_factory):
     return make_fiac_like(out, shape=(11, 13, 9), n_scans=70, seed=2, compress=False)
 
 
+def load_named_design(path) -> pd.DataFrame:
+    """A simulated design matrix (``.npz``) with its column names."""
+    with np.load(path) as npz:
+        return pd.DataFrame(npz["X"], columns=[str(c) for c in npz["columns"]])
+
+
+def load_named_designs(data: dict) -> list[pd.DataFrame]:
+    """Both runs' design matrices with their column names."""
+    return [load_named_design(data[f"design_matrix{i}"]) for i in (1, 2)]
+
+
 def load_designs(data: dict) -> list[pd.DataFrame]:
     """The dataset's design matrices as the seed example loads them."""
     return [pd.DataFrame(np.load(data[f"design_matrix{i}"])["X"]) for i in (1, 2)]

@@ -8,11 +8,11 @@ import sys
 
 import nibabel as nib
 import numpy as np
-import pandas as pd
 import pytest
 
 from daskglm import open_model
 from daskglm.cli import build_parser, main, parse_contrast
+from tests.conftest import load_named_design
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -27,8 +27,7 @@ def named_designs(fiac_small, tmp_path_factory):
     folder = tmp_path_factory.mktemp("designs")
     paths = []
     for i in (1, 2):
-        with np.load(fiac_small[f"design_matrix{i}"]) as npz:
-            df = pd.DataFrame(npz["X"], columns=[str(c) for c in npz["columns"]])
+        df = load_named_design(fiac_small[f"design_matrix{i}"])
         paths.append(folder / f"design{i}.csv")
         df.to_csv(paths[-1], index=False)
     return paths

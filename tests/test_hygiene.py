@@ -28,11 +28,11 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
-import pandas as pd
 import pytest
 
 from daskglm import FirstLevelModel, open_model
 from daskglm.datasets import make_fiac_like
+from tests.conftest import load_named_design
 
 SHAPE = (12, 14, 12)
 N_SCANS = 60
@@ -57,8 +57,7 @@ def hdata(tmp_path_factory) -> dict:
     bold[special["few_nan"]][[0, 20, 59]] = [np.nan, -np.inf, np.nan]
     path = root / "bold_special.nii"
     nib.save(nib.Nifti1Image(bold, img.affine), path)
-    npz = np.load(data["design_matrix1"])
-    design = pd.DataFrame(npz["X"], columns=[str(c) for c in npz["columns"]])
+    design = load_named_design(data["design_matrix1"])
     contrast = np.zeros(design.shape[1])
     contrast[:2] = [1.0, -1.0]
     return dict(data, bold=str(path), bold_array=bold, affine=img.affine, mask_array=mask,

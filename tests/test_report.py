@@ -15,16 +15,9 @@ import pytest
 from daskglm import FirstLevelModel, open_model
 from daskglm.model import NotFittedError
 from daskglm.reporting import GLMReport, make_glm_report, normalize_contrasts
+from tests.conftest import load_named_designs
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def load_named_designs(data: dict) -> list[pd.DataFrame]:
-    designs = []
-    for i in (1, 2):
-        with np.load(data[f"design_matrix{i}"]) as npz:
-            designs.append(pd.DataFrame(npz["X"], columns=[str(c) for c in npz["columns"]]))
-    return designs
 
 
 @pytest.fixture(scope="module")

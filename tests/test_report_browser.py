@@ -18,10 +18,10 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from daskglm import FirstLevelModel
+from tests.conftest import load_named_designs
 
 CHROMIUM = os.environ.get("CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Chromium (apt-get install chromium)")
@@ -81,10 +81,7 @@ def probe_page(tmp_path: Path, html_text: str) -> tuple[dict, list[str]]:
 
 @pytest.fixture(scope="module")
 def report_file(fiac_small, tmp_path_factory):
-    designs = []
-    for i in (1, 2):
-        with np.load(fiac_small[f"design_matrix{i}"]) as npz:
-            designs.append(pd.DataFrame(npz["X"], columns=[str(c) for c in npz["columns"]]))
+    designs = load_named_designs(fiac_small)
     model = FirstLevelModel(mask_img=fiac_small["mask"]).fit(
         [fiac_small["func1"], fiac_small["func2"]], design_matrices=designs)
     contrasts = {"DSt_minus_SSt": [[-1, -1, 1, 1]], "Effects_of_interest": np.eye(designs[0].shape[1])[:5]}

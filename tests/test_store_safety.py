@@ -35,6 +35,7 @@ from daskglm import FirstLevelModel, open_model
 from daskglm.datasets import make_fiac_like
 from daskglm.io.nifti import FileRunSource
 from daskglm.io.zarr_store import FORMAT_VERSION, StoreError
+from tests.conftest import load_named_design
 
 SHAPE = (12, 14, 12)
 N_SCANS = 60
@@ -50,8 +51,7 @@ def sdata(tmp_path_factory) -> dict:
 
 
 def _design(data: dict, run: int) -> pd.DataFrame:
-    npz = np.load(data[f"design_matrix{run}"])
-    return pd.DataFrame(npz["X"], columns=[str(c) for c in npz["columns"]])
+    return load_named_design(data[f"design_matrix{run}"])
 
 
 def _fit(data: dict, run: int) -> FirstLevelModel:

@@ -17,6 +17,7 @@ from daskglm.thresholding import (
     get_clusters_table,
     threshold_stats_img,
 )
+from tests.conftest import load_named_designs
 
 
 @pytest.fixture(scope="module")
@@ -103,10 +104,7 @@ def test_4d_map_rejected(z_img):
 
 @pytest.fixture(scope="module")
 def stored_fit(fiac_small, tmp_path_factory):
-    designs = []
-    for i in (1, 2):
-        with np.load(fiac_small[f"design_matrix{i}"]) as npz:
-            designs.append(pd.DataFrame(npz["X"], columns=[str(c) for c in npz["columns"]]))
+    designs = load_named_designs(fiac_small)
     model = FirstLevelModel(mask_img=fiac_small["mask"]).fit(
         [fiac_small["func1"], fiac_small["func2"]], design_matrices=designs)
     store = tmp_path_factory.mktemp("thr") / "fit.zarr"

@@ -19,7 +19,6 @@ from pathlib import Path
 import dask
 import nibabel as nib
 import numpy as np
-import pandas as pd
 import pytest
 
 from daskglm import FirstLevelModel, open_model
@@ -29,6 +28,7 @@ from daskglm.design import DesignError
 from daskglm.io.nifti import ArrayRunSource, FileRunSource, NiftiInputError
 from daskglm.io.zarr_store import StoreError
 from daskglm.model import NotFittedError
+from tests.conftest import load_named_designs
 
 SHAPE = (12, 14, 12)
 N_SCANS = 60
@@ -42,10 +42,7 @@ def vdata(tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("validation")
     data = make_fiac_like(root / "gz", shape=SHAPE, n_scans=N_SCANS, seed=5)
     plain = make_fiac_like(root / "nii", shape=SHAPE, n_scans=N_SCANS, seed=5, n_runs=1, compress=False)
-    npz = np.load(data["design_matrix1"])
-    data["design1"] = pd.DataFrame(npz["X"], columns=[str(c) for c in npz["columns"]])
-    npz = np.load(data["design_matrix2"])
-    data["design2"] = pd.DataFrame(npz["X"], columns=[str(c) for c in npz["columns"]])
+    data["design1"], data["design2"] = load_named_designs(data)
     data["nii1"] = plain["func1"]
     data["affine"] = nib.load(data["mask"]).affine
     data["root"] = root
