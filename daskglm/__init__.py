@@ -7,10 +7,9 @@ Zarr.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .fixed_effects import compute_fixed_effects
-from .io.open import open_run
+from .io.dataarray import open_run
 from .model import FirstLevelModel, open_model
 
 __all__ = ["FirstLevelModel", "compute_fixed_effects", "open_model", "open_run", "__version__"]

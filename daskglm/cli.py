@@ -8,7 +8,7 @@ option; the library raises ``ValueError``, ``TypeError`` or
 ``FileNotFoundError`` for them) end with a one-line ``daskglm: error: ...`` on
 stderr and exit code 2; ``--traceback`` shows the full traceback instead.
 
-Other modules can add subcommands: if :mod:`daskglm.multi` exists and has
+Other modules can add subcommands: if :mod:`daskglm.subjects` exists and has
 ``add_subcommand(subparsers)``, it is called with the subparsers object; the
 parser it adds should ``set_defaults(func=...)`` with a function taking the
 parsed namespace and returning an exit code, and may use
@@ -29,6 +29,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from .errors import UsageError
+
 __all__ = ["main", "build_parser", "common_options", "compute_with_progress", "parse_contrast",
            "UsageError"]
 
@@ -43,9 +45,6 @@ PROGRESS_MINIMUM = 0.5
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
                PermissionError)
 
-
-class UsageError(ValueError):
-    """A command-line input that cannot be used."""
 
 
 # ----------------------------------------------------------------- progress
@@ -472,11 +471,11 @@ def _add_report(sub, common) -> None:
 
 
 def _add_plugins(sub) -> None:
-    """Subcommands of optional modules (``daskglm.multi``: ``fit-subjects``)."""
+    """Subcommands of optional modules (``daskglm.subjects``: ``fit-subjects``)."""
     try:
-        module = importlib.import_module("daskglm.multi")
+        module = importlib.import_module("daskglm.subjects")
     except ModuleNotFoundError as err:
-        if err.name != "daskglm.multi":
+        if err.name != "daskglm.subjects":
             raise
         return
     add = getattr(module, "add_subcommand", None)
@@ -486,7 +485,7 @@ def _add_plugins(sub) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``daskglm`` argument parser."""
-    from . import __version__
+    from ._version import __version__
 
     parser = argparse.ArgumentParser(
         prog=PROG, formatter_class=_Formatter,

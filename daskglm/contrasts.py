@@ -25,6 +25,8 @@ import pandas as pd
 import scipy.linalg as spl
 import scipy.special as sps
 
+from .errors import ContrastError
+
 __all__ = [
     "OUTPUT_TYPES",
     "ContrastError",
@@ -43,9 +45,6 @@ OUTPUT_TYPES = ("z_score", "stat", "p_value", "effect_size", "effect_variance")
 DEF_TINY = 1e-50
 DEF_DOFMAX = 1e10
 
-
-class ContrastError(ValueError):
-    """A contrast definition that cannot be applied to the fitted design."""
 
 
 def expression_to_contrast_vector(expression: str, columns: list[str]) -> np.ndarray:

@@ -73,7 +73,7 @@ def _load_designs(data: dict) -> list[pd.DataFrame]:
 def _mean_image(path) -> nib.Nifti1Image:
     """Mean of a run, streamed volume chunk by volume chunk."""
     from .io.nifti import as_run_source
-    from .preprocessing_mask import run_mean_image
+    from .masking import run_mean_image
 
     source = as_run_source(path)
     mean = run_mean_image(source).compute()

@@ -8,11 +8,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .errors import DesignError
+
 __all__ = ["DesignError", "load_design", "build_design", "frame_times", "check_design"]
 
-
-class DesignError(ValueError):
-    """A design matrix, events table or confounds table that cannot be used."""
 
 
 def load_design(obj, index: int = 0) -> pd.DataFrame:

@@ -2,7 +2,7 @@
 
 This module validates inputs and wires the graph; the statistics live in
 :mod:`daskglm.kernels` and :mod:`daskglm.contrasts`, the dask plumbing in
-:mod:`daskglm._engine`, storage in :mod:`daskglm.io`.
+:mod:`daskglm.graph.engine`, storage in :mod:`daskglm.io`.
 """
 
 from __future__ import annotations
@@ -20,9 +20,7 @@ import pandas as pd
 import xarray as xr
 from dask.base import tokenize
 
-from . import _engine
-from ._contrast_graph import contrast_statistics, run_contrast
-from ._results import RunFit, fits_from_dataset, fits_to_dataset
+from .graph import engine as _engine
 from .contrasts import (
     OUTPUT_TYPES,
     ContrastError,
@@ -32,11 +30,14 @@ from .contrasts import (
     pad_contrast,
 )
 from .design import DesignError, build_design, load_design
+from .errors import NotFittedError
+from .graph.contrast import contrast_statistics, run_contrast
+from .graph.fitted import RunFit, fits_from_dataset, fits_to_dataset
 from .io.export import lazy_unmask_4d, unmask
 from .io.nifti import NiftiInputError, RunSource, as_run_source, load_image
-from .io.zarr_store import read_dataset, write_dataset
 from .kernels.fit import FitOptions, unpack
 from .kernels.glm import design_rank
+from .store.zarr import read_dataset, write_dataset
 
 __all__ = ["FirstLevelModel", "open_model", "NotFittedError"]
 
@@ -50,9 +51,6 @@ WHITENING_MODES = ("binned", "exact")
 DIAGNOSTIC_LAGS = 3
 MAX_SMOOTHING_MM = 100.0
 
-
-class NotFittedError(ValueError, AttributeError):
-    """The model has not been fitted yet."""
 
 
 class FirstLevelModel:
@@ -104,7 +102,7 @@ class FirstLevelModel:
     design_matrices_ : list of pandas.DataFrame
     mask_img_ : nibabel.Nifti1Image
     results_ : xarray.Dataset
-        Lazy dataset of the fit (see :mod:`daskglm.io.zarr_store`).
+        Lazy dataset of the fit (see :mod:`daskglm.store.zarr`).
     labels_ : list of ndarray
         AR coefficient used to whiten each voxel, per run (nilearn's labels).
     residuals_, predicted_, r_square_ : list of Nifti1Image
@@ -334,7 +332,7 @@ class FirstLevelModel:
         if self.mask_img is False:
             mask = np.ones(ref.spatial_shape, dtype=bool)
         elif self.mask_img is None:
-            from .preprocessing_mask import compute_epi_mask_from_runs
+            from .masking import compute_epi_mask_from_runs
 
             mask = compute_epi_mask_from_runs(sources)
         else:
@@ -749,7 +747,7 @@ class FirstLevelModel:
         """Write the fit to a Zarr store (local path or fsspec URL), atomically.
 
         Each run goes to its own group, marked complete once written; the
-        store's root record is written last (see :mod:`daskglm.io.zarr_store`),
+        store's root record is written last (see :mod:`daskglm.store.zarr`),
         so a reader never sees a half-written fit or run.  Under an active
         ``dask.distributed.Client`` the fit and the writes run on the cluster
         (the store must then be reachable from the workers: shared disk or
@@ -775,7 +773,7 @@ class FirstLevelModel:
 
         Returns
         -------
-        daskglm.io.zarr_store.WriteSummary or dask.delayed.Delayed
+        daskglm.store.zarr.WriteSummary or dask.delayed.Delayed
             The summary lists the runs written and the runs reused.  After a
             computed write of a fit that was not persisted, the model reads its
             fit back from the store, so contrasts do not refit.
@@ -792,7 +790,7 @@ class FirstLevelModel:
 
     def _run_sources(self) -> list[dict] | None:
         """Input identity of each run (None for a model opened from a store)."""
-        from .io.zarr_store import source_identity
+        from .store.zarr import source_identity
 
         sources = getattr(self, "_sources", None)
         if sources is None or len(sources) != len(self._fits):
@@ -801,7 +799,7 @@ class FirstLevelModel:
 
     def _run_keys(self) -> list[str] | None:
         """Per-run keys used to resume: input identity, parameters, design, mask, chunks."""
-        from .io.zarr_store import run_key
+        from .store.zarr import run_key
 
         identities = self._run_sources()
         if identities is None:  # opened from a store: its keys
@@ -884,7 +882,7 @@ def open_model(store, storage_options: dict | None = None) -> FirstLevelModel:
 
     Raises
     ------
-    daskglm.io.zarr_store.StoreError
+    daskglm.store.zarr.StoreError
         If the store is not a complete daskglm fit (e.g. a write still in
         progress or interrupted) or has an unknown format version.
     """
@@ -894,7 +892,7 @@ def open_model(store, storage_options: dict | None = None) -> FirstLevelModel:
         columns = json.loads(ds.attrs["design_columns"])
         affine = np.asarray(json.loads(ds.attrs["affine"]))
     except (KeyError, ValueError) as err:
-        from .io.zarr_store import StoreError
+        from .store.zarr import StoreError
 
         raise StoreError(f"{str(store)!r} lacks the daskglm metadata ({err}).") from err
     if "signal_scaling" in params and isinstance(params["signal_scaling"], list):

@@ -29,6 +29,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from .errors import ThresholdError
+
 __all__ = [
     "CLUSTER_COLUMNS",
     "HEIGHT_CONTROLS",
@@ -45,9 +47,6 @@ CLUSTER_COLUMNS = ["Cluster ID", "X", "Y", "Z", "Peak Stat", "Cluster Size (mm3)
 #: Accepted values of ``height_control``.
 HEIGHT_CONTROLS = ("fpr", "fdr", "bonferroni", None)
 
-
-class ThresholdError(ValueError):
-    """Invalid thresholding parameters."""
 
 
 def _check_params(alpha: float, threshold: float | None, height_control: str | None,

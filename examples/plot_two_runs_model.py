@@ -50,7 +50,7 @@ import nibabel as nib
 import numpy as np
 
 from daskglm.io.nifti import as_run_source
-from daskglm.preprocessing_mask import run_mean_image
+from daskglm.masking import run_mean_image
 
 source = as_run_source(fmri_imgs[0])
 mean_img_ = nib.Nifti1Image(run_mean_image(source).compute().astype(np.float32), source.affine)

@@ -171,14 +171,14 @@ def test_argparse_errors_and_help(capsys):
 def test_subcommand_hook(monkeypatch):
     import types
 
-    module = types.ModuleType("daskglm.multi")
+    module = types.ModuleType("daskglm.subjects")
 
     def add_subcommand(subparsers):
         p = subparsers.add_parser("fit-subjects", help="test hook")
         p.set_defaults(func=lambda args: 7)
 
     module.add_subcommand = add_subcommand
-    monkeypatch.setitem(sys.modules, "daskglm.multi", module)
+    monkeypatch.setitem(sys.modules, "daskglm.subjects", module)
     assert "fit-subjects" in build_parser().format_help()
     assert main(["fit-subjects"]) == 7
 

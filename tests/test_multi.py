@@ -11,7 +11,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from daskglm import FirstLevelModel
-from daskglm.multi import SubjectsError, add_subcommand, fit_subjects, open_subject
+from daskglm.subjects import SubjectsError, add_subcommand, fit_subjects, open_subject
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -17,7 +17,7 @@ from threadpoolctl import threadpool_limits
 
 from daskglm import FirstLevelModel, open_model
 from daskglm.datasets import make_fiac_like
-from daskglm.io.zarr_store import RUN_MARKER, StoreError, complete_run_keys
+from daskglm.store.zarr import RUN_MARKER, StoreError, complete_run_keys
 
 
 @pytest.fixture(scope="module", autouse=True)

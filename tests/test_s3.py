@@ -11,7 +11,7 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from daskglm import FirstLevelModel, open_model
-from daskglm.io.zarr_store import StoreError, complete_run_keys
+from daskglm.store.zarr import StoreError, complete_run_keys
 from tests.conftest import load_designs
 
 moto_server = pytest.importorskip("moto.server")

@@ -34,7 +34,7 @@ import pytest
 from daskglm import FirstLevelModel, open_model
 from daskglm.datasets import make_fiac_like
 from daskglm.io.nifti import FileRunSource
-from daskglm.io.zarr_store import FORMAT_VERSION, StoreError
+from daskglm.store.zarr import FORMAT_VERSION, StoreError
 from tests.conftest import load_named_design
 
 SHAPE = (12, 14, 12)

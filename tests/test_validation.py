@@ -26,8 +26,8 @@ from daskglm.contrasts import ContrastError
 from daskglm.datasets import make_fiac_like
 from daskglm.design import DesignError
 from daskglm.io.nifti import ArrayRunSource, FileRunSource, NiftiInputError
-from daskglm.io.zarr_store import StoreError
 from daskglm.model import NotFittedError
+from daskglm.store.zarr import StoreError
 from tests.conftest import load_named_designs
 
 SHAPE = (12, 14, 12)
@@ -429,7 +429,7 @@ def test_open_model_newer_format_version(vdata, store, tmp_path):
 
     import zarr
 
-    from daskglm.io.zarr_store import FORMAT_VERSION
+    from daskglm.store.zarr import FORMAT_VERSION
 
     copy = tmp_path / "newer.zarr"
     shutil.copytree(store, copy)

@@ -24,11 +24,10 @@ import nibabel as nib
 import numpy as np
 from nibabel.volumeutils import apply_read_scaling
 
+from ..errors import NiftiInputError
+
 __all__ = ["RunSource", "FileRunSource", "ArrayRunSource", "as_run_source", "load_image"]
 
-
-class NiftiInputError(ValueError):
-    """A run or mask image that cannot be used."""
 
 
 def load_image(obj, what: str = "image") -> nib.Nifti1Image:

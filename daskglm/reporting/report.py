@@ -177,7 +177,7 @@ def _default_background(model):
     """The streamed mean image of the first run, if the runs are at hand."""
     import nibabel as nib
 
-    from ..preprocessing_mask import run_mean_image
+    from ..masking import run_mean_image
 
     sources = getattr(model, "_sources", None)
     if not sources:
@@ -382,6 +382,6 @@ def make_glm_report(
 
 
 def _version() -> str:
-    from .. import __version__
+    from .._version import __version__
 
     return __version__

@@ -39,7 +39,7 @@ def open_run(path_or_img, chunks: int | str = "auto") -> xr.DataArray:
     source = as_run_source(path_or_img)
     n = source.n_scans
     if chunks == "auto":
-        from .._engine import time_chunk_size
+        from ..graph.engine import time_chunk_size
 
         chunks = time_chunk_size(source.spatial_shape, source.dtype)
     chunks = int(chunks)

@@ -68,6 +68,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from ..errors import StoreError
+
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
@@ -90,9 +92,6 @@ _INTERNAL_ATTRS = ("daskglm_runs", "daskglm_run_keys", "daskglm_shared")
 #: dims trimmed to a run's own size before writing, and the variable giving that size
 _TRIMMED_DIMS = {"regressor": "n_regressors", "regressor_b": "n_regressors", "scan": "n_scans"}
 
-
-class StoreError(ValueError):
-    """A path that is not a usable daskglm store."""
 
 
 @dataclass

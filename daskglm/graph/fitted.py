@@ -51,7 +51,7 @@ def fits_to_dataset(
     fits: list[RunFit], designs: list[pd.DataFrame], mask: np.ndarray, affine: np.ndarray,
     params: dict,
 ) -> xr.Dataset:
-    """The fit as one lazy Dataset with a ``run`` dim (layout: :mod:`daskglm.io.zarr_store`).
+    """The fit as one lazy Dataset with a ``run`` dim (layout: :mod:`daskglm.store.zarr`).
 
     Runs may differ in scans and regressors; such dims are NaN-padded.
     """
@@ -123,7 +123,7 @@ def _jsonable(value):
 
 
 def _version() -> str:
-    from . import __version__
+    from .._version import __version__
 
     return __version__
 

@@ -24,13 +24,13 @@ import dask.array as da
 import numpy as np
 from dask import delayed
 
-from ._memory import limit_heap_fragmentation, single_threaded_blas
-from .io.nifti import ArrayRunSource, RunSource
-from .kernels.ar import binned_gram_inverses
-from .kernels.exact import ExactTables
-from .kernels.fit import FitOptions, fit_block, packed_rows, residual_total_block
-from .kernels.glm import DesignTables, constant_in_span, whitened_gram_inverse
-from .kernels.stats import (
+from ..io.nifti import ArrayRunSource, RunSource
+from ..kernels.ar import binned_gram_inverses
+from ..kernels.exact import ExactTables
+from ..kernels.fit import FitOptions, fit_block, packed_rows, residual_total_block
+from ..kernels.glm import DesignTables, constant_in_span, whitened_gram_inverse
+from ..kernels.masker import VolumeMasker
+from ..kernels.stats import (
     RunStats,
     accumulate_chunk,
     chunk_stats,
@@ -38,7 +38,7 @@ from .kernels.stats import (
     empty_stats,
     stacked_design,
 )
-from .preprocessing import VolumeMasker
+from .resources import limit_heap_fragmentation, single_threaded_blas
 
 __all__ = ["RunPlan", "run_stats", "fit_run", "voxel_chunks", "voxel_block_size", "time_chunk_size"]
 
@@ -286,7 +286,7 @@ class RunPlan:
         if self.options.uses_stack:
             p = self.options.ar_order
             return (p + 1) ** 2 + p**2
-        from .kernels.ar import N_BINS
+        from ..kernels.ar import N_BINS
 
         return N_BINS
 
@@ -296,7 +296,7 @@ def _gram_stack(tables: ExactTables) -> np.ndarray:
 
 
 def _ols_cov_table(X: np.ndarray) -> np.ndarray:
-    from .kernels.ar import N_BINS, OLS_BIN
+    from ..kernels.ar import N_BINS, OLS_BIN
 
     table = np.zeros((N_BINS,) + (X.shape[1],) * 2)
     table[OLS_BIN] = whitened_gram_inverse(X, np.zeros(1))
@@ -347,7 +347,7 @@ def _stream_timeseries(
     residuals_array, predicted_array, chunk: int,
 ) -> np.ndarray:
     """Second pass over a run: write residuals and predictions, return r-square."""
-    from .kernels.timeseries import TimeseriesAccumulator
+    from ..kernels.timeseries import TimeseriesAccumulator
 
     limit_heap_fragmentation()
     a, b = _scaling_coefficients(signal_mean, signal_scaling, np.mean(signal_mean))

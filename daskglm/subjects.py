@@ -30,8 +30,9 @@ from typing import Any
 
 import dask
 
-from .io.zarr_store import WriteSummary, _Location
+from .errors import SubjectsError
 from .model import FirstLevelModel, open_model
+from .store.zarr import WriteSummary, _Location
 
 __all__ = ["fit_subjects", "open_subject", "SubjectsResult", "SubjectsError", "add_subcommand"]
 
@@ -39,9 +40,6 @@ SUBJECTS_FORMAT = "daskglm-subjects"
 _FIT_KEYS = ("run_imgs", "events", "confounds", "design_matrices", "sample_masks")
 _PATH_KEYS = ("run_imgs", "events", "confounds", "design_matrices", "mask_img")
 
-
-class SubjectsError(RuntimeError):
-    """Raised by :meth:`SubjectsResult.raise_for_errors` when subjects failed."""
 
 
 @dataclass
@@ -442,7 +440,7 @@ def add_subcommand(subparsers) -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    """Run ``fit-subjects`` standalone (``python -m daskglm.multi spec.json store``)."""
+    """Run ``fit-subjects`` standalone (``python -m daskglm.subjects spec.json store``)."""
     parser = argparse.ArgumentParser(prog="daskglm")
     sub = parser.add_subparsers(dest="command", required=True)
     add_subcommand(sub)

@@ -10,8 +10,8 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 
-from ._results import RunFit
-from .contrasts import contrast_block, contrast_outputs
+from ..contrasts import contrast_block, contrast_outputs
+from .fitted import RunFit
 
 __all__ = ["run_contrast", "contrast_statistics"]
 
@@ -40,7 +40,7 @@ def run_contrast(fit: RunFit, con: np.ndarray, kind: str, dim: int) -> tuple[da.
 
 
 def _stack_contrast_packed(beta, dispersion, ar_coef, gram_stack, con, kind, exact, df):
-    from .kernels.exact import stack_contrast_block
+    from ..kernels.exact import stack_contrast_block
 
     effect, variance = stack_contrast_block(
         beta, dispersion, ar_coef, gram_stack, con, kind, exact, df if exact else None
