@@ -1,50 +1,36 @@
-"""Contrasts, statistics and fixed effects on arrays (pure numpy/scipy).
+"""Contrast definitions: parsing and checking what the user asks for.
 
-Everything follows ``nilearn.glm.contrasts`` 0.14.1:
-
-- t contrast: ``effect = c beta``, ``variance = (c G c^T) sigma^2`` with
-  ``G = pinv(WX) pinv(WX)^T`` of the voxel's whitening.
-- F contrast: nilearn reports the whitened effect
-  ``w = sqrtm(inv(C G C^T)) C beta`` and ``variance = sigma^2``; then
-  ``F = ||w||^2 / (q max(sigma^2, 1e-50))``.
-- multi-run fixed effects: the per-run contrasts are summed (effects,
-  variances, dofs) and scaled by ``1 / R`` (effects) and ``1 / R^2``
-  (variances); dof stays the sum.
-- z scores come from the p value computed both ways (sf and cdf), each
-  clipped to ``[1e-300, 1 - 1e-16]``.
+A contrast definition is an expression over the design's column names, a 1-D
+(t) or 2-D (F) array of weights, or a list of them, one per run.  This module
+turns definitions into checked float matrices with nilearn 0.14.1's rules
+(expressions evaluated over an identity design, short contrasts zero-padded
+with a warning, multi-row t contrasts become F, one contrast for all runs with
+a warning).  The numbers computed from a parsed contrast (effects, variances,
+statistics, fixed effects) are in :mod:`daskglm.kernels.contrast`.
 """
 
 from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import scipy.linalg as spl
-import scipy.special as sps
 
 from .errors import ContrastError
 
 __all__ = [
     "OUTPUT_TYPES",
     "ContrastError",
-    "ContrastStatistics",
     "expression_to_contrast_vector",
     "as_contrast_matrix",
     "pad_contrast",
     "contrast_kind",
-    "contrast_block",
-    "fixed_effect_sum",
-    "z_score",
-    "fixed_effects_params",
+    "per_run_contrasts",
 ]
 
+#: The maps a contrast gives, in nilearn's ``output_type`` names.
 OUTPUT_TYPES = ("z_score", "stat", "p_value", "effect_size", "effect_variance")
-DEF_TINY = 1e-50
-DEF_DOFMAX = 1e10
-
 
 
 def expression_to_contrast_vector(expression: str, columns: list[str]) -> np.ndarray:
@@ -212,140 +198,69 @@ def pad_contrast(con: np.ndarray, n_regressors: int, stat_type: str) -> np.ndarr
     return con
 
 
-def contrast_block(
-    beta: np.ndarray,
-    sigma2: np.ndarray,
-    cov_index: np.ndarray,
-    cov_table: np.ndarray,
-    con: np.ndarray,
-    stat_type: str,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Effect and variance of one run's contrast for a block of voxels.
+def per_run_contrasts(
+    contrast_def, columns_per_run: list[list], *, stacklevel: int = 4
+) -> list[np.ndarray]:
+    """One checked contrast matrix per run, from a model-level contrast definition.
+
+    nilearn's rules: a single definition (array, expression, or a plain list
+    of weights) is used for every run, with a warning when there are several
+    runs; a list of definitions must have one per run; a nested list of
+    numbers is one F matrix when there is a single run.
 
     Parameters
     ----------
-    beta : ndarray (p, V)
-    sigma2 : ndarray (V,)
-        Residual variance (nilearn's ``dispersion``).
-    cov_index : ndarray (V,) of int
-        Row of ``cov_table`` that holds each voxel's ``pinv(WX) pinv(WX)^T``.
-    cov_table : ndarray (n_tables, p, p)
-    con : ndarray (p,) or (q, p), already padded
-    stat_type : {'t', 'F'}
+    contrast_def : str, array, or list of them
+        The definition as given to ``compute_contrast``.
+    columns_per_run : list of list
+        Each run's design column names; the number of runs is its length.
+    stacklevel : int, default=4
+        ``stacklevel`` of the "One contrast given" warning, counted from this
+        function (4 reaches the caller of a method that calls a helper that
+        calls this function).
 
     Returns
     -------
-    effect : ndarray (V,) for t, (q, V) for F
-    variance : ndarray (V,)
+    list of ndarray
+        One (k,) or (q, k) float array per run (not yet padded; see
+        :func:`pad_contrast`).
+
+    Raises
+    ------
+    ContrastError
+        Wrong type, an empty list, a number of definitions different from the
+        number of runs, invalid weights or expressions, or only zero weights.
     """
-    C = np.atleast_2d(con)
-    cbeta = C @ beta
-    ccov = np.einsum("ip,kpq,jq->kij", C, cov_table, C)  # (n_tables, q, q)
-    if stat_type == "t":
-        var_table = ccov[:, 0, 0]
-        return cbeta[0], var_table[cov_index] * sigma2
-    # nilearn's whitened F effect, one matrix square root per table entry
-    used = np.unique(cov_index)
-    root = np.zeros_like(ccov)
-    for k in used:
-        root[k] = np.real(spl.sqrtm(np.linalg.inv(ccov[k])))
-    effect = np.einsum("vij,jv->iv", root[cov_index], cbeta)
-    return effect, np.asarray(sigma2, dtype=np.float64)
-
-
-def fixed_effect_sum(
-    effects: list[np.ndarray], variances: list[np.ndarray]
-) -> tuple[np.ndarray, np.ndarray]:
-    """nilearn's multi-run combination: ``(sum c) / R`` and ``(sum v) / R^2``."""
-    n = len(effects)
-    return sum(effects) * (1.0 / n), sum(variances) * (1.0 / n) ** 2
-
-
-@dataclass
-class ContrastStatistics:
-    """Maps derived from an effect and its variance (nilearn's ``Contrast``)."""
-
-    effect: np.ndarray
-    variance: np.ndarray
-    dof: float
-    stat_type: str
-    dim: int
-
-    def effect_size(self) -> np.ndarray:
-        return self.effect
-
-    def effect_variance(self) -> np.ndarray:
-        return self.variance
-
-    def stat(self) -> np.ndarray:
-        var = np.maximum(self.variance, DEF_TINY)
-        if self.stat_type == "F":
-            return np.sum(self.effect**2, axis=0) / self.dim / var
-        return self.effect / np.sqrt(var)
-
-    def _dof(self) -> float:
-        return min(self.dof, DEF_DOFMAX)
-
-    def sf_cdf(self, stat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Survival function and CDF of the statistic under the null.
-
-        ``scipy.special`` gives the same values as ``scipy.stats`` (``t.sf`` is
-        ``stdtr(df, -x)``, ``f.sf`` is ``fdtrc``) without importing scipy.stats.
-        """
-        if self.stat_type == "t":
-            return sps.stdtr(self._dof(), -stat), sps.stdtr(self._dof(), stat)
-        return sps.fdtrc(self.dim, self._dof(), stat), sps.fdtr(self.dim, self._dof(), stat)
-
-    def p_value(self) -> np.ndarray:
-        return self.sf_cdf(self.stat())[0]
-
-    def z_score(self) -> np.ndarray:
-        return z_score(*self.sf_cdf(self.stat()))
-
-    def output(self, output_type: str) -> np.ndarray:
-        return getattr(self, output_type)()
-
-
-def z_score(p_value: np.ndarray, one_minus_p: np.ndarray | None = None) -> np.ndarray:
-    """nilearn's ``z_score``: isf of the p value, or ppf of 1 - p where z < 0."""
-    p_value = np.clip(p_value, 1.0e-300, 1.0 - 1.0e-16)
-    z = -sps.ndtri(p_value)  # norm.isf
-    if one_minus_p is None:
-        return z
-    one_minus_p = np.clip(one_minus_p, 1.0e-300, 1.0 - 1.0e-16)
-    return np.where(z < 0, sps.ndtri(one_minus_p), z)
-
-
-def fixed_effects_params(
-    contrasts: np.ndarray,
-    variances: np.ndarray,
-    precision_weighted: bool,
-    dofs: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """nilearn's ``_compute_fixed_effects_params`` on (R, V) arrays.
-
-    Returns ``(contrast, variance, stat, z_score)``.
-    """
-    contrasts = np.asarray(contrasts, dtype=np.float64)
-    variances = np.maximum(np.asarray(variances, dtype=np.float64), 1.0e-16)
-    if precision_weighted:
-        weights = 1.0 / variances
-        variance = 1.0 / weights.sum(axis=0)
-        effect = (contrasts * weights).sum(axis=0) * variance
+    n_runs = len(columns_per_run)
+    if isinstance(contrast_def, (np.ndarray, str)):
+        con_vals = [contrast_def]
+    elif isinstance(contrast_def, (list, tuple)):
+        con_vals = list(contrast_def)
+        if len(con_vals) == 0:
+            raise ContrastError("The contrast definition is an empty list.")
+        if all(np.isscalar(c) and not isinstance(c, str) for c in con_vals):
+            con_vals = [np.asarray(con_vals, dtype=float)]  # a plain list of weights
+        elif all(isinstance(c, (list, tuple)) and all(np.isscalar(x) for x in c) for c in con_vals) \
+                and n_runs == 1 and len(con_vals) > 1:
+            con_vals = [np.asarray(con_vals, dtype=float)]  # a nested list = one F matrix
     else:
-        variance = variances.mean(axis=0) / len(variances)
-        effect = contrasts.mean(axis=0)
-    dim = effect.shape[0] if effect.ndim == 2 else 1
-    stats = ContrastStatistics(effect, variance, float(np.sum(dofs)), "F" if dim > 1 else "t", dim)
-    return effect, variance, stats.stat(), stats.z_score()
-
-
-def contrast_outputs(
-    effect: np.ndarray, variance: np.ndarray, dof: float, stat_type: str, dim: int
-) -> np.ndarray:
-    """All five maps of a contrast packed as rows ``[effect (q), variance, stat, p, z]``."""
-    stats = ContrastStatistics(effect, variance, dof, stat_type, dim)
-    stat = stats.stat()
-    p_value, one_minus_p = stats.sf_cdf(stat)
-    z = z_score(p_value, one_minus_p)
-    return np.concatenate([np.atleast_2d(effect), variance[None], stat[None], p_value[None], z[None]])
+        raise ContrastError(
+            "contrast_def must be an array or str or list of (array or str), "
+            f"got {type(contrast_def).__name__}."
+        )
+    if len(con_vals) == 1 and n_runs > 1:
+        warnings.warn(
+            f"One contrast given, assuming it for all {n_runs} runs",
+            UserWarning,
+            stacklevel=stacklevel,
+        )
+        con_vals = con_vals * n_runs
+    elif len(con_vals) != n_runs:
+        raise ContrastError(f"{len(con_vals)} contrasts given, while there are {n_runs} runs.")
+    cons = [as_contrast_matrix(c, columns) for c, columns in zip(con_vals, columns_per_run)]
+    if all(np.all(c == 0) for c in cons):
+        raise ContrastError(
+            f"All contrasts provided were null contrasts: {contrast_def!r} has only zero "
+            "weights, so it tests nothing."
+        )
+    return cons

@@ -72,7 +72,7 @@ def _load_designs(data: dict) -> list[pd.DataFrame]:
 
 def _mean_image(path) -> nib.Nifti1Image:
     """Mean of a run, streamed volume chunk by volume chunk."""
-    from .io.nifti import as_run_source
+    from .io.runs import as_run_source
     from .masking import run_mean_image
 
     source = as_run_source(path)
@@ -106,7 +106,7 @@ def _save_stat(fig_fn: Callable, path: Path, *args, **kwargs) -> str:
 
 def _run_by_run(model_factory, imgs, designs, mask, mean_img, cut_coords, plots: Path, step) -> dict:
     """Steps 2-4: per-run fits, fixed effects, multi-run fit of DSt_minus_SSt."""
-    from . import compute_fixed_effects
+    from .fixed_effects import compute_fixed_effects
     from .reporting.plotting import plot_stat_map
 
     contrast_val = [[-1, -1, 1, 1]]
@@ -191,8 +191,8 @@ def run_demo(
         ``z_maps`` (contrast -> NIfTI path), ``plots`` (list of PNG paths),
         ``mean_img``, ``store`` and ``report`` (paths).
     """
-    from . import FirstLevelModel
     from .datasets import make_fiac_like
+    from .model import FirstLevelModel
     from .reporting.plotting import plot_ar_coefficients, plot_design_matrix, save_figure
 
     step = _Steps(verbose)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -10,8 +11,16 @@ import pandas as pd
 
 from .errors import DesignError
 
-__all__ = ["DesignError", "load_design", "build_design", "frame_times", "check_design"]
+__all__ = [
+    "DesignError", "load_design", "build_design", "run_designs", "frame_times", "check_design",
+    "per_run",
+]
 
+#: The model parameters that shape a design built from events.
+DESIGN_PARAMS = (
+    "t_r", "slice_time_ref", "hrf_model", "drift_model", "high_pass", "drift_order", "fir_delays",
+    "min_onset",
+)
 
 
 def load_design(obj, index: int = 0) -> pd.DataFrame:
@@ -212,3 +221,76 @@ def build_design(
         min_onset,
     )
     return check_design(design, index)
+
+
+def per_run(obj, n_runs: int, what: str) -> list:
+    """``obj`` as a list of one item per run (a single item is a one-run list)."""
+    items = list(obj) if isinstance(obj, (list, tuple)) else [obj]
+    if len(items) != n_runs:
+        raise ValueError(
+            f"{len(items)} {what} given for {n_runs} run(s); give exactly one per run."
+        )
+    return items
+
+
+def run_designs(sources, events, confounds, design_matrices, params: dict) -> list[pd.DataFrame]:
+    """The design of every run, as ``FirstLevelModel.fit`` gets them.
+
+    Parameters
+    ----------
+    sources : list of RunSource
+        The runs (their scan counts and names are used).
+    events, confounds, design_matrices
+        ``fit``'s arguments: one per run, or a single one for a single run.
+        Given design matrices win over events and confounds (with nilearn's warning).
+    params : dict
+        The model's design parameters (:data:`DESIGN_PARAMS`).
+
+    Returns
+    -------
+    list of pandas.DataFrame
+        One float64 design per run, with as many rows as the run has scans.
+    """
+    n_runs = len(sources)
+    if design_matrices is not None:
+        if events is not None or confounds is not None:
+            ignored = " and ".join(
+                n for n, v in (("confounds", confounds), ("events", events)) if v is not None
+            )
+            warnings.warn(f"If design matrices are supplied, {ignored} will be ignored.",
+                          UserWarning, stacklevel=3)
+        items = per_run(design_matrices, n_runs, "design matrices")
+        designs = [load_design(d, i) for i, d in enumerate(items)]
+    else:
+        designs = _designs_from_events(sources, events, confounds, params)
+    for i, (s, d) in enumerate(zip(sources, designs)):
+        if d.shape[0] != s.n_scans:
+            raise DesignError(
+                f"Design matrix {i} has {d.shape[0]} rows but run {i} ({s.name}) has "
+                f"{s.n_scans} scans."
+            )
+        if d.shape[0] <= d.shape[1]:
+            raise DesignError(
+                f"Design matrix {i} has {d.shape[1]} columns for only {d.shape[0]} scans; "
+                "the GLM needs more scans than regressors."
+            )
+    return designs
+
+
+def _designs_from_events(sources, events, confounds, params: dict) -> list[pd.DataFrame]:
+    n_runs = len(sources)
+    t_r = params["t_r"]
+    if events is None:
+        raise ValueError("events or design matrices must be provided")
+    if t_r is None:
+        raise ValueError("t_r not given to FirstLevelModel object to compute design from events")
+    if not isinstance(t_r, (int, float, np.number)) or not t_r > 0:
+        raise ValueError(f"t_r must be a positive number of seconds, got {t_r!r}.")
+    events_list = per_run(events, n_runs, "events")
+    confounds_list = per_run(confounds, n_runs, "confounds") if confounds is not None else [None] * n_runs
+    design_params = {name: params[name] for name in DESIGN_PARAMS}
+    return [
+        build_design(s.n_scans, ev, cf, index=i, **design_params)
+        for i, (s, ev, cf) in enumerate(zip(sources, events_list, confounds_list))
+    ]
+

@@ -6,8 +6,9 @@ import dask
 import dask.array as da
 import numpy as np
 
-from .contrasts import fixed_effects_params
-from .io.nifti import NiftiInputError, load_image
+from .errors import NiftiInputError
+from .io.nifti import load_image
+from .kernels.contrast import fixed_effects_params
 
 __all__ = ["compute_fixed_effects", "fixed_effects_maps"]
 

@@ -1,6 +1,7 @@
-"""nilearn's automatic EPI mask (``mask_img=None``), from streamed run means.
+"""The analysis mask: given, all voxels, or nilearn's EPI mask; and the grid checks.
 
-nilearn's ``FirstLevelModel`` fits a ``MultiNiftiMasker(mask_strategy='epi')``
+:func:`prepare_mask` turns ``FirstLevelModel(mask_img=...)`` into a boolean
+array on the runs' grid.  For ``mask_img=None``, nilearn's ``FirstLevelModel`` fits a ``MultiNiftiMasker(mask_strategy='epi')``
 on the runs: ``compute_epi_mask`` on each run's mean image, then
 ``intersect_masks(threshold=0.5, connected=True)``.  We stream each run once
 to get its mean image (a dask reduction over time chunks) and hand the means to
@@ -9,14 +10,23 @@ nilearn's own ``compute_multi_epi_mask``, so the thresholds are nilearn's.
 
 from __future__ import annotations
 
+import warnings
+
 import dask
 import nibabel as nib
 import numpy as np
 from dask import delayed
 
-from .io.nifti import RunSource
+from .errors import NiftiInputError
+from .io.base import RunSource
+from .io.nifti import load_image
 
-__all__ = ["run_mean_image", "compute_epi_mask_from_runs"]
+#: Smoothing beyond this is refused as a unit mistake.
+MAX_SMOOTHING_MM = 100.0
+
+__all__ = [
+    "validated_smoothing_fwhm", "prepare_mask", "check_grid", "check_same_geometry", "run_mean_image", "compute_epi_mask_from_runs",
+]
 
 
 def _mean_of_run(source: RunSource, chunk: int) -> np.ndarray:
@@ -45,3 +55,91 @@ def compute_epi_mask_from_runs(sources: list[RunSource]) -> np.ndarray:
     imgs = [nib.Nifti1Image(m.astype(np.float32), s.affine) for m, s in zip(means, sources)]
     mask_img = compute_multi_epi_mask(imgs)
     return np.asarray(mask_img.dataobj) != 0
+
+
+def prepare_mask(mask_img, sources: list[RunSource]) -> np.ndarray:
+    """The analysis mask as a boolean array on the grid of the first run.
+
+    Parameters
+    ----------
+    mask_img : path, Nifti1Image, False or None
+        ``False`` selects every voxel; ``None`` computes nilearn's EPI mask
+        from the runs (the one eager step of ``fit``); a 3D image (or 4D with
+        one volume) on the runs' grid is used as given (non-zero = in).
+    sources : list of RunSource
+
+    Raises
+    ------
+    NiftiInputError
+        The mask is off the runs' grid, holds NaN/inf, or selects no voxel.
+    """
+    ref = sources[0]
+    if mask_img is False:
+        mask = np.ones(ref.spatial_shape, dtype=bool)
+    elif mask_img is None:
+        mask = compute_epi_mask_from_runs(sources)
+    else:
+        img = load_image(mask_img, "mask")
+        if len(img.shape) == 4 and img.shape[3] == 1:
+            img = nib.Nifti1Image(np.asarray(img.dataobj)[..., 0], img.affine)
+        check_grid(img.shape, img.affine, ref, "The mask")
+        data = np.asarray(img.dataobj)
+        if not np.all(np.isfinite(data)):
+            raise NiftiInputError("The mask contains NaN or infinite values.")
+        mask = data != 0
+    if not mask.any():
+        raise NiftiInputError("The mask is empty: it selects no voxel.")
+    return mask
+
+
+def check_same_geometry(sources: list[RunSource]) -> None:
+    """Every run must lie on the grid of the first."""
+    for i, s in enumerate(sources[1:], start=1):
+        check_grid(s.spatial_shape, s.affine, sources[0], f"Run {i} ({s.name})")
+
+
+def check_grid(shape, affine, ref: RunSource, what: str) -> None:
+    """``what`` (a mask or a run) must lie on the grid of the first run."""
+    if tuple(shape) != tuple(ref.spatial_shape):
+        raise NiftiInputError(
+            f"{what} has spatial shape {tuple(shape)}, but run 0 ({ref.name}) has "
+            f"{tuple(ref.spatial_shape)}; all images must share one grid (resample first)."
+        )
+    if not np.allclose(affine, ref.affine, atol=1e-4):
+        raise NiftiInputError(
+            f"{what} has a different affine from run 0 ({ref.name}):\n"
+            f"{np.round(np.asarray(affine), 4)}\nvs\n{np.round(ref.affine, 4)}"
+        )
+
+
+def validated_smoothing_fwhm(fwhm):
+    """The validated ``smoothing_fwhm`` (``None`` for no smoothing).
+
+    Raises ``TypeError``/``ValueError`` for anything but ``None``, a
+    non-negative number of mm or three of them; all zeros warn as nilearn
+    does and mean no smoothing.
+    """
+    if fwhm is None:
+        return None
+    values = np.atleast_1d(np.asarray(fwhm, dtype=object))
+    try:
+        values = np.array([0.0 if v is None else float(v) for v in values])
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"smoothing_fwhm must be a number or None, got {fwhm!r}.") from err
+    if values.size not in (1, 3) or np.any(~np.isfinite(values)) or np.any(values < 0):
+        raise ValueError(
+            f"smoothing_fwhm must be a non-negative number (mm) or 3 of them, got {fwhm!r}."
+        )
+    if np.any(values > MAX_SMOOTHING_MM):
+        raise ValueError(
+            f"smoothing_fwhm={fwhm!r} mm is absurd for fMRI (limit {MAX_SMOOTHING_MM} mm)."
+        )
+    if np.all(values == 0):
+        warnings.warn(
+            f"The parameter 'fwhm' for smoothing is specified as {fwhm}. "
+            "Setting it to None (no smoothing will be performed)",
+            UserWarning,
+            stacklevel=3,
+        )
+        return None
+    return fwhm

@@ -1,4 +1,4 @@
-"""Many subjects in one dask graph: ``fit_subjects`` and the ``fit-subjects`` CLI.
+"""Many subjects in one dask graph: :func:`fit_subjects` and :func:`open_subject`.
 
 Every subject's fit is built lazily (:meth:`FirstLevelModel.fit`), turned into
 a delayed, atomic store write (``to_zarr(compute=False)``), and all of them are
@@ -13,16 +13,17 @@ while it is computed) is reported in the returned :class:`SubjectsResult` and
 does not lose the others: under distributed every subject is its own future;
 with the local schedulers, a failed batch falls back to fitting the remaining
 subjects one by one, resuming what the batch already wrote.
+
+:func:`load_spec` reads the spec file of the ``daskglm fit-subjects`` command
+(:mod:`daskglm.cli`).
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import inspect
 import json
 import os
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,14 +33,15 @@ import dask
 
 from .errors import SubjectsError
 from .model import FirstLevelModel, open_model
-from .store.zarr import WriteSummary, _Location
+from .store.location import Location
+from .store.schema import FORMAT_ATTR, FORMAT_VERSION_ATTR
+from .store.zarr import WriteSummary
 
-__all__ = ["fit_subjects", "open_subject", "SubjectsResult", "SubjectsError", "add_subcommand"]
+__all__ = ["fit_subjects", "open_subject", "load_spec", "SubjectsResult", "SubjectsError"]
 
 SUBJECTS_FORMAT = "daskglm-subjects"
 _FIT_KEYS = ("run_imgs", "events", "confounds", "design_matrices", "sample_masks")
 _PATH_KEYS = ("run_imgs", "events", "confounds", "design_matrices", "mask_img")
-
 
 
 @dataclass
@@ -81,7 +83,8 @@ class SubjectsResult:
         return "\n".join(text)
 
 
-def _one_line(err: BaseException) -> str:
+def failure_message(err: BaseException) -> str:
+    """The one-line message recorded for a failed subject: ``"<type>: <message>"``."""
     text = " ".join(str(err).split()) or type(err).__name__
     return f"{type(err).__name__}: {text}"
 
@@ -135,11 +138,11 @@ def _template_params(model: FirstLevelModel | None, model_params: Mapping | None
     return params
 
 
-def _subject_store(root: _Location, sid: str) -> str:
+def _subject_store(root: Location, sid: str) -> str:
     return root.child(f"sub-{sid}")
 
 
-def _plan(sid: str, spec: dict, params: dict, root: _Location, overwrite: bool, resume: bool):
+def _plan(sid: str, spec: dict, params: dict, root: Location, overwrite: bool, resume: bool):
     """Build one subject's lazy fit and its delayed store write."""
     params = dict(params)
     if "mask_img" in spec:
@@ -150,7 +153,8 @@ def _plan(sid: str, spec: dict, params: dict, root: _Location, overwrite: bool, 
                          compute=False, storage_options=root.storage_options or None)
 
 
-def _active_client():
+def active_client():
+    """The default ``dask.distributed`` client, or None (none active, or no distributed)."""
     try:
         from distributed import default_client
     except ImportError:  # pragma: no cover - distributed is optional
@@ -240,7 +244,7 @@ def fit_subjects(
     """
     specs = _normalise(subjects)
     params = _template_params(model, model_params)
-    root = _Location(store, storage_options)
+    root = Location(store, storage_options)
     root.makedirs()
     result = SubjectsResult(store=root.url)
     planned = {}
@@ -248,9 +252,9 @@ def fit_subjects(
         try:
             planned[sid] = _plan(sid, spec, params, root, overwrite, resume)
         except Exception as err:  # building the graph: inputs, designs, existing store
-            result.failed[sid] = _one_line(err)
+            result.failed[sid] = failure_message(err)
     if planned:
-        client = _active_client()
+        client = active_client()
         if client is not None:
             outcomes = _compute_distributed(client, planned, progress)
         else:
@@ -265,7 +269,7 @@ def fit_subjects(
                         outcomes[sid] = err
         for sid, outcome in outcomes.items():
             if isinstance(outcome, BaseException):
-                result.failed[sid] = _one_line(outcome)
+                result.failed[sid] = failure_message(outcome)
             else:
                 result.completed[sid] = outcome
     _write_index(root, specs, result)
@@ -274,7 +278,7 @@ def fit_subjects(
     return result
 
 
-def _write_index(root: _Location, specs: dict, result: SubjectsResult) -> None:
+def _write_index(root: Location, specs: dict, result: SubjectsResult) -> None:
     previous = root.read_json("zarr.json") or {}
     subjects = dict(previous.get("attributes", {}).get("subjects", {}))
     for sid in specs:
@@ -286,7 +290,7 @@ def _write_index(root: _Location, specs: dict, result: SubjectsResult) -> None:
             entry = dict(subjects.get(sid, {"group": f"sub-{sid}"}))
             entry.update(status="failed", error=result.failed.get(sid, "unknown error"))
             subjects[sid] = entry
-    attrs = {"daskglm_format": SUBJECTS_FORMAT, "daskglm_format_version": 1, "subjects": subjects}
+    attrs = {FORMAT_ATTR: SUBJECTS_FORMAT, FORMAT_VERSION_ATTR: 1, "subjects": subjects}
     root.write_json("zarr.json", {"zarr_format": 3, "node_type": "group", "attributes": attrs})
 
 
@@ -306,11 +310,11 @@ def open_subject(store, subject, storage_options: dict | None = None) -> FirstLe
     FirstLevelModel
         As :func:`daskglm.open_model`.
     """
-    root = _Location(store, storage_options)
+    root = Location(store, storage_options)
     return open_model(_subject_store(root, _subject_id(subject)), storage_options=storage_options)
 
 
-# ---------------------------------------------------------------------- CLI
+# ------------------------------------------------------------------ spec file
 def _resolve_paths(value, base: Path):
     if isinstance(value, list):
         return [_resolve_paths(v, base) for v in value]
@@ -360,93 +364,3 @@ def load_spec(path) -> dict:
         model["mask_img"] = _resolve_paths(model["mask_img"], base)
     spec["model"] = model
     return spec
-
-
-@contextlib.contextmanager
-def _scheduler(spec: str | None):
-    """``--scheduler``: None (keep), threads, processes, synchronous, or an address."""
-    if not spec or _active_client() is not None:
-        yield
-        return
-    if spec in ("threads", "processes", "synchronous", "sync", "single-threaded"):
-        with dask.config.set(scheduler=spec):
-            yield
-        return
-    from distributed import Client
-
-    with Client(spec):
-        yield
-
-
-def _cli_fit_subjects(args: argparse.Namespace) -> int:
-    try:
-        spec = load_spec(args.spec)
-        storage_options = dict(spec.get("storage_options") or {})
-        for item in args.storage_option or []:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ValueError(f"--storage-option expects KEY=VALUE, got {item!r}.")
-            storage_options[key] = value
-        with _scheduler(getattr(args, "scheduler", None)):
-            result = fit_subjects(
-                spec["subjects"], args.store, model_params=spec["model"],
-                overwrite=args.overwrite, resume=args.resume,
-                storage_options=storage_options or None, progress=not args.no_progress,
-            )
-    except Exception as err:
-        print(f"daskglm fit-subjects: error: {_one_line(err)}", file=sys.stderr)
-        return 1
-    for sid, summary in result.completed.items():
-        print(f"sub-{sid}: ok ({len(summary.written)} run(s) written, {len(summary.reused)} reused)")
-    for sid, message in result.failed.items():
-        print(f"daskglm fit-subjects: error: sub-{sid}: {message}", file=sys.stderr)
-    return 0 if result.ok else 1
-
-
-def add_subcommand(subparsers) -> argparse.ArgumentParser:
-    """Register the ``fit-subjects`` subcommand on an argparse ``subparsers`` object.
-
-    The parser's default ``func`` is the handler: ``args.func(args)`` returns
-    the exit status (0, or 1 if any subject failed).  A ``scheduler`` attribute
-    on ``args`` (the CLI's ``--scheduler``) is honoured if present.
-    """
-    parser = subparsers.add_parser(
-        "fit-subjects",
-        help="fit many subjects in one dask graph into one store",
-        description=(
-            "Fit every subject of a JSON (or YAML) spec file in one dask graph and write "
-            "<store>/sub-<id> for each.  Spec: {\"model\": {FirstLevelModel parameters}, "
-            "\"subjects\": {\"01\": {\"run_imgs\": [...], \"design_matrices\": [...]} or "
-            "{\"run_imgs\": [...], \"events\": [...], \"confounds\": [...]}}}.  Relative paths "
-            "are relative to the spec file.  A failed subject does not stop the others."
-        ),
-    )
-    parser.add_argument("spec", help="spec file (.json, or .yaml/.yml)")
-    parser.add_argument("store", help="output store: directory or fsspec URL (s3://bucket/study.zarr)")
-    mode = parser.add_mutually_exclusive_group()
-    mode.add_argument("--resume", action="store_true",
-                      help="keep runs already complete in the store (same inputs and parameters)")
-    mode.add_argument("--overwrite", action="store_true", help="replace existing subject stores")
-    parser.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
-                        help="fsspec storage option (repeatable), e.g. endpoint_url=http://...")
-    parser.add_argument("--no-progress", action="store_true", help="do not show a progress bar")
-    parser.add_argument(
-        "--scheduler", metavar="SCHEDULER", default=None,
-        help="dask scheduler: 'threads', 'processes', 'synchronous', or the address of a "
-             "dask.distributed scheduler (e.g. tcp://host:8786)",
-    )
-    parser.set_defaults(func=_cli_fit_subjects)
-    return parser
-
-
-def main(argv=None) -> int:
-    """Run ``fit-subjects`` standalone (``python -m daskglm.subjects spec.json store``)."""
-    parser = argparse.ArgumentParser(prog="daskglm")
-    sub = parser.add_subparsers(dest="command", required=True)
-    add_subcommand(sub)
-    args = parser.parse_args(["fit-subjects", *(argv if argv is not None else sys.argv[1:])])
-    return args.func(args)
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

@@ -10,20 +10,13 @@ nilearn's.  That fits because a single 3D map is small (one float per voxel of
 the grid) even when the runs it comes from are not: the out-of-core part is the
 fit, not the map.
 
-Where nilearn does not fit is a fit that only exists in a store:
-:func:`cluster_table_from_store` opens it with :func:`daskglm.open_model`,
-computes the contrast's z map blockwise from the stored arrays (reading only
-what that contrast needs, nothing is refitted) and only then hands the
-exported map to nilearn.  With ``compute=False`` it returns a
-:class:`dask.delayed.Delayed` so that tables of many contrasts can be computed
-together, or on a cluster.
+This module takes images and returns images or tables; cluster tables of a
+fit that only exists in a store are :mod:`daskglm.reporting.tables`'.
 """
 
 from __future__ import annotations
 
-import os
 import warnings
-from typing import Any
 
 import nibabel as nib
 import numpy as np
@@ -37,8 +30,7 @@ __all__ = [
     "ThresholdError",
     "threshold_stats_img",
     "get_clusters_table",
-    "cluster_table_from_store",
-    "contrast_z_map",
+    "check_threshold_params",
 ]
 
 #: Columns of a cluster table (nilearn's).
@@ -49,7 +41,7 @@ HEIGHT_CONTROLS = ("fpr", "fdr", "bonferroni", None)
 
 
 
-def _check_params(alpha: float, threshold: float | None, height_control: str | None,
+def check_threshold_params(alpha: float, threshold: float | None, height_control: str | None,
                   cluster_threshold: int) -> None:
     if height_control not in HEIGHT_CONTROLS:
         raise ThresholdError(
@@ -125,7 +117,7 @@ def threshold_stats_img(
     """
     from nilearn.glm import threshold_stats_img as _nilearn_threshold
 
-    _check_params(alpha, threshold, height_control, cluster_threshold)
+    check_threshold_params(alpha, threshold, height_control, cluster_threshold)
     stat_img = _load_3d(stat_img, "statistical map")
     if mask_img is not None:
         mask_img = _load_3d(mask_img, "mask")
@@ -175,7 +167,7 @@ def get_clusters_table(
 
     if not isinstance(stat_threshold, (int, float, np.number)) or np.isnan(stat_threshold):
         raise ThresholdError(f"stat_threshold must be a number, got {stat_threshold!r}.")
-    _check_params(0.001, float(stat_threshold), None, cluster_threshold)
+    check_threshold_params(0.001, float(stat_threshold), None, cluster_threshold)
     stat_img = _load_3d(stat_img, "statistical map")
     if np.isinf(stat_threshold):  # e.g. an FDR threshold that no voxel passes
         return pd.DataFrame(columns=CLUSTER_COLUMNS)
@@ -183,92 +175,3 @@ def get_clusters_table(
         stat_img, stat_threshold=float(stat_threshold), cluster_threshold=int(cluster_threshold),
         two_sided=two_sided, min_distance=min_distance,
     )
-
-
-def contrast_z_map(model, contrast_def, stat_type: str | None = None):
-    """Lazy z map of a contrast: a :class:`dask.delayed.Delayed` of a Nifti1Image.
-
-    Parameters
-    ----------
-    model : daskglm.FirstLevelModel
-        A fitted model, or one reopened with :func:`daskglm.open_model`.
-    contrast_def : str, array or list
-        As for :meth:`~daskglm.FirstLevelModel.compute_contrast`.
-    stat_type : {None, 't', 'F'}
-    """
-    import dask
-
-    from .io.export import unmask
-
-    z = model.contrast_maps(contrast_def, stat_type)["z_score"].data
-    mask = np.asarray(model.mask_img_.dataobj) != 0
-    return dask.delayed(unmask, pure=True)(z, mask, model.mask_img_.affine, "z_score")
-
-
-def cluster_table_from_store(
-    store_path: str | os.PathLike,
-    contrast_def: Any,
-    stat_type: str | None = None,
-    alpha: float = 0.001,
-    threshold: float | None = 3.09,
-    height_control: str | None = "fpr",
-    cluster_threshold: int = 0,
-    two_sided: bool = False,
-    min_distance: float = 8.0,
-    compute: bool = True,
-):
-    """Cluster table of a contrast of a stored fit, computed lazily from the store.
-
-    The store is opened with :func:`daskglm.open_model`; the contrast's z map
-    is computed blockwise from the stored parameters (no refit, no run read),
-    thresholded with :func:`threshold_stats_img` in the model's mask and
-    tabulated with :func:`get_clusters_table`.
-
-    Parameters
-    ----------
-    store_path : str or path
-        A store written by :meth:`daskglm.FirstLevelModel.to_zarr`.
-    contrast_def : str, array or list
-        The contrast, as for ``compute_contrast``.
-    stat_type : {None, 't', 'F'}
-    alpha, threshold, height_control, cluster_threshold, two_sided
-        As for :func:`threshold_stats_img`.
-    min_distance : float, default=8.0
-        Minimum distance between sub-peaks, in mm.
-    compute : bool, default=True
-        If False, return a :class:`dask.delayed.Delayed` of the table.
-
-    Returns
-    -------
-    pandas.DataFrame or dask.delayed.Delayed
-        The table; its ``attrs['threshold']`` holds the z threshold applied.
-    """
-    import dask
-
-    from .model import open_model
-
-    _check_params(alpha, threshold, height_control, cluster_threshold)
-    path = os.fspath(store_path)
-    if "://" not in path and not os.path.exists(path):
-        raise FileNotFoundError(f"The store {path!r} does not exist.")
-    model = open_model(path)
-    z_img = contrast_z_map(model, contrast_def, stat_type)
-    table = dask.delayed(_table_from_z, pure=True)(
-        z_img, model.mask_img_, alpha, threshold, height_control, cluster_threshold,
-        two_sided, min_distance,
-    )
-    return table.compute() if compute else table
-
-
-def _table_from_z(z_img, mask_img, alpha, threshold, height_control, cluster_threshold,
-                  two_sided, min_distance) -> pd.DataFrame:
-    _, z_threshold = threshold_stats_img(
-        z_img, mask_img, alpha=alpha, threshold=threshold, height_control=height_control,
-        cluster_threshold=cluster_threshold, two_sided=two_sided,
-    )
-    table = get_clusters_table(
-        z_img, float(z_threshold), cluster_threshold=cluster_threshold, two_sided=two_sided,
-        min_distance=min_distance,
-    )
-    table.attrs["threshold"] = float(z_threshold)
-    return table

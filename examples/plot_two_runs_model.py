@@ -49,7 +49,7 @@ fmri_imgs = [data["func1"], data["func2"]]
 import nibabel as nib
 import numpy as np
 
-from daskglm.io.nifti import as_run_source
+from daskglm.io.runs import as_run_source
 from daskglm.masking import run_mean_image
 
 source = as_run_source(fmri_imgs[0])

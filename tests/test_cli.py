@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 
 import nibabel as nib
 import numpy as np
@@ -52,7 +51,7 @@ def test_fit_writes_a_store(store, fiac_small):
 
 
 def test_fit_from_events_with_progress(fiac_small, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("daskglm.cli.PROGRESS_MINIMUM", 0.0)
+    monkeypatch.setattr("daskglm.cli.runtime.PROGRESS_MINIMUM", 0.0)
     out = tmp_path / "events.zarr"
     code, stdout, err = run(capsys, "fit", fiac_small["func1"], "--events", fiac_small["events1"],
                             "--t-r", "2.5", "--mask", fiac_small["mask"], "--noise-model", "ols",
@@ -178,7 +177,7 @@ def test_subcommand_hook(monkeypatch):
         p.set_defaults(func=lambda args: 7)
 
     module.add_subcommand = add_subcommand
-    monkeypatch.setitem(sys.modules, "daskglm.subjects", module)
+    monkeypatch.setattr("daskglm.cli.parser.add_fit_subjects", module.add_subcommand)
     assert "fit-subjects" in build_parser().format_help()
     assert main(["fit-subjects"]) == 7
 

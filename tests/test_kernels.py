@@ -10,7 +10,7 @@ from nilearn.glm.first_level.first_level import _yule_walker
 
 from daskglm.kernels.ar import BIN_VALUES, ar1_bin_index
 from daskglm.kernels.glm import (
-    design_tables,
+    DesignTables,
     ols_fit,
     residual_autocovariance,
     whiten_design,
@@ -92,7 +92,7 @@ def test_whitened_cross_products_match_explicit_whitening(seed, order, cuts):
 def test_yule_walker_matches_nilearn_on_residuals(seed, order):
     X, Y = _problem(seed, 50, 4, 8)
     s = _stats_in_chunks(Y, X, order, [17])
-    tables = design_tables(X, order)
+    tables = DesignTables(X, order)
     beta, sse = ols_fit(s, tables)
     resid = Y - X @ spl.pinv(X) @ Y
     np.testing.assert_allclose(beta, spl.pinv(X) @ Y, rtol=1e-7, atol=1e-8)

@@ -11,7 +11,8 @@ import pytest
 from threadpoolctl import threadpool_limits
 
 from daskglm import FirstLevelModel
-from daskglm.subjects import SubjectsError, add_subcommand, fit_subjects, open_subject
+from daskglm.cli.parser import add_fit_subjects as add_subcommand
+from daskglm.subjects import SubjectsError, fit_subjects, open_subject
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -11,12 +11,8 @@ import pytest
 from scipy import stats
 
 from daskglm import FirstLevelModel
-from daskglm.thresholding import (
-    ThresholdError,
-    cluster_table_from_store,
-    get_clusters_table,
-    threshold_stats_img,
-)
+from daskglm.reporting.tables import cluster_table_from_store
+from daskglm.thresholding import ThresholdError, get_clusters_table, threshold_stats_img
 from tests.conftest import load_named_designs
 
 

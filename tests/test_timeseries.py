@@ -36,6 +36,23 @@ def test_timeseries_outputs_match_nilearn(request, data_name, noise_model, tmp_p
     assert (tmp_path / "timeseries.zarr" / "run1" / "residuals").is_dir()
 
 
+@pytest.mark.parametrize("signal_scaling", [False, (0, 1)])
+def test_timeseries_match_nilearn_for_every_signal_scaling(fiac_small, signal_scaling, tmp_path):
+    """The second pass scales the data exactly as the fit did (``False == 0`` in Python)."""
+    designs = load_designs(fiac_small)
+    kw = dict(mask_img=fiac_small["mask"], noise_model="ols", signal_scaling=signal_scaling,
+              minimize_memory=False)
+    ref = NilearnFLM(**kw).fit(fiac_small["func1"], design_matrices=designs[0])
+    ours = FirstLevelModel(**kw).fit(fiac_small["func1"], design_matrices=designs[0])
+    ours.write_timeseries(tmp_path / "timeseries.zarr")
+    mask = nib.load(fiac_small["mask"]).get_fdata() > 0
+    for name in ("residuals_", "predicted_"):
+        a = np.asarray(getattr(ours, name)[0].get_fdata())[mask]
+        b = np.asarray(getattr(ref, name)[0].get_fdata())[mask]
+        scale = np.abs(b).max()
+        np.testing.assert_allclose(a, b, atol=1e-5 * scale, err_msg=name)
+
+
 def test_timeseries_are_lazy_and_need_minimize_memory_false(fiac_small):
     designs = load_designs(fiac_small)
     model = FirstLevelModel(mask_img=fiac_small["mask"]).fit(fiac_small["func1"], design_matrices=designs[0])

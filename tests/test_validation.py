@@ -25,7 +25,9 @@ from daskglm import FirstLevelModel, open_model
 from daskglm.contrasts import ContrastError
 from daskglm.datasets import make_fiac_like
 from daskglm.design import DesignError
-from daskglm.io.nifti import ArrayRunSource, FileRunSource, NiftiInputError
+from daskglm.errors import NiftiInputError
+from daskglm.io.nifti import FileRunSource
+from daskglm.io.runs import ArrayRunSource
 from daskglm.model import NotFittedError
 from daskglm.store.zarr import StoreError
 from tests.conftest import load_named_designs

@@ -12,20 +12,17 @@ from hypothesis import strategies as st
 from scipy.signal import lfilter
 
 from daskglm import FirstLevelModel, open_model
-from daskglm.kernels.exact import (
-    ExactTables,
-    ar_autocovariance,
+from daskglm.kernels.ar import ar_autocovariance, levinson, pacf_to_ar, quantize_ar
+from daskglm.kernels.contrast import stack_contrast_block
+from daskglm.kernels.glm import DesignTables, ols_fit, residual_autocovariance, whiten_design
+from daskglm.kernels.gram import (
+    GramTables,
     bias_corrected_ar,
     bias_matrix,
-    levinson,
-    pacf_to_ar,
-    quantize_ar,
-    stack_contrast_block,
     stack_gram,
     whitened_fit,
     whitened_residual_acf,
 )
-from daskglm.kernels.glm import DesignTables, ols_fit, residual_autocovariance, whiten_design
 from daskglm.kernels.stats import chunk_stats, stacked_design
 
 
@@ -65,7 +62,7 @@ def test_exact_kernels_match_brute_force(seed, n, q, order, lags, time_chunk):
         total = part if total is None else type(part)(
             n, **{k: v + part.arrays()[k] for k, v in total.arrays().items()}
         )
-    tables = ExactTables(X, order)
+    tables = GramTables(X, order)
     for exact in (True, False):
         beta, disp = whitened_fit(total, tables, phi, exact)
         acf = whitened_residual_acf(total, X, beta, phi, exact, lags)
@@ -153,7 +150,7 @@ def test_bias_correction_removes_projection_bias():
     beta, _ = ols_fit(stats, dtab)
     autocov = residual_autocovariance(stats, dtab, beta, 0.0)
     raw = levinson(autocov)[0].mean()
-    corrected = bias_corrected_ar(autocov, ExactTables(X, 1).bias).mean()
+    corrected = bias_corrected_ar(autocov, GramTables(X, 1).bias).mean()
     assert raw < 0.45  # Yule-Walker on OLS residuals is biased toward 0
     assert abs(corrected - 0.5) < 0.01
 
@@ -191,9 +188,9 @@ def _fpr(pvals, alpha):
 
 def test_exact_fpr_null_simulation():
     """Small null study: exact is near nominal where binned (nilearn) is not."""
-    from daskglm.contrasts import contrast_block
-    from daskglm.kernels.ar import binned_gram_inverses
-    from daskglm.kernels.fit import FitOptions, fit_block, unpack
+    from daskglm.kernels.contrast import contrast_block
+    from daskglm.kernels.fit import FitOptions, fit_block
+    from daskglm.kernels.gram import binned_gram_inverses
 
     rng = np.random.default_rng(2024)
     n, n_vox = 240, 40_000
@@ -212,8 +209,8 @@ def test_exact_fpr_null_simulation():
     out = {}
     for mode in ("binned", "exact"):
         opts = FitOptions("ar1", False, whitening=mode)
-        table = ExactTables(X, 1) if mode == "exact" else binned_gram_inverses(X)
-        parts = unpack(fit_block(stats, dtab, table, opts), X.shape[1], 1)
+        table = GramTables(X, 1) if mode == "exact" else binned_gram_inverses(X)
+        parts = opts.layout(X.shape[1]).unpack(fit_block(stats, dtab, table, opts))
         if mode == "exact":
             eff, var = stack_contrast_block(parts["beta"], parts["dispersion"], parts["ar_coef"],
                                             table.gram_stack, con, "t", True, n - dtab.rank)

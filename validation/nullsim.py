@@ -20,11 +20,10 @@ import pandas as pd
 import scipy.stats as sps
 from scipy.signal import lfilter
 
-from daskglm.contrasts import contrast_block
-from daskglm.kernels.ar import binned_gram_inverses
-from daskglm.kernels.exact import ExactTables, stack_contrast_block
-from daskglm.kernels.fit import FitOptions, fit_block, unpack
+from daskglm.kernels.contrast import contrast_block, stack_contrast_block
+from daskglm.kernels.fit import FitOptions, fit_block
 from daskglm.kernels.glm import DesignTables
+from daskglm.kernels.gram import GramTables, binned_gram_inverses
 from daskglm.kernels.stats import chunk_stats, stacked_design
 
 __all__ = ["Setting", "make_design", "simulate_noise", "fit_pvalues", "nilearn_pvalues", "run_setting"]
@@ -103,11 +102,11 @@ def fit_pvalues(Y: np.ndarray, X: np.ndarray, column: int, noise_model: str, whi
     stats = chunk_stats(Y, 0, n, stacked_design(X, n_lags), n_lags)
     tables = DesignTables(X, n_lags)
     if options.uses_stack:
-        table = ExactTables(X, options.ar_order, options.exact)
+        table = GramTables(X, options.ar_order, options.exact)
     else:
         table = binned_gram_inverses(X)
     packed = fit_block(stats, tables, table, options)
-    parts = unpack(packed, p, options.ar_order)
+    parts = options.layout(p).unpack(packed)
     con = np.zeros(p)
     con[column] = 1.0
     df = n - tables.rank

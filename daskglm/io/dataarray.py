@@ -7,7 +7,9 @@ import numpy as np
 import xarray as xr
 from dask import delayed
 
-from .nifti import FileRunSource, as_run_source
+from .base import time_chunk_size
+from .nifti import FileRunSource
+from .runs import as_run_source
 
 __all__ = ["open_run"]
 
@@ -39,8 +41,6 @@ def open_run(path_or_img, chunks: int | str = "auto") -> xr.DataArray:
     source = as_run_source(path_or_img)
     n = source.n_scans
     if chunks == "auto":
-        from ..graph.engine import time_chunk_size
-
         chunks = time_chunk_size(source.spatial_shape, source.dtype)
     chunks = int(chunks)
     blocks = []

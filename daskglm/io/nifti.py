@@ -25,8 +25,9 @@ import numpy as np
 from nibabel.volumeutils import apply_read_scaling
 
 from ..errors import NiftiInputError
+from .base import RunSource, check_4d
 
-__all__ = ["RunSource", "FileRunSource", "ArrayRunSource", "as_run_source", "load_image"]
+__all__ = ["FileRunSource", "load_image"]
 
 
 
@@ -56,70 +57,6 @@ def load_image(obj, what: str = "image") -> nib.Nifti1Image:
     )
 
 
-class RunSource:
-    """A 4D run: geometry plus chunked volume reads."""
-
-    shape: tuple[int, int, int, int]
-    affine: np.ndarray
-    dtype: np.dtype  # dtype of the data after NIfTI scaling
-    name: str
-
-    @property
-    def n_scans(self) -> int:
-        return self.shape[3]
-
-    @property
-    def spatial_shape(self) -> tuple[int, int, int]:
-        return self.shape[:3]
-
-    @property
-    def sequential(self) -> bool:
-        """True when reads are cheap only front to back (gzip streams)."""
-        return False
-
-    def read(self, t0: int, t1: int) -> np.ndarray:
-        """Volumes ``t0..t1-1`` as an array of shape (k, nz, ny, nx)."""
-        raise NotImplementedError
-
-    def iter_chunks(
-        self, chunk: int, background: bool = True, reuse_buffer: bool = False
-    ) -> Iterator[tuple[int, np.ndarray]]:
-        """Yield ``(t0, volumes)`` for consecutive chunks of the whole run.
-
-        Parameters
-        ----------
-        chunk : int
-            Volumes per chunk.
-        background : bool
-            Decompress ``.nii.gz`` in a background thread (overlaps with the
-            caller's work; worth it when cores are idle).
-        reuse_buffer : bool
-            Read every chunk into one buffer: the yielded array is only valid
-            until the next one is requested.
-        """
-        for t0 in range(0, self.n_scans, chunk):
-            yield t0, self.read(t0, min(t0 + chunk, self.n_scans))
-
-    def identity(self) -> dict:
-        """What identifies this input (for resuming fits)."""
-        return {"name": self.name, "shape": list(self.shape)}
-
-
-def _check_4d(shape, name: str) -> tuple[int, int, int, int]:
-    shape = tuple(int(s) for s in shape)
-    if len(shape) == 3:
-        raise NiftiInputError(
-            f"Run {name} is a 3D image of shape {shape}; a run must be 4D (x, y, z, time)."
-        )
-    if len(shape) == 5 and shape[3] == 1:  # some writers store time as 5th dim
-        shape = (*shape[:3], shape[4])
-    if len(shape) != 4:
-        raise NiftiInputError(f"Run {name} must be 4D (x, y, z, time), got shape {shape}.")
-    if min(shape) < 1:
-        raise NiftiInputError(f"Run {name} has an empty dimension: shape {shape}.")
-    return shape  # type: ignore[return-value]
-
-
 class FileRunSource(RunSource):
     """A run stored in a ``.nii`` or ``.nii.gz`` file."""
 
@@ -127,7 +64,7 @@ class FileRunSource(RunSource):
         self.path = Path(path)
         img = img if img is not None else load_image(self.path, "run")
         self.name = str(self.path)
-        self.shape = _check_4d(img.shape, self.name)
+        self.shape = check_4d(img.shape, self.name)
         self.affine = np.asarray(img.affine, dtype=np.float64)
         self.header = img.header
         proxy = img.dataobj
@@ -212,23 +149,6 @@ class FileRunSource(RunSource):
                 buf = np.empty(n_bytes, dtype=np.uint8) if shared is None else shared[:n_bytes]
                 _read_into(fh, buf, self.name)
                 yield t0, self._as_volumes(buf, k)
-
-
-class ArrayRunSource(RunSource):
-    """A run held as an (x, y, z, t) numpy or dask array (in-memory image, DataArray)."""
-
-    def __init__(self, data, affine: np.ndarray, name: str):
-        self.data = data
-        self.name = name
-        self.shape = _check_4d(data.shape, name)
-        if data.ndim == 5:
-            self.data = data[:, :, :, 0, :]
-        self.affine = np.asarray(affine, dtype=np.float64)
-        self.dtype = np.dtype(data.dtype)
-
-    def read(self, t0: int, t1: int) -> np.ndarray:
-        block = np.asarray(self.data[:, :, :, t0:t1])
-        return block.transpose(3, 2, 1, 0)
 
 
 def _gzip_isize(path: Path) -> int | None:
@@ -329,32 +249,3 @@ def _skip(fh, n: int, name: str) -> None:
         step = min(n, 1 << 24)
         _read_exact(fh, step, name)
         n -= step
-
-
-def as_run_source(obj, index: int = 0) -> RunSource:
-    """A :class:`RunSource` for a path, a Nifti1Image or an ``xarray.DataArray``."""
-    name = f"#{index}"
-    if isinstance(obj, (str, os.PathLike)):
-        return FileRunSource(obj)
-    if isinstance(obj, (nib.Nifti1Image, nib.Nifti2Image)):
-        fname = obj.get_filename()
-        if fname and not isinstance(obj.dataobj, np.ndarray) and Path(fname).exists():
-            return FileRunSource(fname, img=obj)
-        return ArrayRunSource(obj.dataobj, obj.affine, name)
-    try:
-        import xarray as xr
-    except ImportError:  # pragma: no cover
-        xr = None
-    if xr is not None and isinstance(obj, xr.DataArray):
-        affine = obj.attrs.get("affine")
-        if affine is None:
-            raise NiftiInputError(
-                f"Run {name} is a DataArray without an 'affine' attribute; "
-                "open runs with daskglm.open_run to keep it."
-            )
-        data = obj.transpose("x", "y", "z", "time").data if set(obj.dims) >= {"x", "y", "z", "time"} else obj.data
-        return ArrayRunSource(data, np.asarray(affine), obj.name or name)
-    raise TypeError(
-        f"Run {name} must be a path, a nibabel Nifti1Image or an xarray.DataArray, "
-        f"got {type(obj).__name__}."
-    )

@@ -1,35 +1,37 @@
-"""The per-voxel-block GLM pipeline: scaled statistics -> OLS -> AR fit.
+"""The per-voxel-block GLM pipeline: scaled statistics -> OLS -> AR fit -> packed rows.
 
 :func:`fit_block` is what the orchestration layer maps over voxel blocks.  Its
-output is packed in one float64 array so a single blockwise call carries it:
-rows ``[beta (p), dispersion, ar_coef (order), cov_index, signal_mean, acf_before (k),
-acf_after (k)]``; ``signal_mean`` is each voxel's time mean of the signal as it
-enters the GLM (smoothed, before nilearn's mean scaling)
-where ``k = options.diagnostic_lags`` (no diagnostic rows when ``k = 0``).
+output is packed in one float64 array so a single blockwise call carries it;
+:class:`ResultLayout` is the one place that knows the rows:
+``[beta (q), dispersion, ar_coef (max(order, 1)), cov_index, signal_mean,
+acf_before (k), acf_after (k)]``, where ``signal_mean`` is each voxel's time
+mean of the signal as it enters the GLM (smoothed, before nilearn's mean
+scaling) and ``k = diagnostic_lags`` (no diagnostic rows when ``k = 0``).
+:class:`FitOptions` is the recipe every layer reads: noise model, AR order,
+whitening, signal scaling, lags of the statistics and the kind of covariance
+table.
 
 Three whitening paths:
 
-- binned ``ols``/``ar1``: nilearn's (0.01 bins, precomputed ``cov_table``);
+- binned ``ols``/``ar1``: nilearn's (0.01 bins, precomputed ``cov_table`` of
+  :func:`~daskglm.kernels.gram.binned_gram_inverses`);
 - binned ``arN`` (N >= 2): per-voxel Yule-Walker, each coefficient truncated
-  on the 0.01 grid (:func:`~daskglm.kernels.exact.quantize_ar`), nilearn's
-  whitening, per-voxel Gram from :class:`~daskglm.kernels.exact.ExactTables`;
+  on the 0.01 grid (:func:`~daskglm.kernels.ar.quantize_ar`), nilearn's
+  whitening, per-voxel Gram from :class:`~daskglm.kernels.gram.GramTables`;
 - ``whitening="exact"``: bias-corrected per-voxel AR(p), exact whitening
-  (:mod:`daskglm.kernels.exact`).
+  (:mod:`daskglm.kernels.gram`).
+
+A voxel whose series is constant to machine precision gets exact outputs
+(:func:`constant_voxels`): ``beta = level pinv(X) 1``, dispersion 0, rho 0.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from .ar import BIN_VALUES, OLS_BIN, ar1_bin_index
-from .exact import (
-    ExactTables,
-    bias_corrected_ar,
-    quantize_ar,
-    residual_acf,
-    whitened_fit,
-    whitened_residual_acf,
-)
+from .ar import BIN_VALUES, N_BINS, OLS_BIN, ar1_bin_index, quantize_ar
 from .glm import (
     DesignTables,
     fit_whitened_table,
@@ -39,49 +41,186 @@ from .glm import (
     whitened_cross,
     yule_walker,
 )
-from .scaling import affine_transform_stats, mean_scaling_coefficients
+from .gram import bias_corrected_ar, residual_acf, whitened_fit, whitened_residual_acf
+from .scaling import affine_transform_stats, scales_statistics, scaling_coefficients
 from .stats import RunStats
 
-__all__ = ["FitOptions", "scaled_stats", "residual_total_block", "fit_block", "packed_rows", "unpack", "ExactTables"]
+__all__ = [
+    "FitOptions",
+    "ResultLayout",
+    "scaled_stats",
+    "residual_total_block",
+    "fit_block",
+    "constant_voxels",
+]
 
 
+@dataclass(frozen=True)
+class ResultLayout:
+    """Rows of a packed fit result (the output of :func:`fit_block`).
+
+    Parameters
+    ----------
+    n_regressors : int
+        Design columns ``q``.
+    ar_order : int
+        AR order ``p`` (0 for OLS); ``max(p, 1)`` coefficient rows are stored.
+    diagnostic_lags : int, default=0
+        ``k``: rows of ``acf_before`` and of ``acf_after``.
+    """
+
+    n_regressors: int
+    ar_order: int
+    diagnostic_lags: int = 0
+
+    def _fields(self) -> list[tuple[str, int | None]]:
+        """``(name, rows)`` in order; ``None`` is one row, unpacked without its axis."""
+        fields = [
+            ("beta", self.n_regressors),
+            ("dispersion", None),
+            ("ar_coef", max(self.ar_order, 1)),
+            ("cov_index", None),
+            ("signal_mean", None),
+        ]
+        if self.diagnostic_lags:
+            fields += [("acf_before", self.diagnostic_lags), ("acf_after", self.diagnostic_lags)]
+        return fields
+
+    @property
+    def n_rows(self) -> int:
+        """Length of the packed array's first axis."""
+        return sum(1 if rows is None else rows for _, rows in self._fields())
+
+    def pack(
+        self,
+        beta: np.ndarray,
+        dispersion: np.ndarray,
+        ar_coef: np.ndarray,
+        cov_index: np.ndarray,
+        signal_mean: np.ndarray,
+        acf_before: np.ndarray | None = None,
+        acf_after: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """Stack one block's results into the packed float64 array.
+
+        Parameters
+        ----------
+        beta : ndarray (q, V)
+        dispersion : ndarray (V,)
+        ar_coef : ndarray (max(p, 1), V)
+        cov_index : ndarray (V,)
+            Row of the covariance table (stored as float64).
+        signal_mean : ndarray (V,)
+        acf_before, acf_after : ndarray (k, V), optional
+            Needed when ``diagnostic_lags > 0``.
+
+        Returns
+        -------
+        ndarray, shape (n_rows, V)
+        """
+        parts = [beta, dispersion[None], ar_coef, cov_index[None].astype(np.float64), signal_mean[None]]
+        if self.diagnostic_lags:
+            parts += [acf_before, acf_after]
+        packed = np.concatenate(parts)
+        if packed.shape[0] != self.n_rows:
+            raise ValueError(f"packed {packed.shape[0]} rows, the layout has {self.n_rows}")
+        return packed
+
+    def unpack(self, packed) -> dict:
+        """Split a packed result into named arrays, by slicing only (numpy or dask).
+
+        Returns
+        -------
+        dict
+            ``beta`` (q, V), ``dispersion`` (V,), ``ar_coef`` (max(p, 1), V),
+            ``cov_index`` (V,), ``signal_mean`` (V,) and, when
+            ``diagnostic_lags = k > 0``, ``acf_before`` and ``acf_after`` (k, V).
+        """
+        out, start = {}, 0
+        for name, rows in self._fields():
+            if rows is None:
+                out[name] = packed[start]
+                start += 1
+            else:
+                out[name] = packed[start : start + rows]
+                start += rows
+        return out
+
+
+@dataclass(frozen=True)
 class FitOptions:
-    """What the block kernels need to know about the model.
+    """The fit recipe: what every layer needs to know about the model.
 
     Parameters
     ----------
     noise_model : {'ols', 'ar1', 'ar2', ...}
     signal_scaling : {0, 1, (0, 1), False}
-    global_scale : bool
-        Unused, kept for compatibility.
+        See :mod:`daskglm.kernels.scaling`.
     whitening : {'binned', 'exact'}
     diagnostic_lags : int
         Residual autocorrelation lags (1..k) to report before and after
-        whitening; the statistics then need ``n_lags >= max(order, 1) + k``.
+        whitening; the statistics then need ``n_lags = max(order, 1) + k``.
     """
 
-    def __init__(
-        self,
-        noise_model: str,
-        signal_scaling,
-        global_scale: bool = False,
-        whitening: str = "binned",
-        diagnostic_lags: int = 0,
-    ):
-        self.noise_model = noise_model
-        self.ar_order = 0 if noise_model == "ols" else int(noise_model[2:])
-        self.signal_scaling = signal_scaling
-        self.whitening = whitening
-        self.diagnostic_lags = int(diagnostic_lags)
+    noise_model: str
+    signal_scaling: object
+    whitening: str = "binned"
+    diagnostic_lags: int = 0
+
+    def __post_init__(self):
+        object.__setattr__(self, "diagnostic_lags", int(self.diagnostic_lags))
+        self.ar_order  # noqa: B018 - reject a malformed noise model now
+
+    @property
+    def ar_order(self) -> int:
+        """AR order ``p`` of the noise model (0 for ``'ols'``)."""
+        return 0 if self.noise_model == "ols" else int(self.noise_model[2:])
 
     @property
     def uses_stack(self) -> bool:
-        """Per-voxel Gram matrices from :class:`ExactTables` instead of AR(1) bins."""
+        """Per-voxel Gram matrices (:class:`~daskglm.kernels.gram.GramTables`) instead of AR(1) bins."""
         return self.ar_order >= 2 or (self.whitening == "exact" and self.ar_order >= 1)
 
     @property
     def exact(self) -> bool:
+        """Exact whitening (bias-corrected AR, scaled first samples)."""
         return self.whitening == "exact" and self.ar_order >= 1
+
+    @property
+    def n_lags(self) -> int:
+        """Lags of the sufficient statistics: ``max(p, 1) + diagnostic_lags``."""
+        return max(self.ar_order, 1) + self.diagnostic_lags
+
+    @property
+    def cov_kind(self) -> str:
+        """How contrasts get each voxel's covariance: ``'exact'``, ``'stack'`` or ``'table'``."""
+        return "exact" if self.exact else ("stack" if self.uses_stack else "table")
+
+    @property
+    def n_cov_tables(self) -> int:
+        """Length of the covariance table's first axis.
+
+        ``(p + 1)^2 + p^2`` Gram matrices for the stack kinds
+        (:attr:`~daskglm.kernels.gram.GramTables.gram_stack`), else one per AR(1) bin (``N_BINS``).
+        """
+        if self.uses_stack:
+            p = self.ar_order
+            return (p + 1) ** 2 + p**2
+        return N_BINS
+
+    def layout(self, n_regressors: int) -> ResultLayout:
+        """The rows of :func:`fit_block`'s packed output.
+
+        Parameters
+        ----------
+        n_regressors : int
+            Design columns.
+
+        Returns
+        -------
+        ResultLayout
+        """
+        return ResultLayout(n_regressors, self.ar_order, self.diagnostic_lags)
 
     def __dask_tokenize__(self):
         return (
@@ -93,46 +232,81 @@ class FitOptions:
 def scaled_stats(
     stats: RunStats, tables: DesignTables, signal_scaling, global_mean: float | None = None
 ) -> RunStats:
-    """Apply nilearn's mean scaling to the statistics, if it is asked for."""
-    if signal_scaling is False or signal_scaling is None:
+    """Apply nilearn's mean scaling to the statistics, if it is asked for.
+
+    Parameters
+    ----------
+    stats : RunStats
+        Statistics of the unscaled signal.
+    tables : DesignTables
+    signal_scaling : {0, 1, (0, 1), False}
+        ``0`` and ``(0, 1)`` are applied here; ``1`` was applied per volume
+        while streaming.
+    global_mean : float, optional
+        Mean over voxels and scans, for ``(0, 1)``.
+
+    Returns
+    -------
+    RunStats
+    """
+    if not scales_statistics(signal_scaling):
         return stats
-    if signal_scaling == 0:
-        a, b, _ = mean_scaling_coefficients(stats)
-    elif signal_scaling == (0, 1):
-        scale = max(float(global_mean), 1.0)
-        a = np.full(stats.n_voxels, 100.0 / scale)
-        b = np.full(stats.n_voxels, -100.0)
-    else:  # 1: already applied volume by volume while streaming
-        return stats
+    a, b = scaling_coefficients(stats.sy / stats.n_scans, signal_scaling, global_mean)
     return affine_transform_stats(stats, tables.X, a, b)
 
 
 def residual_total_block(
     stats: RunStats, tables: DesignTables, signal_scaling, global_mean=None
 ) -> np.ndarray:
-    """Per-voxel sum over time of the OLS residuals (for nilearn's YW centring)."""
+    """Per-voxel sum over time of the OLS residuals (for nilearn's YW centring).
+
+    Parameters
+    ----------
+    stats : RunStats
+        Unscaled statistics of a voxel block.
+    tables : DesignTables
+    signal_scaling : {0, 1, (0, 1), False}
+    global_mean : float, optional
+        For ``signal_scaling=(0, 1)``.
+
+    Returns
+    -------
+    ndarray (V,)
+    """
     stats = scaled_stats(stats, tables, signal_scaling, global_mean)
     beta, _ = ols_fit(stats, tables)
     return residual_sum(stats, tables.X, beta)
 
 
-def packed_rows(n_regressors: int, ar_order: int, diagnostic_lags: int = 0) -> int:
-    return n_regressors + 3 + max(ar_order, 1) + 2 * diagnostic_lags
-
-
 def fit_block(
     stats: RunStats,
     tables: DesignTables,
-    cov_table: np.ndarray,
+    cov_table,
     options: FitOptions,
     residual_mean: float = 0.0,
     global_mean: float | None = None,
 ) -> np.ndarray:
-    """Fit one voxel block; returns the packed result (see module docstring).
+    """Fit one voxel block; returns the packed result (:meth:`FitOptions.layout`).
 
-    ``cov_table`` is the AR(1) bin table for binned ``ols``/``ar1`` and an
-    :class:`ExactTables` when ``options.uses_stack``.
+    Parameters
+    ----------
+    stats : RunStats
+        Unscaled statistics of the block, ``n_lags = options.n_lags``.
+    tables : DesignTables
+    cov_table : ndarray (N_BINS, q, q) or GramTables
+        The AR(1) bin table for binned ``ols``/``ar1``; a
+        :class:`~daskglm.kernels.gram.GramTables` when ``options.uses_stack``.
+    options : FitOptions
+    residual_mean : float
+        nilearn's Yule-Walker centring (grand mean of the OLS residuals).
+    global_mean : float, optional
+        For ``signal_scaling=(0, 1)``.
+
+    Returns
+    -------
+    ndarray, shape (n_rows, V)
     """
+    layout = options.layout(tables.n_regressors)
     constant = constant_voxels(stats)
     signal_mean = stats.sy / stats.n_scans
     stats = scaled_stats(stats, tables, options.signal_scaling, global_mean)
@@ -148,29 +322,23 @@ def fit_block(
             rho = quantize_ar(yule_walker(autocov[: order + 1], n))
         beta, dispersion = whitened_fit(stats, cov_table, rho, options.exact)
         index = np.zeros(stats.n_voxels)
-        _quiet_constant_voxels(constant, stats, tables, beta, dispersion, rho)
-        packed = np.concatenate([beta, dispersion[None], rho, index[None], signal_mean[None]])
-        return _with_diagnostics(packed, stats, tables, beta_ols, beta, rho, options)
-    if options.ar_order == 0:
-        rho = np.zeros((1, stats.n_voxels))
-        index = np.full(stats.n_voxels, OLS_BIN)
-    elif options.ar_order == 1:
-        autocov = residual_autocovariance(stats, tables, beta_ols, residual_mean)
-        raw = yule_walker(autocov[:2], n)[0]
-        index = ar1_bin_index(raw)
-        rho = BIN_VALUES[index][None, :]
-    if constant.any():
-        index = np.where(constant, OLS_BIN, index)
-        rho = np.where(constant, 0.0, rho)
-    xty, yty = whitened_cross(stats, tables.X, rho)
-    beta, dispersion = fit_whitened_table(xty, yty, cov_table, index, p, n)
+    else:
+        if options.ar_order == 0:
+            rho = np.zeros((1, stats.n_voxels))
+            index = np.full(stats.n_voxels, OLS_BIN)
+        else:
+            autocov = residual_autocovariance(stats, tables, beta_ols, residual_mean)
+            raw = yule_walker(autocov[:2], n)[0]
+            index = ar1_bin_index(raw)
+            rho = BIN_VALUES[index][None, :]
+        if constant.any():
+            index = np.where(constant, OLS_BIN, index)
+            rho = np.where(constant, 0.0, rho)
+        xty, yty = whitened_cross(stats, tables.X, rho)
+        beta, dispersion = fit_whitened_table(xty, yty, cov_table, index, p, n)
     _quiet_constant_voxels(constant, stats, tables, beta, dispersion, rho)
-    packed = np.concatenate(
-        [beta, dispersion[None], rho, index[None].astype(np.float64), signal_mean[None]]
-    )
-    if options.diagnostic_lags:
-        packed = _with_diagnostics(packed, stats, tables, beta_ols, beta, rho, options)
-    return packed
+    diagnostics = _diagnostics(stats, tables, beta_ols, beta, rho, options)
+    return layout.pack(beta, dispersion, rho, index, signal_mean, *diagnostics)
 
 
 def constant_voxels(stats: RunStats) -> np.ndarray:
@@ -178,6 +346,15 @@ def constant_voxels(stats: RunStats) -> np.ndarray:
 
     Their least-squares quantities are pure rounding noise (SSE = y'y - b'X'y
     cancels to +-1e-12), which would turn into huge spurious statistics.
+
+    Parameters
+    ----------
+    stats : RunStats
+
+    Returns
+    -------
+    ndarray of bool, shape (V,)
+        ``sum (y - mean)^2 <= 1e3 eps sum y^2``.
     """
     centred = stats.yy - stats.sy**2 / stats.n_scans
     return centred <= 1e3 * np.finfo(np.float64).eps * np.maximum(stats.yy, np.finfo(np.float64).tiny)
@@ -202,34 +379,11 @@ def _quiet_constant_voxels(constant, stats, tables, beta, dispersion, rho) -> No
     rho[:, constant] = 0.0
 
 
-def _with_diagnostics(packed, stats, tables, beta_ols, beta, rho, options) -> np.ndarray:
-    """Append residual autocorrelations before (OLS) and after whitening."""
+def _diagnostics(stats, tables, beta_ols, beta, rho, options) -> tuple:
+    """Residual autocorrelations before (OLS) and after whitening, or ``()`` if none asked."""
     k = options.diagnostic_lags
     if not k:
-        return packed
+        return ()
     before = residual_acf(residual_autocovariance(stats, tables, beta_ols, 0.0), k)
     after = whitened_residual_acf(stats, tables.X, beta, rho, options.exact, k)
-    return np.concatenate([packed, before, after])
-
-
-def unpack(
-    packed: np.ndarray, n_regressors: int, ar_order: int, diagnostic_lags: int = 0
-) -> dict[str, np.ndarray]:
-    """Split a packed fit result into named arrays.
-
-    With ``diagnostic_lags = k > 0`` it also holds ``acf_before`` and
-    ``acf_after``, each (k, V).
-    """
-    p, r, k = n_regressors, max(ar_order, 1), diagnostic_lags
-    out = {
-        "beta": packed[:p],
-        "dispersion": packed[p],
-        "ar_coef": packed[p + 1 : p + 1 + r],
-        "cov_index": packed[p + 1 + r],
-        "signal_mean": packed[p + 2 + r],
-    }
-    if k:
-        start = p + 3 + r
-        out["acf_before"] = packed[start : start + k]
-        out["acf_after"] = packed[start + k : start + 2 * k]
-    return out
+    return before, after

@@ -2,6 +2,19 @@
 
 Formulas follow nilearn 0.14.1 (``nilearn.glm.first_level.run_glm``,
 ``nilearn.glm.regression``) exactly; docs/architecture.md maps each step.
+The ones that live here:
+
+- OLS: ``beta = pinv(X) Y`` from ``X^T Y``, ``SSE = Y^T Y - beta^T X^T Y``,
+  ``df = n - rank(X)`` with nilearn's rank tolerance (:func:`ols_fit`,
+  :func:`design_rank`);
+- residual lag sums ``c_k = sum_{t>=k} (e_t - mu)(e_{t-k} - mu)`` with
+  nilearn's grand-mean centring ``mu`` (:func:`residual_lag_sums`);
+- Yule-Walker: ``r_k = c_k / ((n - k) n)``, ``rho = Toeplitz(r_0..r_{L-1})^{-1}
+  r_{1..L}`` (:func:`yule_walker`);
+- nilearn's whitening and ``(WX)^T (WY)``, ``(WY)^T (WY)`` from the lagged sums
+  (below; :func:`whitened_cross`), ``pinv(WX) pinv(WX)^T``
+  (:func:`whitened_gram_inverse`) and the whitened least squares
+  ``sigma^2 = SSE_w / (n - p)`` (:func:`fit_whitened_table`).
 
 Notation: ``W`` whitens a series with AR coefficients ``rho_1..rho_L`` the way
 nilearn's ``ARModel.whiten`` does, ``(W z)_t = z_t - sum_{i<=min(t,L)} rho_i z_{t-i}``
@@ -20,15 +33,17 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg as spl
 
+from .ar import toeplitz_stack
 from .stats import RunStats
 
 __all__ = [
     "DesignTables",
-    "design_tables",
+    "lagged_gram",
     "design_rank",
     "constant_in_span",
     "ols_fit",
     "residual_sum",
+    "residual_lag_sums",
     "residual_autocovariance",
     "yule_walker",
     "whiten_design",
@@ -40,6 +55,13 @@ __all__ = [
 
 class DesignTables:
     """Design-only quantities of one run, computed once and shared by all blocks.
+
+    Parameters
+    ----------
+    X : ndarray (n, p)
+        The run's design matrix.
+    n_lags : int
+        Lags ``L`` of the statistics.
 
     Attributes
     ----------
@@ -59,17 +81,37 @@ class DesignTables:
         self.n_lags = n_lags
         pinv = spl.pinv(X)
         self.pinv_cov = pinv @ pinv.T
-        n = self.n_scans
-        self.lagged_gram = np.stack([X[k:].T @ X[: n - k] for k in range(n_lags + 1)])
+        self.lagged_gram = lagged_gram(X, n_lags)
         self.rank = design_rank(X)
 
-    @property
-    def df_residuals(self) -> int:
-        return self.n_scans - self.rank
+
+def lagged_gram(X: np.ndarray, n_lags: int) -> np.ndarray:
+    """Lagged Gram matrices ``A_k = sum_{t>=k} X_t X_{t-k}^T``, k = 0..n_lags.
+
+    Parameters
+    ----------
+    X : ndarray, shape (n, p)
+    n_lags : int
+
+    Returns
+    -------
+    ndarray, shape (n_lags + 1, p, p)
+    """
+    n = X.shape[0]
+    return np.stack([X[k:].T @ X[: n - k] for k in range(n_lags + 1)])
 
 
 def design_rank(X: np.ndarray) -> int:
-    """``rank(X)`` with nilearn's tolerance (``sum|X| * eps``); df = n - rank."""
+    """``rank(X)`` with nilearn's tolerance (``sum|X| * eps``); df = n - rank.
+
+    Parameters
+    ----------
+    X : ndarray (n, p)
+
+    Returns
+    -------
+    int
+    """
     X = np.asarray(X, dtype=np.float64)
     return int(np.linalg.matrix_rank(X, np.abs(X).sum() * np.finfo(np.float64).eps))
 
@@ -79,6 +121,14 @@ def constant_in_span(X: np.ndarray) -> bool:
 
     Then every voxel's OLS residuals sum to zero, and nilearn's grand-mean
     centring before Yule-Walker subtracts only rounding noise.
+
+    Parameters
+    ----------
+    X : ndarray (n, p)
+
+    Returns
+    -------
+    bool
     """
     X = np.asarray(X, dtype=np.float64)
     ones = np.ones(X.shape[0])
@@ -86,13 +136,19 @@ def constant_in_span(X: np.ndarray) -> bool:
     return bool(np.linalg.norm(residual) <= 1e-8 * np.sqrt(X.shape[0]))
 
 
-def design_tables(X: np.ndarray, n_lags: int) -> DesignTables:
-    """Precompute the design-only quantities of a run."""
-    return DesignTables(X, n_lags)
-
-
 def ols_fit(stats: RunStats, tables: DesignTables) -> tuple[np.ndarray, np.ndarray]:
-    """OLS ``beta = pinv(X) Y`` and the residual sum of squares, per voxel."""
+    """OLS ``beta = pinv(X) Y`` and the residual sum of squares, per voxel.
+
+    Parameters
+    ----------
+    stats : RunStats
+    tables : DesignTables
+
+    Returns
+    -------
+    beta : ndarray (p, V)
+    sse : ndarray (V,)
+    """
     beta = tables.pinv_cov @ stats.xy
     sse = stats.yy - np.einsum("pv,pv->v", beta, stats.xy)
     return beta, sse
@@ -104,19 +160,50 @@ def _quad(beta: np.ndarray, A: np.ndarray) -> np.ndarray:
 
 
 def residual_sum(stats: RunStats, X: np.ndarray, beta: np.ndarray) -> np.ndarray:
-    """``sum_t e_t`` of the OLS residuals ``e = Y - X beta``, per voxel."""
+    """``sum_t e_t`` of the residuals ``e = Y - X beta``, per voxel.
+
+    Parameters
+    ----------
+    stats : RunStats
+    X : ndarray (n, p)
+    beta : ndarray (p, V)
+
+    Returns
+    -------
+    ndarray (V,)
+    """
     return stats.sy - X.sum(axis=0) @ beta
 
 
-def residual_autocovariance(
-    stats: RunStats, tables: DesignTables, beta: np.ndarray, grand_mean: float = 0.0
+def residual_lag_sums(
+    stats: RunStats, X: np.ndarray, gram: np.ndarray, beta: np.ndarray, grand_mean: float = 0.0
 ) -> np.ndarray:
-    """Lagged sums ``c_k = sum_{t>=k} (e_t - mu)(e_{t-k} - mu)``, k = 0..L.
+    """Lagged sums ``c_k = sum_{t>=k} (e_t - mu)(e_{t-k} - mu)`` of ``e = Y - X beta``, k = 0..L.
 
-    ``mu`` is nilearn's Yule-Walker centring: one mean over all voxels and
-    scans of the OLS residuals (about 0 when the design has an intercept).
+    With ``A_k`` the lagged Gram of ``X`` (:func:`lagged_gram`) and the
+    statistics' lag sums,
+
+        sum_{t>=k} e_t e_{t-k} = yy_lag[k] - beta^T xy_sym[k] + beta^T A_k beta
+
+    (``yy``, ``xy`` and ``2 beta^T xy`` at lag 0); the centring on ``mu``
+    adds ``-mu (sum_{t>=k} e_t + sum_{t<n-k} e_t) + (n - k) mu^2``.
+
+    Parameters
+    ----------
+    stats : RunStats
+        Statistics of ``Y`` with ``n_lags = L``.
+    X : ndarray, shape (n, p)
+    gram : ndarray, shape (>= L + 1, p, p)
+        :func:`lagged_gram` of ``X``.
+    beta : ndarray, shape (p, V)
+    grand_mean : float
+        ``mu``; 0 for plain lag sums.
+
+    Returns
+    -------
+    ndarray, shape (L + 1, V)
     """
-    X, n, L = tables.X, stats.n_scans, stats.n_lags
+    n, L = stats.n_scans, stats.n_lags
     e_sum = residual_sum(stats, X, beta)
     e_head = stats.head - X[:L] @ beta
     e_tail = stats.tail - X[n - L :] @ beta
@@ -127,23 +214,55 @@ def residual_autocovariance(
     c[0] = (
         stats.yy
         - 2 * np.einsum("pv,pv->v", beta, stats.xy)
-        + _quad(beta, tables.lagged_gram[0])
+        + _quad(beta, gram[0])
     )
     c[0] += -2 * grand_mean * e_sum + n * grand_mean**2
     for k in range(1, L + 1):
         cross = stats.xy_sym[k - 1]
         c[k] = stats.yy_lag[k - 1] - np.einsum("pv,pv->v", beta, cross)
-        c[k] += _quad(beta, tables.lagged_gram[k])
+        c[k] += _quad(beta, gram[k])
         late, early = e_sum - head_sum[k - 1], e_sum - tail_sum[k - 1]
         c[k] += -grand_mean * (late + early) + (n - k) * grand_mean**2
     return c
 
 
+def residual_autocovariance(
+    stats: RunStats, tables: DesignTables, beta: np.ndarray, grand_mean: float = 0.0
+) -> np.ndarray:
+    """Lagged sums ``c_k = sum_{t>=k} (e_t - mu)(e_{t-k} - mu)`` of the OLS residuals, k = 0..L.
+
+    ``mu`` is nilearn's Yule-Walker centring: one mean over all voxels and
+    scans of the OLS residuals (about 0 when the design has an intercept).
+    :func:`residual_lag_sums` with the run's :class:`DesignTables`.
+
+    Parameters
+    ----------
+    stats : RunStats
+    tables : DesignTables
+    beta : ndarray, shape (p, V)
+    grand_mean : float
+
+    Returns
+    -------
+    ndarray, shape (L + 1, V)
+    """
+    return residual_lag_sums(stats, tables.X, tables.lagged_gram, beta, grand_mean)
+
+
 def yule_walker(autocov: np.ndarray, n_scans: int) -> np.ndarray:
     """Yule-Walker AR coefficients from lagged sums, as nilearn's ``_yule_walker``.
 
-    Returns an array of shape (L, n_voxels).  A voxel whose residuals are all
-    zero (a constant voxel) gets coefficients 0 instead of nilearn's NaN.
+    Parameters
+    ----------
+    autocov : ndarray (L + 1, V)
+        Residual lag sums ``c_0..c_L`` (:func:`residual_autocovariance`).
+    n_scans : int
+
+    Returns
+    -------
+    ndarray (L, V)
+        A voxel whose residuals are all zero (a constant voxel) gets
+        coefficients 0 instead of nilearn's NaN.
     """
     L = autocov.shape[0] - 1
     r = autocov / ((n_scans - np.arange(L + 1))[:, None] * n_scans)
@@ -152,14 +271,25 @@ def yule_walker(autocov: np.ndarray, n_scans: int) -> np.ndarray:
     r[0] = np.where(degenerate, 1.0, r[0])
     if L == 1:
         return r[1:] / r[0]
-    idx = np.abs(np.arange(L)[:, None] - np.arange(L)[None, :])
-    toeplitz = np.moveaxis(r[idx], -1, 0)  # (V, L, L)
+    toeplitz = toeplitz_stack(r[:L])  # (V, L, L)
     rho = np.linalg.solve(toeplitz, r[1:].T[:, :, None])[..., 0]
     return rho.T
 
 
 def whiten_design(X: np.ndarray, rho: np.ndarray) -> np.ndarray:
-    """nilearn's ``ARModel.whiten``: first samples are left unscaled."""
+    """nilearn's ``ARModel.whiten``: first samples are left unscaled.
+
+    Parameters
+    ----------
+    X : ndarray (n, p)
+    rho : array-like (L,)
+        AR coefficients.
+
+    Returns
+    -------
+    ndarray (n, p)
+        ``x_t - sum_{i <= min(t, L)} rho_i x_{t-i}``.
+    """
     X = np.asarray(X, dtype=np.float64)
     out = X.copy()
     for i, r in enumerate(np.atleast_1d(rho)):
@@ -179,6 +309,15 @@ def whitened_gram_inverse(X: np.ndarray, rho: np.ndarray) -> np.ndarray:
     computed from the p x p Gram matrix (n times cheaper than an SVD of the
     n x p ``WX``; differences ~cond^2 eps).  Near-singular designs take
     nilearn's route, ``scipy.linalg.pinv`` of ``WX``, so its rank cut-off applies.
+
+    Parameters
+    ----------
+    X : ndarray (n, p)
+    rho : ndarray (L,)
+
+    Returns
+    -------
+    ndarray (p, p)
     """
     wx = whiten_design(X, rho)
     gram = wx.T @ wx
@@ -241,7 +380,20 @@ def _cross_yy(stats: RunStats, i: int, j: int) -> np.ndarray:
 def whitened_cross(
     stats: RunStats, X: np.ndarray, rho: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """``(WX)^T (WY)`` (p, V) and ``(WY)^T (WY)`` (V,) for per-voxel ``rho`` (L, V)."""
+    """``(WX)^T (WY)`` and ``(WY)^T (WY)`` for per-voxel AR coefficients, nilearn's whitening.
+
+    Parameters
+    ----------
+    stats : RunStats
+        Statistics with ``n_lags >= L``.
+    X : ndarray (n, p)
+    rho : ndarray (L, V)
+
+    Returns
+    -------
+    xty : ndarray (p, V)
+    yty : ndarray (V,)
+    """
     order = rho.shape[0]
     coef = np.concatenate([np.ones((1, rho.shape[1])), -rho])  # c_0 .. c_L
     xty = np.zeros_like(stats.xy)

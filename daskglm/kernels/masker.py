@@ -25,7 +25,19 @@ TRUNCATE = 4.0
 
 
 def smoothing_sigmas(affine: np.ndarray, fwhm) -> np.ndarray | None:
-    """Gaussian sigma in voxels along x, y, z for a FWHM in mm (nilearn's rule)."""
+    """Gaussian sigma in voxels along x, y, z for a FWHM in mm (nilearn's rule).
+
+    Parameters
+    ----------
+    affine : ndarray (4, 4)
+        Voxel sizes are the norms of the first three columns.
+    fwhm : float, sequence of 3 (float or None), or None
+
+    Returns
+    -------
+    ndarray (3,) or None
+        ``fwhm / (sqrt(8 ln 2) voxel_size)``; None when nothing is smoothed.
+    """
     if fwhm is None:
         return None
     fwhm = np.asarray([fwhm], dtype=object).ravel()
@@ -39,7 +51,17 @@ def smoothing_sigmas(affine: np.ndarray, fwhm) -> np.ndarray | None:
 
 
 def nilearn_float_dtype(dtype: np.dtype) -> np.dtype:
-    """The dtype nilearn smooths in: float32 for integers, else unchanged."""
+    """The dtype nilearn smooths in: float32 for integers, else unchanged.
+
+    Parameters
+    ----------
+    dtype : numpy dtype
+
+    Returns
+    -------
+    numpy dtype
+        float64 for 64-bit integers, float32 for other integers and booleans.
+    """
     dtype = np.dtype(dtype)
     if dtype.kind in "iu":
         return np.dtype(np.float64) if dtype.itemsize == 8 else np.dtype(np.float32)
@@ -80,7 +102,16 @@ class VolumeMasker:
         self.flat_index = np.ravel_multi_index(self.index, crop_shape)
 
     def transform(self, volumes: np.ndarray) -> np.ndarray:
-        """Masked (and smoothed) signals, shape (k, n_voxels), in nilearn's dtype."""
+        """Masked (and smoothed) signals in nilearn's dtype and voxel order.
+
+        Parameters
+        ----------
+        volumes : ndarray (k, nz, ny, nx)
+
+        Returns
+        -------
+        ndarray (k, n_voxels)
+        """
         dtype = nilearn_float_dtype(volumes.dtype)
         if self.sigmas is None:
             out = volumes[(slice(None), *self.index)]

@@ -46,7 +46,25 @@ __all__ = [
 
 @dataclass
 class RunStats:
-    """Sufficient statistics of one run (or one time chunk of it)."""
+    """Sufficient statistics of one run (or one time chunk of it).
+
+    Parameters
+    ----------
+    n_scans : int
+        Scans of the whole run.
+    sy : ndarray (V,)
+        ``sum_t Y_t``.
+    yy : ndarray (V,)
+        ``sum_t Y_t^2``.
+    yy_lag : ndarray (L, V)
+        ``sum_{t>=k} Y_t Y_{t-k}``, k = 1..L.
+    xy : ndarray (p, V)
+        ``sum_t X_t Y_t``.
+    xy_sym : ndarray (L, p, V)
+        ``sum_{t>=k} (X_{t-k} Y_t + X_t Y_{t-k})``, k = 1..L.
+    head, tail : ndarray (L, V)
+        The run's first and last ``L`` scans.
+    """
 
     n_scans: int
     sy: np.ndarray
@@ -59,13 +77,16 @@ class RunStats:
 
     @property
     def n_lags(self) -> int:
+        """Lags ``L`` of the lagged sums."""
         return self.yy_lag.shape[0]
 
     @property
     def n_voxels(self) -> int:
+        """Voxels ``V``."""
         return self.sy.shape[0]
 
     def arrays(self) -> dict[str, np.ndarray]:
+        """The array fields by name (everything but ``n_scans``)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "n_scans"}
 
 
@@ -77,6 +98,15 @@ def stacked_design(X: np.ndarray, n_lags: int) -> np.ndarray:
     yields the chunk's share of ``xy`` and ``xy_sym`` at once, because
     sum_{s>=k} X_{s-k} Y_s and sum_{s<=n-1-k} X_{s+k} Y_s are plain sums over
     the chunk's own rows.
+
+    Parameters
+    ----------
+    X : ndarray (n, p)
+    n_lags : int
+
+    Returns
+    -------
+    ndarray (n, (L + 1) p), C-contiguous
     """
     X = np.asarray(X, dtype=np.float64)
     n, p = X.shape
@@ -95,6 +125,14 @@ def empty_stats(n_scans: int, n_lags: int, n_regressors: int, n_voxels: int) -> 
     ``xy`` and ``xy_sym`` are views into one C-ordered ``((L + 1) p, V)``
     array, which :func:`accumulate_chunk` updates in place with a single BLAS
     call per chunk.
+
+    Parameters
+    ----------
+    n_scans, n_lags, n_regressors, n_voxels : int
+
+    Returns
+    -------
+    RunStats
     """
     p, L, V = n_regressors, n_lags, n_voxels
     products = np.zeros(((L + 1) * p, V))
@@ -188,7 +226,14 @@ def chunk_stats(
 ) -> RunStats:
     """Statistics of the volumes ``t0 .. t0 + len(Y) - 1`` of a run (a new object).
 
-    See :func:`accumulate_chunk` for the parameters.
+    Parameters
+    ----------
+    Y, t0, n_scans, design_stack, n_lags, previous
+        As :func:`accumulate_chunk` (``n_scans`` and ``n_lags`` describe the run).
+
+    Returns
+    -------
+    RunStats
     """
     p = design_stack.shape[1] // (n_lags + 1)
     total = empty_stats(n_scans, n_lags, p, np.shape(Y)[1])
@@ -200,6 +245,14 @@ def combine_stats(a: RunStats, b: RunStats) -> RunStats:
 
     ``head``/``tail`` rows are only ever set by the chunk that holds them and
     are zero elsewhere, so they add like the rest.
+
+    Parameters
+    ----------
+    a, b : RunStats
+
+    Returns
+    -------
+    RunStats
     """
     arrays_a, arrays_b = a.arrays(), b.arrays()
     summed = {name: arrays_a[name] + arrays_b[name] for name in arrays_a}

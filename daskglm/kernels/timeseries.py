@@ -21,8 +21,17 @@ __all__ = ["TimeseriesAccumulator", "ar_filter"]
 def ar_filter(z: np.ndarray, previous: np.ndarray, rho: np.ndarray) -> np.ndarray:
     """``z_t - sum_i rho_i z_{t-i}`` for a chunk ``z`` (k, V), given earlier rows.
 
-    ``previous`` holds the rows just before the chunk (at most ``p``, fewer at
-    the start of the run, where the missing terms are zero as in nilearn).
+    Parameters
+    ----------
+    z : ndarray (k, V)
+    previous : ndarray (m, V)
+        The rows just before the chunk (at most ``p``, fewer at the start of
+        the run, where the missing terms are zero as in nilearn).
+    rho : ndarray (p, V)
+
+    Returns
+    -------
+    ndarray (k, V)
     """
     context = np.concatenate([previous, z]) if len(previous) else z
     offset = len(previous)
@@ -58,7 +67,18 @@ class TimeseriesAccumulator:
         self.moments = np.zeros((4, n_vox))  # sum pred, sum pred^2, sum wy, sum wy^2
 
     def update(self, Y: np.ndarray, t0: int) -> tuple[np.ndarray, np.ndarray]:
-        """Residuals and predictions (each (k, V)) of scans ``t0 .. t0 + k - 1``."""
+        """Residuals and predictions of scans ``t0 .. t0 + k - 1``.
+
+        Parameters
+        ----------
+        Y : ndarray (k, V)
+            The scaled (unwhitened) data of the chunk; chunks come in order.
+        t0 : int
+
+        Returns
+        -------
+        residuals, predicted : ndarray (k, V)
+        """
         Y = np.asarray(Y, dtype=np.float64)
         fit = self.X[t0 : t0 + len(Y)] @ self.beta
         predicted = ar_filter(fit, self._prev_fit, self.rho)
@@ -75,7 +95,13 @@ class TimeseriesAccumulator:
         return Y - predicted, predicted
 
     def r_square(self) -> np.ndarray:
-        """``var(predicted) / var(W Y)`` over the scans seen (nilearn's r_square)."""
+        """``var(predicted) / var(W Y)`` over the scans seen (nilearn's r_square).
+
+        Returns
+        -------
+        ndarray (V,)
+            0 where ``var(W Y) = 0``.
+        """
         mean_p, mean_w = self.moments[0] / self.n, self.moments[2] / self.n
         var_p = self.moments[1] / self.n - mean_p**2
         var_w = self.moments[3] / self.n - mean_w**2

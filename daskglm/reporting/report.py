@@ -28,10 +28,13 @@ import dask
 import numpy as np
 import pandas as pd
 
-from ..thresholding import _check_params, contrast_z_map, get_clusters_table, threshold_stats_img
+from .._version import __version__
+from ..errors import NotFittedError
+from ..io.export import unmask
+from ..thresholding import check_threshold_params, get_clusters_table, threshold_stats_img
 from . import _templates, plotting
 
-__all__ = ["GLMReport", "make_glm_report", "normalize_contrasts"]
+__all__ = ["GLMReport", "make_glm_report", "normalize_contrasts", "contrast_z_map"]
 
 _TEMPLATES = {
     "report.html": Template(_templates.REPORT),
@@ -100,6 +103,22 @@ class _ContrastResult:
     thresholded: Any = None
     threshold: float = float("nan")
     table: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+def contrast_z_map(model, contrast_def, stat_type: str | None = None):
+    """Lazy z map of a contrast: a :class:`dask.delayed.Delayed` of a Nifti1Image.
+
+    Parameters
+    ----------
+    model : daskglm.FirstLevelModel
+        A fitted model, or one reopened with :func:`daskglm.open_model`.
+    contrast_def : str, array or list
+        As for :meth:`~daskglm.FirstLevelModel.compute_contrast`.
+    stat_type : {None, 't', 'F'}
+    """
+    z = model.contrast_maps(contrast_def, stat_type)["z_score"].data
+    mask = np.asarray(model.mask_img_.dataobj) != 0
+    return dask.delayed(unmask, pure=True)(z, mask, model.mask_img_.affine, "z_score")
 
 
 def normalize_contrasts(contrasts) -> dict[str, Any]:
@@ -339,10 +358,8 @@ def make_glm_report(
     GLMReport
     """
     if not model.__sklearn_is_fitted__():
-        from ..model import NotFittedError
-
         raise NotFittedError("The model is not fitted yet; call fit() before generate_report().")
-    _check_params(alpha, threshold, height_control, cluster_threshold)
+    check_threshold_params(alpha, threshold, height_control, cluster_threshold)
     contrasts = normalize_contrasts(contrasts)
     title = title or "daskglm first-level report"
     if bg_img is None:
@@ -376,12 +393,6 @@ def make_glm_report(
         whitening=_whitening_section(model),
         height=_height_text(height_control, alpha, threshold, cluster_threshold, two_sided),
         contrasts="\n".join(sections),
-        version=html.escape(_version()),
+        version=html.escape(__version__),
     )
     return GLMReport(page, title)
-
-
-def _version() -> str:
-    from .._version import __version__
-
-    return __version__

@@ -1,0 +1,34 @@
+"""Persistence of fits: Zarr stores, local or on object storage.
+
+- :mod:`~daskglm.store.location`: :class:`Location`, a local directory or an fsspec URL;
+- :mod:`~daskglm.store.keys`: resume identity (:func:`run_key`, :func:`run_keys`);
+- :mod:`~daskglm.store.schema`: the fit as an :class:`xarray.Dataset`, and the format constants;
+- :mod:`~daskglm.store.zarr`: atomic, resumable writes and reads (:func:`write_dataset`,
+  :func:`read_dataset`, :func:`read_fit`).
+"""
+
+from __future__ import annotations
+
+from ..errors import StoreError
+from .keys import run_key, run_keys, run_sources, source_identity
+from .location import Location
+from .schema import FORMAT_NAME, FORMAT_VERSION, fits_from_dataset, fits_to_dataset
+from .zarr import WriteSummary, complete_run_keys, read_dataset, read_fit, write_dataset
+
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "Location",
+    "StoreError",
+    "WriteSummary",
+    "complete_run_keys",
+    "fits_from_dataset",
+    "fits_to_dataset",
+    "read_dataset",
+    "read_fit",
+    "run_key",
+    "run_keys",
+    "run_sources",
+    "source_identity",
+    "write_dataset",
+]

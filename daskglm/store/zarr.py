@@ -1,39 +1,23 @@
 """The results store: one Zarr group per fit, one subgroup per run, committed last.
 
-The fit is handled in memory as one lazy :class:`xarray.Dataset` (voxels flat
-in mask order, unmasked only on export):
-
-=================  ==============================  =====================================
-variable           dims                            meaning
-=================  ==============================  =====================================
-beta               run, regressor, voxel           whitened GLS parameter estimates
-dispersion         run, voxel                      residual variance SSE / (n - p)
-ar_coef            run, ar_lag, voxel              AR coefficients used for whitening
-cov_index          run, voxel                      row of cov_table for each voxel
-cov_table          run, cov_entry, regressor,      pinv(WX) pinv(WX)^T per AR bin
-                   regressor_b
-design             run, scan, regressor            design matrix (NaN-padded)
-n_scans            run                             scans per run
-n_regressors       run                             columns per run
-df_residuals       run                             n - rank(X)
-mask               x, y, z                         the analysis mask
-=================  ==============================  =====================================
-
-On disk (format version 2) it is split so that runs can be written, and
-resumed, one at a time::
+The fit's Dataset (variables and attributes: :mod:`daskglm.store.schema`) is
+split on disk (format version 2) so that runs can be written, and resumed, one
+at a time::
 
     fit.zarr/
       zarr.json              root group; its attributes are the commit record:
                              daskglm_format, daskglm_format_version, daskglm_runs
                              (ordered run group names), daskglm_run_keys,
                              daskglm_shared, plus the dataset's own attributes
-                             (affine, design_columns, model_params, ...)
+                             (affine, design_columns, model_params, daskglm_version)
       run0-1a2b3c4d/         one group per run: every variable with a ``run`` dim,
                              that run's slice, padding trimmed; attributes
                              daskglm_run_key (input identity + parameters + design
-                             hash), daskglm_run_source and daskglm_run_complete
+                             hash, :mod:`daskglm.store.keys`), daskglm_run_index,
+                             daskglm_run_source and daskglm_run_complete
       run1-5e6f7a8b/
-      shared-9c0d1e2f/       variables without a ``run`` dim (the mask, ...)
+      shared-9c0d1e2f/       variables without a ``run`` dim (the mask, ...);
+                             attributes daskglm_group and daskglm_run_complete
 
 Atomicity.  A group counts only once its ``daskglm_run_complete`` attribute is
 set, which is done after all of its arrays are written.  Locally a group is
@@ -56,42 +40,50 @@ daskglm 0.1 before this layout) is still read.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
 
 import numpy as np
 import xarray as xr
 
 from ..errors import StoreError
+from ..graph.state import FittedState
+from ..kernels.fit import FitOptions
+from .location import Location
+from .schema import (
+    AFFINE_ATTR,
+    COLUMNS_ATTR,
+    COMMIT_ATTRS,
+    FORMAT_ATTR,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    FORMAT_VERSION_ATTR,
+    GROUP_ATTR,
+    PARAMS_ATTR,
+    RUN_INDEX_ATTR,
+    RUN_KEY,
+    RUN_KEYS_ATTR,
+    RUN_MARKER,
+    RUN_SOURCE,
+    RUNS_ATTR,
+    SHARED_ATTR,
+    TRIMMED_DIMS,
+    fits_from_dataset,
+)
 
 __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
+    "RUN_MARKER",
     "StoreError",
     "WriteSummary",
     "write_dataset",
     "read_dataset",
+    "read_fit",
     "complete_run_keys",
-    "run_key",
-    "source_identity",
 ]
-
-FORMAT_NAME = "daskglm-first-level-fit"
-FORMAT_VERSION = 2
-
-RUN_KEY = "daskglm_run_key"
-RUN_SOURCE = "daskglm_run_source"
-RUN_MARKER = "daskglm_run_complete"
-_INTERNAL_ATTRS = ("daskglm_runs", "daskglm_run_keys", "daskglm_shared")
-#: dims trimmed to a run's own size before writing, and the variable giving that size
-_TRIMMED_DIMS = {"regressor": "n_regressors", "regressor_b": "n_regressors", "scan": "n_scans"}
-
 
 
 @dataclass
@@ -113,150 +105,8 @@ class WriteSummary:
     reused: list[int] = field(default_factory=list)
 
 
-# ------------------------------------------------------------------ identity
-def _hash_array(a) -> str:
-    a = np.ascontiguousarray(np.asarray(a))
-    h = hashlib.sha256(f"{a.dtype.str}{a.shape}".encode())
-    h.update(a.tobytes())
-    return h.hexdigest()
-
-
-def source_identity(source) -> dict[str, Any]:
-    """What identifies a run's input, for resuming.
-
-    Files are identified by resolved path, size and modification time (ns);
-    in-memory runs by a hash of their content (dask's deterministic token).
-    """
-    if hasattr(source, "path"):
-        return dict(source.identity())
-    from dask.base import tokenize
-
-    return {"name": str(getattr(source, "name", "")), "shape": [int(s) for s in source.shape],
-            "content_token": tokenize(source.data)}
-
-
-def run_key(identity: dict, params: dict, design: np.ndarray, columns, mask: np.ndarray,
-            affine: np.ndarray, extra: Any = None) -> str:
-    """A hex digest identifying one run's fit: input, parameters, design, mask, geometry."""
-    record = {
-        "identity": identity,
-        "params": params,
-        "design": _hash_array(np.asarray(design, dtype=np.float64)),
-        "columns": [str(c) for c in columns],
-        "mask": _hash_array(np.asarray(mask, dtype=bool)),
-        "affine": np.round(np.asarray(affine, dtype=np.float64), 6).tolist(),
-        "extra": extra,
-    }
-    text = json.dumps(record, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
-# ------------------------------------------------------------------ location
-def _is_local(path) -> bool:
-    return "://" not in str(path) or str(path).startswith("file://")
-
-
-def _local(path) -> Path:
-    s = str(path)
-    return Path(s[len("file://") :] if s.startswith("file://") else s)
-
-
-class _Location:
-    """A store root, local directory or fsspec URL (picklable: no live handles)."""
-
-    def __init__(self, path, storage_options: dict | None = None):
-        self.local = _is_local(path)
-        self.storage_options = dict(storage_options or {})
-        if self.local:
-            self.url = str(_local(path).absolute())
-        else:
-            self.url = str(path).rstrip("/")
-
-    def __str__(self) -> str:
-        return self.url
-
-    def fs_path(self, name: str = ""):
-        import fsspec
-
-        fs, root = fsspec.core.url_to_fs(self.url, **self.storage_options)
-        return fs, f"{root}/{name}" if name else root
-
-    def child(self, name: str) -> str:
-        return os.path.join(self.url, name) if self.local else f"{self.url}/{name}"
-
-    def exists(self) -> bool:
-        if self.local:
-            return os.path.lexists(self.url)
-        fs, root = self.fs_path()
-        fs.invalidate_cache()
-        return bool(fs.exists(root))
-
-    def read_json(self, name: str) -> dict | None:
-        if self.local:
-            try:
-                with open(os.path.join(self.url, name), "rb") as fh:
-                    return json.loads(fh.read())
-            except (FileNotFoundError, NotADirectoryError):
-                return None
-        fs, path = self.fs_path(name)
-        try:
-            return json.loads(fs.cat_file(path))
-        except FileNotFoundError:
-            return None
-
-    def write_json(self, name: str, obj: dict) -> None:
-        data = json.dumps(obj, indent=2).encode()
-        if self.local:
-            target = os.path.join(self.url, name)
-            tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)  # atomic
-            return
-        fs, path = self.fs_path(name)
-        fs.pipe_file(path, data)  # one PUT: atomic on object stores
-
-    def children(self) -> list[str]:
-        """Names of the sub-directories (sub-prefixes) of the store."""
-        if self.local:
-            try:
-                return sorted(e.name for e in os.scandir(self.url) if e.is_dir())
-            except FileNotFoundError:
-                return []
-        fs, root = self.fs_path()
-        fs.invalidate_cache()
-        try:
-            entries = fs.ls(root, detail=True)
-        except FileNotFoundError:
-            return []
-        return sorted(
-            e["name"].rstrip("/").rsplit("/", 1)[-1] for e in entries if e.get("type") == "directory"
-        )
-
-    def remove(self, name: str) -> None:
-        if self.local:
-            path = os.path.join(self.url, name)
-            if os.path.isdir(path):
-                shutil.rmtree(path, ignore_errors=True)
-            elif os.path.lexists(path):
-                os.unlink(path)
-            return
-        fs, path = self.fs_path(name)
-        try:
-            fs.rm(path, recursive=True)
-        except FileNotFoundError:
-            pass
-
-    def makedirs(self) -> None:
-        if self.local:
-            if os.path.lexists(self.url) and not os.path.isdir(self.url):
-                os.unlink(self.url)
-            os.makedirs(self.url, exist_ok=True)
-
-
-def _group_attrs(loc: _Location, name: str) -> dict | None:
+def _group_attrs(loc: Location, name: str) -> dict | None:
+    """The attributes of group ``name``, or None if it is not a group."""
     meta = loc.read_json(f"{name}/zarr.json")
     if meta is None or meta.get("node_type") != "group":
         return None
@@ -268,8 +118,20 @@ def complete_run_keys(path, storage_options: dict | None = None) -> dict[str, st
 
     Committed or not: an interrupted write leaves complete run groups that a
     resumed write reuses.
+
+    Parameters
+    ----------
+    path : str or path
+        Local directory or fsspec URL.
+    storage_options : dict, optional
+        Passed to fsspec.
+
+    Returns
+    -------
+    dict
+        The first complete group (in name order) of each key.
     """
-    loc = _Location(path, storage_options)
+    loc = Location(path, storage_options)
     found: dict[str, str] = {}
     for name in loc.children():
         if name.startswith("."):
@@ -306,7 +168,7 @@ def _split_runs(ds: xr.Dataset) -> tuple[list[xr.Dataset], xr.Dataset]:
         part = ds[run_vars].isel(run=i)
         part.attrs = {}
         cut = {}
-        for dim, size_var in _TRIMMED_DIMS.items():
+        for dim, size_var in TRIMMED_DIMS.items():
             if dim in part.dims and size_var in part:
                 cut[dim] = slice(0, int(np.asarray(part[size_var].values)))
         runs.append(_regular_chunks(part.isel(cut)))
@@ -315,7 +177,7 @@ def _split_runs(ds: xr.Dataset) -> tuple[list[xr.Dataset], xr.Dataset]:
     return runs, _regular_chunks(shared)
 
 
-def _set_group_attrs(loc: _Location, name: str, extra: dict) -> None:
+def _set_group_attrs(loc: Location, name: str, extra: dict) -> None:
     meta = loc.read_json(f"{name}/zarr.json")
     if meta is None:
         raise StoreError(f"Group {name!r} of {loc.url!r} vanished while being written.")
@@ -323,7 +185,7 @@ def _set_group_attrs(loc: _Location, name: str, extra: dict) -> None:
     loc.write_json(f"{name}/zarr.json", meta)
 
 
-def _finalize_group(_written, loc: _Location, tmp_name: str | None, name: str) -> str:
+def _finalize_group(_written, loc: Location, tmp_name: str | None, name: str) -> str:
     """Mark a fully written group complete; locally, then rename it into place."""
     if tmp_name is None:  # object store: the marker is the last object written
         _set_group_attrs(loc, name, {RUN_MARKER: True})
@@ -333,7 +195,7 @@ def _finalize_group(_written, loc: _Location, tmp_name: str | None, name: str) -
     return name
 
 
-def _write_group(loc: _Location, name: str, part: xr.Dataset, attrs: dict):
+def _write_group(loc: Location, name: str, part: xr.Dataset, attrs: dict):
     """Delayed write of one group; its value is the group name once complete."""
     from dask import delayed
 
@@ -350,17 +212,17 @@ def _write_group(loc: _Location, name: str, part: xr.Dataset, attrs: dict):
     return delayed(_finalize_group, pure=False)(written, loc, tmp_name, name)
 
 
-def _commit(loc: _Location, attrs: dict, run_keys: list, shared_name: str, run_names: list,
+def _commit(loc: Location, attrs: dict, run_keys: list, shared_name: str, run_names: list,
             shared_done: str) -> str:
     """Write the root record (the commit), then delete groups it does not reference."""
     root_attrs = dict(attrs)
-    root_attrs.update(
-        daskglm_format=FORMAT_NAME,
-        daskglm_format_version=FORMAT_VERSION,
-        daskglm_runs=list(run_names),
-        daskglm_run_keys=list(run_keys),
-        daskglm_shared=shared_done,
-    )
+    root_attrs.update({
+        FORMAT_ATTR: FORMAT_NAME,
+        FORMAT_VERSION_ATTR: FORMAT_VERSION,
+        RUNS_ATTR: list(run_names),
+        RUN_KEYS_ATTR: list(run_keys),
+        SHARED_ATTR: shared_done,
+    })
     loc.write_json("zarr.json", {"zarr_format": 3, "node_type": "group", "attributes": root_attrs})
     keep = set(run_names) | {shared_name}
     for name in loc.children():
@@ -388,7 +250,7 @@ def write_dataset(
     Parameters
     ----------
     ds : xarray.Dataset
-        The fit, as :func:`daskglm.model._fits_to_dataset` builds it (lazy).
+        The fit, as :func:`daskglm.store.schema.fits_to_dataset` builds it (lazy).
     path : str or path
         Local directory or fsspec URL (``s3://bucket/fit.zarr``, ``gs://...``).
     overwrite : bool, default=False
@@ -404,7 +266,8 @@ def write_dataset(
         and compute only the other runs.  Runs that do not match are
         replaced.
     run_keys : list of str, optional
-        One key per run (see :func:`run_key`); without keys nothing is reused.
+        One key per run (see :func:`daskglm.store.keys.run_key`); without keys
+        nothing is reused.
     run_sources : list of dict, optional
         Input identity of each run, recorded in its group.
 
@@ -414,7 +277,7 @@ def write_dataset(
     """
     from dask import delayed
 
-    loc = _Location(path, storage_options)
+    loc = Location(path, storage_options)
     if loc.exists() and not (overwrite or resume):
         raise FileExistsError(
             f"{loc.url!r} already exists; pass overwrite=True to replace it, or resume=True "
@@ -436,12 +299,12 @@ def write_dataset(
             names.append(existing[key])
             summary.reused.append(i)
             continue
-        attrs = {RUN_KEY: key or f"unkeyed-{uuid.uuid4().hex}", "daskglm_run_index": i,
+        attrs = {RUN_KEY: key or f"unkeyed-{uuid.uuid4().hex}", RUN_INDEX_ATTR: i,
                  RUN_SOURCE: json.dumps(source, default=str)}
         names.append(_write_group(loc, f"run{i}-{stamp}", part, attrs))
         summary.written.append(i)
     shared_name = f"shared-{stamp}"
-    shared_done = _write_group(loc, shared_name, shared, {"daskglm_group": "shared"})
+    shared_done = _write_group(loc, shared_name, shared, {GROUP_ATTR: "shared"})
     stored_keys = [k if k is not None else "" for k in keys]
     committed = delayed(_commit, pure=False)(
         loc, dict(ds.attrs), stored_keys, shared_name, names, shared_done
@@ -456,7 +319,7 @@ def write_dataset(
         raise
 
 
-def _discard(loc: _Location, names: list[str]) -> None:
+def _discard(loc: Location, names: list[str]) -> None:
     """Remove the groups (and their temporaries) of a failed write; they are unreferenced."""
     for name in names:
         for candidate in (name, f".tmp-{name}"):
@@ -493,7 +356,7 @@ def _pad_to(part: xr.Dataset, sizes: dict) -> xr.Dataset:
     return out
 
 
-def _open_group(loc: _Location, name: str) -> xr.Dataset:
+def _open_group(loc: Location, name: str) -> xr.Dataset:
     return xr.open_zarr(loc.child(name), consolidated=False, zarr_format=3,
                         storage_options=None if loc.local else (loc.storage_options or None))
 
@@ -511,10 +374,10 @@ def read_dataset(path, storage_options: dict | None = None) -> xr.Dataset:
     Returns
     -------
     xarray.Dataset
-        Lazy (dask-backed), in the layout of the module docstring; its
-        ``daskglm_run_keys`` attribute lists the runs' keys (JSON).
+        Lazy (dask-backed), in the layout of :mod:`daskglm.store.schema`;
+        its ``daskglm_run_keys`` attribute lists the runs' keys (JSON).
     """
-    loc = _Location(path, storage_options)
+    loc = Location(path, storage_options)
     if loc.local and not os.path.isdir(loc.url):
         if os.path.exists(loc.url):
             raise StoreError(f"{loc.url!r} is a file, not a daskglm store directory.")
@@ -531,10 +394,10 @@ def read_dataset(path, storage_options: dict | None = None) -> xr.Dataset:
             "a write may be in progress or was interrupted (resume it with resume=True)."
         )
     attrs = root.get("attributes", {})
-    _check_version(loc.url, attrs.get("daskglm_format"), attrs.get("daskglm_format_version"))
-    if attrs["daskglm_format_version"] == 1:
+    _check_version(loc.url, attrs.get(FORMAT_ATTR), attrs.get(FORMAT_VERSION_ATTR))
+    if attrs[FORMAT_VERSION_ATTR] == 1:
         return _read_v1(loc)
-    names, keys = attrs.get("daskglm_runs"), attrs.get("daskglm_run_keys")
+    names, keys = attrs.get(RUNS_ATTR), attrs.get(RUN_KEYS_ATTR)
     if not names or keys is None or len(keys) != len(names):
         raise StoreError(f"{loc.url!r} has a malformed commit record (daskglm_runs).")
     parts = []
@@ -548,21 +411,21 @@ def read_dataset(path, storage_options: dict | None = None) -> xr.Dataset:
                              "the commit record.")
         part.attrs = {}
         parts.append(part)
-    sizes = {d: max(p.sizes.get(d, 0) for p in parts) for d in _TRIMMED_DIMS}
+    sizes = {d: max(p.sizes.get(d, 0) for p in parts) for d in TRIMMED_DIMS}
     parts = [_pad_to(p, sizes) for p in parts]
     ds = xr.concat(parts, dim="run", data_vars="all", coords="minimal", compat="override",
                    join="override")
-    shared = _open_group(loc, attrs["daskglm_shared"])
+    shared = _open_group(loc, attrs[SHARED_ATTR])
     if shared.attrs.get(RUN_MARKER) is not True:
-        raise StoreError(f"{loc.url!r}: group {attrs['daskglm_shared']!r} is incomplete.")
+        raise StoreError(f"{loc.url!r}: group {attrs[SHARED_ATTR]!r} is incomplete.")
     for name in shared.data_vars:
         ds[name] = shared[name]
-    ds.attrs = {k: v for k, v in attrs.items() if k not in _INTERNAL_ATTRS}
-    ds.attrs["daskglm_run_keys"] = json.dumps(keys)
+    ds.attrs = {k: v for k, v in attrs.items() if k not in COMMIT_ATTRS}
+    ds.attrs[RUN_KEYS_ATTR] = json.dumps(keys)
     return ds
 
 
-def _read_v1(loc: _Location) -> xr.Dataset:
+def _read_v1(loc: Location) -> xr.Dataset:
     try:
         return xr.open_zarr(loc.url, consolidated=None,
                             storage_options=None if loc.local else (loc.storage_options or None))
@@ -570,9 +433,47 @@ def _read_v1(loc: _Location) -> xr.Dataset:
         raise StoreError(f"{loc.url!r} is not a readable Zarr store: {err}") from err
 
 
-def dumps(obj) -> str:
-    return json.dumps(obj)
+def read_fit(store, storage_options: dict | None = None) -> tuple[FittedState, dict]:
+    """Read a fit store back as a fitted state (lazily), with its model parameters.
 
+    Parameters
+    ----------
+    store : str or path
+        Local directory or fsspec URL, as written by :func:`write_dataset`.
+    storage_options : dict, optional
+        Passed to fsspec.
 
-def loads(text: str):
-    return json.loads(text)
+    Returns
+    -------
+    state : daskglm.graph.state.FittedState
+        Dask-backed runs read from the store (``persisted=True``: the store is
+        the persisted state), with the stored run keys.
+    params : dict
+        The model parameters the fit was made with (``signal_scaling`` as a
+        tuple if it is a pair).
+
+    Raises
+    ------
+    StoreError
+        If the store is not a complete daskglm fit, has an unknown format
+        version or lacks the daskglm metadata.
+    """
+    ds = read_dataset(store, storage_options=storage_options)
+    try:
+        params = json.loads(ds.attrs[PARAMS_ATTR])
+        columns = json.loads(ds.attrs[COLUMNS_ATTR])
+        affine = np.asarray(json.loads(ds.attrs[AFFINE_ATTR]))
+    except (KeyError, ValueError) as err:
+        raise StoreError(f"{str(store)!r} lacks the daskglm metadata ({err}).") from err
+    if "signal_scaling" in params and isinstance(params["signal_scaling"], list):
+        params["signal_scaling"] = tuple(params["signal_scaling"])
+    mask = np.asarray(ds["mask"].values, dtype=bool)
+    options = FitOptions(params.get("noise_model", "ar1"), 0, whitening=params.get("whitening", "binned"))
+    fits, designs = fits_from_dataset(ds, columns, options.cov_kind)
+    keys = json.loads(ds.attrs.get(RUN_KEYS_ATTR, "null"))
+    state = FittedState(
+        runs=tuple(fits), designs=tuple(designs), mask=mask, affine=affine,
+        smoothing_fwhm=params.get("smoothing_fwhm"), persisted=True,
+        run_keys=tuple(keys) if keys else None,
+    )
+    return state, params

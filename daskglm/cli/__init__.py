@@ -1,0 +1,58 @@
+"""``daskglm`` command line: ``demo``, ``fit``, ``contrast``, ``report`` and ``fit-subjects``.
+
+Thin by design: each subcommand parses its options, calls the public API and
+shows progress (dask's :class:`~dask.diagnostics.ProgressBar` with a local
+scheduler, :func:`distributed.progress` under a ``distributed`` client).
+Mistakes in the user's input (a missing file, a bad contrast, an invalid
+option; the library raises ``ValueError``, ``TypeError`` or
+``FileNotFoundError`` for them) end with a one-line ``daskglm: error: ...`` on
+stderr and exit code 2; ``--traceback`` shows the full traceback instead.
+``fit-subjects`` exits with 1 when its spec cannot be used or a subject
+failed, with one ``daskglm fit-subjects: error: ...`` line per failure.
+
+- :mod:`~daskglm.cli.parser`: the argument parser (:func:`build_parser`);
+- :mod:`~daskglm.cli.commands`: the subcommand handlers;
+- :mod:`~daskglm.cli.runtime`: scheduler, progress, warnings and the error policy;
+- :mod:`~daskglm.cli.parsing`: contrasts given as text (:func:`parse_contrast`).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+from ..errors import UsageError
+from .parser import build_parser, common_options
+from .parsing import parse_contrast
+from .runtime import USAGE_STATUS, compute_with_progress
+
+__all__ = ["main", "build_parser", "common_options", "compute_with_progress", "parse_contrast",
+           "UsageError"]
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``daskglm`` command line; return the exit code.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments without the program name (default: ``sys.argv[1:]``).
+
+    Returns
+    -------
+    int
+        0 on success, 2 for usage errors (with a one-line message on stderr),
+        1 when ``fit-subjects`` had failures, 130 if interrupted.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # --help, --version, argparse's own usage errors
+        return int(exit_.code or 0)
+    if not getattr(args, "func", None):
+        parser.print_help(sys.stderr)
+        return USAGE_STATUS
+    return int(args.func(args) or 0)

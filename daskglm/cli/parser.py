@@ -1,0 +1,239 @@
+"""The ``daskglm`` argument parser: one sub-parser per command.
+
+Every command gets ``--scheduler`` and ``--no-progress`` from
+:func:`common_options`; its handler (:mod:`daskglm.cli.commands`) is the
+sub-parser's ``func`` default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+
+from ..contrasts import OUTPUT_TYPES
+from .commands import cmd_contrast, cmd_demo, cmd_fit, cmd_fit_subjects, cmd_report
+from .runtime import PROG
+
+__all__ = ["build_parser", "common_options", "add_demo", "add_fit", "add_contrast", "add_report",
+           "add_fit_subjects"]
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter):
+    """Wraps long description lines, keeps the epilog's examples as written; shows
+    meaningful defaults only."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        lines = []
+        for line in text.splitlines():
+            if len(line) > width and not line[:1].isspace():
+                lines.append(textwrap.fill(line, width, initial_indent=indent,
+                                           subsequent_indent=indent))
+            else:
+                lines.append(indent + line)
+        return "\n".join(lines)
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "%(default)" in text or default in (None, False, argparse.SUPPRESS) or not action.option_strings:
+            return text
+        shown = " ".join(map(str, default)) if isinstance(default, (list, tuple)) else default
+        return f"{text} (default: {shown})"
+
+
+def common_options() -> argparse.ArgumentParser:
+    """Parent parser with ``--scheduler`` and ``--no-progress``."""
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("execution")
+    group.add_argument(
+        "--scheduler", metavar="SCHEDULER", default=None,
+        help="dask scheduler: 'threads', 'processes', 'synchronous', or the address of a "
+             "dask.distributed scheduler (e.g. tcp://host:8786). Default: dask's default (threads).",
+    )
+    group.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+    return parent
+
+
+def _contrast_arguments(parser: argparse.ArgumentParser, required_hint: str) -> None:
+    parser.add_argument(
+        "contrast", nargs="*", metavar="CONTRAST",
+        help="NAME=DEFINITION or DEFINITION; a definition is an expression over the design "
+             "column names ('audio - visual') or a JSON array ('[-1,-1,1,1]' for t, "
+             f"'[[1,0],[0,1]]' for F). {required_hint}",
+    )
+    parser.add_argument("-f", "--contrasts-file", metavar="JSON",
+                        help="JSON file mapping contrast names to definitions")
+
+
+def add_demo(sub) -> argparse.ArgumentParser:
+    """Add ``demo`` to the subparsers ``sub``."""
+    from ..demo import DEMO_N_SCANS, DEMO_SHAPE
+
+    p = sub.add_parser(
+        "demo", parents=[common_options()], formatter_class=_Formatter,
+        help="simulate a FIAC-like dataset and run the two-runs example end to end",
+        description="Simulate a FIAC-like two-run dataset with known activations, then run "
+                    "nilearn's two-runs example with daskglm: per-run fits, fixed effects, the "
+                    "multi-run fit, eight contrasts (z maps to NIfTI), PNG plots, the fit store "
+                    "and an HTML report.",
+        epilog="example:\n  daskglm demo --out daskglm_demo\n  then open daskglm_demo/report.html",
+    )
+    p.add_argument("-o", "--out", default="daskglm_demo", metavar="DIR", help="output folder")
+    p.add_argument("--shape", type=int, nargs=3, default=list(DEMO_SHAPE), metavar=("X", "Y", "Z"),
+                   help="grid of the simulated runs (3 mm voxels)")
+    p.add_argument("--n-scans", type=int, default=DEMO_N_SCANS, help="scans per run")
+    p.add_argument("--seed", type=int, default=0, help="seed of the simulation")
+    p.add_argument("--no-report", action="store_true", help="skip the HTML report")
+    p.add_argument("-q", "--quiet", action="store_true", help="do not print the steps")
+    p.set_defaults(func=cmd_demo)
+    return p
+
+
+def add_fit(sub) -> argparse.ArgumentParser:
+    """Add ``fit`` to the subparsers ``sub``."""
+    p = sub.add_parser(
+        "fit", parents=[common_options()], formatter_class=_Formatter,
+        help="fit a first-level GLM to one or more runs and write the fit store",
+        description="Fit nilearn's first-level GLM to 4D NIfTI runs, streaming each run once, "
+                    "and write the fit to a Zarr store. New contrasts are then computed from the "
+                    "store with 'daskglm contrast', without refitting.",
+        epilog="examples:\n"
+               "  daskglm fit run1.nii.gz run2.nii.gz --design d1.npz d2.npz --mask mask.nii.gz "
+               "--smoothing-fwhm 5 -o fit.zarr\n"
+               "  daskglm fit run1.nii.gz --events events.tsv --t-r 2.5 -o fit.zarr "
+               "--scheduler tcp://scheduler:8786",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN", help="4D NIfTI run(s), .nii or .nii.gz")
+    p.add_argument("-o", "--output", required=True, metavar="STORE", help="Zarr store to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    design = p.add_argument_group("design (one file per run)")
+    design.add_argument("--design", nargs="+", metavar="FILE",
+                        help="design matrices: .npz (key X), .npy, .csv or .tsv")
+    design.add_argument("--events", nargs="+", metavar="TSV",
+                        help="events tables (onset, duration, trial_type); needs --t-r")
+    design.add_argument("--confounds", nargs="+", metavar="FILE", help="confounds tables, with --events")
+    design.add_argument("--t-r", type=float, metavar="SECONDS", help="repetition time")
+    design.add_argument("--hrf-model", default="glover", help="HRF model, with --events")
+    design.add_argument("--drift-model", default="cosine", help="drift model, with --events")
+    design.add_argument("--high-pass", type=float, default=0.01, metavar="HZ",
+                        help="high-pass cut-off of the cosine drifts, with --events")
+    model = p.add_argument_group("model")
+    model.add_argument("--mask", metavar="NIFTI",
+                       help="analysis mask; default: nilearn's EPI mask of the runs; 'none': all voxels")
+    model.add_argument("--smoothing-fwhm", type=float, metavar="MM", help="Gaussian smoothing FWHM in mm")
+    model.add_argument("--noise-model", choices=("ols", *(f"ar{k}" for k in range(1, 9))), default="ar1",
+                       metavar="{ols,ar1,...,ar8}", help="noise model")
+    model.add_argument("--whitening", choices=("binned", "exact"), default="binned",
+                       help="'binned': nilearn's AR(1) bins; 'exact': per-voxel bias-corrected AR(p) "
+                            "(nominal false-positive rates, docs/statistics.md)")
+    p.set_defaults(func=cmd_fit)
+    return p
+
+
+def add_contrast(sub) -> argparse.ArgumentParser:
+    """Add ``contrast`` to the subparsers ``sub``."""
+    p = sub.add_parser(
+        "contrast", parents=[common_options()], formatter_class=_Formatter,
+        help="compute contrasts from a fit store and write them to NIfTI",
+        description="Compute contrasts from a store written by 'daskglm fit' (no refit) and write "
+                    "the maps to NIfTI files named <contrast>_<type>.nii.gz (z maps: "
+                    "<contrast>_z_map.nii.gz). With several runs, runs are combined by fixed effects.",
+        epilog="examples:\n"
+               "  daskglm contrast fit.zarr 'DSt_minus_SSt=[-1,-1,1,1]' -o results\n"
+               "  daskglm contrast fit.zarr 'audio - visual' --output-type z_score effect_size\n"
+               "  daskglm contrast fit.zarr -f contrasts.json -o results",
+    )
+    p.add_argument("store", metavar="STORE", help="fit store written by 'daskglm fit'")
+    _contrast_arguments(p, "At least one contrast or --contrasts-file is needed.")
+    p.add_argument("-t", "--output-type", nargs="+", choices=OUTPUT_TYPES, default=["z_score"],
+                   metavar="TYPE", help=f"maps to write: {', '.join(OUTPUT_TYPES)}")
+    p.add_argument("--stat-type", choices=("t", "F"), default=None,
+                   help="force t or F (default: 1-D contrasts are t, 2-D are F)")
+    p.add_argument("-o", "--out-dir", default="results", metavar="DIR", help="folder of the NIfTI files")
+    p.add_argument("--quiet-warnings", action="store_true",
+                   help="hide nilearn-style warnings (zero-padding, one contrast for all runs)")
+    p.set_defaults(func=cmd_contrast)
+    return p
+
+
+def add_report(sub) -> argparse.ArgumentParser:
+    """Add ``report`` to the subparsers ``sub``."""
+    p = sub.add_parser(
+        "report", parents=[common_options()], formatter_class=_Formatter,
+        help="write the HTML report of a fit store",
+        description="Write a single self-contained HTML report of a fit store: model parameters, "
+                    "mask, design matrices, whitening diagnostics, and per contrast the contrast "
+                    "matrix, the thresholded stat map and the cluster table.",
+        epilog="example:\n  daskglm report fit.zarr -f contrasts.json --bg-img mean.nii.gz -o report.html",
+    )
+    p.add_argument("store", metavar="STORE", help="fit store written by 'daskglm fit'")
+    _contrast_arguments(p, "At least one contrast or --contrasts-file is needed.")
+    p.add_argument("-o", "--output", default="report.html", metavar="HTML", help="report file")
+    p.add_argument("--title", default=None, help="report title")
+    p.add_argument("--bg-img", metavar="NIFTI", help="background of the stat maps (e.g. a mean image)")
+    p.add_argument("--height-control", choices=("fpr", "fdr", "bonferroni", "none"), default="fpr",
+                   help="multiple-comparison control of the height threshold")
+    p.add_argument("--alpha", type=float, default=0.001, help="error rate of the height control")
+    p.add_argument("--threshold", type=float, default=3.09, help="z threshold with --height-control none")
+    p.add_argument("--cluster-threshold", type=int, default=0, metavar="VOXELS",
+                   help="minimum cluster size")
+    p.add_argument("--two-sided", action="store_true", help="threshold and tabulate negative values too")
+    p.add_argument("--glass-brain", action="store_true", help="add a glass-brain view per contrast")
+    p.set_defaults(func=cmd_report)
+    return p
+
+
+def add_fit_subjects(sub) -> argparse.ArgumentParser:
+    """Add ``fit-subjects`` to the subparsers ``sub``.
+
+    Its handler returns exit status 0, or 1 if the spec cannot be used or
+    any subject failed.
+    """
+    p = sub.add_parser(
+        "fit-subjects", parents=[common_options()], formatter_class=_Formatter,
+        help="fit many subjects in one dask graph into one store",
+        description=(
+            "Fit every subject of a JSON (or YAML) spec file in one dask graph and write "
+            "<store>/sub-<id> for each.  Spec: {\"model\": {FirstLevelModel parameters}, "
+            "\"subjects\": {\"01\": {\"run_imgs\": [...], \"design_matrices\": [...]} or "
+            "{\"run_imgs\": [...], \"events\": [...], \"confounds\": [...]}}}.  Relative paths "
+            "are relative to the spec file.  A failed subject does not stop the others."
+        ),
+        epilog="examples:\n"
+               "  daskglm fit-subjects study.json study.zarr --scheduler tcp://scheduler:8786\n"
+               "  daskglm fit-subjects study.json s3://bucket/study.zarr --resume "
+               "--storage-option endpoint_url=http://minio:9000",
+    )
+    p.add_argument("spec", help="spec file (.json, or .yaml/.yml)")
+    p.add_argument("store", help="output store: directory or fsspec URL (s3://bucket/study.zarr)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true",
+                      help="keep runs already complete in the store (same inputs and parameters)")
+    mode.add_argument("--overwrite", action="store_true", help="replace existing subject stores")
+    p.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
+                   help="fsspec storage option (repeatable), e.g. endpoint_url=http://...")
+    p.set_defaults(func=cmd_fit_subjects)
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``daskglm`` argument parser."""
+    from .._version import __version__
+
+    parser = argparse.ArgumentParser(
+        prog=PROG, formatter_class=_Formatter,
+        description="Out-of-core first-level fMRI GLM (nilearn's FirstLevelModel on dask, xarray "
+                    "and Zarr).",
+        epilog="Start with:  daskglm demo --out daskglm_demo\n"
+               "Help on a command:  daskglm COMMAND --help",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--traceback", action="store_true",
+                        help="show the full traceback on errors (for bug reports)")
+    sub = parser.add_subparsers(title="commands", dest="command", metavar="COMMAND")
+    add_demo(sub)
+    add_fit(sub)
+    add_contrast(sub)
+    add_report(sub)
+    add_fit_subjects(sub)
+    return parser

@@ -1,0 +1,271 @@
+"""How every ``daskglm`` command runs: scheduler, progress, warnings, errors.
+
+:func:`command` wraps each subcommand handler in the one execution policy:
+
+- ``--scheduler`` (:func:`scheduler`): ``threads``, ``processes``,
+  ``synchronous`` or the address of a ``dask.distributed`` scheduler; the
+  distributed client, if any, is passed to the handler as ``args.client``;
+- warnings are shown once each, as one ``daskglm: warning: ...`` line;
+- mistakes in the user's input (the library raises ``ValueError``,
+  ``TypeError`` or ``FileNotFoundError`` for them) end with one
+  ``daskglm: error: ...`` line on stderr and exit status 2 (an
+  :class:`ErrorPolicy` may say otherwise for its command's own errors);
+  ``--traceback`` shows the full traceback instead; Ctrl-C exits with 130.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import re
+import sys
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from ..errors import UsageError
+
+__all__ = [
+    "PROG",
+    "LOCAL_SCHEDULERS",
+    "PROGRESS_MINIMUM",
+    "USER_ERRORS",
+    "ErrorPolicy",
+    "command",
+    "compute_with_progress",
+    "local_progress",
+    "persist_with_progress",
+    "scheduler",
+]
+
+PROG = "daskglm"
+LOCAL_SCHEDULERS = ("threads", "processes", "synchronous")
+#: Seconds of work before a local progress bar appears.
+PROGRESS_MINIMUM = 0.5
+#: Exceptions that are the user's mistake: one line, no traceback.
+USER_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+               PermissionError)
+#: Exit status of a usage error.
+USAGE_STATUS = 2
+#: Exit status after Ctrl-C.
+INTERRUPTED_STATUS = 130
+
+
+# ----------------------------------------------------------------- progress
+@contextlib.contextmanager
+def local_progress(show: bool) -> Iterator[None]:
+    """dask's progress bar on stderr for the computations inside (local schedulers)."""
+    if not show:
+        yield
+        return
+    from dask.diagnostics import ProgressBar
+
+    with ProgressBar(minimum=PROGRESS_MINIMUM, dt=0.2, out=sys.stderr):
+        yield
+
+
+def compute_with_progress(*collections, client=None, show: bool = True) -> tuple:
+    """``dask.compute`` with a progress bar (local bar, or distributed's under a client).
+
+    Parameters
+    ----------
+    *collections
+        Dask collections to compute.
+    client : distributed.Client, optional
+        Compute on this client (with ``distributed.progress``).
+    show : bool, default=True
+        Show the progress bar.
+
+    Returns
+    -------
+    tuple
+        The computed values, as ``dask.compute`` returns them.
+    """
+    import dask
+
+    if client is None:
+        with local_progress(show):
+            return dask.compute(*collections)
+    persisted = client.persist(list(collections))
+    if show:
+        from distributed import progress
+
+        progress(persisted)
+        print(file=sys.stderr)
+    return tuple(dask.compute(*persisted))
+
+
+def persist_with_progress(model, client, show: bool) -> None:
+    """Compute a model's fit once (the long part), with a progress bar."""
+    if client is None:
+        with local_progress(show):
+            model.persist()
+        return
+    model.persist()  # asynchronous under a client: the arrays now hold futures
+    if show:
+        from distributed import progress
+
+        progress(model.results_)
+        print(file=sys.stderr)
+
+
+# ---------------------------------------------------------------- scheduler
+def _check_scheduler(spec: str) -> None:
+    if spec not in LOCAL_SCHEDULERS and not re.match(r"^[a-z][a-z0-9+]*://\S+$", spec):
+        raise UsageError(
+            f"--scheduler {spec!r} is neither one of {list(LOCAL_SCHEDULERS)} nor an address "
+            "like tcp://host:8786."
+        )
+
+
+@contextlib.contextmanager
+def scheduler(spec: str | None, keep_active_client: bool = False) -> Iterator[Any]:
+    """Set dask's scheduler for a command; yield the distributed client, if any.
+
+    Parameters
+    ----------
+    spec : str or None
+        ``--scheduler``: None (dask's default), one of :data:`LOCAL_SCHEDULERS`,
+        or a scheduler address such as ``tcp://host:8786`` (connected for the
+        duration of the command, then closed).
+    keep_active_client : bool, default=False
+        If a ``dask.distributed`` client is already active in this process
+        (``main`` called from a session that has one), use it and leave dask's
+        configuration alone, whatever ``spec`` says (after checking it).
+
+    Raises
+    ------
+    UsageError
+        For an invalid ``spec``, a missing ``distributed``, or a scheduler
+        that cannot be reached.
+    """
+    import dask
+
+    if spec is not None:
+        _check_scheduler(spec)
+    if keep_active_client:
+        from ..subjects import active_client
+
+        client = active_client()
+        if client is not None:
+            yield client
+            return
+    if spec is None:
+        yield None
+        return
+    if spec in LOCAL_SCHEDULERS:
+        with dask.config.set(scheduler=spec):
+            yield None
+        return
+    try:
+        from distributed import Client
+    except ImportError as err:
+        raise UsageError(
+            "--scheduler with an address needs dask.distributed: pip install 'daskglm[distributed]'."
+        ) from err
+    try:
+        client = Client(spec, timeout="10s")
+    except OSError as err:
+        raise UsageError(f"Could not connect to the dask scheduler at {spec}: {err}") from err
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+# ----------------------------------------------------------- warnings, errors
+class _WarningPrinter:
+    """Shows each distinct warning once, as one ``daskglm: warning: ...`` line."""
+
+    def __init__(self) -> None:
+        self.seen: set[str] = set()
+
+    def __call__(self, message, category, filename, lineno, file=None, line=None) -> None:
+        text = " ".join(str(message).split())
+        if text not in self.seen:
+            self.seen.add(text)
+            print(f"{PROG}: warning: {text}", file=sys.stderr)
+
+
+def one_line(err: BaseException) -> str:
+    """An exception as one line of text, for ``daskglm: error: ...``."""
+    text = " ".join(str(err).split())
+    if isinstance(err, FileNotFoundError) and err.filename and not text.startswith("The"):
+        text = f"No such file: {err.filename!r}"
+    return text or type(err).__name__
+
+
+@dataclass(frozen=True)
+class ErrorPolicy:
+    """How a command reports the errors its handler raises.
+
+    Attributes
+    ----------
+    prefix : str
+        Printed before ``: error: <message>`` on stderr.
+    status : int
+        The exit status.
+    errors : tuple of exception types
+        What is reported this way; anything else propagates (a bug: traceback).
+    describe : callable
+        The exception as one line of text.
+    """
+
+    prefix: str = PROG
+    status: int = USAGE_STATUS
+    errors: tuple[type[BaseException], ...] = USER_ERRORS
+    describe: Callable[[BaseException], str] = one_line
+
+
+#: The policy of every command unless it says otherwise.
+USAGE_ERRORS = ErrorPolicy()
+
+
+def command(policy: ErrorPolicy = USAGE_ERRORS, keep_active_client: bool = False):
+    """Decorator: run a subcommand handler under the CLI's execution and error policy.
+
+    The wrapped handler takes the parsed namespace and returns the exit
+    status.  Errors of the scheduler set-up always follow :data:`USAGE_ERRORS`;
+    errors of the handler follow ``policy``.  ``args.traceback`` (the
+    ``--traceback`` option) re-raises instead of printing.
+
+    Parameters
+    ----------
+    policy : ErrorPolicy, optional
+        How the handler's errors are reported (default: one
+        ``daskglm: error: ...`` line, exit status 2, for :data:`USER_ERRORS`).
+    keep_active_client : bool, default=False
+        Passed to :func:`scheduler`.
+    """
+
+    def decorate(handler: Callable[[Any], int | None]) -> Callable[[Any], int]:
+        @functools.wraps(handler)
+        def run(args) -> int:
+            traceback = getattr(args, "traceback", False)
+            try:
+                with warnings.catch_warnings(), scheduler(
+                    getattr(args, "scheduler", None), keep_active_client
+                ) as client:
+                    warnings.simplefilter("always", UserWarning)
+                    warnings.showwarning = _WarningPrinter()
+                    args.client = client
+                    try:
+                        return int(handler(args) or 0)
+                    except policy.errors as err:
+                        if traceback:
+                            raise
+                        print(f"{policy.prefix}: error: {policy.describe(err)}", file=sys.stderr)
+                        return policy.status
+            except USAGE_ERRORS.errors as err:
+                if traceback:
+                    raise
+                print(f"{PROG}: error: {one_line(err)}", file=sys.stderr)
+                return USAGE_STATUS
+            except KeyboardInterrupt:
+                print(f"{PROG}: interrupted", file=sys.stderr)
+                return INTERRUPTED_STATUS
+
+        return run
+
+    return decorate

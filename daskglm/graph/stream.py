@@ -1,0 +1,151 @@
+"""Streaming statistics: one pass over a run, reduced to its sufficient statistics.
+
+Per run the graph is::
+
+    time chunks --chunk_stats--> partial RunStats --tree sum--> RunStats
+
+A ``.nii.gz`` run is one streaming task (gzip has no random access); ``.nii``
+runs and in-memory arrays get one task per time chunk, tree-summed.  The
+numbers come from :mod:`daskglm.kernels.stats`; this module only schedules them.
+"""
+
+from __future__ import annotations
+
+import dask.array as da
+import numpy as np
+from dask import delayed
+
+from ..io.base import RunSource
+from ..io.runs import ArrayRunSource
+from ..kernels.masker import VolumeMasker
+from ..kernels.scaling import scale_volumes
+from ..kernels.stats import RunStats, accumulate_chunk, chunk_stats, combine_stats, empty_stats
+from .resources import limit_heap_fragmentation, single_threaded_blas
+
+__all__ = ["run_stats", "masker_key", "stream_batch_rows"]
+
+
+STREAM_READ = 4
+#: scans per statistics update when streaming (fewer passes over the accumulator) ...
+STREAM_BATCH = 48
+#: ... within this many bytes of batched signal
+STREAM_BATCH_BYTES = 48 * 2**20
+
+
+def _stream_stats(
+    source: RunSource, masker, stack, n_lags, chunk, per_volume, background: bool = True
+) -> RunStats:
+    """One pass over a run, front to back.
+
+    Volumes are read and smoothed a few at a time and their masked signals
+    written into a float64 batch buffer, so that the statistics' GEMM runs on
+    ``STREAM_BATCH`` scans at once; the last L scans are carried over for the
+    lagged products.  Memory: the statistics plus a few volumes.
+    """
+    limit_heap_fragmentation()
+    p = stack.shape[1] // (n_lags + 1)
+    total = empty_stats(source.n_scans, n_lags, p, masker.n_voxels)
+    previous = np.zeros((0, masker.n_voxels))
+    batch, batch_t0, filled = None, 0, 0
+    with single_threaded_blas:
+        chunks = source.iter_chunks(min(chunk, STREAM_READ), background=background, reuse_buffer=True)
+        for _, volumes in chunks:
+            Y = scale_volumes(masker.transform(volumes), per_volume)
+            del volumes
+            if batch is None:  # float64: the statistics' GEMM runs on it in place
+                batch = np.empty((stream_batch_rows(masker.n_voxels), masker.n_voxels))
+            start = 0
+            while start < len(Y):
+                take = min(len(Y) - start, len(batch) - filled)
+                batch[filled : filled + take] = Y[start : start + take]
+                filled += take
+                start += take
+                if filled == len(batch):
+                    previous = _flush(total, batch, batch_t0, stack, n_lags, previous)
+                    batch_t0, filled = batch_t0 + filled, 0
+        if filled:
+            _flush(total, batch[:filled], batch_t0, stack, n_lags, previous)
+    return total
+
+
+def stream_batch_rows(n_voxels: int) -> int:
+    """Scans per statistics update: up to ``STREAM_BATCH``, within ``STREAM_BATCH_BYTES``."""
+    rows = STREAM_BATCH_BYTES // max(n_voxels * 8, 1)
+    return int(min(STREAM_BATCH, max(8, rows)))
+
+
+def _flush(total, Y, t0, stack, n_lags, previous) -> np.ndarray:
+    """Accumulate one batch; return the last L scans seen so far."""
+    accumulate_chunk(total, Y, t0, stack, previous)
+    context = np.concatenate([previous, Y[len(Y) - min(n_lags, len(Y)) :]])
+    return context[len(context) - n_lags :]
+
+
+def _file_chunk_stats(source: RunSource, masker, stack, n_lags, t0, t1, per_volume) -> RunStats:
+    n_prev = min(t0, n_lags)
+    with single_threaded_blas:
+        Y = scale_volumes(masker.transform(source.read(t0 - n_prev, t1)), per_volume)
+        return chunk_stats(Y[n_prev:], t0, source.n_scans, stack, n_lags, Y[:n_prev])
+
+
+def _array_chunk_stats(block, masker, stack, n_lags, t0, n_prev, n_scans, per_volume) -> RunStats:
+    volumes = np.asarray(block).transpose(3, 2, 1, 0)
+    with single_threaded_blas:
+        Y = scale_volumes(masker.transform(volumes), per_volume)
+        return chunk_stats(Y[n_prev:], t0, n_scans, stack, n_lags, Y[:n_prev])
+
+
+def _tree_sum(parts: list):
+    while len(parts) > 1:
+        parts = [
+            delayed(combine_stats, pure=True)(parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i]
+            for i in range(0, len(parts), 2)
+        ]
+    return parts[0]
+
+
+def run_stats(
+    source: RunSource,
+    masker_key,
+    stack_key,
+    n_lags: int,
+    chunk: int,
+    per_volume_scaling: bool,
+    token: str,
+    background: bool = True,
+):
+    """Delayed :class:`RunStats` of one run.
+
+    ``background`` decompresses a ``.nii.gz`` in a second thread; it pays off
+    only when there are idle cores (fewer streamed runs than cores).
+    """
+    if source.sequential:
+        return delayed(_stream_stats, pure=True, name=f"stream-stats-{token}")(
+            source, masker_key, stack_key, n_lags, chunk, per_volume_scaling, background
+        )
+    bounds = [(t0, min(t0 + chunk, source.n_scans)) for t0 in range(0, source.n_scans, chunk)]
+    parts = []
+    if isinstance(source, ArrayRunSource):
+        data = source.data
+        if not isinstance(data, da.Array):
+            data = da.from_array(np.asarray(data), chunks=(-1, -1, -1, chunk))
+        for t0, t1 in bounds:
+            n_prev = min(t0, n_lags)
+            parts.append(
+                delayed(_array_chunk_stats, pure=True)(
+                    data[..., t0 - n_prev : t1], masker_key, stack_key, n_lags, t0, n_prev,
+                    source.n_scans, per_volume_scaling,
+                )
+            )
+    else:
+        for t0, t1 in bounds:
+            parts.append(
+                delayed(_file_chunk_stats, pure=True)(
+                    source, masker_key, stack_key, n_lags, t0, t1, per_volume_scaling
+                )
+            )
+    return _tree_sum(parts)
+
+
+def masker_key(mask: np.ndarray, affine: np.ndarray, fwhm, token: str):
+    return delayed(VolumeMasker, pure=True, name=f"masker-{token}")(mask, affine, fwhm)

@@ -1,0 +1,61 @@
+"""Any run input as a :class:`~daskglm.io.base.RunSource`: files, images, arrays."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from ..errors import NiftiInputError
+from .base import RunSource, check_4d
+from .nifti import FileRunSource
+
+__all__ = ["ArrayRunSource", "as_run_source"]
+
+
+class ArrayRunSource(RunSource):
+    """A run held as an (x, y, z, t) numpy or dask array (in-memory image, DataArray)."""
+
+    def __init__(self, data, affine: np.ndarray, name: str):
+        self.data = data
+        self.name = name
+        self.shape = check_4d(data.shape, name)
+        if data.ndim == 5:
+            self.data = data[:, :, :, 0, :]
+        self.affine = np.asarray(affine, dtype=np.float64)
+        self.dtype = np.dtype(data.dtype)
+
+    def read(self, t0: int, t1: int) -> np.ndarray:
+        block = np.asarray(self.data[:, :, :, t0:t1])
+        return block.transpose(3, 2, 1, 0)
+
+
+def as_run_source(obj, index: int = 0) -> RunSource:
+    """A :class:`RunSource` for a path, a Nifti1Image or an ``xarray.DataArray``."""
+    name = f"#{index}"
+    if isinstance(obj, (str, os.PathLike)):
+        return FileRunSource(obj)
+    if isinstance(obj, (nib.Nifti1Image, nib.Nifti2Image)):
+        fname = obj.get_filename()
+        if fname and not isinstance(obj.dataobj, np.ndarray) and Path(fname).exists():
+            return FileRunSource(fname, img=obj)
+        return ArrayRunSource(obj.dataobj, obj.affine, name)
+    try:
+        import xarray as xr
+    except ImportError:  # pragma: no cover
+        xr = None
+    if xr is not None and isinstance(obj, xr.DataArray):
+        affine = obj.attrs.get("affine")
+        if affine is None:
+            raise NiftiInputError(
+                f"Run {name} is a DataArray without an 'affine' attribute; "
+                "open runs with daskglm.open_run to keep it."
+            )
+        data = obj.transpose("x", "y", "z", "time").data if set(obj.dims) >= {"x", "y", "z", "time"} else obj.data
+        return ArrayRunSource(data, np.asarray(affine), obj.name or name)
+    raise TypeError(
+        f"Run {name} must be a path, a nibabel Nifti1Image or an xarray.DataArray, "
+        f"got {type(obj).__name__}."
+    )

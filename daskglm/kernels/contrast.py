@@ -1,0 +1,467 @@
+"""Numeric contrasts on arrays of one voxel block (pure numpy/scipy).
+
+Contrast *definitions* (expressions, padding, t/F kind) are parsed in
+:mod:`daskglm.contrasts`; this module turns a parsed contrast and a fit into
+numbers.  Formulas, following ``nilearn.glm.contrasts`` 0.14.1 where nilearn
+has them:
+
+- **t contrast** (:func:`contrast_block`): ``effect = c beta`` and
+  ``variance = (c G c^T) sigma^2`` with ``G = pinv(WX) pinv(WX)^T`` of the
+  voxel's whitening (one table entry per AR(1) bin); ``t = effect /
+  sqrt(max(variance, 1e-50))``.
+- **F contrast**: nilearn reports the whitened effect
+  ``w = sqrtm(inv(C G C^T)) C beta`` and ``variance = sigma^2``; then
+  ``F = ||w||^2 / (q max(sigma^2, 1e-50))``.
+- **per-voxel Gram** (:func:`stack_contrast_block`, binned ``arN`` and exact
+  whitening): ``G_v = ((W_v X)^T (W_v X))^{-1}`` rebuilt from the stored AR
+  coefficients and the design-only Gram stack
+  (:func:`~daskglm.kernels.gram.stack_gram`); the F effect uses the symmetric
+  inverse root from an eigendecomposition.
+- **Satterthwaite df** (:func:`satterthwaite_df`), exact whitening: the
+  variance estimate is a scaled chi-square with
+  ``1 / nu = 1 / df + g^T Cov(phi_hat) g / 2``,
+  ``g = d log(c G(phi)^{-1} c^T) / d phi`` (``log det / r`` for F),
+  ``Cov(phi_hat) = Gamma_p(phi)^{-1} / df``; so ``nu = df`` when ``g = 0``.
+  :func:`calibrated_variance` rescales the variance so that the statistic
+  referred to ``df`` has the ``nu`` p value, ``t' = F_df^{-1}(F_nu(t))``.
+- **multi-run fixed effects** (:func:`fixed_effect_sum`, as the model's
+  ``compute_contrast``): effects and variances summed over the R runs and
+  scaled by ``1 / R`` and ``1 / R^2``; dof is the sum.
+- **compute_fixed_effects** (:func:`fixed_effects_params`): plain,
+  ``effect = mean(c)``, ``variance = mean(v) / R``; precision weighted,
+  ``variance = 1 / sum(1 / v)``, ``effect = variance sum(c / v)``; variances
+  floored at 1e-16, dof the sum of the runs'.
+- **p and z** (:class:`ContrastStatistics`, :func:`z_score`): ``p = sf(stat)``
+  under t(dof) or F(q, dof) (dof capped at 1e10); ``z = isf(p)`` from the p
+  value, or ``ppf(1 - p)`` from the CDF where that z is negative (both
+  clipped to ``[1e-300, 1 - 1e-16]``), so neither tail underflows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.linalg as spl
+import scipy.special as sps
+
+from .ar import ar_autocovariance, toeplitz_stack
+from .gram import stack_gram
+
+__all__ = [
+    "DEF_TINY",
+    "DEF_DOFMAX",
+    "contrast_block",
+    "stack_contrast_block",
+    "satterthwaite_df",
+    "calibrated_variance",
+    "fixed_effect_sum",
+    "ContrastStatistics",
+    "z_score",
+    "fixed_effects_params",
+    "contrast_outputs",
+    "unpack_contrast_outputs",
+]
+
+#: Floor of the variance in the statistic (nilearn's ``DEF_TINY``).
+DEF_TINY = 1e-50
+#: Cap of the degrees of freedom (nilearn's ``DEF_DOFMAX``).
+DEF_DOFMAX = 1e10
+
+
+# ------------------------------------------------------------ effect, variance
+def contrast_block(
+    beta: np.ndarray,
+    sigma2: np.ndarray,
+    cov_index: np.ndarray,
+    cov_table: np.ndarray,
+    con: np.ndarray,
+    stat_type: str,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Effect and variance of one run's contrast for a block of voxels.
+
+    Parameters
+    ----------
+    beta : ndarray (p, V)
+    sigma2 : ndarray (V,)
+        Residual variance (nilearn's ``dispersion``).
+    cov_index : ndarray (V,) of int
+        Row of ``cov_table`` that holds each voxel's ``pinv(WX) pinv(WX)^T``.
+    cov_table : ndarray (n_tables, p, p)
+    con : ndarray (p,) or (q, p), already padded
+    stat_type : {'t', 'F'}
+
+    Returns
+    -------
+    effect : ndarray (V,) for t, (q, V) for F
+    variance : ndarray (V,)
+    """
+    C = np.atleast_2d(con)
+    cbeta = C @ beta
+    ccov = np.einsum("ip,kpq,jq->kij", C, cov_table, C)  # (n_tables, q, q)
+    if stat_type == "t":
+        var_table = ccov[:, 0, 0]
+        return cbeta[0], var_table[cov_index] * sigma2
+    # nilearn's whitened F effect, one matrix square root per table entry
+    used = np.unique(cov_index)
+    root = np.zeros_like(ccov)
+    for k in used:
+        root[k] = np.real(spl.sqrtm(np.linalg.inv(ccov[k])))
+    effect = np.einsum("vij,jv->iv", root[cov_index], cbeta)
+    return effect, np.asarray(sigma2, dtype=np.float64)
+
+
+def stack_contrast_block(
+    beta: np.ndarray,
+    sigma2: np.ndarray,
+    ar_coef: np.ndarray,
+    gram_stack: np.ndarray,
+    con: np.ndarray,
+    stat_type: str,
+    exact: bool,
+    df: float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Effect and variance of a contrast with per-voxel whitened Gram matrices.
+
+    The same outputs as :func:`contrast_block`, with
+    ``G_v = ((W_v X)^T (W_v X))^{-1}`` rebuilt from the stored coefficients
+    and the design-only :attr:`~daskglm.kernels.gram.GramTables.gram_stack`.
+
+    Parameters
+    ----------
+    beta : ndarray (q, V)
+    sigma2 : ndarray (V,)
+    ar_coef : ndarray (p, V)
+    gram_stack : ndarray (K, q, q)
+    con : ndarray (q,) or (r, q)
+    stat_type : {'t', 'F'}
+    exact : bool
+    df : float, optional
+        The run's residual df.  With exact whitening the variance is then
+        calibrated to the per-voxel Satterthwaite df (:func:`satterthwaite_df`,
+        :func:`calibrated_variance`), so p and z maps computed with ``df`` are
+        valid under the null.
+
+    Returns
+    -------
+    effect : ndarray (V,) for t, (r, V) for F
+    variance : ndarray (V,)
+    """
+    C = np.atleast_2d(con)
+    ar_coef = np.asarray(ar_coef, dtype=np.float64)
+    full_rank = np.linalg.matrix_rank(gram_stack[0], hermitian=True) == gram_stack.shape[1]
+    ccov = _contrast_cov(ar_coef, gram_stack, C, exact, full_rank)
+    cbeta = C @ beta
+    sigma2 = np.asarray(sigma2, dtype=np.float64)
+    if stat_type == "t":
+        effect, variance = cbeta[0], ccov[:, 0, 0] * sigma2
+    else:
+        evals, evecs = np.linalg.eigh(ccov)
+        inv_root = np.einsum("vij,vj,vkj->vik", evecs, 1.0 / np.sqrt(evals), evecs)
+        effect, variance = np.einsum("vij,jv->iv", inv_root, cbeta), sigma2
+    if df is None or not exact:
+        return effect, variance
+    nu = satterthwaite_df(ar_coef, gram_stack, C, df, full_rank)
+    return effect, calibrated_variance(effect, variance, stat_type, C.shape[0], nu, df)
+
+
+def _contrast_cov(ar_coef, gram_stack, C, exact, full_rank) -> np.ndarray:
+    """``C ((WX)^T WX)^{-1} C^T`` per voxel, shape (V, r, r)."""
+    gram = stack_gram(ar_coef, gram_stack, exact)
+    if full_rank:
+        sol = np.linalg.solve(gram, np.broadcast_to(C.T, gram.shape[:2] + (C.shape[0],)))
+    else:
+        sol = np.einsum("vpq,jq->vpj", np.linalg.pinv(gram, hermitian=True), C)
+    return np.einsum("ip,vpj->vij", C, sol)
+
+
+def satterthwaite_df(
+    ar_coef: np.ndarray,
+    gram_stack: np.ndarray,
+    con: np.ndarray,
+    df: float,
+    full_rank: bool = True,
+    step: float = 1e-4,
+) -> np.ndarray:
+    """Effective degrees of freedom of a contrast under estimated AR coefficients.
+
+    The variance estimate ``v = sigma^2 c G(phi)^{-1} c^T`` is treated as a
+    scaled chi-square whose relative variance adds the sampling variance of
+    ``sigma^2`` (``2 / df``) and, by the delta method, that of the plug-in
+    ``phi``:
+
+        1 / nu = 1 / df + g^T Cov(phi_hat) g / 2,
+        g = d log(c G(phi)^{-1} c^T) / d phi,   Cov(phi_hat) = Gamma_p(phi)^{-1} / df
+
+    (the Yule-Walker asymptotic covariance).  For an F contrast ``g`` is the
+    gradient of ``log det(C G^{-1} C^T) / r``.  ``g`` is computed by central
+    differences over the design-only Gram stack.  When ``g = 0`` (e.g.
+    ``phi = 0`` with a contrast whose variance is flat in ``phi``), ``nu = df``.
+
+    Parameters
+    ----------
+    ar_coef : ndarray, shape (p, V)
+        The voxels' AR coefficients (exact whitening).
+    gram_stack : ndarray, shape ((p+1)^2 + p^2, q, q)
+        :attr:`~daskglm.kernels.gram.GramTables.gram_stack`.
+    con : ndarray, shape (q,) or (r, q)
+    df : float
+        The run's residual degrees of freedom.
+    full_rank : bool, default=True
+        Whether the design has full column rank (solve instead of pinv).
+    step : float, default=1e-4
+        Central-difference step in ``phi``.
+
+    Returns
+    -------
+    ndarray, shape (V,)
+        ``nu <= df``.
+    """
+    C = np.atleast_2d(con)
+    p, n_vox = ar_coef.shape
+    r = C.shape[0]
+
+    def logvar(phi):
+        cov = _contrast_cov(phi, gram_stack, C, True, full_rank)
+        return np.linalg.slogdet(cov)[1] / r
+
+    grad = np.empty((p, n_vox))
+    for i in range(p):
+        shift = np.zeros((p, 1))
+        shift[i] = step
+        grad[i] = (logvar(ar_coef + shift) - logvar(ar_coef - shift)) / (2 * step)
+    Gamma = toeplitz_stack(ar_autocovariance(ar_coef, p - 1))  # (V, p, p)
+    quad = np.einsum("iv,vij,jv->v", grad, np.linalg.inv(Gamma), grad) / df
+    return 1.0 / (1.0 / df + 0.5 * quad)
+
+
+def calibrated_variance(
+    effect: np.ndarray, variance: np.ndarray, stat_type: str, dim: int, nu: np.ndarray, df: float
+) -> np.ndarray:
+    """Variance rescaled so that the statistic referred to ``df`` has the ``nu`` p-value.
+
+    The pipeline refers every statistic to one (per-run) ``df``; to apply a
+    per-voxel effective ``nu`` the statistic is mapped through the quantiles,
+    ``t' = F_df^{-1}(F_nu(t))`` (likewise for F), and the variance is scaled by
+    ``(t / t')^2`` (``F / F'``).  Voxels whose p value underflows keep ``df``.
+
+    Parameters
+    ----------
+    effect : ndarray, shape (V,) for t, (r, V) for F
+    variance : ndarray, shape (V,)
+    stat_type : {'t', 'F'}
+    dim : int
+        Contrast rows ``r``.
+    nu : ndarray, shape (V,)
+        Effective degrees of freedom (:func:`satterthwaite_df`).
+    df : float
+        The degrees of freedom the statistic will be referred to.
+
+    Returns
+    -------
+    ndarray, shape (V,)
+        The rescaled variance.
+    """
+    import scipy.stats as sps  # only exact mode needs it; keeps `import daskglm` light
+
+    var = np.maximum(variance, 1e-50)
+    if stat_type == "t":
+        stat = np.abs(effect) / np.sqrt(var)
+        pval = sps.t.sf(stat, nu)
+        mapped = sps.t.isf(pval, df)
+        ratio2 = np.where((stat > 1e-8) & (pval > 1e-290), (stat / np.where(mapped > 0, mapped, 1.0)) ** 2, 1.0)
+        return variance * ratio2
+    stat = np.sum(np.atleast_2d(effect) ** 2, axis=0) / dim / var
+    pval = sps.f.sf(stat, dim, nu)
+    mapped = sps.f.isf(pval, dim, df)
+    ratio = np.where((stat > 1e-8) & (pval > 1e-290), stat / np.where(mapped > 0, mapped, 1.0), 1.0)
+    return variance * ratio
+
+
+# ---------------------------------------------------------------- statistics
+def fixed_effect_sum(
+    effects: list[np.ndarray], variances: list[np.ndarray]
+) -> tuple[np.ndarray, np.ndarray]:
+    """nilearn's multi-run combination: ``(sum c) / R`` and ``(sum v) / R^2``.
+
+    Parameters
+    ----------
+    effects, variances : list of ndarray
+        The R runs' effects and variances (same shapes).
+
+    Returns
+    -------
+    effect, variance : ndarray
+    """
+    n = len(effects)
+    return sum(effects) * (1.0 / n), sum(variances) * (1.0 / n) ** 2
+
+
+@dataclass
+class ContrastStatistics:
+    """Statistic and null distribution of an effect and its variance (nilearn's ``Contrast``).
+
+    Parameters
+    ----------
+    effect : ndarray, shape (V,) for t, (q, V) for F
+    variance : ndarray, shape (V,)
+    dof : float
+        Residual degrees of freedom (capped at :data:`DEF_DOFMAX`).
+    stat_type : {'t', 'F'}
+    dim : int
+        Number of contrast rows ``q``.
+    """
+
+    effect: np.ndarray
+    variance: np.ndarray
+    dof: float
+    stat_type: str
+    dim: int
+
+    def stat(self) -> np.ndarray:
+        """The statistic: ``t = effect / sqrt(var)`` or ``F = ||effect||^2 / (q var)``.
+
+        Returns
+        -------
+        ndarray, shape (V,)
+            ``var`` is floored at :data:`DEF_TINY`.
+        """
+        var = np.maximum(self.variance, DEF_TINY)
+        if self.stat_type == "F":
+            return np.sum(self.effect**2, axis=0) / self.dim / var
+        return self.effect / np.sqrt(var)
+
+    def _dof(self) -> float:
+        return min(self.dof, DEF_DOFMAX)
+
+    def sf_cdf(self, stat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Survival function and CDF of the statistic under the null.
+
+        ``scipy.special`` gives the same values as ``scipy.stats`` (``t.sf`` is
+        ``stdtr(df, -x)``, ``f.sf`` is ``fdtrc``) without importing scipy.stats.
+
+        Parameters
+        ----------
+        stat : ndarray
+            :meth:`stat`.
+
+        Returns
+        -------
+        sf, cdf : ndarray
+            Under t(dof) or F(dim, dof), dof capped at :data:`DEF_DOFMAX`.
+        """
+        if self.stat_type == "t":
+            return sps.stdtr(self._dof(), -stat), sps.stdtr(self._dof(), stat)
+        return sps.fdtrc(self.dim, self._dof(), stat), sps.fdtr(self.dim, self._dof(), stat)
+
+
+def z_score(p_value: np.ndarray, one_minus_p: np.ndarray | None = None) -> np.ndarray:
+    """nilearn's ``z_score``: isf of the p value, or ppf of 1 - p where z < 0.
+
+    Parameters
+    ----------
+    p_value : ndarray
+        Survival function of the statistic.
+    one_minus_p : ndarray, optional
+        Its CDF, computed separately so that z stays accurate in the lower tail.
+
+    Returns
+    -------
+    ndarray
+        ``norm.isf(p)``, or ``norm.ppf(1 - p)`` where that is negative; both
+        arguments clipped to ``[1e-300, 1 - 1e-16]``.
+    """
+    p_value = np.clip(p_value, 1.0e-300, 1.0 - 1.0e-16)
+    z = -sps.ndtri(p_value)  # norm.isf
+    if one_minus_p is None:
+        return z
+    one_minus_p = np.clip(one_minus_p, 1.0e-300, 1.0 - 1.0e-16)
+    return np.where(z < 0, sps.ndtri(one_minus_p), z)
+
+
+def fixed_effects_params(
+    contrasts: np.ndarray,
+    variances: np.ndarray,
+    precision_weighted: bool,
+    dofs: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """nilearn's ``_compute_fixed_effects_params`` on (R, V) arrays.
+
+    Parameters
+    ----------
+    contrasts : ndarray, shape (R, V) (or (R, q, V))
+        Per-run effects.
+    variances : ndarray, shape (R, V)
+        Per-run variances (floored at 1e-16).
+    precision_weighted : bool
+        Inverse-variance weights instead of a plain mean.
+    dofs : array-like, shape (R,)
+        Per-run degrees of freedom; the statistic uses their sum.
+
+    Returns
+    -------
+    contrast, variance, stat, z_score : ndarray
+    """
+    contrasts = np.asarray(contrasts, dtype=np.float64)
+    variances = np.maximum(np.asarray(variances, dtype=np.float64), 1.0e-16)
+    if precision_weighted:
+        weights = 1.0 / variances
+        variance = 1.0 / weights.sum(axis=0)
+        effect = (contrasts * weights).sum(axis=0) * variance
+    else:
+        variance = variances.mean(axis=0) / len(variances)
+        effect = contrasts.mean(axis=0)
+    dim = effect.shape[0] if effect.ndim == 2 else 1
+    stats = ContrastStatistics(effect, variance, float(np.sum(dofs)), "F" if dim > 1 else "t", dim)
+    stat = stats.stat()
+    return effect, variance, stat, z_score(*stats.sf_cdf(stat))
+
+
+def contrast_outputs(
+    effect: np.ndarray, variance: np.ndarray, dof: float, stat_type: str, dim: int
+) -> np.ndarray:
+    """All five maps of a contrast packed as rows ``[effect (q), variance, stat, p, z]``.
+
+    Parameters
+    ----------
+    effect : ndarray, shape (V,) for t, (q, V) for F
+    variance : ndarray, shape (V,)
+    dof : float
+        Residual degrees of freedom (summed over runs).
+    stat_type : {'t', 'F'}
+    dim : int
+        Contrast rows ``q``.
+
+    Returns
+    -------
+    ndarray, shape (q + 4, V)
+    """
+    stats = ContrastStatistics(effect, variance, dof, stat_type, dim)
+    stat = stats.stat()
+    p_value, one_minus_p = stats.sf_cdf(stat)
+    z = z_score(p_value, one_minus_p)
+    return np.concatenate([np.atleast_2d(effect), variance[None], stat[None], p_value[None], z[None]])
+
+
+def unpack_contrast_outputs(packed, dim: int) -> dict:
+    """Split :func:`contrast_outputs`' rows by map name, by slicing only (numpy or dask).
+
+    Parameters
+    ----------
+    packed : array, shape (dim + 4, V)
+    dim : int
+        Contrast rows ``q``.
+
+    Returns
+    -------
+    dict
+        ``effect_size`` (``(V,)`` for ``dim = 1``, else ``(q, V)``),
+        ``effect_variance``, ``stat``, ``p_value``, ``z_score`` (each ``(V,)``).
+    """
+    return {
+        "effect_size": packed[0] if dim == 1 else packed[:dim],
+        "effect_variance": packed[dim],
+        "stat": packed[dim + 1],
+        "p_value": packed[dim + 2],
+        "z_score": packed[dim + 3],
+    }

@@ -1,0 +1,154 @@
+"""The package's shape: one-way layers, no import cycle, small modules, pure kernels.
+
+Imports are read from the source (module level and inside functions alike),
+so a lazy import cannot hide a cycle or an upward dependency.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "daskglm"
+MAX_LINES = 500
+
+#: Bottom to top.  A module may import modules of its own layer or of lower ones.
+LAYERS = [
+    ("daskglm._version", "daskglm.errors"),
+    ("daskglm.kernels",),
+    ("daskglm.io",),
+    ("daskglm.design", "daskglm.contrasts"),
+    ("daskglm.graph",),
+    ("daskglm.store",),
+    ("daskglm.masking", "daskglm.thresholding", "daskglm.fixed_effects", "daskglm.datasets",
+     "daskglm.reporting.plotting", "daskglm.reporting._templates", "daskglm.reporting.report",
+     "daskglm.reporting"),
+    ("daskglm.model_outputs", "daskglm.model"),
+    ("daskglm.subjects", "daskglm.reporting.tables"),
+    ("daskglm.demo", "daskglm.cli", "daskglm.multi", "daskglm"),
+]
+#: The statistics: numpy and scipy only.
+PURE_LAYER = "daskglm.kernels"
+FORBIDDEN_IN_KERNELS = ("dask", "distributed", "xarray", "zarr", "fsspec", "nibabel")
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(parts)
+
+
+MODULES = {_module_name(p): p for p in sorted(PACKAGE.rglob("*.py"))}
+
+
+def _resolve(module: str, is_package: bool, level: int, name: str | None) -> str:
+    base = module.split(".") if is_package else module.split(".")[:-1]
+    if level > 1:
+        base = base[: len(base) - (level - 1)]
+    return ".".join(base + ([name] if name else []))
+
+
+def _imports(module: str) -> tuple[set[str], set[str]]:
+    """(daskglm modules imported, third-party top-level packages imported)."""
+    path = MODULES[module]
+    tree = ast.parse(path.read_text(), filename=str(path))
+    is_package = path.name == "__init__.py"
+    internal, external = set(), set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.split(".")[0] == "daskglm":
+                    internal.add(alias.name)
+                else:
+                    external.add(alias.name.split(".")[0])
+        elif isinstance(node, ast.ImportFrom):
+            if node.level == 0 and node.module and node.module.split(".")[0] != "daskglm":
+                external.add(node.module.split(".")[0])
+                continue
+            target = _resolve(module, is_package, node.level, node.module) if node.level else node.module
+            for alias in node.names:  # `from pkg import submodule` imports the submodule
+                candidate = f"{target}.{alias.name}"
+                internal.add(candidate if candidate in MODULES else target)
+    return {m for m in internal if m in MODULES and m != module}, external
+
+
+GRAPH = {m: _imports(m)[0] for m in MODULES}
+
+
+def _layer(module: str) -> int:
+    best, best_len = None, -1
+    for i, names in enumerate(LAYERS):
+        for name in names:
+            if (module == name or module.startswith(name + ".")) and len(name) > best_len:
+                best, best_len = i, len(name)
+    assert best is not None, f"{module} is in no layer of LAYERS; add it"
+    return best
+
+
+def test_every_module_has_a_layer():
+    for module in MODULES:
+        _layer(module)
+
+
+def test_no_import_cycle():
+    visiting, done, path = set(), set(), []
+
+    def visit(m):
+        visiting.add(m)
+        path.append(m)
+        for dep in sorted(GRAPH[m]):
+            if dep in visiting:
+                cycle = path[path.index(dep):] + [dep]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if dep not in done:
+                visit(dep)
+        visiting.discard(m)
+        done.add(m)
+        path.pop()
+
+    for m in sorted(MODULES):
+        if m not in done:
+            visit(m)
+
+
+def test_layers_import_only_downward():
+    upward = [
+        f"{m} (layer {_layer(m)}) imports {dep} (layer {_layer(dep)})"
+        for m, deps in GRAPH.items() for dep in deps if _layer(dep) > _layer(m)
+    ]
+    assert not upward, "\n".join(upward)
+
+
+def test_kernels_are_pure_numpy():
+    offenders = []
+    for m in MODULES:
+        if m == PURE_LAYER or m.startswith(PURE_LAYER + "."):
+            internal, external = _imports(m)
+            offenders += [f"{m} imports {x}" for x in external if x in FORBIDDEN_IN_KERNELS]
+            offenders += [
+                f"{m} imports {x}" for x in internal
+                if not x.startswith(PURE_LAYER) and x != "daskglm.errors"
+            ]
+    assert not offenders, "\n".join(offenders)
+
+
+def test_modules_stay_small():
+    long = {m: n for m, p in MODULES.items() if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"modules over {MAX_LINES} lines: {long}"
+
+
+def test_one_home_per_exception():
+    """Every exception class is defined in daskglm/errors.py."""
+    defined = []
+    for m, p in MODULES.items():
+        if m == "daskglm.errors":
+            continue
+        for node in ast.walk(ast.parse(p.read_text())):
+            if isinstance(node, ast.ClassDef) and any(
+                isinstance(b, ast.Name) and b.id.endswith(("Error", "Exception")) for b in node.bases
+            ):
+                defined.append(f"{m}.{node.name}")
+    assert not defined, f"exception classes outside daskglm.errors: {defined}"
