@@ -37,7 +37,7 @@ def fixed_effects_maps(contrast_imgs, variance_imgs, mask, precision_weighted=Fa
     """Lazy in-mask fixed-effects arrays ``(contrast, variance, stat, z)``.
 
     Same numerics as nilearn's ``compute_fixed_effects`` (see
-    :func:`daskglm.contrasts.fixed_effects_params`).
+    :func:`daskglm.kernels.contrast.fixed_effects_params`).
     """
     n_runs = len(contrast_imgs)
     if n_runs == 0:

@@ -32,6 +32,7 @@ from typing import Any
 import dask
 
 from .errors import SubjectsError
+from .graph.resources import active_client
 from .model import FirstLevelModel, open_model
 from .store.location import Location
 from .store.schema import FORMAT_ATTR, FORMAT_VERSION_ATTR
@@ -151,18 +152,6 @@ def _plan(sid: str, spec: dict, params: dict, root: Location, overwrite: bool, r
     model.fit(**{k: spec[k] for k in _FIT_KEYS if k in spec})
     return model.to_zarr(_subject_store(root, sid), overwrite=overwrite, resume=resume,
                          compute=False, storage_options=root.storage_options or None)
-
-
-def active_client():
-    """The default ``dask.distributed`` client, or None (none active, or no distributed)."""
-    try:
-        from distributed import default_client
-    except ImportError:  # pragma: no cover - distributed is optional
-        return None
-    try:
-        return default_client()
-    except ValueError:
-        return None
 
 
 def _compute_distributed(client, planned: dict, progress: bool) -> dict[str, Any]:

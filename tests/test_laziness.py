@@ -64,18 +64,3 @@ def test_fit_from_lazy_dataarray_computes_nothing(fiac_small, no_compute):
         run, design_matrices=load_designs(fiac_small)[0]
     )
     assert model.results_["dispersion"].shape == (1, int(model.mask_img_.get_fdata().sum()))
-
-
-def test_design_enters_graph_once(fiac_small):
-    """The design is one key, not pickled into every task."""
-    import cloudpickle
-
-    designs = load_designs(fiac_small)
-    model = FirstLevelModel(mask_img=fiac_small["mask"], chunks={"time": 5, "voxel": 50})
-    model.fit(fiac_small["func1"], design_matrices=designs[0])
-    graph = dict(model.results_["beta"].data.__dask_graph__())
-    design_bytes = designs[0].to_numpy().nbytes
-    sizes = sorted(len(cloudpickle.dumps(task)) for task in graph.values())
-    assert len(graph) > 40
-    # only the design-holding keys may be as large as the design itself
-    assert sum(s >= design_bytes for s in sizes) <= 4, sizes[-6:]

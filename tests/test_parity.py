@@ -1,4 +1,4 @@
-"""daskglm against nilearn 0.14.1 on generated data (issue 2's parity bar)."""
+"""daskglm against nilearn 0.14.1 on generated data (the parity bar of ``tests._reference``)."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ def _f_con(n_cols):
 
 
 def _compare_all(ours: dict, theirs: dict, mask, label: str, f_stat: bool = False):
-    """z and stat: the issue's bar (1e-3 on >= 99.9% of voxels).
+    """z and stat: the parity bar (1e-3 on >= 99.9% of voxels).
 
     F statistics reach the thousands and nilearn computes on float32-scaled data
     (~1e-6 relative noise), so they are compared relatively.  Effects and

@@ -1,4 +1,7 @@
-"""Height control, cluster extent and cluster tables (nilearn's, on exported maps)."""
+"""Height control, cluster extent and cluster tables (nilearn's, on exported maps).
+
+Cluster tables computed from stores are in test_reporting.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +9,10 @@ import warnings
 
 import nibabel as nib
 import numpy as np
-import pandas as pd
 import pytest
 from scipy import stats
 
-from daskglm import FirstLevelModel
-from daskglm.reporting.tables import cluster_table_from_store
 from daskglm.thresholding import ThresholdError, get_clusters_table, threshold_stats_img
-from tests.conftest import load_named_designs
 
 
 @pytest.fixture(scope="module")
@@ -96,37 +95,3 @@ def test_4d_map_rejected(z_img):
     img4d = nib.Nifti1Image(np.zeros((3, 3, 3, 2)), np.eye(4))
     with pytest.raises(ThresholdError, match="3D"):
         threshold_stats_img(img4d)
-
-
-@pytest.fixture(scope="module")
-def stored_fit(fiac_small, tmp_path_factory):
-    designs = load_named_designs(fiac_small)
-    model = FirstLevelModel(mask_img=fiac_small["mask"]).fit(
-        [fiac_small["func1"], fiac_small["func2"]], design_matrices=designs)
-    store = tmp_path_factory.mktemp("thr") / "fit.zarr"
-    model.to_zarr(store)
-    return model, store
-
-
-def test_cluster_table_from_store_matches_in_memory(stored_fit, fiac_small):
-    model, store = stored_fit
-    contrast = [-1, -1, 1, 1]
-    lazy = cluster_table_from_store(store, contrast, height_control="fpr", compute=False)
-    assert hasattr(lazy, "compute") and not isinstance(lazy, pd.DataFrame)
-    table = lazy.compute()
-    z = model.compute_contrast(contrast)
-    _, threshold = threshold_stats_img(z, model.mask_img_, height_control="fpr", two_sided=False)
-    expected = get_clusters_table(z, threshold)
-    assert table.attrs["threshold"] == pytest.approx(threshold)
-    pd.testing.assert_frame_equal(table.reset_index(drop=True), expected.reset_index(drop=True),
-                                  check_dtype=False, atol=1e-6)
-    # the strongest cluster is the simulated "sentence repetition" region
-    truth = nib.load(fiac_small["ground_truth"]["sentence_repetition"])
-    centre = nib.affines.apply_affine(truth.affine, np.argwhere(np.asarray(truth.dataobj) > 0).mean(0))
-    peak = table.iloc[0][["X", "Y", "Z"]].to_numpy(float)
-    assert np.linalg.norm(peak - centre) < 10.0
-
-
-def test_cluster_table_from_missing_store(tmp_path):
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        cluster_table_from_store(tmp_path / "nope.zarr", [1, 0])

@@ -98,9 +98,8 @@ def fit_pvalues(Y: np.ndarray, X: np.ndarray, column: int, noise_model: str, whi
     """One-sided (positive-tail) p values of the task t contrast with daskglm's kernels."""
     options = FitOptions(noise_model, False, whitening=whitening)
     n, p = X.shape
-    n_lags = max(options.ar_order, 1)
-    stats = chunk_stats(Y, 0, n, stacked_design(X, n_lags), n_lags)
-    tables = DesignTables(X, n_lags)
+    stats = chunk_stats(Y, 0, n, stacked_design(X, options.n_lags), options.n_lags)
+    tables = DesignTables(X, options.n_lags)
     if options.uses_stack:
         table = GramTables(X, options.ar_order, options.exact)
     else:

@@ -145,7 +145,7 @@ def scheduler(spec: str | None, keep_active_client: bool = False) -> Iterator[An
     if spec is not None:
         _check_scheduler(spec)
     if keep_active_client:
-        from ..subjects import active_client
+        from ..graph.resources import active_client
 
         client = active_client()
         if client is not None:

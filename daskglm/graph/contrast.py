@@ -20,52 +20,52 @@ from .state import RunFit
 __all__ = ["run_contrast", "contrast_statistics", "combined_contrast"]
 
 
-def run_contrast(fit: RunFit, con: np.ndarray, kind: str, dim: int) -> tuple[da.Array, da.Array]:
+def run_contrast(fit: RunFit, con: np.ndarray, stat_type: str, dim: int) -> tuple[da.Array, da.Array]:
     """Lazy effect ((V,) for t, (q, V) for F) and variance (V,) of one run's contrast."""
-    q = dim if kind == "F" else 1
+    q = dim if stat_type == "F" else 1
     if fit.cov_kind != "table":
         exact = fit.cov_kind == "exact"
         packed = da.blockwise(
             _stack_contrast_packed, "rv",
             fit.beta, "pv", fit.dispersion, "v", fit.ar_coef, "lv", fit.cov_table, "kpq",
-            con, None, kind, None, exact, None, float(fit.df_residuals), None,
+            con, None, stat_type, None, exact, None, float(fit.df_residuals), None,
             new_axes={"r": q + 1}, dtype=np.float64, concatenate=True,
         )
-        effect = packed[:q] if kind == "F" else packed[0]
+        effect = packed[:q] if stat_type == "F" else packed[0]
         return effect, packed[q]
     packed = da.blockwise(
         _contrast_block_packed, "rv",
         fit.beta, "pv", fit.dispersion, "v", fit.cov_index, "v", fit.cov_table, "kpq",
-        con, None, kind, None,
+        con, None, stat_type, None,
         new_axes={"r": q + 1}, dtype=np.float64, concatenate=True,
     )
-    effect = packed[:q] if kind == "F" else packed[0]
+    effect = packed[:q] if stat_type == "F" else packed[0]
     return effect, packed[q]
 
 
-def _stack_contrast_packed(beta, dispersion, ar_coef, gram_stack, con, kind, exact, df):
+def _stack_contrast_packed(beta, dispersion, ar_coef, gram_stack, con, stat_type, exact, df):
     effect, variance = stack_contrast_block(
-        beta, dispersion, ar_coef, gram_stack, con, kind, exact, df if exact else None
+        beta, dispersion, ar_coef, gram_stack, con, stat_type, exact, df if exact else None
     )
     return np.concatenate([np.atleast_2d(effect), variance[None]])
 
 
-def _contrast_block_packed(beta, dispersion, cov_index, cov_table, con, kind):
-    effect, variance = contrast_block(beta, dispersion, cov_index.astype(np.intp), cov_table, con, kind)
+def _contrast_block_packed(beta, dispersion, cov_index, cov_table, con, stat_type):
+    effect, variance = contrast_block(beta, dispersion, cov_index.astype(np.intp), cov_table, con, stat_type)
     return np.concatenate([np.atleast_2d(effect), variance[None]])
 
 
-def _outputs_block(effect, variance, dof, kind, dim):
-    eff = effect if kind == "F" else effect[0]
-    return contrast_outputs(eff, variance, dof, kind, dim)
+def _outputs_block(effect, variance, dof, stat_type, dim):
+    eff = effect if stat_type == "F" else effect[0]
+    return contrast_outputs(eff, variance, dof, stat_type, dim)
 
 
-def contrast_statistics(effect: da.Array, variance: da.Array, dof: float, kind: str, dim: int) -> da.Array:
+def contrast_statistics(effect: da.Array, variance: da.Array, dof: float, stat_type: str, dim: int) -> da.Array:
     """Lazy packed maps ``[effect (q), variance, stat, p, z]`` from effect and variance."""
     if effect.ndim == 1:
         effect = effect[None]
     return da.map_blocks(
-        _outputs_block, effect, variance, float(dof), kind, dim,
+        _outputs_block, effect, variance, float(dof), stat_type, dim,
         dtype=np.float64, chunks=((effect.shape[0] + 4,), effect.chunks[1]),
     )
 
@@ -89,26 +89,26 @@ def combined_contrast(runs, cons: list[np.ndarray], stat_type=None) -> tuple[da.
     q : int
         Rows of the effect (1 for t, the contrast's rank for F).
     """
-    effects, variances, dofs, kinds = [], [], [], []
+    effects, variances, dofs, types = [], [], [], []
     for i, (con, fit) in enumerate(zip(cons, runs)):
-        kind, dim = contrast_kind(con, stat_type)
+        run_type, dim = contrast_kind(con, stat_type)
         if np.all(con == 0):
             warnings.warn(f"Contrast for run {i} is null.", UserWarning, stacklevel=4)
             continue
         p = fit.beta.shape[0]
-        con = pad_contrast(con if con.ndim == 1 or kind == "F" else con[0], p, kind)
-        kinds.append((kind, dim))
-        effect, variance = run_contrast(fit, con, kind, dim)
+        con = pad_contrast(con if con.ndim == 1 or run_type == "F" else con[0], p, run_type)
+        types.append((run_type, dim))
+        effect, variance = run_contrast(fit, con, run_type, dim)
         effects.append(effect)
         variances.append(variance)
         dofs.append(fit.df_residuals)
     if not effects:
         raise ContrastError("All contrasts provided were null contrasts.")
-    if len(set(kinds)) > 1:
-        raise ContrastError(f"The per-run contrasts disagree in type or dimension: {kinds}.")
-    kind, dim = kinds[0]
-    if kind == "F" and len(effects) > 1:
+    if len(set(types)) > 1:
+        raise ContrastError(f"The per-run contrasts disagree in type or dimension: {types}.")
+    run_type, dim = types[0]
+    if run_type == "F" and len(effects) > 1:
         warnings.warn("Running approximate fixed effects on F statistics.", UserWarning, stacklevel=4)
     effect, variance = fixed_effect_sum(effects, variances)
-    packed = contrast_statistics(effect, variance, sum(dofs), kind, dim)
+    packed = contrast_statistics(effect, variance, sum(dofs), run_type, dim)
     return packed, packed.shape[0] - 4

@@ -9,6 +9,8 @@ buffers in their own mappings, returned on free.  It is a no-op off glibc.
 
 ``single_threaded_blas``: one BLAS thread while tasks run, since dask already
 runs one task per core.
+
+``active_client``: the ``dask.distributed`` client this process computes on, if any.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import ctypes
 import ctypes.util
 import sys
 
-__all__ = ["limit_heap_fragmentation", "single_threaded_blas"]
+__all__ = ["limit_heap_fragmentation", "single_threaded_blas", "active_client"]
 
 _M_MMAP_THRESHOLD = -3
 _THRESHOLD_BYTES = 1 << 20
@@ -74,3 +76,15 @@ class _SingleThreadedBlas:
 
 #: Use as ``with single_threaded_blas: ...`` inside dask tasks.
 single_threaded_blas = _SingleThreadedBlas()
+
+
+def active_client():
+    """The default ``dask.distributed`` client, or None (none active, or no distributed)."""
+    try:
+        from distributed import default_client
+    except ImportError:  # pragma: no cover - distributed is optional
+        return None
+    try:
+        return default_client()
+    except ValueError:
+        return None

@@ -9,16 +9,16 @@ Formulas that live here:
   truncates each coefficient the same way (:func:`quantize_ar`).
 - **Toeplitz.**  ``Gamma[v]_{ij} = r_{|i-j|}[v]`` (:func:`toeplitz_stack`).
 - **Durbin-Levinson** (:func:`levinson`): with ``v_0 = r_0``,
-  ``kappa_k = (r_k - sum_{j<k} phi_j r_{k-j}) / v_{k-1}``, then the step-up
-  ``phi_k = kappa_k``, ``phi_j <- phi_j - kappa_k phi_{k-j}`` (j < k) and
+  ``kappa_k = (r_k - sum_{j<k} rho_j r_{k-j}) / v_{k-1}``, then the step-up
+  ``rho_k = kappa_k``, ``rho_j <- rho_j - kappa_k rho_{k-j}`` (j < k) and
   ``v_k = v_{k-1} (1 - kappa_k^2)``.  :func:`pacf_to_ar` is the step-up alone:
   any partial autocorrelations in ``(-1, 1)^p`` give a stationary AR(p).
 - **AR autocovariance** for unit innovations (:func:`ar_autocovariance`):
-  ``gamma_k - sum_i phi_i gamma_|k-i| = delta_k0`` solved for k = 0..p, then
-  ``gamma_k = sum_i phi_i gamma_{k-i}``.
+  ``gamma_k - sum_i rho_i gamma_|k-i| = delta_k0`` solved for k = 0..p, then
+  ``gamma_k = sum_i rho_i gamma_{k-i}``.
 - **Exact-whitening head** (:func:`head_blocks`): ``B = chol(Gamma_p)^{-1}``
   whitens the first ``p`` samples; ``H = B^T B - N^T N`` with ``N`` the head of
-  the banded filter ``N[t, t-i] = c_i`` (``c_0 = 1, c_i = -phi_i``).
+  the banded filter ``N[t, t-i] = c_i`` (``c_0 = 1, c_i = -rho_i``).
 
 Coefficient arrays are ``(p, V)``: one column per voxel.
 """
@@ -72,7 +72,7 @@ def ar1_bin_index(rho: np.ndarray) -> np.ndarray:
     return (k + BINS_PER_UNIT - 1).astype(np.int16)
 
 
-def quantize_ar(phi: np.ndarray) -> np.ndarray:
+def quantize_ar(rho: np.ndarray) -> np.ndarray:
     """Truncate AR coefficients toward zero on the 0.01 grid, as nilearn's AR(1) bins.
 
     Used by binned ``arN`` (N >= 2) instead of nilearn's KMeans clustering,
@@ -80,15 +80,15 @@ def quantize_ar(phi: np.ndarray) -> np.ndarray:
 
     Parameters
     ----------
-    phi : ndarray
+    rho : ndarray
         AR coefficients, any shape.
 
     Returns
     -------
     ndarray of float64
-        ``trunc(100 phi) / 100`` clipped to ``[-0.99, 0.99]``.
+        ``trunc(100 rho) / 100`` clipped to ``[-0.99, 0.99]``.
     """
-    k = np.trunc(np.asarray(phi, dtype=np.float64) * BINS_PER_UNIT)
+    k = np.trunc(np.asarray(rho, dtype=np.float64) * BINS_PER_UNIT)
     return np.clip(k, -(BINS_PER_UNIT - 1), BINS_PER_UNIT - 1) / BINS_PER_UNIT
 
 
@@ -111,12 +111,12 @@ def toeplitz_stack(r: np.ndarray) -> np.ndarray:
     return np.moveaxis(r[idx], -1, 0)
 
 
-def _step_up(phi: np.ndarray, kappa: np.ndarray, k: int) -> np.ndarray:
-    """One Levinson step-up: order ``k - 1`` coefficients to order ``k`` with ``phi_k = kappa``."""
-    new = phi.copy()
+def _step_up(rho: np.ndarray, kappa: np.ndarray, k: int) -> np.ndarray:
+    """One Levinson step-up: order ``k - 1`` coefficients to order ``k`` with ``rho_k = kappa``."""
+    new = rho.copy()
     new[k - 1] = kappa
     if k > 1:
-        new[: k - 1] = phi[: k - 1] - kappa * phi[k - 2 :: -1][: k - 1]
+        new[: k - 1] = rho[: k - 1] - kappa * rho[k - 2 :: -1][: k - 1]
     return new
 
 
@@ -130,24 +130,24 @@ def levinson(r: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Returns
     -------
-    phi : ndarray, shape (p, V)
+    rho : ndarray, shape (p, V)
         Yule-Walker AR(p) coefficients.
     pacf : ndarray, shape (p, V)
         Partial autocorrelations.  A voxel with ``r_0 <= 0`` gets zeros.
     """
     r = np.asarray(r, dtype=np.float64)
     p, n_vox = r.shape[0] - 1, r.shape[1]
-    phi = np.zeros((p, n_vox))
+    rho = np.zeros((p, n_vox))
     pacf = np.zeros((p, n_vox))
     ok = r[0] > 0
     v = np.where(ok, r[0], 1.0)
     for k in range(1, p + 1):
-        acc = r[k] - np.einsum("jv,jv->v", phi[: k - 1], r[k - 1 : 0 : -1]) if k > 1 else r[k].copy()
+        acc = r[k] - np.einsum("jv,jv->v", rho[: k - 1], r[k - 1 : 0 : -1]) if k > 1 else r[k].copy()
         kappa = np.where(ok & (v > 0), acc / np.where(v > 0, v, 1.0), 0.0)
-        phi = _step_up(phi, kappa, k)
+        rho = _step_up(rho, kappa, k)
         pacf[k - 1] = kappa
         v = v * (1.0 - kappa**2)
-    return phi, pacf
+    return rho, pacf
 
 
 def pacf_to_ar(pacf: np.ndarray) -> np.ndarray:
@@ -164,64 +164,64 @@ def pacf_to_ar(pacf: np.ndarray) -> np.ndarray:
     ndarray, shape (p, V)
     """
     pacf = np.asarray(pacf, dtype=np.float64)
-    phi = np.zeros_like(pacf)
+    rho = np.zeros_like(pacf)
     for k in range(1, pacf.shape[0] + 1):
-        phi = _step_up(phi, pacf[k - 1], k)
-    return phi
+        rho = _step_up(rho, pacf[k - 1], k)
+    return rho
 
 
-def ar_autocovariance(phi: np.ndarray, max_lag: int) -> np.ndarray:
+def ar_autocovariance(rho: np.ndarray, max_lag: int) -> np.ndarray:
     """Autocovariance ``gamma_0 .. gamma_max_lag`` of a stationary AR(p), unit innovations.
 
     Parameters
     ----------
-    phi : ndarray, shape (p, V)
+    rho : ndarray, shape (p, V)
     max_lag : int
 
     Returns
     -------
     ndarray, shape (max_lag + 1, V)
     """
-    phi = np.asarray(phi, dtype=np.float64)
-    p, n_vox = phi.shape
+    rho = np.asarray(rho, dtype=np.float64)
+    p, n_vox = rho.shape
     if p == 0:
         out = np.zeros((max_lag + 1, n_vox))
         out[0] = 1.0
         return out
-    # gamma_k - sum_i phi_i gamma_|k-i| = delta_k0, k = 0..p
+    # gamma_k - sum_i rho_i gamma_|k-i| = delta_k0, k = 0..p
     A = np.zeros((n_vox, p + 1, p + 1))
     idx = np.arange(p + 1)
     A[:, idx, idx] = 1.0
     for k in range(p + 1):
         for i in range(1, p + 1):
-            A[:, k, abs(k - i)] -= phi[i - 1]
+            A[:, k, abs(k - i)] -= rho[i - 1]
     rhs = np.zeros((n_vox, p + 1, 1))
     rhs[:, 0, 0] = 1.0
     first = np.linalg.solve(A, rhs)[..., 0].T  # (p + 1, V)
     out = np.empty((max(max_lag, p) + 1, n_vox))
     out[: p + 1] = first
     for k in range(p + 1, max_lag + 1):
-        out[k] = np.einsum("iv,iv->v", phi, out[k - p : k][::-1])
+        out[k] = np.einsum("iv,iv->v", rho, out[k - p : k][::-1])
     return out[: max_lag + 1]
 
 
-def _band_head(phi: np.ndarray) -> np.ndarray:
+def _band_head(rho: np.ndarray) -> np.ndarray:
     """Head block ``N`` (V, p, p) of the banded filter: ``N[t, t-i] = c_i``."""
-    p, n_vox = phi.shape
+    p, n_vox = rho.shape
     N = np.zeros((n_vox, p, p))
     idx = np.arange(p)
     N[:, idx, idx] = 1.0
     for i in range(1, p):
-        N[:, idx[i:], idx[:-i]] = -phi[i - 1][:, None]
+        N[:, idx[i:], idx[:-i]] = -rho[i - 1][:, None]
     return N
 
 
-def head_blocks(phi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def head_blocks(rho: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Exact-whitening head quantities.
 
     Parameters
     ----------
-    phi : ndarray, shape (p, V)
+    rho : ndarray, shape (p, V)
         Stationary AR coefficients.
 
     Returns
@@ -232,12 +232,12 @@ def head_blocks(phi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     H : ndarray, shape (V, p, p)
         ``B^T B - N^T N``: the head correction of the whitened cross-products.
     """
-    p = phi.shape[0]
-    Gamma = toeplitz_stack(ar_autocovariance(phi, p - 1))  # (V, p, p)
+    p = rho.shape[0]
+    Gamma = toeplitz_stack(ar_autocovariance(rho, p - 1))  # (V, p, p)
     chol = np.linalg.cholesky(Gamma)
     eye = np.broadcast_to(np.eye(p), Gamma.shape)
     B = np.linalg.solve(chol, eye)
     B = np.tril(B)
-    N = _band_head(phi)
+    N = _band_head(rho)
     H = np.einsum("vts,vtu->vsu", B, B) - np.einsum("vts,vtu->vsu", N, N)
     return B, H

@@ -19,9 +19,9 @@ has them:
   inverse root from an eigendecomposition.
 - **Satterthwaite df** (:func:`satterthwaite_df`), exact whitening: the
   variance estimate is a scaled chi-square with
-  ``1 / nu = 1 / df + g^T Cov(phi_hat) g / 2``,
-  ``g = d log(c G(phi)^{-1} c^T) / d phi`` (``log det / r`` for F),
-  ``Cov(phi_hat) = Gamma_p(phi)^{-1} / df``; so ``nu = df`` when ``g = 0``.
+  ``1 / nu = 1 / df + g^T Cov(rho_hat) g / 2``,
+  ``g = d log(c G(rho)^{-1} c^T) / d rho`` (``log det / r`` for F),
+  ``Cov(rho_hat) = Gamma_p(rho)^{-1} / df``; so ``nu = df`` when ``g = 0``.
   :func:`calibrated_variance` rescales the variance so that the statistic
   referred to ``df`` has the ``nu`` p value, ``t' = F_df^{-1}(F_nu(t))``.
 - **multi-run fixed effects** (:func:`fixed_effect_sum`, as the model's
@@ -72,7 +72,7 @@ DEF_DOFMAX = 1e10
 # ------------------------------------------------------------ effect, variance
 def contrast_block(
     beta: np.ndarray,
-    sigma2: np.ndarray,
+    dispersion: np.ndarray,
     cov_index: np.ndarray,
     cov_table: np.ndarray,
     con: np.ndarray,
@@ -83,7 +83,7 @@ def contrast_block(
     Parameters
     ----------
     beta : ndarray (p, V)
-    sigma2 : ndarray (V,)
+    dispersion : ndarray (V,)
         Residual variance (nilearn's ``dispersion``).
     cov_index : ndarray (V,) of int
         Row of ``cov_table`` that holds each voxel's ``pinv(WX) pinv(WX)^T``.
@@ -101,19 +101,19 @@ def contrast_block(
     ccov = np.einsum("ip,kpq,jq->kij", C, cov_table, C)  # (n_tables, q, q)
     if stat_type == "t":
         var_table = ccov[:, 0, 0]
-        return cbeta[0], var_table[cov_index] * sigma2
+        return cbeta[0], var_table[cov_index] * dispersion
     # nilearn's whitened F effect, one matrix square root per table entry
     used = np.unique(cov_index)
     root = np.zeros_like(ccov)
     for k in used:
         root[k] = np.real(spl.sqrtm(np.linalg.inv(ccov[k])))
     effect = np.einsum("vij,jv->iv", root[cov_index], cbeta)
-    return effect, np.asarray(sigma2, dtype=np.float64)
+    return effect, np.asarray(dispersion, dtype=np.float64)
 
 
 def stack_contrast_block(
     beta: np.ndarray,
-    sigma2: np.ndarray,
+    dispersion: np.ndarray,
     ar_coef: np.ndarray,
     gram_stack: np.ndarray,
     con: np.ndarray,
@@ -130,7 +130,7 @@ def stack_contrast_block(
     Parameters
     ----------
     beta : ndarray (q, V)
-    sigma2 : ndarray (V,)
+    dispersion : ndarray (V,)
     ar_coef : ndarray (p, V)
     gram_stack : ndarray (K, q, q)
     con : ndarray (q,) or (r, q)
@@ -152,13 +152,13 @@ def stack_contrast_block(
     full_rank = np.linalg.matrix_rank(gram_stack[0], hermitian=True) == gram_stack.shape[1]
     ccov = _contrast_cov(ar_coef, gram_stack, C, exact, full_rank)
     cbeta = C @ beta
-    sigma2 = np.asarray(sigma2, dtype=np.float64)
+    dispersion = np.asarray(dispersion, dtype=np.float64)
     if stat_type == "t":
-        effect, variance = cbeta[0], ccov[:, 0, 0] * sigma2
+        effect, variance = cbeta[0], ccov[:, 0, 0] * dispersion
     else:
         evals, evecs = np.linalg.eigh(ccov)
         inv_root = np.einsum("vij,vj,vkj->vik", evecs, 1.0 / np.sqrt(evals), evecs)
-        effect, variance = np.einsum("vij,jv->iv", inv_root, cbeta), sigma2
+        effect, variance = np.einsum("vij,jv->iv", inv_root, cbeta), dispersion
     if df is None or not exact:
         return effect, variance
     nu = satterthwaite_df(ar_coef, gram_stack, C, df, full_rank)
@@ -185,18 +185,18 @@ def satterthwaite_df(
 ) -> np.ndarray:
     """Effective degrees of freedom of a contrast under estimated AR coefficients.
 
-    The variance estimate ``v = sigma^2 c G(phi)^{-1} c^T`` is treated as a
+    The variance estimate ``v = sigma^2 c G(rho)^{-1} c^T`` is treated as a
     scaled chi-square whose relative variance adds the sampling variance of
     ``sigma^2`` (``2 / df``) and, by the delta method, that of the plug-in
-    ``phi``:
+    ``rho``:
 
-        1 / nu = 1 / df + g^T Cov(phi_hat) g / 2,
-        g = d log(c G(phi)^{-1} c^T) / d phi,   Cov(phi_hat) = Gamma_p(phi)^{-1} / df
+        1 / nu = 1 / df + g^T Cov(rho_hat) g / 2,
+        g = d log(c G(rho)^{-1} c^T) / d rho,   Cov(rho_hat) = Gamma_p(rho)^{-1} / df
 
     (the Yule-Walker asymptotic covariance).  For an F contrast ``g`` is the
     gradient of ``log det(C G^{-1} C^T) / r``.  ``g`` is computed by central
     differences over the design-only Gram stack.  When ``g = 0`` (e.g.
-    ``phi = 0`` with a contrast whose variance is flat in ``phi``), ``nu = df``.
+    ``rho = 0`` with a contrast whose variance is flat in ``rho``), ``nu = df``.
 
     Parameters
     ----------
@@ -210,7 +210,7 @@ def satterthwaite_df(
     full_rank : bool, default=True
         Whether the design has full column rank (solve instead of pinv).
     step : float, default=1e-4
-        Central-difference step in ``phi``.
+        Central-difference step in ``rho``.
 
     Returns
     -------
@@ -221,8 +221,8 @@ def satterthwaite_df(
     p, n_vox = ar_coef.shape
     r = C.shape[0]
 
-    def logvar(phi):
-        cov = _contrast_cov(phi, gram_stack, C, True, full_rank)
+    def logvar(rho):
+        cov = _contrast_cov(rho, gram_stack, C, True, full_rank)
         return np.linalg.slogdet(cov)[1] / r
 
     grad = np.empty((p, n_vox))

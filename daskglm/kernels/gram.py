@@ -12,16 +12,16 @@ algebra (Levinson, step-up, autocovariance, head blocks) is in
 :mod:`daskglm.kernels.ar`.  The formulas are collected in
 ``docs/statistics.md``; in short:
 
-**Noise model.**  ``e_t = sum_{i=1..p} phi_i e_{t-i} + u_t``, ``u`` white with
+**Noise model.**  ``e_t = sum_{i=1..p} rho_i e_{t-i} + u_t``, ``u`` white with
 variance ``s^2``, stationary.  ``gamma_k`` denotes its autocovariance for unit
 innovation variance and ``Gamma_p = toeplitz(gamma_0 .. gamma_{p-1})``.
 
-**Exact whitening.**  With ``c_0 = 1, c_i = -phi_i`` the banded filter
+**Exact whitening.**  With ``c_0 = 1, c_i = -rho_i`` the banded filter
 ``F = sum_i c_i S_i`` (``S_i`` shifts by ``i`` with zero fill; it is nilearn's
 ``ARModel.whiten``) is right for rows ``t >= p``.  The exact whitener ``W``
 replaces the first ``p`` rows by ``B z_{0:p}`` with ``B`` lower triangular and
 ``B Gamma_p B^T = I`` (``B = chol(Gamma_p)^{-1}``; for AR(1) the first sample
-times ``sqrt(1 - phi^2)``).  Then ``W Cov(e) W^T = s^2 I``.  As only head rows
+times ``sqrt(1 - rho^2)``).  Then ``W Cov(e) W^T = s^2 I``.  As only head rows
 change,
 
     (WX)^T (WY) = sum_{i,j} c_i c_j M_ij + X_h^T H Y_h,
@@ -37,13 +37,13 @@ and ``N`` (``N[t, t-i] = c_i``) the head block of ``F``.  The same holds for
 **Bias correction.**  OLS residuals are ``e = R y`` with ``R = I - X X^+``.
 For the lag sums ``a_l = sum_{t >= l} e_t e_{t-l} = e^T S_l e``,
 
-    E[a_l] = s^2 sum_{j >= 0} gamma_j(phi) T_lj,
+    E[a_l] = s^2 sum_{j >= 0} gamma_j(rho) T_lj,
     T_lj = tr(R S_l R K_j),  K_0 = I, K_j = S_j + S_j^T,
 
 (Worsley et al. 2002, NeuroImage 15:1-15, eq. for the bias of residual
 autocorrelations; ``T`` is design-only).  Worsley truncates the sum at lag
 ``p``; here the whole AR(p) autocovariance is used (up to ``max_lag``), and
-``phi`` is the method-of-moments solution of "the expected residual partial
+``rho`` is the method-of-moments solution of "the expected residual partial
 autocorrelations equal the observed ones", found per voxel by the fixed-point
 iteration ``kappa <- kappa + (kappa_obs - kappa_model(kappa))`` in partial
 autocorrelation space (which keeps every iterate stationary; ``|kappa|`` is
@@ -193,15 +193,15 @@ class GramTables:
         self.bias = bias_matrix(X, p, self.max_lag) if bias else None
 
 
-def stack_weights(phi: np.ndarray, exact: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """Per-voxel weights of :attr:`GramTables.gram_stack` for coefficients ``phi``.
+def stack_weights(rho: np.ndarray, exact: bool) -> tuple[np.ndarray, np.ndarray | None]:
+    """Per-voxel weights of :attr:`GramTables.gram_stack` for coefficients ``rho``.
 
     ``(WX)^T (WX) = sum_k w_k G_k``: the band weights ``c_i c_j`` then, for
     exact whitening, the head correction ``H`` (:func:`~daskglm.kernels.ar.head_blocks`).
 
     Parameters
     ----------
-    phi : ndarray (p, V)
+    rho : ndarray (p, V)
     exact : bool
         ``False`` gives nilearn's whitening (first samples unscaled, ``H = 0``).
 
@@ -210,11 +210,11 @@ def stack_weights(phi: np.ndarray, exact: bool) -> tuple[np.ndarray, np.ndarray 
     weights : ndarray ((p+1)^2 + p^2, V)
     H : ndarray (V, p, p) or None
     """
-    p, n_vox = phi.shape
-    coef = np.concatenate([np.ones((1, n_vox)), -phi])
+    p, n_vox = rho.shape
+    coef = np.concatenate([np.ones((1, n_vox)), -rho])
     band = (coef[:, None, :] * coef[None, :, :]).reshape((p + 1) ** 2, n_vox)
     if exact:
-        _, H = head_blocks(phi)
+        _, H = head_blocks(rho)
         head = H.reshape(n_vox, p * p).T
     else:
         H = None
@@ -222,12 +222,12 @@ def stack_weights(phi: np.ndarray, exact: bool) -> tuple[np.ndarray, np.ndarray 
     return np.concatenate([band, head]), H
 
 
-def stack_gram(phi: np.ndarray, gram_stack: np.ndarray, exact: bool) -> np.ndarray:
+def stack_gram(rho: np.ndarray, gram_stack: np.ndarray, exact: bool) -> np.ndarray:
     """Whitened Gram ``(WX)^T (WX)`` per voxel.
 
     Parameters
     ----------
-    phi : ndarray (p, V)
+    rho : ndarray (p, V)
     gram_stack : ndarray ((p+1)^2 + p^2, q, q)
     exact : bool
 
@@ -235,7 +235,7 @@ def stack_gram(phi: np.ndarray, gram_stack: np.ndarray, exact: bool) -> np.ndarr
     -------
     ndarray (V, q, q)
     """
-    w, _ = stack_weights(phi, exact)
+    w, _ = stack_weights(rho, exact)
     return np.einsum("kv,kab->vab", w, gram_stack)
 
 
@@ -271,7 +271,7 @@ def bias_corrected_ar(
 
 # -------------------------------------------------------------- whitened fit
 def whitened_fit(
-    stats: RunStats, tables: GramTables, phi: np.ndarray, exact: bool
+    stats: RunStats, tables: GramTables, rho: np.ndarray, exact: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """GLS fit with per-voxel AR whitening from the sufficient statistics.
 
@@ -280,7 +280,7 @@ def whitened_fit(
     stats : RunStats
         Statistics with ``n_lags >= p``.
     tables : GramTables
-    phi : ndarray, shape (p, V)
+    rho : ndarray, shape (p, V)
     exact : bool
         Exact whitening (scaled first ``p`` samples) or nilearn's.
 
@@ -291,10 +291,10 @@ def whitened_fit(
         ``SSE / (n - rank)`` of the whitened fit (``n - q`` for nilearn's
         whitening, as its ``OLSModel``).
     """
-    p = phi.shape[0]
-    w, H = stack_weights(phi, exact)
+    p = rho.shape[0]
+    w, H = stack_weights(rho, exact)
     gram = np.einsum("kv,kab->vab", w, tables.gram_stack)
-    xty, yty = whitened_cross(stats, tables.X, phi)
+    xty, yty = whitened_cross(stats, tables.X, rho)
     if exact:
         head_y = stats.head[:p]
         xty = xty + np.einsum("ta,vts,sv->av", tables.X[:p], H, head_y)
@@ -330,7 +330,7 @@ def residual_acf(autocov: np.ndarray, lags: int) -> np.ndarray:
 
 
 def whitened_residual_acf(
-    stats: RunStats, X: np.ndarray, beta: np.ndarray, phi: np.ndarray, exact: bool, lags: int
+    stats: RunStats, X: np.ndarray, beta: np.ndarray, rho: np.ndarray, exact: bool, lags: int
 ) -> np.ndarray:
     """Autocorrelation at lags 1..``lags`` of the whitened residuals ``W (Y - X beta)``.
 
@@ -344,7 +344,7 @@ def whitened_residual_acf(
     -------
     ndarray, shape (lags, V)
     """
-    p, n_vox = phi.shape
+    p, n_vox = rho.shape
     L, n = stats.n_lags, stats.n_scans
     if L < p + lags:
         raise ValueError(f"need statistics with n_lags >= {p + lags}, got {L}")
@@ -356,7 +356,7 @@ def whitened_residual_acf(
         n, stats.sy - X.sum(axis=0) @ beta, z_lag[0], z_lag[1:], stats.xy, stats.xy_sym,
         z_head, z_tail,
     )
-    coef = np.concatenate([np.ones((1, n_vox)), -phi])
+    coef = np.concatenate([np.ones((1, n_vox)), -rho])
     sums = np.zeros((lags + 1, n_vox))
     for lag in range(lags + 1):
         for i in range(p + 1):
@@ -369,7 +369,7 @@ def whitened_residual_acf(
             for i in range(min(t, p) + 1):
                 band[t] += coef[i] * z_head[t - i]
         white = band.copy()
-        B, _ = head_blocks(phi)
+        B, _ = head_blocks(rho)
         white[:p] = np.einsum("vts,sv->tv", B, z_head[:p])
         for lag in range(lags + 1):
             for t in range(lag, min(p + lag, n)):

@@ -4,7 +4,9 @@
   contrast matrices, mask and whitening diagnostics (nilearn.plotting on
   exported images, on Agg canvases);
 - :mod:`daskglm.reporting.report`: :func:`make_glm_report`, a single
-  self-contained HTML file.
+  self-contained HTML file;
+- :mod:`daskglm.reporting.tables`: :func:`cluster_table_from_store`, cluster
+  tables computed lazily from a stored fit.
 """
 
 from __future__ import annotations

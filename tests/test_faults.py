@@ -10,13 +10,13 @@ Fault injection:
 
 Each time the store at the path must open with ``open_model`` and hold either
 the old fit (always, for failures before the swap) or the complete new one,
-never a mix or nothing.  Also: ``overwrite=False`` refuses, and stores carry a
-format version that is checked on open.
+never a mix or nothing.  Also: ``overwrite=False`` refuses, a failed fit never
+touches the store, and reading a store does not change it.  The store of the
+old fit is ``good_store`` (``tests/conftest.py``).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -28,35 +28,13 @@ import warnings
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from daskglm import FirstLevelModel, open_model
-from daskglm.datasets import make_fiac_like
 from daskglm.io.nifti import FileRunSource
-from daskglm.store.zarr import FORMAT_VERSION, StoreError
-from tests.conftest import load_named_design
+from tests.conftest import _design, _fit
 
-SHAPE = (12, 14, 12)
-N_SCANS = 60
 CONTRAST = "SSt-SSp"  # a bare column name: nilearn's semantics select that column
-
-
-@pytest.fixture(scope="module")
-def sdata(tmp_path_factory) -> dict:
-    root = tmp_path_factory.mktemp("store_safety")
-    data = make_fiac_like(root / "data", shape=SHAPE, n_scans=N_SCANS, seed=11, compress=False)
-    data["root"] = root
-    return data
-
-
-def _design(data: dict, run: int) -> pd.DataFrame:
-    return load_named_design(data[f"design_matrix{run}"])
-
-
-def _fit(data: dict, run: int) -> FirstLevelModel:
-    model = FirstLevelModel(mask_img=data["mask"], noise_model="ols")
-    return model.fit(data[f"func{run}"], design_matrices=_design(data, run))
 
 
 def _maps(model: FirstLevelModel) -> dict[str, np.ndarray]:
@@ -70,16 +48,6 @@ def _maps(model: FirstLevelModel) -> dict[str, np.ndarray]:
 def reference(sdata) -> dict:
     """Maps of the 'old' fit (run 1) and of the 'new' fit (run 2), fitted in memory."""
     return {"old": _maps(_fit(sdata, 1)), "new": _maps(_fit(sdata, 2))}
-
-
-@pytest.fixture
-def good_store(sdata, tmp_path) -> Path:
-    """A freshly written store of the old fit (run 1)."""
-    path = tmp_path / "fit.zarr"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        _fit(sdata, 1).to_zarr(path)
-    return path
 
 
 def _store_holds(path: Path, expected: dict[str, np.ndarray]) -> bool:
@@ -285,47 +253,6 @@ def test_sigkill_during_swap_leaves_old_or_new_store(sdata, good_store, referenc
     assert good_store.is_dir(), "killed mid-swap, the store path holds nothing (old store lost)"
     expected = "new" if mode == "swap-after-commit" else "old"
     assert _store_holds(good_store, reference[expected]), f"the store should hold the {expected} fit"
-
-
-# ---------------------------------------------------------- format version
-def _set_attr(path: Path, name: str, value) -> None:
-    """Edit a root attribute in the store's root ``zarr.json`` (Zarr v3 metadata)."""
-    meta_path = path / "zarr.json"
-    meta = json.loads(meta_path.read_text())
-    attrs = meta.setdefault("attributes", {})
-    assert name in attrs, f"the store's root metadata lacks {name!r}"
-    if value is None:
-        del attrs[name]
-    else:
-        attrs[name] = value
-    meta_path.write_text(json.dumps(meta))
-
-
-def test_store_carries_format_version(good_store):
-    attrs = json.loads((good_store / "zarr.json").read_text())["attributes"]
-    assert attrs["daskglm_format_version"] == FORMAT_VERSION
-    assert isinstance(attrs["daskglm_format"], str)
-
-
-@pytest.mark.parametrize(
-    ("name", "value", "fragment"),
-    [
-        ("daskglm_format_version", FORMAT_VERSION + 1, str(FORMAT_VERSION + 1)),
-        ("daskglm_format_version", 999, "999"),
-        ("daskglm_format_version", "2", "version"),
-        ("daskglm_format_version", None, "version"),
-        ("daskglm_format", "some-other-format", "some-other-format"),
-        ("daskglm_format", None, "daskglm"),
-    ],
-)
-def test_incompatible_format_fails_clearly(good_store, name, value, fragment):
-    _set_attr(good_store, name, value)
-    start = time.perf_counter()
-    with pytest.raises(StoreError) as info:
-        open_model(good_store)
-    assert time.perf_counter() - start < 5
-    assert str(good_store) in str(info.value)
-    assert fragment in str(info.value)
 
 
 def test_reading_a_store_does_not_change_it(good_store, reference):

@@ -1,4 +1,11 @@
-"""Resuming fits: complete runs are kept, an interrupted fit finishes identical to a clean one."""
+"""Fit stores: opening, format version, and resuming fits.
+
+``open_model`` on missing paths, plain directories, NIfTI files, foreign Zarr
+groups and stores of another format raises a clear error; stores carry a
+format version that is checked on open.  Resuming: complete runs are kept, an
+interrupted fit finishes identical to a clean one.  Failed and interrupted
+writes are in test_faults, stores on object storage in test_s3.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -17,9 +25,116 @@ from threadpoolctl import threadpool_limits
 
 from daskglm import FirstLevelModel, open_model
 from daskglm.datasets import make_fiac_like
-from daskglm.store.zarr import RUN_MARKER, StoreError, complete_run_keys
+from daskglm.store.zarr import FORMAT_VERSION, RUN_MARKER, StoreError, complete_run_keys
+from tests.conftest import raises_fast
 
 
+# ---------------------------------------------------------------- open_model
+@pytest.fixture(scope="module")
+def store(vdata, fitted) -> Path:
+    path = vdata["root"] / "good.zarr"
+    fitted.to_zarr(path)
+    return path
+
+
+def test_open_model_missing_path(vdata):
+    path = str(vdata["root"] / "nothing_here.zarr")
+    with raises_fast(FileNotFoundError, path):
+        open_model(path)
+
+
+def test_open_model_on_plain_directory(vdata):
+    path = str(vdata["root"] / "gz")  # a folder of NIfTI files, no Zarr metadata
+    with raises_fast((StoreError, FileNotFoundError), path, "store"):
+        open_model(path)
+
+
+def test_open_model_on_nifti_file(vdata):
+    with raises_fast((StoreError, FileNotFoundError), vdata["func1"], "store"):
+        open_model(vdata["func1"])
+
+
+def test_open_model_on_foreign_zarr(vdata):
+    import zarr
+
+    path = vdata["root"] / "foreign.zarr"
+    group = zarr.open_group(str(path), mode="w")
+    group.attrs["made_by"] = "someone else"
+    group.create_array("x", shape=(3,), dtype="f8")
+    with raises_fast(StoreError, str(path), "daskglm"):
+        open_model(path)
+
+
+def test_open_model_newer_format_version(vdata, store, tmp_path):
+    import shutil
+
+    import zarr
+
+    from daskglm.store.zarr import FORMAT_VERSION
+
+    copy = tmp_path / "newer.zarr"
+    shutil.copytree(store, copy)
+    group = zarr.open_group(str(copy), mode="r+")
+    assert "daskglm_format_version" in group.attrs, "stores must carry a format version"
+    group.attrs["daskglm_format_version"] = FORMAT_VERSION + 1
+    zarr.consolidate_metadata(str(copy))
+    with raises_fast(StoreError, "version", str(FORMAT_VERSION + 1)):
+        open_model(copy)
+
+
+def test_good_store_opens(store, fitted):
+    """Control for the open_model tests: the same fixture store does open."""
+    model = open_model(store)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        a = model.compute_contrast("constant", output_type="effect_size")
+        b = fitted.compute_contrast("constant", output_type="effect_size")
+    np.testing.assert_allclose(np.asarray(a.dataobj), np.asarray(b.dataobj))
+    assert os.path.isdir(store)
+
+
+# ------------------------------------------------------------ format version
+def _set_attr(path: Path, name: str, value) -> None:
+    """Edit a root attribute in the store's root ``zarr.json`` (Zarr v3 metadata)."""
+    meta_path = path / "zarr.json"
+    meta = json.loads(meta_path.read_text())
+    attrs = meta.setdefault("attributes", {})
+    assert name in attrs, f"the store's root metadata lacks {name!r}"
+    if value is None:
+        del attrs[name]
+    else:
+        attrs[name] = value
+    meta_path.write_text(json.dumps(meta))
+
+
+def test_store_carries_format_version(good_store):
+    attrs = json.loads((good_store / "zarr.json").read_text())["attributes"]
+    assert attrs["daskglm_format_version"] == FORMAT_VERSION
+    assert isinstance(attrs["daskglm_format"], str)
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "fragment"),
+    [
+        ("daskglm_format_version", FORMAT_VERSION + 1, str(FORMAT_VERSION + 1)),
+        ("daskglm_format_version", 999, "999"),
+        ("daskglm_format_version", "2", "version"),
+        ("daskglm_format_version", None, "version"),
+        ("daskglm_format", "some-other-format", "some-other-format"),
+        ("daskglm_format", None, "daskglm"),
+    ],
+)
+def test_incompatible_format_fails_clearly(good_store, name, value, fragment):
+    _set_attr(good_store, name, value)
+    start = time.perf_counter()
+    with pytest.raises(StoreError) as info:
+        open_model(good_store)
+    assert time.perf_counter() - start < 5
+    assert str(good_store) in str(info.value)
+    assert fragment in str(info.value)
+
+
+# -------------------------------------------------------------------- resume
 @pytest.fixture(scope="module", autouse=True)
 def _deterministic_blas():
     """One process-wide BLAS limit so that repeated fits are bit-identical (see test_s3)."""
@@ -95,6 +210,19 @@ def test_changed_input_or_parameters_refit_only_what_changed(rdata, clean, tmp_p
         _same(clean, _maps(open_model(store)))
     assert open_model(store).noise_model == "ols"
     assert len([n for n in os.listdir(store) if n.startswith("run")]) == 2  # superseded groups deleted
+
+
+def test_every_fit_parameter_enters_the_resume_key(rdata, tmp_path):
+    """diagnostic_lags is an __init__ parameter: stored, reopened, and part of the key."""
+    store = tmp_path / "fit.zarr"
+    _fit(rdata).to_zarr(store)
+    summary = _fit(rdata, diagnostic_lags=2).to_zarr(store, resume=True)
+    assert summary.written == [0, 1] and summary.reused == []
+    reopened = open_model(store)
+    assert reopened.diagnostic_lags == 2
+    diagnostics = reopened.whitening_diagnostics(output_type="dataset")
+    assert list(diagnostics["acf_lag"].values) == [1, 2]
+    assert _fit(rdata, diagnostic_lags=2).to_zarr(store, resume=True).reused == [0, 1]
 
 
 def test_resume_an_opened_model_keeps_its_keys(rdata, clean, tmp_path):

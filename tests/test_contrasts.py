@@ -1,19 +1,20 @@
-"""Property-based tests of the contrast and design validators.
+"""Contrast definitions: arrays, expressions, per-run lists, output and stat types.
 
-Valid inputs are accepted with the right shapes and values; invalid ones raise
-the documented user-facing types - never ``IndexError`` or another deep error.
+Bad contrasts given to a fitted model raise ``ContrastError`` (a ``ValueError``)
+naming the problem (``raises_fast``).  Property-based tests of the parsers
+(``as_contrast_matrix``, ``pad_contrast``, ``contrast_kind``,
+``expression_to_contrast_vector``): valid inputs give the right shapes and
+values; invalid ones raise ``ContrastError``, never ``IndexError`` or another
+deep error.
 """
 
 from __future__ import annotations
 
-import tempfile
 import warnings
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
@@ -24,12 +25,59 @@ from daskglm.contrasts import (
     expression_to_contrast_vector,
     pad_contrast,
 )
-from daskglm.design import DesignError, check_design, load_design
+from tests.conftest import SETTINGS, _user_error, finite, raises_fast
 
-SETTINGS = settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError)
 
-finite = st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)
+# -------------------------------------------------------------- fitted model
+def test_unknown_output_type(fitted):
+    with raises_fast(ValueError, "output_type", "'zscore'", "z_score"):
+        fitted.compute_contrast([1.0], output_type="zscore")
+
+
+def test_contrast_longer_than_design(fitted):
+    p = fitted.design_matrices_[0].shape[1]
+    with raises_fast(ContrastError, f"P={p}", f"length {p + 4}"):
+        fitted.compute_contrast(np.ones(p + 4))
+
+
+def test_f_contrast_wider_than_design(fitted):
+    p = fitted.design_matrices_[0].shape[1]
+    with raises_fast(ContrastError, f"P={p}", f"{p + 1}"):
+        fitted.compute_contrast(np.ones((2, p + 1)))
+
+
+@pytest.mark.parametrize("contrast", [[0.0, 0.0, 0.0], np.zeros((2, 3))])
+def test_all_zero_contrast(fitted, contrast):
+    with raises_fast(ContrastError, "null contrast", "zero"):
+        fitted.compute_contrast(contrast)
+
+
+def test_expression_with_unknown_column(fitted):
+    with raises_fast(ContrastError, "not valid", "Unknown names: ['bogus']", "SSt-SSp"):
+        fitted.compute_contrast("constant - bogus")
+
+
+def test_non_finite_contrast(fitted):
+    with raises_fast(ContrastError, "NaN or infinite"):
+        fitted.compute_contrast([1.0, np.nan])
+
+
+def test_contrast_of_wrong_dimension(fitted):
+    with raises_fast(ContrastError, "1-D or 2-D", "(2, 2, 3)"):
+        fitted.compute_contrast(np.ones((2, 2, 3)))
+
+
+def test_unknown_stat_type(fitted):
+    with raises_fast(ContrastError, "stat_type", "'chi2'"):
+        fitted.compute_contrast([1.0], stat_type="chi2")
+
+
+def test_too_many_per_run_contrasts(fitted):
+    with raises_fast(ContrastError, "3 contrasts", "1 runs"):
+        fitted.compute_contrast(["constant"] * 3)
+
+
+# ---------------------------------------------------------------- properties
 names = st.from_regex(r"[A-Za-z][A-Za-z0-9_]{0,6}", fullmatch=True).filter(
     lambda s: s not in {"and", "or", "not", "in", "is", "if", "else", "True", "False", "None",
                         "lambda", "for", "def", "del", "as", "from", "with", "while", "import"}
@@ -37,20 +85,6 @@ names = st.from_regex(r"[A-Za-z][A-Za-z0-9_]{0,6}", fullmatch=True).filter(
 column_lists = st.lists(names, min_size=1, max_size=8, unique=True)
 
 
-def _user_error(fn, *args, allowed=USER_ERRORS):
-    """Call ``fn``; return the exception, which must be user-facing (or None)."""
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            fn(*args)
-    except allowed as err:
-        assert not isinstance(err, (IndexError, KeyError))
-        assert str(err), "error without a message"
-        return err
-    return None
-
-
-# --------------------------------------------------------------- contrasts
 @SETTINGS
 @given(hnp.arrays(np.float64, hnp.array_shapes(min_dims=1, max_dims=2, max_side=8), elements=finite))
 def test_as_contrast_matrix_accepts_finite_arrays(arr):
@@ -196,117 +230,3 @@ def test_expression_garbage_raises_contrast_error_only(columns, expression):
         assert vec.shape == (len(columns),) and np.isfinite(vec).all()
     else:
         assert isinstance(err, ContrastError)
-
-
-# ------------------------------------------------------------------ designs
-designs = hnp.arrays(
-    np.float64,
-    st.tuples(st.integers(1, 30), st.integers(1, 6)),
-    elements=finite,
-)
-
-
-@SETTINGS
-@given(designs)
-def test_load_design_accepts_finite_arrays(X):
-    df = load_design(X, 0)
-    assert isinstance(df, pd.DataFrame) and df.shape == X.shape
-    assert (df.dtypes == np.float64).all()
-    np.testing.assert_array_equal(df.to_numpy(), X)
-    named = pd.DataFrame(X, columns=[f"r{i}" for i in range(X.shape[1])])
-    checked = check_design(named, 3)
-    assert list(checked.columns) == list(named.columns)
-
-
-@SETTINGS
-@given(designs, st.sampled_from([np.nan, np.inf, -np.inf]), st.data())
-def test_check_design_rejects_non_finite(X, bad, data):
-    X = X.copy()
-    row = data.draw(st.integers(0, X.shape[0] - 1))
-    col = data.draw(st.integers(0, X.shape[1] - 1))
-    X[row, col] = bad
-    with pytest.raises(DesignError) as info:
-        load_design(X, 4)
-    message = str(info.value)
-    assert "Design matrix 4" in message and "NaN or infinite" in message
-    first = np.argwhere(~np.isfinite(X))[0]
-    assert f"row {first[0]}" in message
-
-
-@SETTINGS
-@given(
-    st.one_of(
-        hnp.arrays(np.float64, hnp.array_shapes(min_dims=0, max_dims=1, max_side=5), elements=finite),
-        hnp.arrays(np.float64, hnp.array_shapes(min_dims=3, max_dims=3, max_side=3), elements=finite),
-        hnp.arrays(np.float64, st.sampled_from([(0, 3), (4, 0), (0, 0)])),
-    )
-)
-def test_load_design_rejects_bad_shapes(X):
-    with pytest.raises(DesignError):
-        load_design(X, 1)
-
-
-@SETTINGS
-@given(st.one_of(st.none(), st.integers(), st.floats(), st.dictionaries(st.text(max_size=2), st.integers()),
-                 st.just(object())))
-def test_load_design_rejects_wrong_types(obj):
-    with pytest.raises(TypeError, match="Design matrix 2"):
-        load_design(obj, 2)
-
-
-@SETTINGS
-@given(designs)
-def test_check_design_rejects_non_dataframes(X):
-    with pytest.raises(TypeError, match="DataFrame"):
-        check_design(X, 0)
-
-
-@SETTINGS
-@given(designs, st.data())
-def test_check_design_rejects_duplicated_or_non_numeric_columns(X, data):
-    if X.shape[1] >= 2:
-        dup = pd.DataFrame(X, columns=["a"] * X.shape[1])
-        with pytest.raises(DesignError, match="duplicated"):
-            check_design(dup, 0)
-    text = pd.DataFrame(X).astype(object)
-    text.iloc[data.draw(st.integers(0, X.shape[0] - 1)), 0] = "oops"
-    with pytest.raises(DesignError, match="non-numeric"):
-        check_design(text, 0)
-
-
-@settings(max_examples=15, deadline=None)
-@given(designs, st.sampled_from([".csv", ".tsv", ".npz", ".npy"]))
-def test_load_design_files_round_trip(X, suffix):
-    columns = [f"reg{i}" for i in range(X.shape[1])]
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"design{suffix}"
-        if suffix == ".csv":
-            pd.DataFrame(X, columns=columns).to_csv(path, index=False, float_format="%.17g")
-        elif suffix == ".tsv":
-            pd.DataFrame(X, columns=columns).to_csv(path, sep="\t", index=False, float_format="%.17g")
-        elif suffix == ".npz":
-            np.savez(path, X=X)
-        else:
-            np.save(path, X)
-        df = load_design(path, 0)
-    assert df.shape == X.shape
-    np.testing.assert_allclose(df.to_numpy(), X, rtol=1e-15)
-    if suffix in (".csv", ".tsv"):
-        assert list(df.columns) == columns
-
-
-@SETTINGS
-@given(st.binary(max_size=200), st.sampled_from([".csv", ".tsv", ".npz", ".npy", ".txt", ".xlsx"]))
-def test_load_design_garbage_files_raise_user_errors(payload, suffix):
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / f"design{suffix}"
-        path.write_bytes(payload)
-        err = _user_error(load_design, path, 0)
-    # garbage may happen to parse as a (tiny) valid table; otherwise it must be a DesignError
-    assert err is None or isinstance(err, DesignError)
-
-
-def test_load_design_missing_file(tmp_path):
-    path = tmp_path / "nope.csv"
-    with pytest.raises(FileNotFoundError, match="nope.csv"):
-        load_design(path, 0)
