@@ -23,20 +23,16 @@ __all__ = ["run_contrast", "contrast_statistics", "combined_contrast"]
 def run_contrast(fit: RunFit, con: np.ndarray, stat_type: str, dim: int) -> tuple[da.Array, da.Array]:
     """Lazy effect ((V,) for t, (q, V) for F) and variance (V,) of one run's contrast."""
     q = dim if stat_type == "F" else 1
-    if fit.cov_kind != "table":
-        exact = fit.cov_kind == "exact"
-        packed = da.blockwise(
-            _stack_contrast_packed, "rv",
-            fit.beta, "pv", fit.dispersion, "v", fit.ar_coef, "lv", fit.cov_table, "kpq",
-            con, None, stat_type, None, exact, None, float(fit.df_residuals), None,
-            new_axes={"r": q + 1}, dtype=np.float64, concatenate=True,
+    if fit.cov_kind == "table":  # binned: each voxel's covariance is a row of the table
+        kernel, args = _contrast_block_packed, (fit.cov_index, "v", fit.cov_table, "kpq",
+                                                con, None, stat_type, None)
+    else:  # per-voxel Gram rebuilt from the AR coefficients
+        kernel, args = _stack_contrast_packed, (
+            fit.ar_coef, "lv", fit.cov_table, "kpq", con, None, stat_type, None,
+            fit.cov_kind == "exact", None, float(fit.df_residuals), None,
         )
-        effect = packed[:q] if stat_type == "F" else packed[0]
-        return effect, packed[q]
     packed = da.blockwise(
-        _contrast_block_packed, "rv",
-        fit.beta, "pv", fit.dispersion, "v", fit.cov_index, "v", fit.cov_table, "kpq",
-        con, None, stat_type, None,
+        kernel, "rv", fit.beta, "pv", fit.dispersion, "v", *args,
         new_axes={"r": q + 1}, dtype=np.float64, concatenate=True,
     )
     effect = packed[:q] if stat_type == "F" else packed[0]

@@ -26,7 +26,7 @@ from ..io.base import RunSource, time_chunk_size
 from ..kernels.fit import FitOptions, fit_block, residual_total_block
 from ..kernels.glm import DesignTables, constant_in_span, design_rank
 from ..kernels.gram import GramTables, binned_gram_inverses, ols_cov_table
-from ..kernels.scaling import scales_volumes
+from ..kernels.scaling import needs_global_mean, scales_volumes
 from ..kernels.stats import RunStats, stacked_design
 from .resources import single_threaded_blas
 from .state import FittedState, RunFit
@@ -162,7 +162,7 @@ def fit_run(plan: RunPlan, stats_key, vchunks: tuple[int, ...]) -> da.Array:
     arrays = stats_as_arrays(stats_key, n, opts.n_lags, p, vchunks)
     n_vox = sum(vchunks)
     global_mean = None
-    if opts.signal_scaling == (0, 1):
+    if needs_global_mean(opts.signal_scaling):
         global_mean = arrays["sy"].sum() / (n * max(n_vox, 1))
     residual_mean = 0.0
     # nilearn centres residuals on their grand mean before Yule-Walker; that is a

@@ -27,6 +27,7 @@ from .stats import RunStats
 __all__ = [
     "scales_statistics",
     "scales_volumes",
+    "needs_global_mean",
     "scaling_coefficients",
     "scale_volumes",
     "affine_transform_stats",
@@ -47,6 +48,11 @@ def scales_statistics(signal_scaling) -> bool:
     if signal_scaling is False or signal_scaling is None:
         return False  # False == 0 in Python: test it first
     return signal_scaling == 0 or signal_scaling == (0, 1)
+
+
+def needs_global_mean(signal_scaling) -> bool:
+    """Whether the scaling needs the mean over all voxels and scans ((0, 1))."""
+    return scales_statistics(signal_scaling) and signal_scaling != 0
 
 
 def scales_volumes(signal_scaling) -> bool:
