@@ -3,9 +3,12 @@
 A contrast definition is an expression over the design's column names, a 1-D
 (t) or 2-D (F) array of weights, or a list of them, one per run.  This module
 turns definitions into checked float matrices with nilearn 0.14.1's rules
-(expressions evaluated over an identity design, short contrasts zero-padded
-with a warning, multi-row t contrasts become F, one contrast for all runs with
-a warning).  The numbers computed from a parsed contrast (effects, variances,
+(expressions give nilearn's vectors, short contrasts are zero-padded with a
+warning, multi-row t contrasts become F, one contrast for all runs with a
+warning).  Expressions are read by a small recursive-descent parser
+(:class:`_Parser`: numbers, column names, ``+ - * /``, unary signs,
+parentheses) and never evaluated as code: a contrast file shared with a
+pipeline cannot run anything.  The numbers computed from a parsed contrast (effects, variances,
 statistics, fixed effects) are in :mod:`daskglm.kernels.contrast`.
 """
 
@@ -15,7 +18,6 @@ import re
 import warnings
 
 import numpy as np
-import pandas as pd
 
 from .errors import ContrastError
 
@@ -36,49 +38,205 @@ OUTPUT_TYPES = ("z_score", "stat", "p_value", "effect_size", "effect_variance")
 def expression_to_contrast_vector(expression: str, columns: list[str]) -> np.ndarray:
     """Turn an expression over design column names into a contrast vector.
 
-    Same semantics as nilearn: a bare column name selects it, otherwise the
-    expression is evaluated with :meth:`pandas.DataFrame.eval` over an identity
-    matrix whose columns are the design's.
+    nilearn's semantics without evaluating code: a bare column name (whatever
+    its characters) selects that column; otherwise the expression is parsed by
+    a small recursive-descent parser (:class:`_Parser`) whose grammar is::
+
+        expr   := term (('+' | '-') term)*
+        term   := factor (('*' | '/') factor)*
+        factor := ('+' | '-') factor | number | name | '`' any-name '`' | '(' expr ')'
+
+    Numbers are decimal literals (``2``, ``.5``, ``1e-3``); names are Python
+    identifiers (Unicode letters included, as pandas/nilearn read them) or any
+    column name in backticks (pandas' quoting of names that are not
+    identifiers).  A name stands for its unit vector; the result must be a
+    linear combination of columns.  Nothing is evaluated.
+
+    Parameters
+    ----------
+    expression : str
+    columns : list
+        The design's column names.
+
+    Returns
+    -------
+    ndarray of float64, shape (len(columns),)
+
+    Raises
+    ------
+    ContrastError
+        With the expression and a caret under the position that failed.
     """
     columns = list(columns)
+    if not isinstance(expression, str):
+        raise ContrastError(f"A contrast expression must be a string, got {type(expression).__name__}.")
     if expression in columns:
         vec = np.zeros(len(columns))
         vec[columns.index(expression)] = 1.0
         return vec
-    eye = pd.DataFrame(np.eye(len(columns)), columns=columns)
-    try:
-        vec = eye.eval(expression, engine="python")
-    except Exception as err:  # pandas raises many types here
-        names = _unknown_names(expression, columns)
-        hint = f" Unknown names: {names}." if names else f" ({type(err).__name__}: {err})"
-        raise ContrastError(
-            f"The contrast expression {expression!r} is not valid.{hint} "
-            f"Available design columns are: {[str(c) for c in columns]}"
-        ) from err
-    try:
-        vec = np.asarray(vec, dtype=np.float64)
-    except (TypeError, ValueError) as err:
-        raise ContrastError(
-            f"The contrast expression {expression!r} does not evaluate to numeric weights."
-        ) from err
-    if vec.shape != (len(columns),):
-        raise ContrastError(
-            f"The contrast expression {expression!r} does not give one weight per design "
-            f"column (got shape {vec.shape}). Available design columns are: "
-            f"{[str(c) for c in columns]}"
-        )
+    vec = _Parser(expression, [str(c) for c in columns]).parse()
     if not np.all(np.isfinite(vec)):
         raise ContrastError(f"The contrast expression {expression!r} gives non-finite weights {vec}.")
     return vec
 
 
-def _unknown_names(expression: str, columns: list) -> list[str]:
-    """Identifiers of ``expression`` that are not design columns (columns may hold '-', ' ')."""
-    rest = expression
-    for col in sorted((str(c) for c in columns), key=len, reverse=True):
-        if col:
-            rest = re.sub(rf"(?<!\w){re.escape(col)}(?!\w)", " ", rest)
-    return sorted(set(re.findall(r"[A-Za-z_]\w*", rest)))
+#: Longest contrast expression parsed (a guard against pathological input).
+MAX_EXPRESSION_LENGTH = 10_000
+#: Deepest nesting of parentheses and unary signs.
+MAX_DEPTH = 100
+_NUMBER = re.compile(r"(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+_NAME = re.compile(r"[^\W\d]\w*")
+
+
+class _Parser:
+    """Recursive-descent parser of contrast expressions (see :func:`expression_to_contrast_vector`).
+
+    Values are ``(scalar, None)`` for numbers and ``(None, vector)`` for
+    linear combinations of columns.
+    """
+
+    def __init__(self, text: str, columns: list[str]):
+        self.text, self.columns, self.pos, self.depth = text, columns, 0, 0
+
+    # ----------------------------------------------------------- reporting
+    def error(self, message: str, pos: int | None = None) -> ContrastError:
+        pos = self.pos if pos is None else pos
+        shown = self.text if len(self.text) <= 200 else self.text[:200] + "..."
+        caret = " " * min(pos, len(shown)) + "^"
+        return ContrastError(
+            f"The contrast expression {self.text[:200]!r} is not valid: {message} (position {pos})\n"
+            f"  {shown}\n  {caret}\n"
+            f"Available design columns are: {self.columns}. Write column names that are not "
+            "Python identifiers in backticks, e.g. `my-column` - b."
+            + self._identifier_hint()
+        )
+
+    def _identifier_hint(self) -> str:
+        """nilearn's hint when some design columns are not Python identifiers."""
+        if all(str(c).isidentifier() for c in self.columns):
+            return ""
+        return (
+            "\nThis could be due to defining the contrasts using design matrix columns that are "
+            "invalid python identifiers."
+        )
+
+    # ------------------------------------------------------------ scanning
+    def skip(self) -> None:
+        while self.pos < len(self.text) and self.text[self.pos].isspace():
+            self.pos += 1
+
+    def peek(self) -> str:
+        self.skip()
+        return self.text[self.pos] if self.pos < len(self.text) else ""
+
+    # ------------------------------------------------------------- grammar
+    def parse(self) -> np.ndarray:
+        if len(self.text) > MAX_EXPRESSION_LENGTH:
+            raise ContrastError(f"The contrast expression is longer than {MAX_EXPRESSION_LENGTH} characters.")
+        if not self.text.strip():
+            raise self.error("the expression is empty")
+        value = self.expr()
+        if self.peek():
+            raise self.error(f"unexpected {self.peek()!r}")
+        scalar, vec = value
+        if vec is None:
+            raise self.error("the expression refers to no design column", 0)
+        return vec
+
+    def expr(self):
+        left = self.term()
+        while self.peek() in ("+", "-") and self.peek():
+            op, at = self.text[self.pos], self.pos
+            self.pos += 1
+            right = self.term()
+            left = self.combine(left, right, op, at)
+        return left
+
+    def term(self):
+        left = self.factor()
+        while self.peek() in ("*", "/") and self.peek():
+            op, at = self.text[self.pos], self.pos
+            self.pos += 1
+            if self.peek() == op:
+                raise self.error(f"{op * 2!r} is not supported (only + - * / and parentheses)", at)
+            right = self.factor()
+            left = self.scale(left, right, op, at)
+        return left
+
+    def factor(self):
+        ch = self.peek()
+        if not ch:
+            raise self.error("the expression ends where a number, a column or '(' was expected")
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise self.error(f"nesting deeper than {MAX_DEPTH}")
+        try:
+            if ch in "+-":
+                self.pos += 1
+                scalar, vec = self.factor()
+                sign = -1.0 if ch == "-" else 1.0
+                return (None, sign * vec) if vec is not None else (sign * scalar, None)
+            if ch == "(":
+                self.pos += 1
+                value = self.expr()
+                if self.peek() != ")":
+                    raise self.error("missing ')'")
+                self.pos += 1
+                return value
+            return self.atom()
+        finally:
+            self.depth -= 1
+
+    def atom(self):
+        start = self.pos
+        if self.text[start] == "`":
+            end = self.text.find("`", start + 1)
+            if end < 0:
+                raise self.error("unterminated backtick name")
+            self.pos = end + 1
+            return None, self.column(self.text[start + 1:end], start)
+        number = _NUMBER.match(self.text, start)
+        if number:
+            self.pos = number.end()
+            if _NAME.match(self.text, self.pos):
+                raise self.error("a number directly followed by a name (write 2 * a)")
+            return float(number.group()), None
+        name = _NAME.match(self.text, start)
+        if name:
+            self.pos = name.end()
+            return None, self.column(name.group(), start)
+        raise self.error(f"unexpected {self.text[start]!r} (only numbers, column names, + - * / and "
+                         "parentheses are allowed)")
+
+    # ---------------------------------------------------------- arithmetic
+    def column(self, name: str, at: int) -> np.ndarray:
+        if name not in self.columns:
+            raise self.error(f"Unknown names: [{name!r}] ({name!r} is not a design column)", at)
+        vec = np.zeros(len(self.columns))
+        vec[self.columns.index(name)] = 1.0
+        return vec
+
+    def combine(self, left, right, op: str, at: int):
+        sign = 1.0 if op == "+" else -1.0
+        (ls, lv), (rs, rv) = left, right
+        if lv is None and rv is None:
+            return ls + sign * rs, None
+        if lv is None or rv is None:
+            raise self.error("a number added to columns (a contrast is a weighted sum of columns)", at)
+        return None, lv + sign * rv
+
+    def scale(self, left, right, op: str, at: int):
+        (ls, lv), (rs, rv) = left, right
+        if rv is not None and (op == "/" or lv is not None):
+            raise self.error("product or quotient of columns (a contrast must be linear)", at)
+        if op == "/" and rs == 0:
+            raise self.error("division by zero", at)
+        factor = rs if op == "*" else 1.0 / rs
+        if lv is None:
+            if rv is not None:
+                return None, ls * rv
+            return ls * factor, None
+        return None, lv * factor
 
 
 def as_contrast_matrix(con, columns: list[str]) -> np.ndarray:
@@ -115,6 +273,8 @@ def _checked_array(con) -> np.ndarray:
         arr = np.asarray(con, dtype=np.float64)
     except (TypeError, ValueError) as err:
         raise ContrastError(f"Contrast {_short_repr(con)} is not numeric: {err}") from err
+    if arr.ndim == 1 and arr.size == 0:  # nilearn's message
+        raise ContrastError("t contrasts cannot be empty: a contrast must be a non-empty 1-D or 2-D array.")
     if arr.ndim not in (1, 2) or arr.size == 0:
         raise ContrastError(f"A contrast must be a non-empty 1-D or 2-D array, got shape {arr.shape}.")
     return arr
@@ -215,7 +375,7 @@ def per_run_contrasts(
     columns_per_run : list of list
         Each run's design column names; the number of runs is its length.
     stacklevel : int, default=4
-        ``stacklevel`` of the "One contrast given" warning, counted from this
+        ``stacklevel`` of the "The same contrast will be used" warning, counted from this
         function (4 reaches the caller of a method that calls a helper that
         calls this function).
 
@@ -237,7 +397,9 @@ def per_run_contrasts(
     elif isinstance(contrast_def, (list, tuple)):
         con_vals = list(contrast_def)
         if len(con_vals) == 0:
-            raise ContrastError("The contrast definition is an empty list.")
+            raise ContrastError(
+                f"0 contrasts given, while there are {n_runs} runs. The contrast definition is an empty list."
+            )
         if all(np.isscalar(c) and not isinstance(c, str) for c in con_vals):
             con_vals = [np.asarray(con_vals, dtype=float)]  # a plain list of weights
         elif all(isinstance(c, (list, tuple)) and all(np.isscalar(x) for x in c) for c in con_vals) \
@@ -249,9 +411,13 @@ def per_run_contrasts(
             f"got {type(contrast_def).__name__}."
         )
     if len(con_vals) == 1 and n_runs > 1:
-        warnings.warn(
-            f"One contrast given, assuming it for all {n_runs} runs",
-            UserWarning,
+        warnings.warn(  # nilearn's warning (category and text)
+            f"The same contrast will be used for all {n_runs} runs. "
+            "If the design matrices are not the same for all runs, "
+            "(for example with different column names or column order across runs) "
+            "you should pass contrast as an expression using the name of the conditions "
+            "as they appear in the design matrices.",
+            RuntimeWarning,
             stacklevel=stacklevel,
         )
         con_vals = con_vals * n_runs

@@ -249,9 +249,10 @@ def test_format_version_is_checked(rdata, tmp_path):
 def test_half_written_run_is_not_complete(rdata, tmp_path):
     store = tmp_path / "fit.zarr"
     pending = _fit(rdata).to_zarr(store, compute=False)
-    # before computing: only hidden temporaries, no complete run, no commit
+    # before computing: only hidden temporaries (and the writer's lock and claim), no complete run,
+    # no commit
     assert complete_run_keys(store) == {}
-    assert all(n.startswith(".tmp-") for n in os.listdir(store))
+    assert all(n.startswith((".tmp-", ".daskglm-")) for n in os.listdir(store))
     with pytest.raises(StoreError, match="not a complete"):
         open_model(store)
     pending.compute()

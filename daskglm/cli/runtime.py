@@ -7,7 +7,8 @@
   distributed client, if any, is passed to the handler as ``args.client``;
 - warnings are shown once each, as one ``daskglm: warning: ...`` line;
 - mistakes in the user's input (the library raises ``ValueError``,
-  ``TypeError`` or ``FileNotFoundError`` for them) end with one
+  ``TypeError`` or ``FileNotFoundError`` for them) and every ``OSError``
+  (permission, read-only file system, no space left) end with one
   ``daskglm: error: ...`` line on stderr and exit status 2 (an
   :class:`ErrorPolicy` may say otherwise for its command's own errors);
   ``--traceback`` shows the full traceback instead; Ctrl-C exits with 130.
@@ -32,6 +33,7 @@ __all__ = [
     "PROGRESS_MINIMUM",
     "USER_ERRORS",
     "ErrorPolicy",
+    "check_writable",
     "command",
     "compute_with_progress",
     "local_progress",
@@ -43,9 +45,9 @@ PROG = "daskglm"
 LOCAL_SCHEDULERS = ("threads", "processes", "synchronous")
 #: Seconds of work before a local progress bar appears.
 PROGRESS_MINIMUM = 0.5
-#: Exceptions that are the user's mistake: one line, no traceback.
-USER_ERRORS = (ValueError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
-               PermissionError)
+#: Exceptions that are the user's mistake or the environment's (every OSError: permission,
+#: read-only file system, no space left, ...): one line, no traceback.
+USER_ERRORS = (ValueError, TypeError, OSError)
 #: Exit status of a usage error.
 USAGE_STATUS = 2
 #: Exit status after Ctrl-C.
@@ -193,7 +195,58 @@ def one_line(err: BaseException) -> str:
     text = " ".join(str(err).split())
     if isinstance(err, FileNotFoundError) and err.filename and not text.startswith("The"):
         text = f"No such file: {err.filename!r}"
+    elif isinstance(err, OSError) and err.strerror:
+        where = f": {err.filename!r}" if err.filename else ""
+        text = " ".join(f"{err.strerror}{where}".split())
     return text or type(err).__name__
+
+
+#: Bytes written (and synced) by :func:`check_writable` to prove there is room.
+PROBE_BYTES = 1 << 20
+
+
+def check_writable(path, directory: bool) -> None:
+    """Fail fast if ``path`` (an output) cannot be written: before any heavy computation.
+
+    A probe file of :data:`PROBE_BYTES` is written, synced and removed in the
+    output folder (``path`` itself if it is an existing directory that will
+    be written into, else its nearest existing parent).  URLs are not
+    checked.
+
+    Parameters
+    ----------
+    path : str or path
+        The output (a store directory or a file).
+    directory : bool
+        Whether the output is a directory (a store).
+
+    Raises
+    ------
+    OSError
+        Permission denied, read-only file system, no space left, ... with
+        the output named.
+    """
+    import os
+    import tempfile
+    from pathlib import Path
+
+    if "://" in str(path):
+        return
+    target = Path(path).absolute()
+    folder = target if directory and target.is_dir() else target.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise NotADirectoryError(20, f"cannot write the output {str(path)!r}: {str(folder)!r} is not "
+                                 "a directory")
+    try:
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".daskglm-probe-") as fh:
+            fh.write(b"\0" * PROBE_BYTES)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as err:
+        raise type(err)(err.errno, f"cannot write the output {str(path)!r} "
+                        f"({err.strerror or err})") from err
 
 
 @dataclass(frozen=True)
@@ -248,6 +301,9 @@ def command(policy: ErrorPolicy = USAGE_ERRORS, keep_active_client: bool = False
                     getattr(args, "scheduler", None), keep_active_client
                 ) as client:
                     warnings.simplefilter("always", UserWarning)
+                    # nilearn's one RuntimeWarning of the API (a contrast reused for all runs)
+                    warnings.filterwarnings("always", message="The same contrast will be used",
+                                            category=RuntimeWarning)
                     warnings.showwarning = _WarningPrinter()
                     args.client = client
                     try:

@@ -2,11 +2,27 @@
 
 from __future__ import annotations
 
+import unicodedata
+
 import dask.array as da
 import nibabel as nib
 import numpy as np
 
-__all__ = ["unmask", "lazy_unmask_4d"]
+__all__ = ["unmask", "lazy_unmask_4d", "nifti_description"]
+
+#: The NIfTI-1 ``descrip`` field: 80 bytes, NUL-terminated, ASCII.
+DESCRIP_BYTES = 79
+
+
+def nifti_description(text: str) -> bytes:
+    """``text`` as a NIfTI ``descrip`` value: ASCII, at most 79 bytes.
+
+    Accents are dropped (``café`` → ``cafe``), other non-ASCII characters
+    become ``?``, control characters spaces; the text is cut at 79 bytes.
+    """
+    text = "".join(" " if unicodedata.category(ch).startswith("C") else ch for ch in str(text))
+    folded = "".join(ch for ch in unicodedata.normalize("NFKD", text) if not unicodedata.combining(ch))
+    return folded.encode("ascii", "replace")[:DESCRIP_BYTES]
 
 
 def unmask(values: np.ndarray, mask: np.ndarray, affine: np.ndarray, description: str = "") -> nib.Nifti1Image:
@@ -20,7 +36,7 @@ def unmask(values: np.ndarray, mask: np.ndarray, affine: np.ndarray, description
         out[mask] = values.T
     img = nib.Nifti1Image(out, affine)
     if description:
-        img.header["descrip"] = description[:79]
+        img.header["descrip"] = nifti_description(description)
     return img
 
 

@@ -3,8 +3,14 @@
 - :mod:`~daskglm.store.location`: :class:`Location`, a local directory or an fsspec URL;
 - :mod:`~daskglm.store.keys`: resume identity (:func:`run_key`, :func:`run_keys`);
 - :mod:`~daskglm.store.schema`: the fit as an :class:`xarray.Dataset`, and the format constants;
-- :mod:`~daskglm.store.zarr`: atomic, resumable writes and reads (:func:`write_dataset`,
-  :func:`read_dataset`, :func:`read_fit`).
+- :mod:`~daskglm.store.zarr`: atomic, resumable writes (:func:`write_dataset`);
+- :mod:`~daskglm.store.read`: validated, checksum-verified reads (:func:`read_dataset`,
+  :func:`read_fit`), with :mod:`~daskglm.store.validate` (schema) and
+  :mod:`~daskglm.store.integrity` (codecs, chunk checks);
+- :mod:`~daskglm.store.lock`: the commit lock and writer claims (concurrent writers);
+- :mod:`~daskglm.store.migrate`: rewriting older formats (``daskglm migrate``).
+
+Guarantees and limits: ``docs/stores.md``.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 from ..errors import StoreError
 from .keys import run_key, run_keys, run_sources, source_identity
 from .location import Location
+from .migrate import migrate_store
 from .schema import FORMAT_NAME, FORMAT_VERSION, fits_from_dataset, fits_to_dataset
 from .zarr import WriteSummary, complete_run_keys, read_dataset, read_fit, write_dataset
 
@@ -24,6 +31,7 @@ __all__ = [
     "complete_run_keys",
     "fits_from_dataset",
     "fits_to_dataset",
+    "migrate_store",
     "read_dataset",
     "read_fit",
     "run_key",

@@ -45,8 +45,10 @@ def source_identity(source) -> dict[str, Any]:
     dict
         JSON-serialisable identity.
     """
-    if hasattr(source, "path"):
+    if hasattr(source, "path") or hasattr(source, "url"):  # local file, or object at a URL
         return dict(source.identity())
+    if hasattr(source, "view_identity"):  # a censored or resampled view of a run
+        return {**source_identity(source.source), **source.view_identity()}
     from dask.base import tokenize
 
     return {"name": str(getattr(source, "name", "")), "shape": [int(s) for s in source.shape],

@@ -8,6 +8,7 @@ groups and JSON documents, so that the atomicity rules of
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -114,11 +115,16 @@ class Location:
         if self.local:
             target = os.path.join(self.url, name)
             tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)  # atomic
+            try:
+                with open(tmp, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, target)  # atomic
+            except BaseException:  # a full disk, ...: leave no partial temporary behind
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
             return
         fs, path = self.fs_path(name)
         fs.pipe_file(path, data)  # one PUT: atomic on object stores

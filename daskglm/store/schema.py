@@ -5,6 +5,12 @@ mask's C order (unmasked only on export).  Runs may differ in scans and
 regressors; such dims are NaN-padded to the largest run (and trimmed again
 on disk, see :mod:`daskglm.store.zarr`).
 
+The store holds no coordinates.  ``FirstLevelModel.results_`` (for fitted
+and reopened models alike) adds them from the mask, affine and column names
+(:func:`add_coordinates`): ``run`` labels, ``regressor`` names, the voxels'
+``i, j, k`` and world ``x, y, z`` (mm); there the mask's dims are named
+``mask_i, mask_j, mask_k``.
+
 =================  ==============================  =====================================
 variable           dims                            meaning
 =================  ==============================  =====================================
@@ -59,6 +65,7 @@ import xarray as xr
 
 from .._version import __version__
 from ..graph.state import RunFit
+from ..io.geometry import GEOMETRY_ATTR, geometry_to_json
 
 __all__ = [
     "FORMAT_NAME",
@@ -68,12 +75,16 @@ __all__ = [
     "RUN_MARKER",
     "fits_to_dataset",
     "fits_from_dataset",
+    "add_coordinates",
+    "run_labels",
+    "MASK_GRID_DIMS",
 ]
 
 #: Value of the root group's ``daskglm_format`` attribute.
 FORMAT_NAME = "daskglm-first-level-fit"
-#: Highest store format version written and read (version 1: one flat group).
-FORMAT_VERSION = 2
+#: Highest store format version written and read (version 1: one flat group; version 2:
+#: one group per run; version 3: as 2, with a CRC-32C per chunk and every chunk written).
+FORMAT_VERSION = 3
 
 # attributes of the root group (the commit record)
 FORMAT_ATTR = "daskglm_format"
@@ -103,9 +114,14 @@ TRIMMED_DIMS = {"regressor": "n_regressors", "regressor_b": "n_regressors", "sca
 
 def fits_to_dataset(
     fits: list[RunFit], designs: list[pd.DataFrame], mask: np.ndarray, affine: np.ndarray,
-    params: dict,
+    params: dict, coords: bool = False, geometry=None,
 ) -> xr.Dataset:
     """The fit as one lazy Dataset with a ``run`` dim, in the layout of this module.
+
+    With ``coords=True`` (``FirstLevelModel.results_``) the Dataset also gets
+    coordinates (:func:`add_coordinates`); the store is written without
+    them, and they are rebuilt from the mask, affine and column names on
+    reading, so a round trip keeps them.
 
     Parameters
     ----------
@@ -117,6 +133,12 @@ def fits_to_dataset(
     affine : ndarray (4, 4)
     params : dict
         The model parameters (JSON-serialisable).
+    coords : bool, default=False
+        Add the coordinates (:func:`add_coordinates`).
+    geometry : SurfaceGeometry, CiftiGeometry or None
+        A surface / CIFTI fit's geometry: recorded as JSON in the
+        ``surface_geometry`` attribute (:mod:`daskglm.io.geometry`); the 1-D
+        element mask is kept as an (N, 1, 1) grid.
 
     Returns
     -------
@@ -148,7 +170,7 @@ def fits_to_dataset(
             "n_scans": (("run",), np.array([f.n_scans for f in fits])),
             "n_regressors": (("run",), np.array([f.beta.shape[0] for f in fits])),
             "df_residuals": (("run",), np.array([f.df_residuals for f in fits])),
-            "mask": (("x", "y", "z"), mask),
+            "mask": (("x", "y", "z"), mask if np.ndim(mask) == 3 else np.reshape(mask, (-1, 1, 1))),
             **_acf_variables(fits),
             **_optional_run_variables(fits, ("signal_mean",)),
         },
@@ -157,9 +179,49 @@ def fits_to_dataset(
             COLUMNS_ATTR: json.dumps([[_jsonable(c) for c in f.columns] for f in fits]),
             PARAMS_ATTR: json.dumps(params),
             PACKAGE_VERSION_ATTR: __version__,
+            **({GEOMETRY_ATTR: geometry_to_json(geometry)} if geometry is not None else {}),
         },
     )
-    return ds
+    return add_coordinates(ds, [f.columns for f in fits], mask, affine) if coords else ds
+
+
+#: dims of the mask in a Dataset with coordinates (``x, y, z`` name world coordinates there)
+MASK_GRID_DIMS = ("mask_i", "mask_j", "mask_k")
+
+
+def run_labels(n_runs: int) -> list[str]:
+    """Labels of the ``run`` coordinate: ``run-1``, ``run-2``, ..."""
+    return [f"run-{i + 1}" for i in range(n_runs)]
+
+
+def add_coordinates(ds: xr.Dataset, columns: list[list], mask: np.ndarray, affine: np.ndarray) -> xr.Dataset:
+    """Coordinates of a fit Dataset, for ``sel`` by label.
+
+    * ``run``: ``run-1``, ``run-2``, ...
+    * ``regressor`` and ``regressor_b``: the design's column names when all
+      runs share them; otherwise a 2-D ``regressor_name`` (run, regressor)
+      coordinate ("" in the padding) and positional ``regressor``.
+    * ``voxel``: voxel indices ``i, j, k`` and world ``x, y, z`` in mm
+      (:func:`daskglm.io.coords.voxel_coords`).
+    * the mask's grid dims are renamed :data:`MASK_GRID_DIMS` (``x, y, z``
+      name the voxels' world coordinates).
+    """
+    from ..io.coords import voxel_coords
+
+    grid = {"x": MASK_GRID_DIMS[0], "y": MASK_GRID_DIMS[1], "z": MASK_GRID_DIMS[2]}
+    ds = ds.rename_dims({k: v for k, v in grid.items() if k in ds.dims})  # surface fits: no grid
+    names = [[str(c) for c in cols] for cols in columns]
+    new = {"run": ("run", run_labels(ds.sizes["run"]), {"long_name": "run"})}
+    if all(n == names[0] for n in names) and len(set(names[0])) == len(names[0]):
+        new["regressor"] = ("regressor", names[0], {"long_name": "design matrix column"})
+        new["regressor_b"] = ("regressor_b", names[0], {"long_name": "design matrix column"})
+    else:
+        width = ds.sizes["regressor"]
+        table = np.array([n + [""] * (width - len(n)) for n in names], dtype=object)
+        new["regressor_name"] = (("run", "regressor"), table.astype(str),
+                                 {"long_name": "design matrix column of each run ('' in the padding)"})
+    new.update(voxel_coords(mask, affine))
+    return ds.assign_coords(new)
 
 
 def _acf_variables(fits) -> dict:

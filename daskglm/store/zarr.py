@@ -1,8 +1,8 @@
 """The results store: one Zarr group per fit, one subgroup per run, committed last.
 
 The fit's Dataset (variables and attributes: :mod:`daskglm.store.schema`) is
-split on disk (format version 2) so that runs can be written, and resumed, one
-at a time::
+split on disk (format version 3) so that runs can be written, and resumed, one
+at a time, each with its own number of scans and regressors::
 
     fit.zarr/
       zarr.json              root group; its attributes are the commit record:
@@ -27,15 +27,26 @@ object written.  The root ``zarr.json`` is written last of all (one atomic
 ``os.replace`` locally, one PUT on object stores), so a reader sees either the
 previous complete fit or the new complete fit, never a half-written one.  Group
 names are unique per write, so a commit never modifies a group that the
-previous commit references; unreferenced groups are deleted after the commit.
+previous commit references.
+
+Integrity.  Every array is written with the ``zstd`` and ``crc32c`` codecs and
+``write_empty_chunks=True`` (:mod:`daskglm.store.integrity`); reading
+(:mod:`daskglm.store.read`) validates the schema and verifies every chunk.
+
+Concurrent writers (:mod:`daskglm.store.lock`, ``docs/stores.md``).  Each write
+records a claim first; the commit (root record, then garbage collection of
+daskglm groups that the new root does not reference and no live writer
+claims) runs under an exclusive ``flock`` on local disks.  Object stores have
+no lock: their commits are last-writer-wins.
 
 Resume.  ``write_dataset(..., resume=True)`` reuses every complete run group
 of the store whose ``daskglm_run_key`` equals the key of a run being written,
 referenced or not (an interrupted write leaves complete but uncommitted run
 groups behind), and computes only the others.
 
-Attributes are JSON; no pickles.  Format version 1 (one flat group, written by
-daskglm 0.1 before this layout) is still read.
+Attributes are JSON; no pickles.  Format versions 1 (one flat group, daskglm
+0.1) and 2 (no checksums) are still read; ``daskglm migrate`` rewrites them
+(:mod:`daskglm.store.migrate`).
 """
 
 from __future__ import annotations
@@ -49,19 +60,16 @@ import numpy as np
 import xarray as xr
 
 from ..errors import StoreError
-from ..graph.state import FittedState
-from ..kernels.fit import FitOptions
+from .integrity import checksummed_encoding
 from .location import Location
+from .lock import collect_garbage, commit_lock, remove_claim, write_claim
+from .read import read_dataset, read_fit
 from .schema import (
-    AFFINE_ATTR,
-    COLUMNS_ATTR,
-    COMMIT_ATTRS,
     FORMAT_ATTR,
     FORMAT_NAME,
     FORMAT_VERSION,
     FORMAT_VERSION_ATTR,
     GROUP_ATTR,
-    PARAMS_ATTR,
     RUN_INDEX_ATTR,
     RUN_KEY,
     RUN_KEYS_ATTR,
@@ -70,7 +78,6 @@ from .schema import (
     RUNS_ATTR,
     SHARED_ATTR,
     TRIMMED_DIMS,
-    fits_from_dataset,
 )
 
 __all__ = [
@@ -203,18 +210,26 @@ def _write_group(loc: Location, name: str, part: xr.Dataset, attrs: dict):
     part.attrs = dict(attrs)
     if loc.local:
         tmp_name = f".tmp-{name}"
-        written = part.to_zarr(loc.child(tmp_name), mode="w", zarr_format=3,
-                               consolidated=False, compute=False)
+        written = part.to_zarr(loc.child(tmp_name), mode="w", zarr_format=3, consolidated=False,
+                               compute=False, encoding=checksummed_encoding(part),
+                               write_empty_chunks=True)
     else:
         tmp_name = None
         written = part.to_zarr(loc.url, group=name, mode="w", zarr_format=3, consolidated=False,
-                               compute=False, storage_options=loc.storage_options or None)
+                               compute=False, storage_options=loc.storage_options or None,
+                               encoding=checksummed_encoding(part), write_empty_chunks=True)
     return delayed(_finalize_group, pure=False)(written, loc, tmp_name, name)
 
 
 def _commit(loc: Location, attrs: dict, run_keys: list, shared_name: str, run_names: list,
-            shared_done: str) -> str:
-    """Write the root record (the commit), then delete groups it does not reference."""
+            shared_done: str, stamp: str, replace: bool) -> str:
+    """Under the commit lock: write the root record (the commit), then collect garbage.
+
+    Garbage is every daskglm group that the new root does not reference and
+    no live writer claims (:func:`daskglm.store.lock.collect_garbage`).
+    Without ``replace``, a root committed by another writer since this write
+    began is a :class:`FileExistsError`.
+    """
     root_attrs = dict(attrs)
     root_attrs.update({
         FORMAT_ATTR: FORMAT_NAME,
@@ -223,11 +238,14 @@ def _commit(loc: Location, attrs: dict, run_keys: list, shared_name: str, run_na
         RUN_KEYS_ATTR: list(run_keys),
         SHARED_ATTR: shared_done,
     })
-    loc.write_json("zarr.json", {"zarr_format": 3, "node_type": "group", "attributes": root_attrs})
-    keep = set(run_names) | {shared_name}
-    for name in loc.children():
-        if name not in keep:
-            loc.remove(name)
+    with commit_lock(loc):
+        current = loc.read_json("zarr.json")  # on object stores, a plain group made by the group writes
+        if not replace and isinstance(current, dict) and FORMAT_ATTR in current.get("attributes", {}):
+            raise FileExistsError(f"{loc.url!r} was committed by another writer while this one was "
+                                  "writing; pass overwrite=True to replace it.")
+        loc.write_json("zarr.json", {"zarr_format": 3, "node_type": "group", "attributes": root_attrs})
+        collect_garbage(loc, set(run_names) | {shared_name}, stamp)
+        remove_claim(loc, stamp)
     return loc.url
 
 
@@ -288,12 +306,15 @@ def write_dataset(
     sources = list(run_sources) if run_sources is not None else [None] * n_runs
     if len(keys) != n_runs or len(sources) != n_runs:
         raise ValueError(f"{len(keys)} run keys / {len(sources)} sources for {n_runs} runs.")
-    existing = complete_run_keys(loc.url, loc.storage_options) if resume and loc.exists() else {}
-    loc.makedirs()
     runs, shared = _split_runs(ds)
     summary = WriteSummary(store=loc.url)
     names = []
-    stamp = uuid.uuid4().hex[:8]
+    stamp = uuid.uuid4().hex[:16]
+    loc.makedirs()
+    with commit_lock(loc):  # no commit may collect the groups reused here before they are claimed
+        existing = complete_run_keys(loc.url, loc.storage_options) if resume else {}
+        reused = sorted({existing[k] for k in keys if k is not None and k in existing})
+        write_claim(loc, stamp, reused)
     for i, (part, key, source) in enumerate(zip(runs, keys, sources)):
         if key is not None and key in existing:
             names.append(existing[key])
@@ -307,7 +328,7 @@ def write_dataset(
     shared_done = _write_group(loc, shared_name, shared, {GROUP_ATTR: "shared"})
     stored_keys = [k if k is not None else "" for k in keys]
     committed = delayed(_commit, pure=False)(
-        loc, dict(ds.attrs), stored_keys, shared_name, names, shared_done
+        loc, dict(ds.attrs), stored_keys, shared_name, names, shared_done, stamp, overwrite or resume
     )
     result = delayed(_summary, pure=False)(committed, summary)
     if not compute:
@@ -316,6 +337,7 @@ def write_dataset(
         return result.compute()
     except BaseException:
         _discard(loc, [f"run{i}-{stamp}" for i in summary.written] + [shared_name])
+        remove_claim(loc, stamp)
         raise
 
 
@@ -327,153 +349,3 @@ def _discard(loc: Location, names: list[str]) -> None:
                 loc.remove(candidate)
             except Exception:  # best effort: the next commit collects leftovers
                 pass
-
-
-# ------------------------------------------------------------------ reading
-def _check_version(path, fmt, version) -> None:
-    if fmt != FORMAT_NAME:
-        raise StoreError(
-            f"{str(path)!r} is not a complete daskglm fit store "
-            f"(format attribute {fmt!r}, expected {FORMAT_NAME!r})."
-        )
-    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
-        raise StoreError(
-            f"{str(path)!r} was written in daskglm store format version {version!r}; "
-            f"this daskglm reads versions 1 to {FORMAT_VERSION}. Upgrade daskglm to open it."
-        )
-
-
-def _pad_to(part: xr.Dataset, sizes: dict) -> xr.Dataset:
-    widths = {d: (0, sizes[d] - part.sizes[d]) for d in sizes if d in part.dims and sizes[d] > part.sizes[d]}
-    if not widths:
-        return part
-    out = part.copy()
-    for name, var in part.data_vars.items():
-        w = {d: widths[d] for d in var.dims if d in widths}
-        if w:
-            fill = np.nan if np.issubdtype(var.dtype, np.floating) else 0
-            out[name] = var.pad(w, constant_values=fill)
-    return out
-
-
-def _open_group(loc: Location, name: str) -> xr.Dataset:
-    return xr.open_zarr(loc.child(name), consolidated=False, zarr_format=3,
-                        storage_options=None if loc.local else (loc.storage_options or None))
-
-
-def read_dataset(path, storage_options: dict | None = None) -> xr.Dataset:
-    """Open a fit store lazily, check its format and that it is complete.
-
-    Parameters
-    ----------
-    path : str or path
-        Local directory or fsspec URL.
-    storage_options : dict, optional
-        Passed to fsspec.
-
-    Returns
-    -------
-    xarray.Dataset
-        Lazy (dask-backed), in the layout of :mod:`daskglm.store.schema`;
-        its ``daskglm_run_keys`` attribute lists the runs' keys (JSON).
-    """
-    loc = Location(path, storage_options)
-    if loc.local and not os.path.isdir(loc.url):
-        if os.path.exists(loc.url):
-            raise StoreError(f"{loc.url!r} is a file, not a daskglm store directory.")
-        raise FileNotFoundError(f"No daskglm store at {loc.url!r}.")
-    try:
-        root = loc.read_json("zarr.json")
-    except (ValueError, OSError) as err:
-        raise StoreError(f"{loc.url!r} is not a readable Zarr store: {err}") from err
-    if root is None:
-        if not loc.local and not loc.exists():
-            raise FileNotFoundError(f"No daskglm store at {loc.url!r}.")
-        raise StoreError(
-            f"{loc.url!r} is not a complete daskglm fit store (no committed root group); "
-            "a write may be in progress or was interrupted (resume it with resume=True)."
-        )
-    attrs = root.get("attributes", {})
-    _check_version(loc.url, attrs.get(FORMAT_ATTR), attrs.get(FORMAT_VERSION_ATTR))
-    if attrs[FORMAT_VERSION_ATTR] == 1:
-        return _read_v1(loc)
-    names, keys = attrs.get(RUNS_ATTR), attrs.get(RUN_KEYS_ATTR)
-    if not names or keys is None or len(keys) != len(names):
-        raise StoreError(f"{loc.url!r} has a malformed commit record (daskglm_runs).")
-    parts = []
-    for name, key in zip(names, keys):
-        try:
-            part = _open_group(loc, name)
-        except FileNotFoundError as err:
-            raise StoreError(f"{loc.url!r}: run group {name!r} is missing ({err}).") from err
-        if part.attrs.get(RUN_MARKER) is not True or (key and part.attrs.get(RUN_KEY) != key):
-            raise StoreError(f"{loc.url!r}: run group {name!r} is incomplete or does not match "
-                             "the commit record.")
-        part.attrs = {}
-        parts.append(part)
-    sizes = {d: max(p.sizes.get(d, 0) for p in parts) for d in TRIMMED_DIMS}
-    parts = [_pad_to(p, sizes) for p in parts]
-    ds = xr.concat(parts, dim="run", data_vars="all", coords="minimal", compat="override",
-                   join="override")
-    shared = _open_group(loc, attrs[SHARED_ATTR])
-    if shared.attrs.get(RUN_MARKER) is not True:
-        raise StoreError(f"{loc.url!r}: group {attrs[SHARED_ATTR]!r} is incomplete.")
-    for name in shared.data_vars:
-        ds[name] = shared[name]
-    ds.attrs = {k: v for k, v in attrs.items() if k not in COMMIT_ATTRS}
-    ds.attrs[RUN_KEYS_ATTR] = json.dumps(keys)
-    return ds
-
-
-def _read_v1(loc: Location) -> xr.Dataset:
-    try:
-        return xr.open_zarr(loc.url, consolidated=None,
-                            storage_options=None if loc.local else (loc.storage_options or None))
-    except Exception as err:
-        raise StoreError(f"{loc.url!r} is not a readable Zarr store: {err}") from err
-
-
-def read_fit(store, storage_options: dict | None = None) -> tuple[FittedState, dict]:
-    """Read a fit store back as a fitted state (lazily), with its model parameters.
-
-    Parameters
-    ----------
-    store : str or path
-        Local directory or fsspec URL, as written by :func:`write_dataset`.
-    storage_options : dict, optional
-        Passed to fsspec.
-
-    Returns
-    -------
-    state : daskglm.graph.state.FittedState
-        Dask-backed runs read from the store (``persisted=True``: the store is
-        the persisted state), with the stored run keys.
-    params : dict
-        The model parameters the fit was made with (``signal_scaling`` as a
-        tuple if it is a pair).
-
-    Raises
-    ------
-    StoreError
-        If the store is not a complete daskglm fit, has an unknown format
-        version or lacks the daskglm metadata.
-    """
-    ds = read_dataset(store, storage_options=storage_options)
-    try:
-        params = json.loads(ds.attrs[PARAMS_ATTR])
-        columns = json.loads(ds.attrs[COLUMNS_ATTR])
-        affine = np.asarray(json.loads(ds.attrs[AFFINE_ATTR]))
-    except (KeyError, ValueError) as err:
-        raise StoreError(f"{str(store)!r} lacks the daskglm metadata ({err}).") from err
-    if "signal_scaling" in params and isinstance(params["signal_scaling"], list):
-        params["signal_scaling"] = tuple(params["signal_scaling"])
-    mask = np.asarray(ds["mask"].values, dtype=bool)
-    options = FitOptions(params.get("noise_model", "ar1"), 0, whitening=params.get("whitening", "binned"))
-    fits, designs = fits_from_dataset(ds, columns, options.cov_kind)
-    keys = json.loads(ds.attrs.get(RUN_KEYS_ATTR, "null"))
-    state = FittedState(
-        runs=tuple(fits), designs=tuple(designs), mask=mask, affine=affine,
-        smoothing_fwhm=params.get("smoothing_fwhm"), persisted=True,
-        run_keys=tuple(keys) if keys else None,
-    )
-    return state, params
