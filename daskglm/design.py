@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from pathlib import Path
@@ -10,10 +11,11 @@ import numpy as np
 import pandas as pd
 
 from .errors import DesignError
+from .io.remote import is_url, read_remote_bytes
 
 __all__ = [
     "DesignError", "load_design", "build_design", "run_designs", "frame_times", "check_design",
-    "per_run",
+    "per_run", "check_runs_and_t_r",
 ]
 
 #: The model parameters that shape a design built from events.
@@ -153,6 +155,9 @@ def frame_times(n_scans: int, t_r: float, slice_time_ref: float = 0.0) -> np.nda
 def _load_table(obj, what: str, index: int) -> pd.DataFrame:
     if isinstance(obj, pd.DataFrame):
         return obj
+    if is_url(obj):  # events/confounds on object storage: small, read by the client
+        sep = "," if obj.lower().endswith(".csv") else "\t"
+        return pd.read_csv(io.BytesIO(read_remote_bytes(obj)), sep=sep)
     if isinstance(obj, (str, os.PathLike)):
         path = Path(obj)
         if not path.exists():
@@ -183,14 +188,6 @@ def build_design(
     """One run's design with nilearn's ``make_first_level_design_matrix``."""
     from nilearn.glm.first_level import make_first_level_design_matrix
 
-    events_df = _load_table(events, "events", index) if events is not None else None
-    if events_df is not None:
-        missing = {"onset", "duration"} - set(events_df.columns)
-        if missing:
-            raise DesignError(
-                f"The events of run {index} lack the column(s) {sorted(missing)}; "
-                f"they have {list(events_df.columns)}."
-            )
     conf_matrix, conf_names = None, None
     if confounds is not None:
         if isinstance(confounds, (str, os.PathLike)):
@@ -204,9 +201,20 @@ def build_design(
                 conf_matrix = conf_matrix[:, None]
             conf_names = [f"confound_{i}" for i in range(conf_matrix.shape[1])]
         if conf_matrix.shape[0] != n_scans:
-            raise DesignError(
+            raise DesignError(  # nilearn's message first; checked before the events, as nilearn
+                f"Rows in confounds does not match n_scans in run_img at index {index}. "
                 f"The confounds of run {index} have {conf_matrix.shape[0]} rows "
                 f"but the run has {n_scans} scans."
+            )
+    events_df = _load_table(events, "events", index) if events is not None else None
+    if events_df is not None:
+        missing = {"onset", "duration"} - set(events_df.columns)
+        if missing:
+            first = "onset" if "onset" in missing else "duration"
+            raise DesignError(
+                f"The provided events data has no {first} column. "
+                f"The events of run {index} lack the column(s) {sorted(missing)}; "
+                f"they have {list(events_df.columns)}."
             )
     design = make_first_level_design_matrix(
         frame_times(n_scans, t_r, slice_time_ref),
@@ -227,7 +235,8 @@ def per_run(obj, n_runs: int, what: str) -> list:
     """``obj`` as a list of one item per run (a single item is a one-run list)."""
     items = list(obj) if isinstance(obj, (list, tuple)) else [obj]
     if len(items) != n_runs:
-        raise ValueError(
+        raise ValueError(  # nilearn's message first
+            f"len(run_imgs) {n_runs} does not match len({what.replace(' ', '_')}) {len(items)}: "
             f"{len(items)} {what} given for {n_runs} run(s); give exactly one per run."
         )
     return items
@@ -252,6 +261,7 @@ def run_designs(sources, events, confounds, design_matrices, params: dict) -> li
         One float64 design per run, with as many rows as the run has scans.
     """
     n_runs = len(sources)
+    check_runs_and_t_r(sources, params.get("t_r"), from_events=design_matrices is None)
     if design_matrices is not None:
         if events is not None or confounds is not None:
             ignored = " and ".join(
@@ -269,12 +279,47 @@ def run_designs(sources, events, confounds, design_matrices, params: dict) -> li
                 f"Design matrix {i} has {d.shape[0]} rows but run {i} ({s.name}) has "
                 f"{s.n_scans} scans."
             )
-        if d.shape[0] <= d.shape[1]:
-            raise DesignError(
-                f"Design matrix {i} has {d.shape[1]} columns for only {d.shape[0]} scans; "
-                "the GLM needs more scans than regressors."
-            )
+        # n <= p is fitted as nilearn does (pseudo-inverse; no residual degrees of freedom)
     return designs
+
+
+#: Longest plausible repetition time (s); longer ones are taken for milliseconds.
+MAX_T_R = 100.0
+
+
+def check_runs_and_t_r(sources, t_r, from_events: bool) -> None:
+    """Check ``t_r`` and the runs' lengths before any design is built.
+
+    nilearn's types and messages for ``t_r`` (``TypeError`` for a non-number,
+    ``ValueError`` "'t_r' must be positive"); a ``t_r`` above
+    :data:`MAX_T_R` seconds is refused when designs are built from events
+    (it is almost surely in milliseconds); a run of fewer than 2 volumes is
+    refused by name.
+
+    Raises
+    ------
+    TypeError, DesignError
+    """
+    if t_r is not None:
+        if isinstance(t_r, bool) or not isinstance(t_r, (int, float, np.integer, np.floating)):
+            raise TypeError(f"'t_r' must be of type(s): 'float, int'.\nGot: '{t_r.__class__.__name__}'")
+        if not np.isfinite(t_r):
+            raise DesignError(f"'t_r' must be a finite number of seconds. Got {t_r} instead.")
+        if t_r <= 0:
+            raise DesignError(f"'t_r' must be positive. Got {t_r} instead.")
+    for i, s in enumerate(sources):
+        if s.n_scans < 2:
+            raise DesignError(
+                f"Run {i} ({s.name}) has {s.n_scans} volume(s); a GLM needs at least 2 scans per run "
+                "(is it a 3D image or a single volume?)."
+            )
+    if from_events and t_r is not None and t_r > MAX_T_R:
+        longest = max(s.n_scans for s in sources) * float(t_r)
+        raise DesignError(
+            f"t_r={t_r:g} s gives a run of {longest / 3600:.3g} hours; is it in milliseconds? "
+            f"Give the repetition time in seconds (e.g. t_r={t_r / 1000:g} for "
+            f"{max(s.n_scans for s in sources)} scans of {t_r:g} ms)."
+        )
 
 
 def _designs_from_events(sources, events, confounds, params: dict) -> list[pd.DataFrame]:

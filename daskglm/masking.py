@@ -20,6 +20,7 @@ from dask import delayed
 from .errors import NiftiInputError
 from .io.base import RunSource
 from .io.nifti import load_image
+from .surface import check_same_surface, is_surface_source, prepare_surface_mask
 
 #: Smoothing beyond this is refused as a unit mistake.
 MAX_SMOOTHING_MM = 100.0
@@ -43,22 +44,31 @@ def run_mean_image(source: RunSource, chunk: int = 16):
     return delayed(_mean_of_run, pure=True)(source, chunk)
 
 
-def compute_epi_mask_from_runs(sources: list[RunSource]) -> np.ndarray:
+def compute_epi_mask_from_runs(sources: list[RunSource], grid=None) -> np.ndarray:
     """Boolean mask as nilearn's ``FirstLevelModel(mask_img=None)`` computes it.
 
     This is the one eager step of ``fit``: the mask sets the voxel count that
-    every later array depends on.
+    every later array depends on.  With a target ``grid``
+    (:class:`~daskglm.kernels.resample.ResamplingGrid`) each run's mean image
+    is resampled onto it before thresholding, as nilearn's ``compute_mean`` does.
     """
     from nilearn.masking import compute_multi_epi_mask
 
     means = dask.compute(*[run_mean_image(s) for s in sources])
     imgs = [nib.Nifti1Image(m.astype(np.float32), s.affine) for m, s in zip(means, sources)]
-    mask_img = compute_multi_epi_mask(imgs)
+    target = {} if grid is None else {"target_affine": grid.affine, "target_shape": grid.shape}
+    try:
+        mask_img = compute_multi_epi_mask(imgs, **target)
+    except ValueError as err:  # e.g. numpy's "argmax of an empty sequence" on tiny or flat images
+        raise NiftiInputError(
+            f"nilearn's EPI mask cannot be computed from these runs ({err}); "
+            "give mask_img (an image or False)."
+        ) from err
     return np.asarray(mask_img.dataobj) != 0
 
 
-def prepare_mask(mask_img, sources: list[RunSource]) -> np.ndarray:
-    """The analysis mask as a boolean array on the grid of the first run.
+def prepare_mask(mask_img, sources: list[RunSource], grid=None) -> np.ndarray:
+    """The analysis mask as a boolean array on the grid of the fit.
 
     Parameters
     ----------
@@ -67,6 +77,11 @@ def prepare_mask(mask_img, sources: list[RunSource]) -> np.ndarray:
         from the runs (the one eager step of ``fit``); a 3D image (or 4D with
         one volume) on the runs' grid is used as given (non-zero = in).
     sources : list of RunSource
+        The runs, on their own grid.
+    grid : daskglm.kernels.resample.ResamplingGrid, optional
+        The target grid (``target_affine``/``target_shape``).  A given mask is
+        resampled onto it with nearest-neighbour interpolation, as nilearn's
+        masker does; ``False`` covers the whole target grid.
 
     Raises
     ------
@@ -74,28 +89,59 @@ def prepare_mask(mask_img, sources: list[RunSource]) -> np.ndarray:
         The mask is off the runs' grid, holds NaN/inf, or selects no voxel.
     """
     ref = sources[0]
+    if is_surface_source(ref):  # vertices / grayordinates: daskglm.surface
+        return prepare_surface_mask(mask_img, sources)
     if mask_img is False:
-        mask = np.ones(ref.spatial_shape, dtype=bool)
+        mask = np.ones(ref.spatial_shape if grid is None else grid.shape, dtype=bool)
     elif mask_img is None:
-        mask = compute_epi_mask_from_runs(sources)
+        mask = compute_epi_mask_from_runs(sources, grid)
     else:
         img = load_image(mask_img, "mask")
         if len(img.shape) == 4 and img.shape[3] == 1:
             img = nib.Nifti1Image(np.asarray(img.dataobj)[..., 0], img.affine)
-        check_grid(img.shape, img.affine, ref, "The mask")
+        if len(img.shape) != 3:
+            raise NiftiInputError(f"The mask must be a 3D image, got shape {img.shape}.")
         data = np.asarray(img.dataobj)
         if not np.all(np.isfinite(data)):
             raise NiftiInputError("The mask contains NaN or infinite values.")
-        mask = data != 0
+        if grid is None:
+            check_grid(img.shape, img.affine, ref, "The mask")
+            mask = data != 0
+        else:
+            mask = _resampled_mask(nib.Nifti1Image((data != 0).astype(np.int8), img.affine), grid)
     if not mask.any():
         raise NiftiInputError("The mask is empty: it selects no voxel.")
     return mask
 
 
+def _resampled_mask(img: nib.Nifti1Image, grid) -> np.ndarray:
+    """A mask image on ``grid`` with nearest-neighbour interpolation (nilearn's masker)."""
+    from nilearn.image import resample_img
+
+    if img.shape == tuple(grid.shape) and np.allclose(img.affine, grid.affine):
+        return np.asarray(img.dataobj) != 0
+    out = resample_img(img, target_affine=grid.affine, target_shape=grid.shape, interpolation="nearest",
+                       copy_header=True, force_resample=True)
+    return np.asarray(out.dataobj) != 0
+
+
 def check_same_geometry(sources: list[RunSource]) -> None:
-    """Every run must lie on the grid of the first."""
+    """Every run must lie on the grid (or surface geometry) of the first (nilearn's ``check_same_fov`` message)."""
+    if is_surface_source(sources[0]):
+        check_same_surface(sources)
+        return
+    errors, details = [], []
     for i, s in enumerate(sources[1:], start=1):
-        check_grid(s.spatial_shape, s.affine, sources[0], f"Run {i} ({s.name})")
+        try:
+            check_grid(s.spatial_shape, s.affine, sources[0], f"Run {i} ({s.name})")
+        except NiftiInputError as err:
+            kind = "shape" if tuple(s.spatial_shape) != tuple(sources[0].spatial_shape) else "affine"
+            errors.append(f"- img_#0 and img_#{i} do not have the same {kind}")
+            details.append(str(err))
+    if errors:
+        raise NiftiInputError(
+            "Following field of view errors were detected:\n" + "\n".join(errors) + "\n" + "\n".join(details)
+        )
 
 
 def check_grid(shape, affine, ref: RunSource, what: str) -> None:

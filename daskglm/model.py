@@ -11,6 +11,7 @@ the class in :mod:`daskglm.model_outputs`.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import dask
@@ -19,19 +20,21 @@ import numpy as np
 import xarray as xr
 
 from .contrasts import OUTPUT_TYPES, per_run_contrasts
-from .design import DESIGN_PARAMS, run_designs
+from .design import DESIGN_PARAMS
 from .errors import NotFittedError
 from .graph.contrast import combined_contrast
 from .graph.fit import build_fit
 from .graph.state import FittedState
-from .io.runs import as_run_source
 from .kernels.contrast import unpack_contrast_outputs
 from .kernels.fit import FitOptions
-from .masking import check_same_geometry, prepare_mask, validated_smoothing_fwhm
-from .model_outputs import FirstLevelOutputs
+from .model_inputs import fit_inputs, key_params
+from .model_outputs import FirstLevelOutputs, report_threshold
+from .model_repr import estimator_repr
 from .store.keys import run_keys, run_sources
 from .store.schema import fits_to_dataset
 from .store.zarr import read_fit, write_dataset
+from .surface import nilearn_surface_masker
+from .volumes import contrast_dataset, model_volume
 
 __all__ = ["FirstLevelModel", "open_model", "NotFittedError"]
 
@@ -59,9 +62,12 @@ class FirstLevelModel(FirstLevelOutputs):
     hrf_model, drift_model, high_pass, drift_order, fir_delays, min_onset
         Passed to nilearn's ``make_first_level_design_matrix`` when designs are
         built from events.
-    mask_img : path, Nifti1Image, False or None
-        Analysis mask.  ``None`` computes nilearn's EPI mask from the runs;
-        ``False`` uses every voxel.
+    mask_img : path, Nifti1Image, NiftiMasker, False or None
+        ``None``: nilearn's EPI mask; ``False``: every voxel; a fitted
+        ``NiftiMasker``: its mask, smoothing and target grid, as nilearn (it is
+        ``masker_``).  A mask on another grid resamples the runs onto it.
+    target_affine, target_shape : ndarray (3, 3) or (4, 4), tuple of 3 int
+        Runs resampled volume by volume while streaming (nilearn's numerics).
     smoothing_fwhm : float or None
         Gaussian smoothing FWHM in mm, applied to each volume before masking.
     signal_scaling : {0, (0, 1), False}, default=0
@@ -169,9 +175,15 @@ class FirstLevelModel(FirstLevelOutputs):
     _state: FittedState | None = None
     _masker = None
 
-    def get_params(self) -> dict[str, Any]:
-        """Model parameters (JSON-serialisable ones), as scikit-learn's ``get_params``."""
-        params = {}
+    def __repr__(self) -> str:
+        """nilearn's (scikit-learn's) repr: the parameters changed from their defaults."""
+        return estimator_repr(self)
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """JSON-serialisable model parameters (``mask_img`` if None, False or a path), as sklearn's."""
+        plain = self.mask_img is None or self.mask_img is False
+        params = {"mask_img": self.mask_img if plain else str(self.mask_img)} \
+            if plain or isinstance(self.mask_img, (str, os.PathLike)) else {}
         for name in self._PARAM_NAMES:
             value = getattr(self, name)
             if isinstance(value, tuple):
@@ -194,12 +206,7 @@ class FirstLevelModel(FirstLevelOutputs):
             )
         if self.signal_scaling not in SIGNAL_SCALINGS:
             raise ValueError(
-                f"signal_scaling must be 0, 1, (0, 1) or False, got {self.signal_scaling!r}."
-            )
-        if self.target_affine is not None or self.target_shape is not None:
-            raise ValueError(
-                "target_affine/target_shape (resampling) are not supported; resample the runs "
-                "beforehand, e.g. with nilearn.image.resample_img."
+                f"'signal_scaling' must be one of {{False, 1, (0, 1)}} (or 0).\n'{self.signal_scaling}' was provided."
             )
         lags = self.diagnostic_lags
         if lags is None:
@@ -227,13 +234,19 @@ class FirstLevelModel(FirstLevelOutputs):
 
         Parameters
         ----------
-        run_imgs : path, Nifti1Image, xarray.DataArray, or a list of them
-            One 4D image per run.
+        run_imgs : path, Nifti1Image, xarray.DataArray, SurfaceImage, .dtseries.nii, or a list of them
+            One 4D image per run, or surface / CIFTI runs (``docs/surfaces.md``).
         events : DataFrame, path, or list of them, optional
             One events table per run (``onset``, ``duration``, ``trial_type``).
         confounds : DataFrame, array, path, or list of them, optional
-        sample_masks : None
-            Not supported yet (scrubbing); must be None.
+        sample_masks : array, or list of arrays (one per run), optional
+            Scans to keep (censoring / scrubbing), as nilearn: per run an
+            array of kept scan indices (increasing) or a boolean mask
+            (``True`` = keep).  The design rows and the data are restricted
+            to the kept scans, and the AR model runs over the kept sequence
+            as if it were contiguous.  Censored volumes are skipped while
+            streaming (one pass).  None: the model's ``sample_masks_``, if any
+            (:func:`daskglm.first_level_from_bids` keeps ``load_confounds``').
         design_matrices : DataFrame, array, path (.npz key ``X``, .csv, .tsv), or a list
             One design per run; if given, ``events``/``confounds`` are ignored.
         bins : int, default=100
@@ -244,22 +257,15 @@ class FirstLevelModel(FirstLevelOutputs):
         self
         """
         options = self._fit_options()
-        fwhm = validated_smoothing_fwhm(self.smoothing_fwhm)
-        if sample_masks is not None:
-            raise ValueError("sample_masks is not supported by daskglm yet; pass None.")
         if bins != 100:
             raise ValueError("Only nilearn's default bins=100 is supported.")
-        runs = run_imgs if isinstance(run_imgs, (list, tuple)) else [run_imgs]
-        if len(runs) == 0:
-            raise ValueError("run_imgs is empty; give at least one 4D image.")
-        sources = [as_run_source(r, i) for i, r in enumerate(runs)]
-        check_same_geometry(sources)
-        design_params = {name: getattr(self, name) for name in DESIGN_PARAMS}
-        designs = run_designs(sources, events, confounds, design_matrices, design_params)
-        mask = prepare_mask(self.mask_img, sources)
-        self._state = build_fit(sources, designs, mask, options, fwhm, self.chunks)
+        sample_masks = getattr(self, "sample_masks_", None) if sample_masks is None else sample_masks
+        inputs = fit_inputs(self, run_imgs, events, confounds, sample_masks, design_matrices)
+        sources, designs, mask, fwhm = inputs.sources, inputs.designs, inputs.mask, inputs.smoothing_fwhm
+        self._state = build_fit(sources, designs, mask, options, fwhm, self.chunks,
+                                crop=inputs.crop, affine=inputs.affine)
         self._timeseries = None
-        self._masker = None
+        self._masker = inputs.masker
         return self
 
     # ------------------------------------------------------------ fitted state
@@ -297,7 +303,8 @@ class FirstLevelModel(FirstLevelOutputs):
         self._check_fitted()
         state = self._state
         return fits_to_dataset(
-            list(state.runs), list(state.designs), state.mask, state.affine, self.get_params()
+            list(state.runs), list(state.designs), state.mask, state.affine, self.get_params(),
+            coords=True, geometry=state.geometry,
         )
 
     @property
@@ -314,6 +321,8 @@ class FirstLevelModel(FirstLevelOutputs):
         ``mask_img_``); it smooths as the model does.  Built on first access.
         """
         self._check_fitted()
+        if self._masker is None and self._state.geometry is not None:
+            self._masker = nilearn_surface_masker(self._state)
         if self._masker is None:
             from nilearn.maskers import NiftiMasker
 
@@ -329,20 +338,34 @@ class FirstLevelModel(FirstLevelOutputs):
         return self._state.n_voxels
 
     # --------------------------------------------------------------- contrasts
-    def contrast_maps(self, contrast_def, stat_type=None) -> xr.Dataset:
-        """All maps of a contrast as a lazy :class:`xarray.Dataset` over in-mask voxels.
+    def contrast_maps(self, contrast_def, stat_type=None, volume: bool = False) -> xr.Dataset:
+        """All maps of a contrast as a lazy :class:`xarray.Dataset`.
 
         Variables: ``effect_size`` (``(contrast_dim, voxel)`` for F), ``effect_variance``,
-        ``stat``, ``p_value``, ``z_score``.  Nothing is computed until asked.
+        ``stat``, ``p_value``, ``z_score``, with CF-style attributes.  Nothing is
+        computed until asked.  ``volume=False``: over the in-mask voxels (with
+        their ``i, j, k`` and ``x, y, z`` coordinates); ``volume=True``: as
+        volumes (:meth:`to_volume`), each equal to the NIfTI map of
+        :meth:`compute_contrast`.
         """
         self._check_fitted()
         runs = self._state.runs
         cons = per_run_contrasts(contrast_def, [f.columns for f in runs])
         packed, q = combined_contrast(runs, cons, stat_type)
         maps = unpack_contrast_outputs(packed, q)
-        dims = {"effect_size": ("voxel",) if q == 1 else ("contrast_dim", "voxel")}
-        data = {name: (dims.get(name, ("voxel",)), values) for name, values in maps.items()}
-        return xr.Dataset(data)
+        return contrast_dataset(self, maps, q, contrast_def, stat_type, volume)
+
+    def to_volume(self, values, name: str | None = None, fill_value: float = 0.0) -> xr.DataArray:
+        """Any per-voxel array of the fit as a volume :class:`xarray.DataArray`.
+
+        ``values``: a DataArray with a ``voxel`` dim (e.g. ``results_["beta"]``)
+        or an array (..., voxel).  Returns dims ``(..., x, y, z)`` with world
+        coordinates (mm) and voxel indices ``i, j, k`` (``(..., i, j, k)`` and
+        3-D ``x, y, z`` for an oblique affine), lazily; 0 outside the mask by
+        default.  See :func:`daskglm.volumes.model_volume`.
+        """
+        self._check_fitted()
+        return model_volume(self, values, name=name, fill_value=fill_value)
 
     def compute_contrast(self, contrast_def, stat_type=None, output_type="z_score"):
         """Contrast maps as nibabel images, as nilearn's ``compute_contrast``.
@@ -363,7 +386,7 @@ class FirstLevelModel(FirstLevelOutputs):
         """
         valid = (*OUTPUT_TYPES, "all")
         if output_type not in valid:
-            raise ValueError(f"Unknown output_type {output_type!r}; choose one of {list(valid)}.")
+            raise ValueError(f"'output_type' must be one of {list(valid)}.\n'{output_type}' was provided.")
         self.persist()
         maps = self.contrast_maps(contrast_def, stat_type)
         wanted = list(OUTPUT_TYPES) if output_type == "all" else [output_type]
@@ -420,10 +443,14 @@ class FirstLevelModel(FirstLevelOutputs):
         """
         self._check_fitted()
         state = self._state
+        stored_layout = fits_to_dataset(  # the store keeps no coordinates: they are rebuilt on reading
+            list(state.runs), list(state.designs), state.mask, state.affine, self.get_params(),
+            geometry=state.geometry,
+        )
         result = write_dataset(
-            self.results_, store, overwrite=overwrite, compute=compute,
+            stored_layout, store, overwrite=overwrite, compute=compute,
             storage_options=storage_options, resume=resume,
-            run_keys=run_keys(state, self.get_params(), self.chunks), run_sources=run_sources(state),
+            run_keys=run_keys(state, key_params(self), self.chunks), run_sources=run_sources(state),
         )
         if compute and not state.persisted:
             stored, _ = read_fit(store, storage_options=storage_options)
@@ -431,11 +458,12 @@ class FirstLevelModel(FirstLevelOutputs):
                 self._state = state.replace(runs=stored.runs, run_keys=stored.run_keys, persisted=True)
         return result
 
-    def generate_report(self, contrasts=None, title=None, bg_img=None, threshold=3.09,
+    def generate_report(self, contrasts=None, title=None, bg_img=None, threshold=None,
                         alpha=0.001, cluster_threshold=0, height_control="fpr", **kwargs):
-        """HTML report of the fit (see :mod:`daskglm.reporting.report`)."""
+        """HTML report of the fit (:mod:`daskglm.reporting.report`); ``threshold`` as nilearn's."""
         from .reporting.report import make_glm_report
 
+        threshold = report_threshold(threshold, height_control)
         return make_glm_report(self, contrasts, title=title, bg_img=bg_img, threshold=threshold,
                                alpha=alpha, cluster_threshold=cluster_threshold,
                                height_control=height_control, **kwargs)
@@ -463,7 +491,8 @@ def open_model(store, storage_options: dict | None = None) -> FirstLevelModel:
         If the store is not a complete daskglm fit (e.g. a write still in
         progress or interrupted) or has an unknown format version.
     """
-    state, params = read_fit(store, storage_options=storage_options)
+    state, params = read_fit(store, storage_options=storage_options,
+                             param_names=("mask_img", *FirstLevelModel._PARAM_NAMES))
     model = FirstLevelModel(**params)
     model._state = state
     return model

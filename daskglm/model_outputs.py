@@ -24,8 +24,9 @@ import xarray as xr
 from .errors import NotFittedError
 from .graph.timeseries import timeseries_tasks
 from .io.export import lazy_unmask_4d, unmask
+from .surface import surface_map
 
-__all__ = ["FirstLevelOutputs"]
+__all__ = ["FirstLevelOutputs", "report_threshold"]
 
 #: Scans per chunk of the per-scan Zarr arrays.
 TIMESERIES_CHUNK = 16
@@ -37,6 +38,8 @@ class FirstLevelOutputs:
     _timeseries: dict | None = None
 
     def _unmask(self, values: np.ndarray, description: str = "") -> nib.Nifti1Image:
+        if self._state.geometry is not None:  # SurfaceImage / CIFTI dscalar (daskglm.surface)
+            return surface_map(values, self._state.mask, self._state.geometry, description)
         return unmask(values, self._state.mask, self._state.affine, description)
 
     def whitening_diagnostics(self, lags=None, output_type: str = "images"):
@@ -144,6 +147,9 @@ class FirstLevelOutputs:
             self.write_timeseries()
         group = self._timeseries["group"]
         mask, affine = self._state.mask, self._state.affine
+        if self._state.geometry is not None:  # surface maps hold numpy data: read per run
+            return [surface_map(np.asarray(group[f"run{i}/{name}"][...]), mask, self._state.geometry, name)
+                    for i in range(len(self._state.runs))]
         return [
             nib.Nifti1Image(lazy_unmask_4d(da.from_zarr(group[f"run{i}/{name}"]), mask), affine)
             for i in range(len(self._state.runs))
@@ -175,6 +181,27 @@ class FirstLevelOutputs:
             self.write_timeseries()
         return [self._unmask(r2[None], "r_square") for r2 in self._timeseries["r_square"]]
 
+    #: nilearn's ``RegressionResults`` attributes (``_get_element_wise_model_attribute``)
+    _ELEMENT_WISE = ("residuals", "normalized_residuals", "predicted", "SSE", "r_square", "MSE")
+
+    def _get_element_wise_model_attribute(self, attribute: str, result_as_time_series: bool) -> list:
+        """nilearn's (private) accessor of per-voxel attributes, for code written against it.
+
+        ``residuals``, ``predicted`` and ``r_square`` are available (as
+        :attr:`residuals_`, :attr:`predicted_`, :attr:`r_square_`); nilearn's
+        messages for an unknown attribute and for ``minimize_memory=True``.
+        """
+        self._check_fitted()
+        if attribute not in self._ELEMENT_WISE:
+            raise ValueError(
+                f"'attribute' must be one of {list(self._ELEMENT_WISE)}.\n'{attribute}' was provided."
+            )
+        if attribute not in ("residuals", "predicted", "r_square"):
+            raise ValueError(
+                f"'{attribute}' is not kept by daskglm; available: residuals, predicted, r_square."
+            )
+        return list(getattr(self, f"{attribute}_"))
+
     @property
     def residuals(self) -> list[nib.Nifti1Image]:
         """Deprecated alias of :attr:`residuals_`, as in nilearn 0.14."""
@@ -192,3 +219,33 @@ class FirstLevelOutputs:
         """Deprecated alias of :attr:`r_square_`, as in nilearn 0.14."""
         warnings.warn("'r_square' is deprecated; use 'r_square_'.", FutureWarning, stacklevel=2)
         return self.r_square_
+
+
+#: nilearn 0.14's ``generate_report`` threshold when ``height_control=None`` and none is given.
+REPORT_THRESHOLD = 3.09
+
+
+def report_threshold(threshold, height_control) -> float:
+    """nilearn 0.14's ``generate_report`` threshold rules and warnings.
+
+    With ``height_control=None`` a missing threshold is 3.09, with nilearn's
+    ``FutureWarning`` about its next default; with a height control a given
+    threshold is unused (nilearn's warning) and the control's own applies.
+    """
+    if height_control is None:
+        threshold = REPORT_THRESHOLD if threshold is None else threshold
+        if threshold == REPORT_THRESHOLD:
+            from scipy.stats import norm
+
+            warnings.warn(
+                "\nFrom nilearn version>=0.15, the default 'threshold' will be set to "
+                f"{norm.isf(0.001)}.", FutureWarning, stacklevel=3,
+            )
+        return float(threshold)
+    if threshold is not None:
+        warnings.warn(
+            f"\n'threshold={float(threshold)}' is not used with 'height_control={height_control!r}'."
+            "\n'threshold' is only used when 'height_control=None'. \n'threshold' was set to 'None'. ",
+            UserWarning, stacklevel=3,
+        )
+    return REPORT_THRESHOLD  # unused with a height control

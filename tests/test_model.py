@@ -301,3 +301,32 @@ def test_inputs_never_modified(tmp_path):
         plain_model.fit(plain["func1"], design_matrices=plain["design_matrix1"])
         plain_model.to_zarr(tmp_path / "plain.zarr")
     assert _checksums(inputs) == before
+
+
+# ------------------------------------------------------------------ n <= p
+@pytest.mark.parametrize("n_regressors", [5, 7])
+@pytest.mark.parametrize("noise_model", ["ols", "ar1"])
+def test_designs_with_as_many_columns_as_scans_fit_as_nilearn(n_regressors, noise_model):
+    """nilearn fits n <= p with the pseudo-inverse: same effects, and z / p undefined (NaN)."""
+    import warnings
+
+    from nilearn._utils.data_gen import generate_fake_fmri_data_and_design
+    from nilearn.glm.first_level import FirstLevelModel as NilearnModel
+
+    mask, fmri, designs = generate_fake_fmri_data_and_design(shapes=[(7, 8, 9, 5)], rk=n_regressors)
+    inside = np.asarray(mask.dataobj) > 0
+    con = np.eye(n_regressors)[0]
+    with pytest.warns(RuntimeWarning, match="no residual degrees of freedom"):
+        FirstLevelModel(mask_img=mask).fit(fmri[0], design_matrices=designs[0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # both tools divide by n - p
+        ours = FirstLevelModel(mask_img=mask, noise_model=noise_model).fit(fmri[0], design_matrices=designs[0])
+        theirs = NilearnModel(mask_img=mask, noise_model=noise_model).fit(fmri[0], design_matrices=designs[0])
+        a = {k: v.get_fdata()[inside] for k, v in ours.compute_contrast(con, output_type="all").items()}
+        b = {k: v.get_fdata()[inside] for k, v in theirs.compute_contrast(con, output_type="all").items()}
+    np.testing.assert_allclose(a["effect_size"], b["effect_size"], rtol=1e-8, atol=1e-9)
+    for name in ("z_score", "p_value"):
+        assert np.isnan(a[name]).all() and np.isnan(b[name]).all(), name
+    if n_regressors == 5:  # n == p: infinite variance, stat 0 in both
+        np.testing.assert_array_equal(a["stat"], b["stat"])
+        assert np.isinf(a["effect_variance"]).all() and np.isinf(b["effect_variance"]).all()

@@ -13,6 +13,7 @@ task.  The numbers come from :mod:`daskglm.kernels.fit`.
 from __future__ import annotations
 
 import math
+import operator
 import os
 from functools import partial
 
@@ -21,6 +22,7 @@ import numpy as np
 import pandas as pd
 from dask import delayed
 from dask.base import tokenize
+from dask.highlevelgraph import HighLevelGraph
 
 from ..io.base import RunSource, time_chunk_size
 from ..kernels.fit import FitOptions, fit_block, residual_total_block
@@ -83,9 +85,27 @@ def stats_as_arrays(stats_key, n_scans, n_lags, p, vchunks) -> dict[str, da.Arra
     arrays = {}
     for name in STAT_FIELDS:
         shape = _field_shape(name, n_lags, p, n_vox)
-        arr = da.from_delayed(getattr(stats_key, name), shape=shape, dtype=np.float64)
-        arrays[name] = arr.rechunk(shape[:-1] + (vchunks,))
+        field = delayed(getattr, pure=True)(stats_key, name, dask_key_name=f"{name}-of-{stats_key.key}")
+        arrays[name] = _voxel_blocks(field, f"{name}-blocks-of-{stats_key.key}", shape, vchunks)
     return arrays
+
+
+def _voxel_blocks(field, out_name: str, shape: tuple[int, ...], vchunks: tuple[int, ...]) -> da.Array:
+    """A delayed array cut into voxel blocks by plain slicing: views, no copy.
+
+    (``rechunk`` of the single chunk plans split-and-merge tasks whose
+    concatenations copy the statistics - ~140 MB at 96x114x96 with 23
+    regressors - while the next run is still streaming, and it probes
+    ``dask.distributed``.)
+    """
+    bounds = np.cumsum((0, *vchunks))
+    lead = (0,) * (len(shape) - 1)
+    layer = {
+        (out_name, *lead, j): (operator.getitem, field.key, (Ellipsis, slice(int(a), int(b))))
+        for j, (a, b) in enumerate(zip(bounds[:-1], bounds[1:]))
+    }
+    graph = HighLevelGraph.from_collections(out_name, layer, dependencies=[field])
+    return da.Array(graph, out_name, tuple((s,) for s in shape[:-1]) + (tuple(vchunks),), dtype=np.float64)
 
 
 def _rebuild(n_scans, sy, yy, yy_lag, xy, xy_sym, head, tail) -> RunStats:
@@ -106,6 +126,8 @@ def _blockwise_stats(func, out_index, arrays, n_scans, *extra, **kwargs):
         args += [arrays[name], _INDICES[name]]
     for e in extra:
         args += [e, "" if isinstance(e, da.Array) else None]
+    if "name" not in kwargs:  # named after the kernel on the dashboard, not "call_on_stats"
+        kwargs.setdefault("token", getattr(func, "__name__", "fit-block").strip("_").replace("_", "-"))
     return da.blockwise(
         partial(_call_on_stats, func, n_scans), out_index, *args,
         dtype=np.float64, concatenate=True, **kwargs,
@@ -148,7 +170,8 @@ class RunPlan:
         """The covariance table as a (lazy) dask array."""
         p = self.n_regressors
         return da.from_delayed(
-            self.cov_table, shape=(self.options.n_cov_tables, p, p), dtype=np.float64
+            self.cov_table, shape=(self.options.n_cov_tables, p, p), dtype=np.float64,
+            name=f"array-of-{self.cov_table.key}",
         )
 
 
@@ -217,6 +240,8 @@ def build_fit(
     options: FitOptions,
     smoothing_fwhm=None,
     chunks="auto",
+    crop: tuple[slice, slice, slice] | None = None,
+    affine: np.ndarray | None = None,
 ) -> FittedState:
     """The lazy fit of a list of runs: one streaming pass and one blockwise solve per run.
 
@@ -233,15 +258,25 @@ def build_fit(
         Validated smoothing (``None`` for none).
     chunks : 'auto' or dict
         ``{'time': volumes per read, 'voxel': voxels per solve block}``.
+    crop : tuple of 3 slices, optional
+        When the runs are streamed on a crop of the mask's grid (resampling,
+        as nilearn's masker crops the mask first): where that crop lies in
+        ``mask``.  The in-mask voxels (and their order) are the same.
+    affine : ndarray (4, 4), optional
+        The mask's affine when ``crop`` is given (default: the runs').
 
     Returns
     -------
     FittedState
         Nothing is computed: every array is a dask graph.
     """
-    affine = sources[0].affine
-    token = tokenize(smoothing_fwhm, mask, affine)
-    masker = masker_key(mask, affine, smoothing_fwhm, token)
+    stream_affine = sources[0].affine
+    affine = stream_affine if affine is None else affine
+    stream_mask = mask if crop is None else mask[crop]
+    geometry = getattr(sources[0], "geometry", None)  # surface / CIFTI runs (daskglm.surface)
+    token = tokenize(smoothing_fwhm, stream_mask, stream_affine, geometry)
+    parts = None if geometry is None else geometry.parts()
+    masker = masker_key(stream_mask, stream_affine, smoothing_fwhm, token, parts)
     # the design tables' graph keys: they do not depend on the whitening mode for binned AR(1)
     if options.cov_kind == "table" and not options.diagnostic_lags:
         plan_key = (options.noise_model, options.n_lags)
@@ -264,5 +299,5 @@ def build_fit(
         runs.append(run_fit(plan, packed, design.columns))
     return FittedState(
         runs=tuple(runs), designs=tuple(designs), mask=mask, affine=affine,
-        smoothing_fwhm=smoothing_fwhm, sources=tuple(sources), masker=masker,
+        smoothing_fwhm=smoothing_fwhm, sources=tuple(sources), masker=masker, geometry=geometry,
     )

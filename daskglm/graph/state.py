@@ -81,6 +81,9 @@ class FittedState:
         Whether the runs' arrays are computed (in memory, on the cluster or in a store).
     run_keys : tuple of str or None
         The resume keys stored with a fit opened from a store.
+    geometry : SurfaceGeometry, CiftiGeometry or None
+        The elements of a surface or CIFTI fit (``mask`` is then 1-D over
+        them); ``None`` for volumes.
     """
 
     runs: tuple[RunFit, ...]
@@ -92,6 +95,7 @@ class FittedState:
     masker: Any = None
     persisted: bool = False
     run_keys: tuple[str, ...] | None = None
+    geometry: Any = None
 
     @property
     def n_voxels(self) -> int:
@@ -99,6 +103,8 @@ class FittedState:
 
     @functools.cached_property
     def mask_img(self) -> nib.Nifti1Image:
+        if self.geometry is not None:  # SurfaceImage or CIFTI dscalar
+            return self.geometry.image(self.mask, "mask")
         return nib.Nifti1Image(self.mask.astype(np.uint8), self.affine)
 
     def replace(self, **changes) -> FittedState:

@@ -368,7 +368,13 @@ def _quiet_constant_voxels(constant, stats, tables, beta, dispersion, rho) -> No
     contrast not involving the constant then has effect 0, variance 0, stat 0
     and z 0, as nilearn gives for a constant voxel.
     """
-    np.maximum(dispersion, 0.0, out=dispersion)
+    df = tables.n_scans - tables.n_regressors  # nilearn's OLSModel: SSE / (n - p), SSE >= 0
+    if df > 0:
+        np.maximum(dispersion, 0.0, out=dispersion)
+    elif df == 0:
+        dispersion[:] = np.inf  # no residual degrees of freedom: stat 0, z and p NaN, as nilearn
+    else:
+        np.minimum(dispersion, 0.0, out=dispersion)  # n < p: stat, z and p NaN, as nilearn
     if not constant.any():
         return
     ones_fit = np.linalg.pinv(tables.X) @ np.ones(tables.n_scans)
