@@ -10,6 +10,7 @@ both engines are compared.
 
 Examples
 --------
+python benchmarks/bench_seed.py --sizes all --repeat 2   # every figure of issue 17 (~15 min)
 python benchmarks/bench_seed.py --sizes seed            # 64x76x64x300 x 2 runs
 python benchmarks/bench_seed.py --sizes seed,large,long --skip-nilearn-above 3e9
 """
@@ -29,6 +30,8 @@ import nibabel as nib
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+# children (engines, dask workers) import the daskglm of this checkout, installed or not
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")]))
 SIZES = {
     "tiny": ((32, 38, 32), 150),
     "seed": ((64, 76, 64), 300),
@@ -38,7 +41,9 @@ SIZES = {
 #: Same runs as another size, with the design cut to the seed's 13 columns
 #: (5 conditions, 7 drifts, constant): isolates the effect of the run length
 #: from that of the drift basis, which grows with it (52 columns at 1200 scans).
-FIXED_DESIGN = {"long13": ("long", 13)}
+FIXED_DESIGN = {"long13": ("long", 13), "seed9": ("seed", 9), "long9": ("long", 9)}
+#: ``--sizes all``: every figure of issue 17's table
+ALL = "seed,large,seed9,long9"
 
 
 def ensure_dataset(name: str, data_dir: Path) -> Path:
@@ -115,6 +120,28 @@ def compare_maps(dir_a: Path, dir_b: Path, mask_path: str) -> tuple[float, float
     return worst_frac, worst_diff
 
 
+def print_table(rows: list[dict]) -> None:
+    """The issue's table: speed-up and RSS against nilearn, time against the read floor, RSS vs scans."""
+    print("\n| dataset (2 runs) | regressors | nilearn | daskglm | speed-up | RSS daskglm / nilearn "
+          "| read floor | daskglm / floor | z within 1e-3 |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        shape = "x".join(map(str, r["shape"])) + f"x{r['n_scans']}"
+        nil = f"{r['nilearn_s']:.1f} s, {r['nilearn_MB']:.0f} MB" if "nilearn_s" in r else "-"
+        speed = f"{r['speedup']:.1f}x" if "speedup" in r else "-"
+        ratio = f"{r['rss_ratio']:.1%}" if "rss_ratio" in r else "-"
+        within = f"{r['z_fraction_within_1e3']:.4%}" if "z_fraction_within_1e3" in r else "-"
+        print(f"| {r['size']} {shape} | {r['regressors']} | {nil} | {r['daskglm_s']:.1f} s, "
+              f"{r['daskglm_MB']:.0f} MB | {speed} | {ratio} | {r['read_floor_s']:.2f} s | "
+              f"{r['daskglm_s'] / r['read_floor_s']:.2f}x | {within} |")
+    by_name = {r["size"]: r for r in rows}
+    for short, long in (("seed9", "long9"), ("seed", "long13")):
+        if short in by_name and long in by_name:
+            print(f"\npeak RSS {long} / {short} (same design width, 4x the scans): "
+                  f"{by_name[long]['daskglm_MB']:.0f} / {by_name[short]['daskglm_MB']:.0f} MB = "
+                  f"{by_name[long]['daskglm_MB'] / by_name[short]['daskglm_MB']:.2f}x")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="seed",
@@ -124,14 +151,20 @@ def main(argv=None) -> int:
     parser.add_argument("--repeat", type=int, default=1, help="alternated repetitions per engine")
     parser.add_argument("--skip-nilearn-above", type=float, default=float("inf"),
                         help="skip nilearn when the raw data exceed this many bytes")
+    parser.add_argument("--floor-repeats", type=int, default=3, help="best of this many read floors")
+    parser.add_argument("--within-run", action="store_true",
+                        help="also time one long run on 1 vs 2 workers (within_run_scaling.py)")
     args = parser.parse_args(argv)
+    if args.sizes == "all":
+        args.sizes, args.within_run = ALL, True
+        args.skip_nilearn_above = min(args.skip_nilearn_above, 1e9)  # nilearn on the seed case only
     rows = []
     for name in args.sizes.split(","):
         dataset = ensure_dataset(name, args.data_dir)
         shape, n_scans = SIZES[FIXED_DESIGN.get(name, (name,))[0]]
         raw_bytes = 2 * 4 * int(np.prod(shape)) * n_scans
         engines = ["daskglm"] + (["nilearn"] if raw_bytes <= args.skip_nilearn_above else [])
-        floor = min(read_floor(dataset) for _ in range(2))
+        floor = min(read_floor(dataset) for _ in range(args.floor_repeats))
         results = {e: [] for e in engines}
         for rep in range(args.repeat):
             for engine in (engines if rep % 2 == 0 else engines[::-1]):
@@ -158,7 +191,12 @@ def main(argv=None) -> int:
             print(f"[{name}] speedup {row['speedup']:.2f}x, RSS daskglm/nilearn "
                   f"{row['rss_ratio']:.1%}, z maps: {frac:.5f} of voxels within 1e-3 (max |dz| {diff:.2e})")
         rows.append(row)
+    if args.within_run:
+        cmd = [sys.executable, str(HERE / "within_run_scaling.py"), "--data-dir", str(args.data_dir)]
+        print("[within-run]", " ".join(cmd), flush=True)
+        subprocess.run(cmd, check=True)
     print(json.dumps(rows, indent=1))
+    print_table(rows)
     args.out_dir.mkdir(parents=True, exist_ok=True)
     (args.out_dir / "summary.json").write_text(json.dumps(rows, indent=1))
     return 0

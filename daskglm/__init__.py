@@ -3,13 +3,54 @@
 nilearn's ``FirstLevelModel`` API, with runs streamed from disk as lazy
 dask/xarray arrays, voxel blocks solved independently, and fits persisted to
 Zarr.
+
+The public names are imported on first use (PEP 562 ``__getattr__``), so
+``from daskglm import FirstLevelModel`` does not pay for the group-level
+models (nilearn's second level, scikit-learn) it does not use.
 """
 
 from __future__ import annotations
 
-from ._version import __version__
-from .fixed_effects import compute_fixed_effects
-from .io.dataarray import open_run
-from .model import FirstLevelModel, open_model
+import importlib
+from typing import TYPE_CHECKING
 
-__all__ = ["FirstLevelModel", "compute_fixed_effects", "open_model", "open_run", "__version__"]
+from ._version import __version__
+
+#: public name -> submodule defining it
+_EXPORTS = {
+    "FirstLevelModel": ".model",
+    "open_model": ".model",
+    "SecondLevelModel": ".group",
+    "non_parametric_inference": ".group",
+    "compute_fixed_effects": ".fixed_effects",
+    "open_run": ".io.dataarray",
+    "first_level_from_bids": ".bids.first_level",
+    "fit_bids": ".bids.study",
+    "open_subject": ".subjects",
+    "fit_subjects": ".subjects",
+}
+
+__all__ = ["FirstLevelModel", "SecondLevelModel", "non_parametric_inference", "compute_fixed_effects", "open_model", "open_run", "__version__",
+           "first_level_from_bids", "fit_bids", "open_subject", "fit_subjects"]
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from .bids.first_level import first_level_from_bids
+    from .bids.study import fit_bids
+    from .fixed_effects import compute_fixed_effects
+    from .group import SecondLevelModel, non_parametric_inference
+    from .io.dataarray import open_run
+    from .model import FirstLevelModel, open_model
+    from .subjects import fit_subjects, open_subject
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'daskglm' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

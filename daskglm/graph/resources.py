@@ -11,15 +11,20 @@ buffers in their own mappings, returned on free.  It is a no-op off glibc.
 runs one task per core.
 
 ``active_client``: the ``dask.distributed`` client this process computes on, if any.
+
+``worker_threads``: how many tasks can run at once (the active client's
+threads, else the local cores): how many pieces one compressed run is split
+into when it has a seek index.
 """
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import sys
 
-__all__ = ["limit_heap_fragmentation", "single_threaded_blas", "active_client"]
+__all__ = ["limit_heap_fragmentation", "single_threaded_blas", "active_client", "worker_threads"]
 
 _M_MMAP_THRESHOLD = -3
 _THRESHOLD_BYTES = 1 << 20
@@ -80,6 +85,8 @@ single_threaded_blas = _SingleThreadedBlas()
 
 def active_client():
     """The default ``dask.distributed`` client, or None (none active, or no distributed)."""
+    if "distributed" not in sys.modules:  # no client can exist: do not pay the import (~0.5 s, ~50 MB)
+        return None
     try:
         from distributed import default_client
     except ImportError:  # pragma: no cover - distributed is optional
@@ -88,3 +95,14 @@ def active_client():
         return default_client()
     except ValueError:
         return None
+
+
+def worker_threads() -> int:
+    """Tasks that can run at once: the active client's worker threads, else ``os.cpu_count()``."""
+    client = active_client()
+    if client is not None:
+        try:
+            return max(1, sum(client.nthreads().values()))
+        except Exception:  # pragma: no cover - a closing client: fall back to the local cores
+            pass
+    return os.cpu_count() or 1

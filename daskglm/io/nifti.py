@@ -7,9 +7,12 @@ Nothing is read when a source is created.
 
 ``.nii`` files are memory-mapped (read-only), so any time chunk can be read
 independently.  ``.nii.gz`` files are streamed once, front to back, through
-ISA-L's gzip reader (decompression runs in a background thread); random access
-into a ``.gz`` re-decompresses from the start and is kept for ``open_run``'s
-occasional slicing only.
+ISA-L's gzip reader (decompression runs in a background thread).  With
+``rapidgzip`` installed, :meth:`FileRunSource.build_index` builds (once, cached)
+a seek index and :meth:`FileRunSource.read_indexed` reads any time chunk from
+it, so one long compressed run can be split over workers (:mod:`.gzindex`).
+Plain :meth:`FileRunSource.read` on a ``.gz`` re-decompresses from the start
+and is kept for ``open_run``'s occasional slicing.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import numpy as np
 from nibabel.volumeutils import apply_read_scaling
 
 from ..errors import NiftiInputError
+from . import gzindex
 from .base import RunSource, check_4d
 
 __all__ = ["FileRunSource", "load_image"]
@@ -35,6 +39,10 @@ def load_image(obj, what: str = "image") -> nib.Nifti1Image:
     """Load a NIfTI from a path (header only) or pass an image through."""
     if isinstance(obj, (nib.Nifti1Image, nib.Nifti2Image)):
         return obj
+    if isinstance(obj, str) and "://" in obj and not obj.startswith("file://"):  # fsspec URL (a mask)
+        from .remote import load_remote_image
+
+        return load_remote_image(obj, what=what)
     if isinstance(obj, (str, os.PathLike)):
         path = Path(obj)
         if not path.exists():
@@ -133,6 +141,58 @@ class FileRunSource(RunSource):
         out = self._scale(np.array(mm))
         del mm
         return out
+
+    @property
+    def indexable(self) -> bool:
+        """True for a ``.nii.gz`` that a seek index can open to random access (``rapidgzip`` installed)."""
+        return self.compressed and gzindex.available()
+
+    def build_index(self, upto_scan: int | None = None) -> str:
+        """Build (or find cached) this ``.nii.gz``'s seek index; return its path (:mod:`.gzindex`).
+
+        ``upto_scan``: index only up to that scan (enough to start reading there).
+        """
+        upto = None if upto_scan is None else self.offset + int(upto_scan) * self.volume_bytes
+        try:
+            return gzindex.build_index(self.path, upto)
+        except (OSError, RuntimeError, ValueError) as err:
+            raise NiftiInputError(f"Run {self.name} is corrupt or truncated: {err}") from err
+
+    def read_indexed(self, t0: int, t1: int, index: str) -> np.ndarray:
+        """Volumes ``t0..t1-1`` of a ``.nii.gz``, decompressed from the nearest checkpoint of ``index``."""
+        k = t1 - t0
+        buf = np.empty(k * self.volume_bytes, dtype=np.uint8)
+        try:
+            got = gzindex.read_range(self.path, index, self.offset + t0 * self.volume_bytes, buf)
+        except (OSError, RuntimeError, ValueError) as err:
+            raise NiftiInputError(f"Run {self.name} is corrupt or truncated: {err}") from err
+        if got != len(buf):
+            raise NiftiInputError(
+                f"Run {self.name} is truncated: expected {len(buf)} bytes of image data, got {got}."
+            )
+        return self._as_volumes(buf, k)
+
+    def iter_indexed(self, t0: int, t1: int, chunk: int, index: str) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(t, volumes)`` for consecutive chunks of scans ``t0..t1`` read through the seek ``index``.
+
+        One decompressor and one buffer for the whole range: each yielded array is only valid
+        until the next one is requested.
+        """
+        starts = list(range(t0, t1, chunk))
+        sizes = [(min(t + chunk, t1) - t) * self.volume_bytes for t in starts]
+        buf = np.empty(max(sizes, default=0), dtype=np.uint8)
+        pieces = gzindex.iter_range(self.path, index, self.offset + t0 * self.volume_bytes, sizes, buf)
+        try:
+            for t, size, raw in zip(starts, sizes, pieces):
+                if len(raw) != size:
+                    raise NiftiInputError(
+                        f"Run {self.name} is truncated: expected {size} bytes of image data, got {len(raw)}."
+                    )
+                yield t, self._as_volumes(raw, size // self.volume_bytes)
+        except (OSError, RuntimeError) as err:
+            raise NiftiInputError(f"Run {self.name} is corrupt or truncated: {err}") from err
+        finally:
+            pieces.close()
 
     def iter_chunks(
         self, chunk: int, background: bool = True, reuse_buffer: bool = False
