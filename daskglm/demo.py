@@ -214,7 +214,7 @@ def run_demo(
                                minimize_memory=True)
 
     with warnings.catch_warnings():
-        for message in (".*padded with zeros.*", ".*One contrast given.*", ".*approximate fixed effects.*"):
+        for message in (".*padded with zeros.*", ".*The same contrast will be used.*", ".*approximate fixed effects.*"):
             warnings.filterwarnings("ignore", message=message)
         run_plots = _run_by_run(model_factory, imgs, designs, data["mask"], mean_img, cut_coords,
                                 plots, step)

@@ -55,10 +55,10 @@ def test_fit_from_events_with_progress(fiac_small, tmp_path, capsys, monkeypatch
     out = tmp_path / "events.zarr"
     code, stdout, err = run(capsys, "fit", fiac_small["func1"], "--events", fiac_small["events1"],
                             "--t-r", "2.5", "--mask", fiac_small["mask"], "--noise-model", "ols",
-                            "--smoothing-fwhm", "4", "-o", out)
+                            "--smoothing-fwhm", "4", "--progress", "-o", out)
     assert code == 0, err
     assert "store written to" in stdout and "DSt-DSp" in stdout
-    assert "Completed" in err  # dask's progress bar, on stderr
+    assert "Completed" in err  # dask's progress bar, on stderr, forced by --progress
     assert open_model(out).get_params()["noise_model"] == "ols"
 
 
@@ -88,7 +88,7 @@ def test_contrast_expressions_json_and_output_types(store, tmp_path, capsys):
     assert len(stdout.splitlines()) == 8
     assert nib.load(out / "EoI_effect_size.nii.gz").shape[-1] == 5  # F: one effect per row
     # nilearn-style warnings are shown once each, as one line
-    assert err.count("daskglm: warning: One contrast given") == 1
+    assert err.count("daskglm: warning: The same contrast will be used for all") == 1
     expected = open_model(store).compute_contrast("DSt-DSp")
     np.testing.assert_allclose(nib.load(out / "DSt-DSp_z_map.nii.gz").get_fdata(),
                                expected.get_fdata(), atol=1e-10)
@@ -213,3 +213,174 @@ def test_console_script_help():
     for command in ("demo", "fit", "contrast", "report"):
         assert command in result.stdout
     assert "daskglm demo --out daskglm_demo" in result.stdout
+
+
+# --------------------------------------------------- every FirstLevelModel parameter, confounds
+def _fit_parser():
+    import argparse
+
+    from daskglm.cli.parser import build_parser
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return sub.choices["fit"]
+
+
+def test_fit_exposes_every_first_level_model_parameter():
+    import inspect
+
+    from daskglm import FirstLevelModel
+    from daskglm.cli.parser import FIT_EXCLUDED, FIT_OPTIONS
+
+    params = {n for n, p in inspect.signature(FirstLevelModel.__init__).parameters.items()
+              if n != "self" and p.kind is not p.VAR_KEYWORD}
+    covered = set(FIT_OPTIONS.values())
+    assert params - covered - set(FIT_EXCLUDED) == set(), "parameters without a fit option"
+    assert not covered & set(FIT_EXCLUDED)
+    assert set(FIT_EXCLUDED) <= params and covered <= params
+    assert all(len(reason) > 20 for reason in FIT_EXCLUDED.values())
+    dests = {a.dest: a for a in _fit_parser()._actions}
+    help_text = _fit_parser().format_help()
+    for dest in FIT_OPTIONS:
+        assert dest in dests, dest
+        assert dests[dest].option_strings[0] in help_text
+
+
+def test_fit_options_reach_the_model(fiac_small):
+    from daskglm.cli.parser import FIT_OPTIONS, build_parser
+    from daskglm.cli.parsing import fit_model_params
+
+    args = build_parser().parse_args([
+        "fit", "run.nii", "-o", "x.zarr", "--t-r", "2", "--slice-time-ref", "0.5", "--hrf-model", "fir",
+        "--fir-delays", "0", "1", "2", "--drift-model", "polynomial", "--drift-order", "3",
+        "--high-pass", "0.02", "--min-onset", "-12", "--mask", "none", "--smoothing-fwhm", "6",
+        "--signal-scaling", "0,1", "--noise-model", "ar2", "--whitening", "exact", "--diagnostic-lags", "2",
+        "--keep-residuals", "--subject-label", "01", "--chunks", "32", "5000", "--target-affine", "4",
+    ])
+    params = fit_model_params(args)
+    assert set(params) == set(FIT_OPTIONS.values())
+    np.testing.assert_array_equal(params.pop("target_affine"), np.diag([4.0, 4.0, 4.0]))
+    assert params.pop("target_shape") is None
+    assert params == {
+        "t_r": 2.0, "slice_time_ref": 0.5, "hrf_model": "fir", "fir_delays": [0, 1, 2],
+        "drift_model": "polynomial", "drift_order": 3, "high_pass": 0.02, "min_onset": -12.0,
+        "mask_img": False, "smoothing_fwhm": 6.0, "signal_scaling": (0, 1), "noise_model": "ar2",
+        "whitening": "exact", "diagnostic_lags": 2, "minimize_memory": False, "subject_label": "01",
+        "chunks": {"time": 32, "voxel": 5000},
+    }
+    from daskglm import FirstLevelModel
+
+    FirstLevelModel(**params)._fit_options()  # a valid model
+    grid = fit_model_params(build_parser().parse_args(["fit", "r.nii", "-o", "x", "--target-affine",
+                                                       str(fiac_small["mask"])]))
+    mask = nib.load(fiac_small["mask"])
+    np.testing.assert_array_equal(grid["target_affine"], mask.affine)
+    assert grid["target_shape"] == mask.shape
+
+
+def test_fit_with_fir_delays_and_spm_motion_confounds(fiac_small, tmp_path, capsys):
+    n_scans = nib.load(fiac_small["func1"]).shape[3]
+    rng = np.random.default_rng(0)
+    rp = tmp_path / "rp_run1.txt"  # SPM's realignment parameters: six columns, no header
+    np.savetxt(rp, rng.normal(scale=0.1, size=(n_scans, 6)), fmt="%.6e", delimiter="  ")
+    out = tmp_path / "fir.zarr"
+    code, stdout, err = run(capsys, "fit", fiac_small["func1"], "--events", fiac_small["events1"],
+                            "--t-r", "2.5", "--mask", fiac_small["mask"], "--noise-model", "ols",
+                            "--hrf-model", "fir", "--fir-delays", "0", "1", "2", "--confounds", rp,
+                            "-o", out)
+    assert code == 0, err
+    columns = stdout.split("Design columns: ")[1].split(", ")
+    assert [c for c in columns if c.startswith("DSt-DSp")] == [f"DSt-DSp_delay_{d}" for d in (0, 1, 2)]
+    assert [c for c in columns if c.startswith("motion")] == [f"motion_{i}" for i in range(6)]
+    assert "Completed" not in err  # stderr is not a terminal: no progress bar
+
+
+@pytest.mark.parametrize("name, text, columns", [
+    ("rp_sub.txt", "0.1 0.2 0.3 0.01 0.02 0.03\n0.2 0.1 0.0 0.0 0.01 0.02\n", [f"motion_{i}" for i in range(6)]),
+    ("prefiltered_func_data_mcf.par", "0 0 0 0.1 0.2 0.3\n0 0 0 0.1 0.2 0.4\n", [f"motion_{i}" for i in range(6)]),
+    ("outliers.1D", "# AFNI\n1 0 0\n0 1 0\n", ["col_0", "col_1", "col_2"]),
+    ("conf.tsv", "csf\twm\n1.0\t2.0\n1.5\t2.5\n", ["csf", "wm"]),
+    ("conf.csv", "csf,wm\n1.0,2.0\n1.5,2.5\n", ["csf", "wm"]),
+])
+def test_read_confounds_formats(tmp_path, name, text, columns):
+    from daskglm.cli.parsing import read_confounds
+
+    path = tmp_path / name
+    path.write_text(text)
+    table = read_confounds(str(path))
+    assert list(table.columns) == columns and table.shape == (2, len(columns))
+    assert table.dtypes.map(lambda d: d.kind == "f").all()
+
+
+@pytest.mark.parametrize("text, match", [
+    ("0.1 0.2 abc\n0.1 0.2 0.3\n", "non-numeric|Could not read"),
+    ("csf\twm\nn/a\t2.0\n1.5\t2.5\n", "missing values"),
+    ("a b\n", "no data"),
+])
+def test_read_confounds_errors_name_the_file(tmp_path, text, match):
+    from daskglm.cli.parsing import read_confounds
+    from daskglm.errors import ConfoundsError
+
+    path = tmp_path / "rp_bad.txt"
+    path.write_text(text)
+    with pytest.raises(ConfoundsError, match=match) as info:
+        read_confounds(str(path))
+    assert str(path) in str(info.value)
+
+
+def test_cli_confounds_error_is_one_line_naming_the_file(fiac_small, tmp_path, capsys):
+    bad = tmp_path / "rp_broken.par"
+    bad.write_text("0.1 0.2 x 0 0 0\n")
+    code, _, err = run(capsys, "fit", fiac_small["func1"], "--events", fiac_small["events1"],
+                       "--t-r", "2.5", "--confounds", bad, "-o", tmp_path / "f.zarr")
+    assert code == 2 and str(bad) in err and err.count("\n") == 1
+
+
+def test_t_r_disagreeing_with_the_header_warns(fiac_small, tmp_path, capsys):
+    header_t_r = float(nib.load(fiac_small["func1"]).header.get_zooms()[3])
+    code, _, err = run(capsys, "fit", fiac_small["func1"], "--events", fiac_small["events1"],
+                       "--t-r", str(8 * header_t_r), "--mask", fiac_small["mask"], "--noise-model", "ols",
+                       "-o", tmp_path / "slow.zarr")
+    assert code == 0, err
+    assert "differs from the repetition time in the header" in err and fiac_small["func1"] in err
+    code, _, err = run(capsys, "fit", fiac_small["func1"], "--events", fiac_small["events1"],
+                       "--t-r", str(header_t_r), "--mask", fiac_small["mask"], "--noise-model", "ols",
+                       "-o", tmp_path / "same.zarr")
+    assert code == 0 and "differs" not in err
+
+
+def test_progress_only_on_a_terminal(monkeypatch):
+    from daskglm.cli.parser import build_parser, resolve_progress
+
+    parser = build_parser()
+
+    class Tty:
+        def __init__(self, tty):
+            self.tty = tty
+
+        def isatty(self):
+            return self.tty
+
+    for tty, argv, hidden in [(False, [], True), (True, [], False), (False, ["--progress"], False),
+                              (True, ["--no-progress"], True)]:
+        monkeypatch.setattr("sys.stderr", Tty(tty))
+        args = resolve_progress(parser.parse_args(["contrast", "s.zarr", "a", *argv]))
+        assert args.no_progress is hidden, (tty, argv)
+
+
+def test_mask_on_another_grid_is_one_line_with_a_hint(fiac_small, tmp_path, capsys):
+    mask = nib.load(fiac_small["mask"])
+    shifted = nib.Nifti1Image(np.asarray(mask.dataobj), mask.affine @ np.diag([2.0, 2.0, 2.0, 1.0]))
+    nib.save(shifted, tmp_path / "mask_2x.nii.gz")
+    code, _, err = run(capsys, "fit", fiac_small["func1"], "--events", fiac_small["events1"], "--t-r", "2.5",
+                       "--mask", tmp_path / "mask_2x.nii.gz", "-o", tmp_path / "f.zarr")
+    assert code == 2 and err.count("\n") == 1
+    assert "resample_to_img" in err and "--target-affine" in err and "6x6x6 mm" in err
+
+
+def test_confounds_with_the_wrong_number_of_rows_name_the_file(fiac_small, tmp_path, capsys):
+    short = tmp_path / "rp_short.txt"
+    np.savetxt(short, np.zeros((5, 6)))
+    code, _, err = run(capsys, "fit", fiac_small["func1"], "--events", fiac_small["events1"], "--t-r", "2.5",
+                       "--confounds", short, "-o", tmp_path / "f.zarr")
+    assert code == 2 and str(short) in err and "5 rows" in err and err.count("\n") == 1

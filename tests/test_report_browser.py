@@ -129,3 +129,106 @@ def test_report_screenshot(report_file, tmp_path):
     # the sidebar is dark, the page light, and the brain plots black: a rendered page, not blank
     assert pixels[:, :100].mean() < 0.3 and pixels[:, 300:].mean() > 0.5
     assert pixels.std() > 0.1
+
+
+# ------------------------------------------- the demo report and a real-data-like CLI report, looked at
+ARTIFACTS = Path(__file__).parent / "artifacts"
+
+SCREEN_PROBE = PROBE.replace(
+    "out.images.push({alt: img.alt, complete: img.complete, naturalWidth: img.naturalWidth, shown: shown(img)});",
+    "var r = img.getBoundingClientRect();"
+    "out.images.push({alt: img.alt, complete: img.complete, naturalWidth: img.naturalWidth, shown: shown(img),"
+    " rect: [r.left + window.scrollX, r.top + window.scrollY, r.width, r.height]});")
+
+
+def screenshot_with_layout(tmp_path: Path, html_path: Path, name: str, height: int) -> tuple[dict, np.ndarray]:
+    """Screenshot a report (kept in tests/artifacts/, path printed) and where each image is on it."""
+    from matplotlib.image import imread
+
+    probed = tmp_path / f"{name}_probed.html"
+    probed.write_text(html_path.read_text(encoding="utf-8").replace("<head>", "<head>" + SCREEN_PROBE, 1),
+                      encoding="utf-8")
+    size = f"--window-size=1280,{height}"
+    result = run_chromium(tmp_path, probed.as_uri(), size, "--virtual-time-budget=10000", "--dump-dom")
+    assert result.returncode == 0, result.stderr[-2000:]
+    probe = json.loads(re.search(r'<pre id="daskglm-probe">(.*?)</pre>', result.stdout, re.S).group(1)
+                       .replace("&quot;", '"').replace("&amp;", "&"))
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / f"{name}.png"
+    result = run_chromium(tmp_path, html_path.as_uri(), size, "--virtual-time-budget=10000",
+                          f"--screenshot={shot}")
+    assert result.returncode == 0 and console_messages(result.stderr) == []
+    print(f"screenshot of the {name} report: {shot}")
+    return probe, imread(shot)[..., :3]
+
+
+def image_pixels(pixels: np.ndarray, image: dict) -> np.ndarray:
+    left, top, width, height = (int(round(v)) for v in image["rect"])
+    assert top + height <= pixels.shape[0], "the page is longer than the screenshot"
+    return pixels[top:top + height, left:left + width]
+
+
+def saturated(pixels: np.ndarray) -> np.ndarray:
+    return (pixels.max(axis=-1) - pixels.min(axis=-1)) > 0.25
+
+
+def blue(pixels: np.ndarray) -> np.ndarray:
+    return (pixels[..., 2] > pixels[..., 0] + 0.2) & (pixels[..., 2] > 0.3)
+
+
+def check_common(probe: dict, pixels: np.ndarray) -> dict:
+    assert probe["errors"] == []
+    images = {img["alt"]: img for img in probe["images"]}
+    for img in probe["images"]:
+        assert img["complete"] and img["naturalWidth"] > 0 and img["shown"], img
+    mask = image_pixels(pixels, images["Analysis mask"])
+    # the mask is drawn in each of the three thirds of its panel (sagittal, coronal, axial)
+    thirds = np.array_split(mask[:, : int(mask.shape[1] * 0.98)], 3, axis=1)
+    for part in thirds:
+        assert saturated(part).mean() > 0.05, "a cut of the mask panel is empty"
+    return images
+
+
+def test_demo_report_in_chromium(tmp_path):
+    from daskglm.demo import run_demo
+
+    result = run_demo(tmp_path / "demo", shape=(18, 22, 18), n_scans=64, verbose=False)
+    probe, pixels = screenshot_with_layout(tmp_path, Path(result["report"]), "demo_report", 9000)
+    images = check_common(probe, pixels)
+    stat_maps = [img for alt, img in images.items() if alt.startswith("Stat map of")]
+    assert len(stat_maps) == 8
+    for img in stat_maps:
+        region = image_pixels(pixels, img)
+        # anatomy (the mean image, grey) behind the maps, and the map itself in colour
+        grey = (region.max(axis=-1) - region.min(axis=-1) < 0.05) & (region.mean(axis=-1) > 0.2)
+        assert grey.mean() > 0.1 and saturated(region).sum() > 100, img["alt"]
+
+
+def test_real_data_like_cli_report_in_chromium(fiac_small, tmp_path, capsys):
+    """A fit with events through the CLI, reported from its store: one-sided maps, glass brains,
+    a contrast with no survivor, anatomy from the store's mean image."""
+    from daskglm.cli import main
+
+    store = tmp_path / "fit.zarr"
+    assert main(["fit", fiac_small["func1"], fiac_small["func2"], "--events", fiac_small["events1"],
+                 fiac_small["events2"], "--t-r", "2.5", "--smoothing-fwhm", "5", "-o", str(store)]) == 0
+    contrasts = tmp_path / "contrasts.json"
+    sentence = "`DSt-DSp` + `DSt-SSp` - `SSt-SSp` - `SSt-DSp`"
+    contrasts.write_text(json.dumps({"sentence": sentence, "none": f"-({sentence})"}))
+    html_path = tmp_path / "report.html"
+    code = main(["report", str(store), "-f", str(contrasts), "--glass-brain", "--height-control",
+                 "bonferroni", "--alpha", "0.05", "-o", str(html_path)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "must not exceed" not in captured.err
+    probe, pixels = screenshot_with_layout(tmp_path, html_path, "cli_report", 6000)
+    images = check_common(probe, pixels)
+    stat = image_pixels(pixels, images["Stat map of sentence"])
+    glass = image_pixels(pixels, images["Glass brain of sentence"])
+    for region in (stat, glass):  # one-sided: warm colours only, no blue anywhere
+        assert saturated(region).sum() > 100 and blue(region).sum() == 0
+    grey = (stat.max(axis=-1) - stat.min(axis=-1) < 0.05) & (stat.mean(axis=-1) > 0.2)
+    assert grey.mean() > 0.1, "no anatomy behind the stat map"
+    empty = [alt for alt in images if alt.startswith("Stat map of none")]
+    assert empty == ["Stat map of none: no voxel survives the threshold"]
+    assert images[empty[0]]["rect"][3] < 200  # a line of text, not an empty frame

@@ -77,7 +77,7 @@ def test_report_section_per_contrast(report_html, contrasts):
     for name, body in zip(contrasts, sections.values()):
         assert f"<h3>{name}</h3>" in body
         assert f'alt="Contrast matrix of {name}, all runs"' in body
-        assert f'alt="Stat map of {name}"' in body
+        assert f'alt="Stat map of {name}' in body  # (": no voxel survives the threshold" when empty)
         assert f'href="#c-{name}"' in report_html  # navigation link
 
 
@@ -218,3 +218,155 @@ def test_cluster_table_from_store_matches_in_memory(stored_fit, fiac_small):
 def test_cluster_table_from_missing_store(tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
         cluster_table_from_store(tmp_path / "nope.zarr", [1, 0])
+
+
+# ------------------------------------------------------ what a person sees (pixels of the figures)
+def _rgb(fig) -> np.ndarray:
+    fig.canvas.draw()
+    return np.asarray(fig.canvas.buffer_rgba())[..., :3].astype(float) / 255
+
+
+def _axes_pixels(fig, ax) -> np.ndarray:
+    """The rendered pixels inside ``ax`` (rows from the top, as in the buffer)."""
+    rgb = _rgb(fig)
+    box = ax.get_window_extent()
+    height = rgb.shape[0]
+    rows = slice(int(height - box.y1) + 2, int(height - box.y0) - 2)
+    return rgb[rows, int(box.x0) + 2:int(box.x1) - 2]
+
+
+def _coloured(pixels: np.ndarray) -> np.ndarray:
+    """Saturated pixels (not black, white or grey)."""
+    return (pixels.max(axis=-1) - pixels.min(axis=-1)) > 0.25
+
+
+def _blue(pixels: np.ndarray) -> np.ndarray:
+    return (pixels[..., 2] > pixels[..., 0] + 0.2) & (pixels[..., 2] > 0.3)
+
+
+def test_mask_plot_shows_the_mask_in_every_cut(fiac_small):
+    """The FIAC-like data are in scanner space (0 mm is outside the image): cuts must follow the mask."""
+    from daskglm.reporting.plotting import mask_cut_coords, plot_mask
+
+    mask = nib.load(fiac_small["mask"])
+    assert not np.allclose(mask.affine[:3, 3], 0)
+    cuts = mask_cut_coords(mask)
+    ijk = np.round(np.linalg.solve(mask.affine, [*cuts, 1])[:3]).astype(int)
+    assert np.asarray(mask.dataobj)[tuple(ijk)] != 0
+    fig = plot_mask(mask)
+    axes = [ax for ax in fig.axes if ax.images and ax.get_position().width < 0.9]  # not the frame
+    assert len(axes) == 3
+    for ax in axes:
+        pixels = _axes_pixels(fig, ax)
+        assert _coloured(pixels).mean() > 0.05, "a mask cut is empty"
+
+
+def test_empty_map_says_so_in_words_without_warnings(fitted):
+    from daskglm.reporting.plotting import plot_glass_brain, plot_stat_map
+
+    z = fitted.compute_contrast("FirstSt")
+    too_high = float(np.abs(z.get_fdata()).max()) + 1
+    with warnings_as_errors():
+        for fig in (plot_stat_map(z, threshold=too_high, title="t"),
+                    plot_stat_map(z, threshold=np.inf, title="t", two_sided=False),
+                    plot_glass_brain(z, threshold=too_high, title="t")):
+            texts = " ".join(t.get_text() for t in fig.texts)
+            assert "No voxel survives the threshold" in texts
+            assert not any(ax.images for ax in fig.axes)  # no black frame
+            rgb = _rgb(fig)
+            assert rgb.mean() > 0.9  # a white figure with text, not a black frame
+
+
+def warnings_as_errors():
+    import warnings
+
+    manager = warnings.catch_warnings()
+    manager.__enter__()
+    warnings.simplefilter("error")
+    return _Exit(manager)
+
+
+class _Exit:
+    def __init__(self, manager):
+        self.manager = manager
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.manager.__exit__(*exc)
+        return False
+
+
+def test_one_sided_maps_use_a_one_sided_colour_map(fitted):
+    from daskglm.reporting.plotting import plot_glass_brain, plot_stat_map
+
+    z = fitted.compute_contrast("`DSt-DSp` + `DSt-SSp` - `SSt-SSp` - `SSt-DSp`")
+    positive = nib.Nifti1Image(np.where(z.get_fdata() > 3, z.get_fdata(), 0).astype(np.float32), z.affine)
+    assert (positive.get_fdata() > 3).sum() > 5
+    for draw in (plot_stat_map, plot_glass_brain):
+        one = _rgb(draw(positive, threshold=3.0, two_sided=False))
+        assert _coloured(one).sum() > 50
+        assert _blue(one).sum() == 0, f"{draw.__name__}: blue in a one-sided map"
+    # negative control: a two-sided stat map of a map with negative values does draw blue
+    negative = nib.Nifti1Image(-positive.get_fdata().astype(np.float32), z.affine)
+    assert _blue(_rgb(plot_stat_map(negative, threshold=3.0, two_sided=True))).sum() > 20
+
+
+def test_contrast_matrix_colour_bar_does_not_cover_labels(fitted):
+    from daskglm.reporting.plotting import plot_contrast_matrix
+
+    design = fitted.design_matrices_[0]
+    fig = plot_contrast_matrix([-1, -1, 1, 1], design)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    matrix, bar = fig.axes[0], fig.axes[1]
+    bar_box = bar.get_window_extent(renderer)
+    labels = [t for t in matrix.get_xticklabels() if t.get_text()]
+    assert labels[-1].get_text() == "constant"
+    for label in labels:
+        assert not label.get_window_extent(renderer).overlaps(bar_box), label.get_text()
+    fig_box = fig.bbox
+    assert bar_box.x1 <= fig_box.x1 and bar_box.y0 >= 0
+
+
+def test_store_keeps_the_mean_image_and_the_report_uses_it(fitted, fiac_small, tmp_path):
+    from daskglm.volumes import mean_image
+
+    fitted.to_zarr(tmp_path / "fit.zarr")
+    reopened = open_model(tmp_path / "fit.zarr")
+    mean = mean_image(reopened)
+    mask = np.asarray(nib.load(fiac_small["mask"]).dataobj) != 0
+    expected = np.mean([nib.load(fiac_small[f"func{r}"]).get_fdata().mean(axis=3) for r in (1, 2)], axis=0)
+    np.testing.assert_allclose(mean.get_fdata()[mask], expected[mask], rtol=1e-5)
+    assert np.all(mean.get_fdata()[~mask] == 0)
+    # the report of the reopened store draws its stat maps over that anatomy, not a crop on black
+    text = reopened.generate_report({"FirstSt": "FirstSt", "none": "FirstSt"}, threshold=3.0,
+                                    height_control=None).get_standalone()
+    uri = re.search(r'<img class="brain" src="data:image/png;base64,([^"]+)" alt="Stat map of FirstSt"',
+                    text).group(1)
+    import io
+
+    from matplotlib.image import imread
+
+    pixels = imread(io.BytesIO(base64.b64decode(uri)))[..., :3]
+    grey = (pixels.max(axis=-1) - pixels.min(axis=-1) < 0.05) & (pixels.mean(axis=-1) > 0.15)
+    assert grey.mean() > 0.1, "no anatomy behind the stat map"
+
+
+def test_report_says_when_no_voxel_survives(fitted, recwarn):
+    text = fitted.generate_report({"FirstSt": "FirstSt"}, threshold=1e6, height_control=None,
+                                  glass_brain=True).get_standalone()
+    assert text.count("no voxel survives the threshold") == 1  # the stat map's alt text
+    assert "No suprathreshold cluster" in text
+    assert not [w for w in recwarn if "must not exceed" in str(w.message)]  # no leaked nilearn warning
+
+
+def test_glass_brain_recentred_only_for_scanner_coordinates(fiac_small):
+    from daskglm.reporting.report import _far_from_template
+
+    scanner = nib.load(fiac_small["mask"])  # FIAC: the field of view is centred ~190 mm from 0 mm
+    assert _far_from_template(scanner)
+    centred = nib.Nifti1Image(np.zeros((61, 73, 61), np.uint8), np.array(
+        [[-3.0, 0, 0, 90], [0, 3, 0, -126], [0, 0, 3, -72], [0, 0, 0, 1]]))  # MNI 3 mm
+    assert not _far_from_template(centred)

@@ -1,4 +1,5 @@
-"""Contrasts given on the command line: ``NAME=DEFINITION`` arguments and JSON files."""
+"""Inputs given on the command line: contrasts (``NAME=DEFINITION`` arguments and JSON files),
+confounds files (:func:`read_confounds`) and the model parameters of ``daskglm fit``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from typing import Any
 
 from ..errors import UsageError
 
-__all__ = ["parse_contrast", "load_contrast_file", "contrasts_from_args", "safe_filename"]
+__all__ = ["parse_contrast", "load_contrast_file", "contrasts_from_args", "safe_filename", "read_confounds",
+           "fit_model_params"]
 
 _NAMED = re.compile(r"^\s*([A-Za-z_][\w.+-]*)\s*=(?!=)\s*(.+)$", re.S)
 
@@ -106,3 +108,132 @@ def contrasts_from_args(args) -> dict[str, Any]:
 def safe_filename(name: str) -> str:
     """A contrast name usable in a file name."""
     return re.sub(r"[^A-Za-z0-9_.+-]+", "_", name).strip("_") or "contrast"
+
+
+#: Extensions of the header-less, whitespace-separated confounds files of SPM, FSL and AFNI.
+PLAIN_CONFOUNDS_SUFFIXES = (".txt", ".par", ".1d", ".dat")
+#: Names of the columns of a header-less six-column file (rigid-body motion parameters).
+MOTION_NAMES = tuple(f"motion_{i}" for i in range(6))
+
+
+def read_confounds(path: str):
+    """A confounds file as a pandas.DataFrame, in the formats neuroimagers have.
+
+    * ``.tsv`` (tabs) and ``.csv`` (commas) with a header row, as fMRIPrep's
+      ``*_desc-confounds_timeseries.tsv``;
+    * header-less whitespace-separated numbers (SPM ``rp_*.txt``, FSL
+      ``.par``, AFNI ``.1D``; ``#`` comments skipped): six columns are the
+      motion parameters ``motion_0`` .. ``motion_5``, other counts ``col_0`` ..
+
+    Parameters
+    ----------
+    path : str
+
+    Returns
+    -------
+    pandas.DataFrame
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    daskglm.errors.ConfoundsError
+        If it cannot be read as numbers, or has missing values; the message
+        names the file.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from ..errors import ConfoundsError
+
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"The confounds file {path!r} does not exist.")
+    try:
+        if file.suffix.lower() in (".tsv", ".csv") or not _looks_numeric(file):
+            table = pd.read_csv(file, sep="," if file.suffix.lower() == ".csv" else "\t")
+        else:
+            values = np.loadtxt(file, comments="#", ndmin=2, dtype=np.float64)
+            names = MOTION_NAMES if values.shape[1] == 6 else [f"col_{i}" for i in range(values.shape[1])]
+            table = pd.DataFrame(values, columns=list(names))
+    except (ValueError, OSError, pd.errors.ParserError) as err:
+        raise ConfoundsError(f"Could not read the confounds file {path!r}: {err}") from err
+    if table.shape[1] == 0 or table.shape[0] == 0:
+        raise ConfoundsError(f"The confounds file {path!r} has no data.")
+    bad = [str(c) for c in table.columns if not pd.api.types.is_numeric_dtype(table[c])]
+    if bad:
+        raise ConfoundsError(
+            f"The confounds file {path!r} has non-numeric columns: {', '.join(bad[:5])}"
+            f"{' ...' if len(bad) > 5 else ''}. A file without header must hold only numbers."
+        )
+    missing = [str(c) for c in table.columns if table[c].isna().any()]
+    if missing:
+        raise ConfoundsError(
+            f"The confounds file {path!r} has missing values (n/a) in: {', '.join(missing[:5])}"
+            f"{' ...' if len(missing) > 5 else ''}; fill them (e.g. with 0, as for fMRIPrep's "
+            "derivatives) or leave those columns out."
+        )
+    return table
+
+
+def _looks_numeric(file: Path) -> bool:
+    """Whether the first non-comment line is all numbers (a header-less file)."""
+    with file.open(encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            text = line.strip()
+            if not text or text.startswith("#"):
+                continue
+            try:
+                [float(tok) for tok in text.replace(",", " ").split()]
+            except ValueError:
+                return False
+            return True
+    return False
+
+
+def fit_model_params(args) -> dict[str, Any]:
+    """``FirstLevelModel`` parameters from ``daskglm fit``'s options (see ``parser.FIT_OPTIONS``)."""
+    scaling = {"0": 0, "1": 1, "0,1": (0, 1), "none": False}[args.signal_scaling]
+    chunks = {"time": args.chunks[0], "voxel": args.chunks[1]} if args.chunks else "auto"
+    mask = False if args.mask == "none" else args.mask
+    return {
+        "t_r": args.t_r, "slice_time_ref": args.slice_time_ref, "hrf_model": args.hrf_model,
+        "drift_model": None if args.drift_model == "none" else args.drift_model,
+        "high_pass": args.high_pass, "drift_order": args.drift_order,
+        "fir_delays": list(args.fir_delays) if args.fir_delays else None, "min_onset": args.min_onset,
+        "mask_img": mask, "smoothing_fwhm": args.smoothing_fwhm, "signal_scaling": scaling,
+        "noise_model": args.noise_model, "minimize_memory": not args.keep_residuals,
+        "subject_label": args.subject_label, "whitening": args.whitening, "chunks": chunks,
+        "diagnostic_lags": args.diagnostic_lags, **_target_grid(args.target_affine, args.target_shape),
+    }
+
+
+def _target_grid(text: str | None, shape) -> dict[str, Any]:
+    """``target_affine``/``target_shape`` from ``--target-affine`` (mm, NIfTI or JSON) and ``--target-shape``."""
+    import numpy as np
+
+    shape = tuple(shape) if shape else None
+    if text is None:
+        return {"target_affine": None, "target_shape": shape}
+    try:
+        size = float(text)
+    except ValueError:
+        size = None
+    if size is not None:
+        if not size > 0:
+            raise UsageError(f"--target-affine: a voxel size must be positive, got {text!r}.")
+        return {"target_affine": np.diag([size] * 3), "target_shape": shape}
+    if text.lstrip().startswith("["):
+        try:
+            affine = np.asarray(json.loads(text), dtype=float)
+        except (json.JSONDecodeError, TypeError, ValueError) as err:
+            raise UsageError(f"--target-affine {text!r} is not a JSON matrix of numbers.") from err
+        if affine.shape not in ((3, 3), (4, 4)):
+            raise UsageError(f"--target-affine must be 3x3 or 4x4, got shape {affine.shape}.")
+        return {"target_affine": affine, "target_shape": shape}
+    if not Path(text).is_file():
+        raise FileNotFoundError(f"--target-affine {text!r} is neither a voxel size, a JSON matrix nor a file.")
+    import nibabel as nib
+
+    img = nib.load(text)
+    return {"target_affine": np.asarray(img.affine), "target_shape": shape or tuple(img.shape[:3])}

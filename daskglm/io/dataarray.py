@@ -2,23 +2,42 @@
 
 from __future__ import annotations
 
+import warnings
+
 import dask.array as da
 import numpy as np
 import xarray as xr
 from dask import delayed
+from dask.base import tokenize
 
 from .base import time_chunk_size
+from .cifti import is_cifti, open_cifti_run
+from .coords import volume_coords, volume_dims
 from .nifti import FileRunSource
+from .remote import RemoteRunSource, is_url
 from .runs import as_run_source
 
-__all__ = ["open_run"]
+__all__ = ["open_run", "header_t_r"]
+
+#: Seconds per unit of the NIfTI ``xyzt_units`` time field.
+_TIME_UNITS = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}
 
 
 def _read_xyzt(source, t0: int, t1: int) -> np.ndarray:
     return source.read(t0, t1).transpose(3, 2, 1, 0)
 
 
-def open_run(path_or_img, chunks: int | str = "auto") -> xr.DataArray:
+def header_t_r(header) -> float | None:
+    """The repetition time in seconds from a NIfTI header (``pixdim[4]`` in its time unit), or None."""
+    zooms = header.get_zooms()
+    if len(zooms) < 4 or not zooms[3] > 0:
+        return None
+    unit = header.get_xyzt_units()[1]
+    return float(zooms[3]) * _TIME_UNITS.get(unit, 1.0)
+
+
+def open_run(path_or_img, chunks: int | str = "auto", t_r: float | None = None,
+             storage_options: dict | None = None) -> xr.DataArray:
     """Open a 4D NIfTI run lazily.
 
     Only the header is read; each time chunk is read when (and if) it is
@@ -27,39 +46,87 @@ def open_run(path_or_img, chunks: int | str = "auto") -> xr.DataArray:
     Parameters
     ----------
     path_or_img : str, path or nibabel.Nifti1Image
-        A ``.nii`` or ``.nii.gz`` file, or an image.
+        A ``.nii`` or ``.nii.gz`` file, or an image; a CIFTI-2 ``.dtseries.nii``
+        opens as ``(time, grayordinate)`` (:func:`daskglm.io.cifti.open_cifti_run`).
     chunks : int or 'auto'
         Volumes per dask chunk.
+    t_r : float, optional
+        Repetition time in seconds, for the ``time`` coordinate; default:
+        the header's (a warning tells when a given ``t_r`` differs from it).
+        Without either, ``time`` counts scans.
+    storage_options : dict, optional
+        fsspec options when ``path_or_img`` is a URL (``s3://...``; e.g. ``{"anon": True}``);
+        the run is then read by whichever process computes a chunk (:mod:`daskglm.io.remote`).
 
     Returns
     -------
     xarray.DataArray
-        Dims ``(x, y, z, time)``, dtype after NIfTI scaling (scl_slope/inter).
-        ``attrs`` hold ``affine`` (4x4 list), ``zooms`` and, when known, ``t_r``
-        and the source ``filename``.
+        Dims ``(x, y, z, time)`` with world coordinates ``x, y, z`` in mm and
+        voxel indices ``i, j, k`` along them (``(i, j, k, time)`` with 3-D
+        ``x, y, z`` for an oblique affine, see :mod:`daskglm.io.coords`), and
+        ``time`` in seconds (scan onsets, ``scan * t_r``) with a ``scan``
+        index coordinate.  The dtype is the file's (e.g. int16) unless NIfTI
+        scaling (scl_slope/inter) applies.  ``attrs`` hold ``affine`` (4x4
+        list), ``zooms``, ``t_r`` when known and the source ``filename``.
     """
-    source = as_run_source(path_or_img)
+    if is_cifti(path_or_img):  # (time, grayordinate) with brain-structure coordinates
+        return open_cifti_run(path_or_img, chunks)
+    if storage_options and is_url(path_or_img):
+        source = RemoteRunSource(path_or_img, storage_options)
+    else:
+        source = as_run_source(path_or_img)
     n = source.n_scans
     if chunks == "auto":
         chunks = time_chunk_size(source.spatial_shape, source.dtype)
     chunks = int(chunks)
+    token = tokenize(source, chunks)
     blocks = []
     for t0 in range(0, n, chunks):
         t1 = min(t0 + chunks, n)
         blocks.append(
             da.from_delayed(
-                delayed(_read_xyzt, pure=True)(source, t0, t1),
+                delayed(_read_xyzt, pure=True)(source, t0, t1, dask_key_name=f"read-volumes-{token}-{t0}"),
                 shape=(*source.spatial_shape, t1 - t0),
                 dtype=source.dtype,
+                name=f"run-volumes-{token}-{t0}",
             )
         )
     data = da.concatenate(blocks, axis=3)
     attrs = {"affine": np.asarray(source.affine).tolist()}
     zooms = np.sqrt((np.asarray(source.affine)[:3, :3] ** 2).sum(axis=0))
     attrs["zooms"] = zooms.tolist()
+    from_header = None
     if isinstance(source, FileRunSource):
         attrs["filename"] = str(source.path)
-        pixdim = source.header.get_zooms()
-        if len(pixdim) > 3 and pixdim[3] > 0:
-            attrs["t_r"] = float(pixdim[3])
-    return xr.DataArray(data, dims=("x", "y", "z", "time"), attrs=attrs, name="bold")
+        from_header = header_t_r(source.header)
+    elif isinstance(source, RemoteRunSource):
+        attrs["filename"] = source.url
+        from_header = header_t_r(source.header)
+    t_r = _check_t_r(t_r, from_header, attrs.get("filename", "the image"))
+    time_attrs = {"long_name": "scan onset", "units": "s", "standard_name": "time", "axis": "T"}
+    if t_r is not None:
+        attrs["t_r"] = t_r
+        time = np.arange(n) * t_r
+    else:
+        time = np.arange(n, dtype=float)
+        time_attrs = {"long_name": "scan (no repetition time known: pass t_r=)", "units": "1"}
+    coords = volume_coords(source.spatial_shape, source.affine)
+    coords["time"] = ("time", time, time_attrs)
+    coords["scan"] = ("time", np.arange(n), {"long_name": "scan index", "units": "1"})
+    dims = (*volume_dims(source.affine), "time")
+    return xr.DataArray(data, dims=dims, coords=coords, attrs=attrs, name="bold")
+
+
+def _check_t_r(t_r: float | None, from_header: float | None, where: str) -> float | None:
+    if t_r is None:
+        return from_header
+    t_r = float(t_r)
+    if not t_r > 0:
+        raise ValueError(f"t_r must be a positive number of seconds, got {t_r!r}.")
+    if from_header is not None and abs(from_header - t_r) > 1e-3 * max(t_r, from_header):
+        warnings.warn(
+            f"t_r={t_r:g} differs from the repetition time in the header of {where} "
+            f"({from_header:g} s); the time coordinate uses {t_r:g} s.",
+            UserWarning, stacklevel=3,
+        )
+    return t_r

@@ -31,6 +31,7 @@ import pandas as pd
 from .._version import __version__
 from ..errors import NotFittedError
 from ..io.export import unmask
+from ..surface import check_reportable
 from ..thresholding import check_threshold_params, get_clusters_table, threshold_stats_img
 from . import _templates, plotting
 
@@ -193,16 +194,10 @@ def _cluster_table_html(table: pd.DataFrame) -> str:
 
 
 def _default_background(model):
-    """The streamed mean image of the first run, if the runs are at hand."""
-    import nibabel as nib
+    """The mean image of the fit (:func:`daskglm.volumes.mean_image`), or None for old stores."""
+    from ..volumes import mean_image
 
-    from ..masking import run_mean_image
-
-    sources = getattr(model, "_sources", None)
-    if not sources:
-        return None
-    mean = run_mean_image(sources[0]).compute()
-    return nib.Nifti1Image(mean.astype(np.float32), sources[0].affine)
+    return mean_image(model)
 
 
 def _compute_contrasts(model, contrasts: dict) -> list[_ContrastResult]:
@@ -215,12 +210,15 @@ def _compute_contrasts(model, contrasts: dict) -> list[_ContrastResult]:
 def _threshold_all(results, mask_img, alpha, threshold, height_control, cluster_threshold,
                    two_sided, min_distance) -> None:
     for res in results:
-        res.thresholded, res.threshold = threshold_stats_img(
-            res.z_img, mask_img, alpha=alpha, threshold=threshold, height_control=height_control,
-            cluster_threshold=cluster_threshold, two_sided=two_sided,
-        )
+        with warnings.catch_warnings():  # the report says in words that no voxel survives
+            warnings.filterwarnings("ignore", message=".*must not exceed.*")
+            res.thresholded, res.threshold = threshold_stats_img(
+                res.z_img, mask_img, alpha=alpha, threshold=threshold, height_control=height_control,
+                cluster_threshold=cluster_threshold, two_sided=two_sided,
+            )
         with warnings.catch_warnings():  # the report says so itself
             warnings.filterwarnings("ignore", message="No clusters found")
+            warnings.filterwarnings("ignore", message=".*must not exceed.*")
             res.table = get_clusters_table(
                 res.z_img, float(res.threshold), cluster_threshold=cluster_threshold,
                 two_sided=two_sided, min_distance=min_distance,
@@ -261,18 +259,21 @@ def _n_clusters(table: pd.DataFrame) -> int:
 
 
 def _contrast_section(model, res: _ContrastResult, slug: str, bg_img, glass_brain: bool,
-                      cut_coords, display_mode: str) -> str:
-    # nothing passes an infinite (e.g. FDR) threshold: draw the empty map
-    shown = res.threshold if np.isfinite(res.threshold) else 1e9
+                      cut_coords, display_mode: str, two_sided: bool) -> str:
+    # an infinite (e.g. FDR) threshold or an empty map gives a figure saying so in words
     stat_fig = plotting.plot_stat_map(
-        res.thresholded, bg_img=bg_img, threshold=shown,
+        res.thresholded, bg_img=bg_img, threshold=res.threshold,
         title=f"{res.name}, z (threshold {res.threshold:.2f})", cut_coords=cut_coords,
-        display_mode=display_mode,
+        display_mode=display_mode, two_sided=two_sided,
     )
-    images = [_fig_tag(stat_fig, f"Stat map of {res.name}", "png", "brain")]
+    empty = plotting.surviving_voxels(res.thresholded, res.threshold) == 0
+    alt = f"Stat map of {res.name}" + (": no voxel survives the threshold" if empty else "")
+    images = [_fig_tag(stat_fig, alt, "png", "brain")]
     if glass_brain:
-        glass = plotting.plot_glass_brain(res.thresholded, threshold=shown,
-                                          title=f"{res.name}, glass brain")
+        recentre = _far_from_template(res.thresholded)
+        title = f"{res.name}, glass brain" + (" (field of view recentred on 0 mm)" if recentre else "")
+        glass = plotting.plot_glass_brain(res.thresholded, threshold=res.threshold, title=title,
+                                          two_sided=two_sided, recentre=recentre)
         images.append(_fig_tag(glass, f"Glass brain of {res.name}", "png", "brain"))
     return _template("contrast.html").substitute(
         slug=slug,
@@ -284,6 +285,18 @@ def _contrast_section(model, res: _ContrastResult, slug: str, bg_img, glass_brai
         table=_cluster_table_html(res.table),
         n_clusters=str(_n_clusters(res.table)),
     )
+
+
+#: Distance (mm) of the field of view's centre from 0 mm beyond which the data are taken to be in
+#: scanner coordinates, not in a template space: the glass brain is then drawn recentred.
+TEMPLATE_DISTANCE_MM = 40.0
+
+
+def _far_from_template(img) -> bool:
+    """Whether the image's field of view is centred far from 0 mm (scanner, not MNI, coordinates)."""
+    shape = np.asarray(img.shape[:3])
+    centre = img.affine[:3, :3] @ ((shape - 1) / 2) + img.affine[:3, 3]
+    return bool(np.linalg.norm(centre) > TEMPLATE_DISTANCE_MM)
 
 
 def _design_section(model) -> str:
@@ -329,9 +342,10 @@ def make_glm_report(
     title : str, optional
         Report title (default: "daskglm first-level report").
     bg_img : path, Nifti1Image or None
-        Background of the stat maps.  ``None`` uses the mean image of the first
-        run when the model was fitted in this process (streamed, never loaded
-        whole), and a black background for a reopened store.
+        Background of the stat maps and of the mask.  ``None`` uses the fit's
+        mean image (each in-mask voxel's signal mean, computed in the fit's
+        streaming pass and kept in the store, averaged over runs), or the mask
+        for fits without it: maps are always shown in the whole brain.
     threshold : float, default=3.09
         z threshold, used when ``height_control`` is None.
     alpha : float, default=0.001
@@ -359,21 +373,30 @@ def make_glm_report(
     """
     if not model.__sklearn_is_fitted__():
         raise NotFittedError("The model is not fitted yet; call fit() before generate_report().")
+    check_reportable(model._state)  # CIFTI fits hold no mesh to draw on (daskglm.surface)
     check_threshold_params(alpha, threshold, height_control, cluster_threshold)
     contrasts = normalize_contrasts(contrasts)
     title = title or "daskglm first-level report"
+    if model._state.geometry is not None:  # SurfaceImage fits: drawn on their mesh
+        from .surface_report import surface_report_page
+
+        height = _height_text(height_control, alpha, threshold, cluster_threshold, two_sided)
+        return GLMReport(surface_report_page(model, contrasts, title, threshold, alpha, cluster_threshold,
+                                             height_control, two_sided, height), title)
     if bg_img is None:
         bg_img = _default_background(model)
+    if bg_img is None:  # the whole brain as context, rather than a crop around the clusters
+        bg_img = model.mask_img_
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*padded with zeros.*")
-        warnings.filterwarnings("ignore", message=".*One contrast given.*")
+        warnings.filterwarnings("ignore", message=".*The same contrast will be used.*")
         results = _compute_contrasts(model, contrasts)
     _threshold_all(results, model.mask_img_, alpha, threshold, height_control, cluster_threshold,
                    two_sided, min_distance)
     used: set[str] = set()
     slugs = [_slug(r.name, used) for r in results]
     sections = [
-        _contrast_section(model, r, s, bg_img, glass_brain, cut_coords, display_mode)
+        _contrast_section(model, r, s, bg_img, glass_brain, cut_coords, display_mode, two_sided)
         for r, s in zip(results, slugs)
     ]
     nav = "\n".join(
