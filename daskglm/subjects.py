@@ -3,8 +3,9 @@
 Every subject's fit is built lazily (:meth:`FirstLevelModel.fit`), turned into
 a delayed, atomic store write (``to_zarr(compute=False)``), and all of them are
 computed together by one ``dask.compute`` (or, under a
-``dask.distributed.Client``, one ``client.compute``), so the scheduler keeps
-every worker busy across subjects.  Each subject goes to its own fit store,
+``dask.distributed.Client``, submitted to the cluster one by one as soon as
+each is built, so the workers start while the client plans the next
+subjects), so the scheduler keeps every worker busy across subjects.  Each subject goes to its own fit store,
 ``<store>/sub-<id>``, readable with :func:`daskglm.open_model` or
 :func:`open_subject`; the root group's attributes record each subject's status.
 
@@ -15,15 +16,33 @@ with the local schedulers, a failed batch falls back to fitting the remaining
 subjects one by one, resuming what the batch already wrote.
 
 :func:`load_spec` reads the spec file of the ``daskglm fit-subjects`` command
-(:mod:`daskglm.cli`).
+(:mod:`daskglm.cli`); :func:`daskglm.fit_bids` (``daskglm bids``) builds the
+same store from a BIDS query through :func:`fit_models`.
+
+The study store's layout (stable; other tools read it)::
+
+    <store>/zarr.json   root group, attributes:
+                          daskglm_format = "daskglm-subjects", daskglm_format_version = 1,
+                          subjects = {id: {"group": "sub-<id>", "status": "complete" | "failed",
+                                           "runs", "scans", "scans_kept", "voxels", "wall_s",
+                                           "runs_written", "runs_reused", "error" (if failed)}},
+                          and, from fit_bids, bids = {dataset, task, space, confounds,
+                                                      contrasts, runs: {id: [inputs]}}
+    <store>/sub-<id>/   one complete fit store (open_subject / open_model)
+
+Entries are merged across calls: a subject that fails later keeps its group
+(and earlier fit) and is marked failed.  :func:`read_status` returns the
+``subjects`` mapping, :func:`status_table` prints it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import json
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +57,8 @@ from .store.location import Location
 from .store.schema import FORMAT_ATTR, FORMAT_VERSION_ATTR
 from .store.zarr import WriteSummary
 
-__all__ = ["fit_subjects", "open_subject", "load_spec", "SubjectsResult", "SubjectsError"]
+__all__ = ["fit_subjects", "fit_models", "open_subject", "load_spec", "read_status", "status_table",
+           "SubjectsResult", "SubjectsError"]
 
 SUBJECTS_FORMAT = "daskglm-subjects"
 _FIT_KEYS = ("run_imgs", "events", "confounds", "design_matrices", "sample_masks")
@@ -62,6 +82,12 @@ class SubjectsResult:
     store: str
     completed: dict[str, WriteSummary] = field(default_factory=dict)
     failed: dict[str, str] = field(default_factory=dict)
+    #: ``subject id -> {"runs", "scans", "scans_kept", "voxels", "wall_s", "status", "error"}``
+    status: dict[str, dict] = field(default_factory=dict)
+
+    def table(self) -> str:
+        """The per-subject status table (runs, scans kept, voxels, wall, error) as text."""
+        return status_table(self.status)
 
     @property
     def ok(self) -> bool:
@@ -143,31 +169,52 @@ def _subject_store(root: Location, sid: str) -> str:
     return root.child(f"sub-{sid}")
 
 
-def _plan(sid: str, spec: dict, params: dict, root: Location, overwrite: bool, resume: bool):
-    """Build one subject's lazy fit and its delayed store write."""
+def _fit_spec(spec: dict, params: dict) -> FirstLevelModel:
+    """One subject's lazily fitted model from its fit arguments."""
     params = dict(params)
     if "mask_img" in spec:
         params["mask_img"] = spec["mask_img"]
     model = FirstLevelModel(**params)
-    model.fit(**{k: spec[k] for k in _FIT_KEYS if k in spec})
-    return model.to_zarr(_subject_store(root, sid), overwrite=overwrite, resume=resume,
-                         compute=False, storage_options=root.storage_options or None)
+    return model.fit(**{k: spec[k] for k in _FIT_KEYS if k in spec})
 
 
-def _compute_distributed(client, planned: dict, progress: bool) -> dict[str, Any]:
+def _finished(summary):
+    """Graph task run after a subject's store is committed: stamps the time."""
+    return summary, time.time()
+
+
+def _subject_info(model: FirstLevelModel) -> dict:
+    """Runs, scans, scans kept and voxels of a lazily fitted model (computes nothing)."""
+    state = model._state
+    kept = [int(d.shape[0]) for d in state.designs]
+    scans = []
+    for source in state.sources or ():
+        while getattr(source, "source", None) is not None:  # censored / resampled views
+            source = source.source
+        scans.append(int(source.n_scans))
+    return {"runs": len(state.designs), "scans": sum(scans) or sum(kept), "scans_kept": sum(kept),
+            "voxels": int(state.n_voxels)}
+
+
+def _plan(sid: str, build, root: Location, overwrite: bool, resume: bool):
+    """Build one subject's lazy fit; return its delayed, time-stamped store write and its info."""
+    model = build()
+    write = model.to_zarr(_subject_store(root, sid), overwrite=overwrite, resume=resume,
+                          compute=False, storage_options=root.storage_options or None)
+    info = _subject_info(model)
+    return dask.delayed(_finished, pure=False)(write), info
+
+
+def _gather_distributed(futures: dict, progress: bool) -> dict[str, Any]:
+    """Wait for every subject's future (submitted as soon as its graph was built)."""
     from distributed import wait
 
-    sids = list(planned)
-    futures = client.compute([planned[s] for s in sids])
     if progress:
         from distributed import progress as show_progress
 
-        show_progress(futures)
-    wait(futures)
-    out: dict[str, Any] = {}
-    for sid, fut in zip(sids, futures):
-        out[sid] = fut.exception() if fut.status == "error" else fut.result()
-    return out
+        show_progress(list(futures.values()))
+    wait(list(futures.values()))
+    return {sid: fut.exception() if fut.status == "error" else fut.result() for sid, fut in futures.items()}
 
 
 def _compute_local(planned: dict, progress: bool) -> dict[str, Any] | None:
@@ -233,26 +280,61 @@ def fit_subjects(
     """
     specs = _normalise(subjects)
     params = _template_params(model, model_params)
+    builders = {sid: functools.partial(_fit_spec, spec, params) for sid, spec in specs.items()}
+    result = fit_models(builders, store, overwrite=overwrite, resume=resume,
+                        storage_options=storage_options, progress=progress)
+    if raise_on_error:
+        result.raise_for_errors()
+    return result
+
+
+def fit_models(builders: Mapping[str, Any], store, overwrite: bool = False, resume: bool = False,
+               storage_options: dict | None = None, progress: bool = True,
+               failed: Mapping[str, str] | None = None, attributes: Mapping | None = None) -> SubjectsResult:
+    """Fit and store many subjects in one graph, from a builder per subject.
+
+    The engine of :func:`fit_subjects` and :func:`daskglm.fit_bids`.
+
+    Parameters
+    ----------
+    builders : mapping
+        ``subject id -> callable`` returning that subject's lazily fitted
+        :class:`FirstLevelModel` (called while the graph is built; an exception
+        fails that subject only).
+    store, overwrite, resume, storage_options, progress
+        As :func:`fit_subjects`.
+    failed : mapping, optional
+        Subjects that already failed before (``id -> message``), recorded as such.
+    attributes : mapping, optional
+        Extra attributes of the root group (e.g. the BIDS query).
+
+    Returns
+    -------
+    SubjectsResult
+    """
     root = Location(store, storage_options)
     root.makedirs()
-    result = SubjectsResult(store=root.url)
-    planned = {}
-    for sid, spec in specs.items():
+    result = SubjectsResult(store=root.url, failed=dict(failed or {}))
+    planned, futures, start = {}, {}, time.time()
+    client = active_client()
+    for sid, build in builders.items():
         try:
-            planned[sid] = _plan(sid, spec, params, root, overwrite, resume)
+            planned[sid], result.status[sid] = _plan(sid, build, root, overwrite, resume)
         except Exception as err:  # building the graph: inputs, designs, existing store
             result.failed[sid] = failure_message(err)
+        else:
+            if client is not None:  # the cluster starts on it while the next subject is planned
+                futures[sid] = client.compute(planned[sid])
     if planned:
-        client = active_client()
         if client is not None:
-            outcomes = _compute_distributed(client, planned, progress)
+            outcomes = _gather_distributed(futures, progress)
         else:
             outcomes = _compute_local(planned, progress)
             if outcomes is None:  # isolate the failure: one subject at a time, resuming
                 outcomes = {}
                 for sid in planned:
                     try:
-                        delayed_write = _plan(sid, specs[sid], params, root, False, True)
+                        delayed_write, _ = _plan(sid, builders[sid], root, False, True)
                         outcomes[sid] = delayed_write.compute()
                     except Exception as err:
                         outcomes[sid] = err
@@ -260,26 +342,54 @@ def fit_subjects(
             if isinstance(outcome, BaseException):
                 result.failed[sid] = failure_message(outcome)
             else:
-                result.completed[sid] = outcome
-    _write_index(root, specs, result)
-    if raise_on_error:
-        result.raise_for_errors()
+                result.completed[sid], finished = outcome
+                result.status[sid]["wall_s"] = round(max(0.0, finished - start), 3)
+    for sid in result.failed:
+        result.status.setdefault(sid, {})["error"] = result.failed[sid]
+    for sid, entry in result.status.items():
+        entry["status"] = "complete" if sid in result.completed else "failed"
+    _write_index(root, list(builders) + [s for s in result.failed if s not in builders], result,
+                 attributes)
     return result
 
 
-def _write_index(root: Location, specs: dict, result: SubjectsResult) -> None:
+_COLUMNS = ("subject", "status", "runs", "scans", "scans_kept", "voxels", "wall_s", "error")
+
+
+def status_table(status: Mapping[str, Mapping]) -> str:
+    """The per-subject status (``SubjectsResult.status`` or a store's index) as a text table."""
+    rows = [[f"sub-{sid}", *[str(entry.get(c, "")) for c in _COLUMNS[1:]]] for sid, entry in status.items()]
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(_COLUMNS)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(_COLUMNS, widths)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
+    return "\n".join(lines)
+
+
+def read_status(store, storage_options: dict | None = None) -> dict[str, dict]:
+    """The per-subject status recorded in a study store's root (``{}`` if none)."""
+    root = Location(store, storage_options)
+    doc = root.read_json("zarr.json") or {}
+    return dict(doc.get("attributes", {}).get("subjects", {}))
+
+
+def _write_index(root: Location, sids, result: SubjectsResult, extra: Mapping | None = None) -> None:
+    """The root's attributes: format, ``subjects`` (one entry per subject, merged with earlier runs)."""
     previous = root.read_json("zarr.json") or {}
-    subjects = dict(previous.get("attributes", {}).get("subjects", {}))
-    for sid in specs:
+    attrs = dict(previous.get("attributes", {}))
+    subjects = dict(attrs.get("subjects", {}))
+    for sid in sids:
+        info = {k: v for k, v in result.status.get(sid, {}).items() if k != "error"}
         if sid in result.completed:
             summary = result.completed[sid]
-            subjects[sid] = {"group": f"sub-{sid}", "status": "complete",
+            subjects[sid] = {"group": f"sub-{sid}", **info, "status": "complete",
                              "runs_written": summary.written, "runs_reused": summary.reused}
         else:
             entry = dict(subjects.get(sid, {"group": f"sub-{sid}"}))
+            entry.update(info)
             entry.update(status="failed", error=result.failed.get(sid, "unknown error"))
             subjects[sid] = entry
-    attrs = {FORMAT_ATTR: SUBJECTS_FORMAT, FORMAT_VERSION_ATTR: 1, "subjects": subjects}
+    attrs.update(extra or {})
+    attrs.update({FORMAT_ATTR: SUBJECTS_FORMAT, FORMAT_VERSION_ATTR: 1, "subjects": subjects})
     root.write_json("zarr.json", {"zarr_format": 3, "node_type": "group", "attributes": attrs})
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
-import socket
 
 import numpy as np
 import pytest
@@ -14,11 +12,10 @@ from daskglm import FirstLevelModel, open_model
 from daskglm.store.zarr import StoreError, complete_run_keys
 from tests.conftest import load_designs
 
-moto_server = pytest.importorskip("moto.server")
-boto3 = pytest.importorskip("boto3")
+pytest.importorskip("moto.server")
 s3fs = pytest.importorskip("s3fs")
 
-CREDENTIALS = {"key": "testing", "secret": "testing"}
+# the moto S3 server on loopback is tests/conftest.py's session fixture ``s3``
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -27,24 +24,6 @@ def _deterministic_blas():
     threaded scheduler and fits may differ in the last bit; one outer limit makes them exact."""
     with threadpool_limits(1):
         yield
-
-
-@pytest.fixture(scope="module")
-def s3():
-    """A moto S3 server on 127.0.0.1 with one bucket; yields the storage options."""
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
-                 aws_secret_access_key="testing", region_name="us-east-1").create_bucket(Bucket="fits")
-    try:
-        yield {"endpoint_url": endpoint, **CREDENTIALS}
-    finally:
-        server.stop()
 
 
 def _fit(data, **kwargs) -> FirstLevelModel:
@@ -75,7 +54,7 @@ def test_write_and_reopen_on_s3(fiac_small, s3, reference):
     names = {p.rsplit("/", 1)[-1] for p in fs.ls("fits/sub-01/fit.zarr", refresh=True)}
     assert "zarr.json" in names and sum(n.startswith("run") for n in names) == 2
     root = json.loads(fs.cat_file("fits/sub-01/fit.zarr/zarr.json"))
-    assert root["attributes"]["daskglm_format_version"] == 2
+    assert root["attributes"]["daskglm_format_version"] == 3
     _same(reference, _maps(open_model(url, storage_options=s3)))
     with pytest.raises(FileExistsError, match="overwrite=True"):
         _fit(fiac_small).to_zarr(url, storage_options=s3)

@@ -10,7 +10,10 @@ import numpy as np
 
 from ..errors import NiftiInputError
 from .base import RunSource, check_4d
+from .cifti import CiftiRunSource, cifti_array_source, is_cifti
+from .gifti import SurfaceImageRunSource, is_surface_image
 from .nifti import FileRunSource
+from .remote import RemoteRunSource, is_url
 
 __all__ = ["ArrayRunSource", "as_run_source"]
 
@@ -33,10 +36,26 @@ class ArrayRunSource(RunSource):
 
 
 def as_run_source(obj, index: int = 0) -> RunSource:
-    """A :class:`RunSource` for a path, a Nifti1Image or an ``xarray.DataArray``."""
+    """A :class:`RunSource` for a path, URL, Nifti1Image, ``xarray.DataArray`` or RunSource.
+
+    Local paths are made absolute here, on the client, so that workers started
+    in other directories find them.  fsspec URLs (``s3://``, ``gs://``,
+    ``https://``...) become :class:`~daskglm.io.remote.RemoteRunSource` s, read
+    by the workers (options from ``fsspec.config.conf``; pass a
+    ``RemoteRunSource(url, storage_options)`` for explicit ones).
+    """
     name = f"#{index}"
+    if isinstance(obj, RunSource):
+        return obj
+    if is_url(obj):
+        return RemoteRunSource(obj)
+    if is_cifti(obj):  # surface runs: daskglm.io.cifti / daskglm.io.gifti
+        return CiftiRunSource(obj)
+    if is_surface_image(obj):
+        return SurfaceImageRunSource(obj, name)
     if isinstance(obj, (str, os.PathLike)):
-        return FileRunSource(obj)
+        text = str(obj)
+        return FileRunSource(os.path.abspath(text[7:] if text.startswith("file://") else text))
     if isinstance(obj, (nib.Nifti1Image, nib.Nifti2Image)):
         fname = obj.get_filename()
         if fname and not isinstance(obj.dataobj, np.ndarray) and Path(fname).exists():
@@ -47,6 +66,9 @@ def as_run_source(obj, index: int = 0) -> RunSource:
     except ImportError:  # pragma: no cover
         xr = None
     if xr is not None and isinstance(obj, xr.DataArray):
+        cifti = cifti_array_source(obj, name)  # open_run's (time, grayordinate) DataArray of a CIFTI run
+        if cifti is not None:
+            return cifti
         affine = obj.attrs.get("affine")
         if affine is None:
             raise NiftiInputError(

@@ -1,0 +1,177 @@
+"""``first_level_from_bids``: nilearn's function, with daskglm models and the sample masks kept.
+
+The BIDS queries, checks, warnings, ``t_r`` / ``slice_time_ref`` inference,
+``mask_img="derivatives"`` and confound loading are nilearn's own
+(:func:`nilearn.glm.first_level.first_level_from_bids` is called as is); each
+returned nilearn model is then replaced by a daskglm
+:class:`~daskglm.FirstLevelModel` with the same parameters.  What nilearn
+drops is kept: the sample masks of ``load_confounds`` (scrubbing,
+non-steady-state volumes), as each model's ``sample_masks_``.  Datasets on
+object storage are queried through a local view (:mod:`daskglm.bids.layout`);
+their runs stay remote and are returned as
+:class:`~daskglm.io.remote.RemoteRunSource` objects.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from ..io.remote import RemoteRunSource
+from ..model import FirstLevelModel
+from .layout import DatasetView, dataset_view
+
+__all__ = ["first_level_from_bids", "query_view", "load_sample_masks", "daskglm_params"]
+
+_MODEL_PARAMS = [n for n in inspect.signature(FirstLevelModel.__init__).parameters if n != "self"]
+
+
+def daskglm_params(nilearn_model) -> dict[str, Any]:
+    """The parameters of a nilearn ``FirstLevelModel`` that daskglm's model takes."""
+    params = nilearn_model.get_params(deep=False)
+    return {k: v for k, v in params.items() if k in _MODEL_PARAMS}
+
+
+def load_sample_masks(run_imgs: list[str], kwargs_load_confounds: dict | None) -> list | None:
+    """``load_confounds``' sample masks for one subject's runs (None if none is needed).
+
+    Parameters
+    ----------
+    run_imgs : list of str
+        Preprocessed run paths (fMRIPrep names, next to their confounds files).
+    kwargs_load_confounds : dict or None
+        ``load_confounds`` arguments, as nilearn derives them from the ``confounds_*``
+        keyword arguments; ``None`` or ``{}`` means no ``load_confounds`` call.
+
+    Returns
+    -------
+    list of (ndarray or None), or None
+        Per run, the indices of the scans to keep (nilearn's ``sample_masks``).
+    """
+    if not kwargs_load_confounds or not run_imgs:
+        return None
+    from nilearn.interfaces.fmriprep import load_confounds
+
+    _, masks = load_confounds(img_files=list(run_imgs), **kwargs_load_confounds)
+    masks = list(masks) if isinstance(masks, (list, tuple)) else [masks]
+    return masks if any(m is not None for m in masks) else None
+
+
+def _confounds_kwargs(kwargs: dict) -> dict | None:
+    from nilearn.glm.first_level.first_level import _check_kwargs_load_confounds
+
+    return _check_kwargs_load_confounds(**kwargs)[0]
+
+
+def _convert(view: DatasetView, nl_models, models_run_imgs, confounds_kwargs, confounds_given):
+    models, run_imgs_out = [], []
+    for nl_model, run_imgs, given in zip(nl_models, models_run_imgs, confounds_given):
+        model = FirstLevelModel(**daskglm_params(nl_model))
+        model.sample_masks_ = load_sample_masks(run_imgs, confounds_kwargs) if given is not None else None
+        models.append(model)
+        if view.remote:
+            run_imgs = [RemoteRunSource(view.url_of(p), view.storage_options) for p in run_imgs]
+        run_imgs_out.append(list(run_imgs))
+    return models, run_imgs_out
+
+
+def first_level_from_bids(
+    dataset_path,
+    task_label,
+    space_label=None,
+    sub_labels=None,
+    exclude_subjects=None,
+    img_filters=None,
+    t_r=None,
+    slice_time_ref=None,
+    hrf_model="glover",
+    drift_model="cosine",
+    high_pass=0.01,
+    drift_order=1,
+    fir_delays=None,
+    min_onset=-24,
+    mask_img=None,
+    target_affine=None,
+    target_shape=None,
+    smoothing_fwhm=None,
+    memory=None,
+    memory_level=1,
+    standardize=False,
+    signal_scaling=0,
+    noise_model="ar1",
+    verbose=0,
+    n_jobs=1,
+    minimize_memory=True,
+    derivatives_folder="derivatives",
+    storage_options=None,
+    **kwargs,
+):
+    """Create daskglm FirstLevelModels and fit arguments from a BIDS dataset.
+
+    The signature, return values, warnings and errors are those of nilearn
+    0.14.1's :func:`nilearn.glm.first_level.first_level_from_bids` (which does
+    the queries); the models are :class:`daskglm.FirstLevelModel` s with the
+    same parameters (``subject_label`` set, ``mask_img`` the intersection of
+    the subject's ``desc-brain_mask`` images when ``mask_img="derivatives"``).
+
+    **Sample masks are kept.**  When ``confounds_strategy`` makes
+    ``load_confounds`` censor scans (``"scrub"``: high-motion volumes;
+    ``"non_steady_state"``: the first volumes), nilearn returns the confounds
+    but drops the sample masks.  Here each model has a ``sample_masks_``
+    attribute (one array of kept scan indices, or None, per run; None when
+    nothing is censored) that a plain ``model.fit(imgs, events, confounds)``
+    uses when no ``sample_masks`` is passed, so fitting each returned model
+    equals nilearn's ``FirstLevelModel`` fitted with ``load_confounds``'
+    confounds *and* sample masks.
+
+    Parameters
+    ----------
+    dataset_path : str or path
+        BIDS dataset root, local or an fsspec URL (``s3://bucket/ds``).
+    task_label, space_label, sub_labels, exclude_subjects, img_filters
+        As nilearn (``space_label`` defaults to ``"MNI152NLin2009cAsym"``;
+        ``img_filters`` e.g. ``[("ses", "1"), ("acq", "mb")]``).
+    t_r, slice_time_ref
+        As nilearn: inferred from the sidecars when None.
+    hrf_model, drift_model, high_pass, drift_order, fir_delays, min_onset, mask_img,
+    target_affine, target_shape, smoothing_fwhm, memory, memory_level, standardize,
+    signal_scaling, noise_model, verbose, n_jobs, minimize_memory
+        Model parameters, as nilearn.
+    derivatives_folder : str, default="derivatives"
+        Folder of the fMRIPrep derivatives, relative to ``dataset_path``.
+    storage_options : dict, optional
+        fsspec options for a URL dataset (``{"anon": True}`` for OpenNeuro).
+        Not in nilearn's signature.
+    **kwargs
+        ``confounds_*`` arguments of :func:`nilearn.interfaces.fmriprep.load_confounds`
+        (``confounds_strategy``, ``confounds_scrub``, ``confounds_fd_threshold``, ...).
+
+    Returns
+    -------
+    models : list of daskglm.FirstLevelModel
+        One per subject, each with ``sample_masks_``.
+    models_run_imgs : list of list of str
+        Per subject, the preprocessed runs (for a URL dataset,
+        :class:`~daskglm.io.remote.RemoteRunSource` objects that ``fit`` streams).
+    models_events : list of list of pandas.DataFrame
+    models_confounds : list of list of pandas.DataFrame, or None per subject
+    """
+    params = dict(locals())
+    params.pop("storage_options")
+    params.pop("kwargs")
+    with dataset_view(dataset_path, task_label, storage_options) as view:
+        return query_view(view, params, kwargs)
+
+
+def query_view(view: DatasetView, params: dict, confounds_kwargs: dict):
+    """:func:`first_level_from_bids` on a :class:`DatasetView` (no new listing of a remote dataset).
+
+    ``params`` are ``first_level_from_bids``' named arguments (``dataset_path`` is
+    replaced by the view's root); ``confounds_kwargs`` its ``confounds_*`` arguments.
+    """
+    from nilearn.glm.first_level import first_level_from_bids as nilearn_first_level_from_bids
+
+    params = {**params, "dataset_path": str(view.root)}
+    nl_models, run_imgs, events, confounds = nilearn_first_level_from_bids(**params, **confounds_kwargs)
+    models, run_imgs = _convert(view, nl_models, run_imgs, _confounds_kwargs(confounds_kwargs), confounds)
+    return models, run_imgs, events, confounds

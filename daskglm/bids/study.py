@@ -1,0 +1,228 @@
+"""A BIDS study in one dask graph: :func:`fit_bids`.
+
+Each subject is queried with :func:`daskglm.first_level_from_bids` (nilearn's
+queries, sample masks kept) on its own, so that a subject with missing or
+inconsistent files fails alone; all subjects' runs are then fitted in one graph
+and written to one study store by :func:`daskglm.subjects.fit_models`::
+
+    <store>/zarr.json      root group; attributes: format "daskglm-subjects", "subjects"
+                           (per subject: group, status, runs, scans, scans_kept,
+                           voxels, wall_s, runs_written, runs_reused, error), "bids"
+                           (dataset, task, space, confounds, contrasts)
+    <store>/sub-01/        one fit store per subject (daskglm.open_subject(store, "01"))
+
+Inputs and store may be local or fsspec URLs; runs are streamed by the
+workers (:mod:`daskglm.io.remote`), relative local paths are made absolute on
+the client.  With ``resume=True`` runs already complete in the store (same
+inputs, parameters, design and mask) are reused, not recomputed.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from typing import Any
+
+from ..errors import SubjectsError
+from ..subjects import SubjectsResult, _subject_id, failure_message, fit_models, open_subject
+from .first_level import _confounds_kwargs, first_level_from_bids, query_view
+from .layout import dataset_view
+
+__all__ = ["fit_bids", "BIDS_QUERY_PARAMS", "MASK_CHOICES"]
+
+#: ``mask_img`` values naming a strategy (else None, a path or an image).
+MASK_CHOICES = ("derivatives", "per-subject")
+
+#: Arguments of :func:`first_level_from_bids` that ``fit_bids`` passes through.
+BIDS_QUERY_PARAMS = (
+    "t_r", "slice_time_ref", "hrf_model", "drift_model", "high_pass", "drift_order", "fir_delays",
+    "min_onset", "target_affine", "target_shape", "smoothing_fwhm", "standardize", "signal_scaling",
+    "noise_model", "minimize_memory",
+)
+
+
+def _subject_labels(view, derivatives_folder: str, sub_labels, exclude_subjects) -> list[str]:
+    from nilearn.glm.first_level.first_level import _list_valid_subjects
+
+    labels = _list_valid_subjects(view.root / derivatives_folder, list(sub_labels or []))
+    labels = sorted(set(labels) - set(exclude_subjects or []))
+    if not labels:
+        raise FileNotFoundError(f"No subject found in {view.url_of(view.root / derivatives_folder)}.")
+    return labels
+
+
+def _query(view, sid: str, task_label: str, query: dict, quiet: bool):
+    """One subject's model and fit arguments (nilearn's warnings shown for the first subject only)."""
+    defaults = {name: p.default for name, p in inspect.signature(first_level_from_bids).parameters.items()
+                if p.default is not inspect.Parameter.empty and name != "storage_options"}
+    confounds = {k: v for k, v in query.items() if k.startswith("confounds_")}
+    params = {**defaults, **{k: v for k, v in query.items() if k not in confounds},
+              "task_label": task_label, "sub_labels": [sid]}
+    with warnings.catch_warnings():
+        if quiet:
+            warnings.simplefilter("ignore")
+        models, imgs, events, conf = query_view(view, params, confounds)
+    return models[0], imgs[0], events[0], conf[0]
+
+
+def _nilearn_mask_sharing(model, mask_img, shared):
+    """nilearn 0.14.1's ``mask_img="derivatives"``: the first subject's mask serves every subject.
+
+    ``first_level_from_bids`` replaces its ``mask_img`` argument by the first
+    subject's brain-mask intersection, so the later subjects of one call get
+    that image; ``fit_bids`` queries subjects one by one and repeats it, so
+    that its maps equal those of the models ``first_level_from_bids`` returns.
+    ``mask_img="per-subject"`` gives each subject its own masks instead.
+    """
+    if mask_img != "derivatives":
+        return shared
+    if shared is not None:
+        model.mask_img = shared
+        return shared
+    return model.mask_img if not isinstance(model.mask_img, str) and model.mask_img is not None else None
+
+
+def _builder(model, imgs, events, confounds, extra_params: dict):
+    def build():
+        for name, value in extra_params.items():
+            setattr(model, name, value)
+        return model.fit(imgs, events, confounds)  # with the model's sample_masks_
+    return build
+
+
+def fit_bids(
+    dataset,
+    store,
+    task_label: str,
+    contrasts: dict | None = None,
+    space_label: str | None = None,
+    sub_labels: list[str] | None = None,
+    confounds_strategy=None,
+    storage_options: dict | None = None,
+    resume: bool = True,
+    derivatives_folder: str = "derivatives",
+    exclude_subjects: list[str] | None = None,
+    img_filters: list | None = None,
+    mask_img="derivatives",
+    bids_out=None,
+    overwrite: bool = False,
+    progress: bool = True,
+    raise_on_error: bool = False,
+    confounds_kwargs: dict | None = None,
+    **model_params: Any,
+) -> SubjectsResult:
+    """Fit every subject of a BIDS + fMRIPrep dataset into one study store.
+
+    Parameters
+    ----------
+    dataset : str or path
+        BIDS root, local (relative paths allowed) or fsspec URL (``s3://bucket/ds``).
+    store : str or path
+        Study store (directory or URL); subject ``01`` goes to ``<store>/sub-01``.
+    task_label : str
+    contrasts : dict, optional
+        ``{name: definition}`` recorded in the store and written by ``bids_out``.
+    space_label : str, optional
+        Default nilearn's ``"MNI152NLin2009cAsym"``.
+    sub_labels : list of str, optional
+        Subjects to fit (default: every ``sub-*`` of the derivatives).
+    confounds_strategy : tuple of str, optional
+        ``load_confounds`` strategy (e.g. ``("motion", "wm_csf", "scrub")``); None:
+        nilearn's default of ``first_level_from_bids`` (every column of the
+        confounds table, first-row n/a set to 0).  Other ``load_confounds``
+        arguments go in ``confounds_kwargs`` (e.g. ``{"scrub": 0, "fd_threshold": 0.5}``).
+    storage_options : dict, optional
+        fsspec options for the dataset and the store (both, when URLs).
+    resume : bool, default=True
+        Keep runs already complete in the store; compute the others.
+    derivatives_folder, exclude_subjects, img_filters
+        As :func:`daskglm.first_level_from_bids`.
+    mask_img : 'derivatives', 'per-subject', None, path or image, default='derivatives'
+        ``'derivatives'``: as nilearn 0.14.1's ``first_level_from_bids(mask_img="derivatives")``,
+        which uses the intersection of the *first* subject's ``desc-brain_mask`` images for
+        every subject (so the maps equal those of :func:`first_level_from_bids`'s models);
+        ``'per-subject'``: each subject's own brain masks (nilearn's EPI mask if it has
+        none); ``None``: nilearn's EPI mask of each subject's runs (an extra pass over them
+        while the graph is built).
+    bids_out : str or path, optional
+        Write BIDS derivatives (:func:`daskglm.bids.derivatives.save_bids_derivatives`)
+        of every fitted subject there (a directory or a URL), for ``contrasts``.
+    overwrite : bool, default=False
+        Replace existing subject stores (when not resuming).
+    progress : bool, default=True
+    raise_on_error : bool, default=False
+        Raise :class:`~daskglm.errors.SubjectsError` if any subject failed.
+    **model_params
+        ``FirstLevelModel`` parameters (``smoothing_fwhm``, ``noise_model``,
+        ``hrf_model``, ``whitening``, ``chunks``, ...).
+
+    Returns
+    -------
+    SubjectsResult
+        ``completed``, ``failed``, and ``status`` (runs, scans, scans kept,
+        voxels, wall seconds, error per subject; also in the store's root);
+        ``result.table()`` prints it.
+    """
+    from ..model import FirstLevelModel  # noqa: F401  (the models come from first_level_from_bids)
+
+    query = {k: model_params.pop(k) for k in BIDS_QUERY_PARAMS if k in model_params}
+    if isinstance(mask_img, str) and mask_img not in MASK_CHOICES and "." not in mask_img:
+        raise ValueError(f"mask_img must be one of {list(MASK_CHOICES)}, None, a path or an image; "
+                         f"got {mask_img!r}.")
+    query.update(space_label=space_label, img_filters=img_filters, derivatives_folder=derivatives_folder,
+                 mask_img="derivatives" if mask_img == "per-subject" else mask_img)
+    confounds = {}
+    if confounds_strategy is not None:
+        confounds = {"confounds_strategy": tuple(confounds_strategy)}
+        confounds.update({f"confounds_{k}": v for k, v in (confounds_kwargs or {}).items()})
+    query.update(confounds)
+    _confounds_kwargs(dict(confounds))  # validate early
+    builders, failed, run_names = {}, {}, {}
+    with dataset_view(dataset, task_label, storage_options) as view:
+        labels = _subject_labels(view, derivatives_folder, sub_labels, exclude_subjects)
+        shared_mask = None
+        for i, sid in enumerate(labels):
+            try:
+                found = _query(view, sid, task_label, query, quiet=i > 0)
+                shared_mask = _nilearn_mask_sharing(found[0], mask_img, shared_mask)
+                builders[_subject_id(sid)] = _builder(*found, model_params)
+                run_names[_subject_id(sid)] = [str(r) for r in found[1]]
+            except Exception as err:
+                failed[_subject_id(sid)] = failure_message(err)
+    attributes = {"bids": {"dataset": view.url_of(view.root) if not view.remote else view.url,
+                           "task": task_label, "space": space_label, "confounds": confounds or None,
+                           "contrasts": {k: str(v) for k, v in (contrasts or {}).items()},
+                           "runs": run_names}}
+    result = fit_models(builders, store, overwrite=overwrite and not resume, resume=resume,
+                        storage_options=storage_options, progress=progress, failed=failed,
+                        attributes=attributes)
+    if bids_out is not None and contrasts:
+        write_bids_out(result, bids_out, contrasts, run_names, attributes["bids"]["dataset"], storage_options)
+    if raise_on_error and result.failed:
+        raise SubjectsError("; ".join(f"sub-{s}: {m}" for s, m in result.failed.items()))
+    return result
+
+
+def write_bids_out(result: SubjectsResult, out_dir, contrasts: dict, run_names: dict[str, list[str]],
+                   dataset: str, storage_options: dict | None = None) -> dict[str, dict]:
+    """BIDS derivatives of every completed subject of a study store (maps computed from the store)."""
+    import tempfile
+
+    from ..io.remote import is_url
+    from .derivatives import save_bids_derivatives
+
+    remote = is_url(str(out_dir))
+    local = tempfile.mkdtemp(prefix="daskglm-bids-out-") if remote else out_dir
+    written = {}
+    for sid in result.completed:
+        model = open_subject(result.store, sid, storage_options=storage_options)
+        written[sid] = save_bids_derivatives(model, local, contrasts, run_names[sid], source_dataset=dataset)
+    if remote:  # derivatives on object storage: written locally, then uploaded
+        import shutil
+
+        import fsspec
+
+        fs, path = fsspec.core.url_to_fs(str(out_dir), **(storage_options or {}))
+        fs.put(f"{local}/", f"{path.rstrip('/')}/", recursive=True)
+        shutil.rmtree(local, ignore_errors=True)
+    return written

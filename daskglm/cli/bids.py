@@ -1,0 +1,121 @@
+"""``daskglm bids``: a BIDS + fMRIPrep dataset (local or on object storage) into one study store.
+
+::
+
+    daskglm bids DATASET -o STORE --task TASK [--space SPACE] [--sub LABEL ...]
+        [--derivatives FOLDER] [--confounds-strategy NAME ...] [--confounds-option KEY=VALUE ...]
+        [--smoothing-fwhm MM] [--noise-model M] [--hrf-model M] [--mask {derivatives,per-subject,epi}]
+        [--contrast NAME=EXPR ...] [--bids-out DIR] [--scheduler ADDR]
+        [--storage-option KEY=VALUE ...] [--resume | --overwrite] [--no-progress]
+
+Prints the per-subject status table (also stored in the store's root) and
+exits with 1 if any subject failed, 0 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from ..subjects import failure_message
+from .parsing import parse_contrast
+from .runtime import PROG, ErrorPolicy, command
+
+__all__ = ["add_bids", "cmd_bids", "parse_key_values"]
+
+BIDS_ERRORS = ErrorPolicy(prefix=f"{PROG} bids", status=1, errors=(Exception,), describe=failure_message)
+
+
+def parse_key_values(items: Sequence[str] | None, option: str) -> dict:
+    """``KEY=VALUE`` strings as a dict; values parsed as JSON when they parse (``anon=true``)."""
+    out: dict = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"{option} expects KEY=VALUE, got {item!r}.")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def add_bids(sub, parents: Sequence[argparse.ArgumentParser], formatter) -> argparse.ArgumentParser:
+    """Add ``bids`` to the subparsers ``sub``."""
+    p = sub.add_parser(
+        "bids", parents=list(parents), formatter_class=formatter,
+        help="fit a BIDS + fMRIPrep study (local or on object storage) into one store",
+        description=(
+            "Query a BIDS dataset with fMRIPrep derivatives as nilearn's first_level_from_bids does "
+            "(keeping load_confounds' sample masks), fit all subjects' runs in one dask graph and "
+            "write one study store with a group per subject (daskglm.open_subject(STORE, '01')). "
+            "DATASET and STORE may be fsspec URLs (s3://...). A failed subject does not stop the "
+            "others; the status table is printed and stored."
+        ),
+        epilog="examples:\n"
+               "  daskglm bids ds001 -o study.zarr --task faces --contrast 'face-house'\n"
+               "  daskglm bids s3://bucket/ds -o s3://bucket/study.zarr --task faces --resume \\\n"
+               "      --scheduler tcp://scheduler:8786 --confounds-strategy motion wm_csf scrub \\\n"
+               "      --storage-option endpoint_url=http://minio:9000 --storage-option anon=false",
+    )
+    p.add_argument("dataset", metavar="DATASET", help="BIDS root: directory or fsspec URL")
+    p.add_argument("-o", "--out", dest="store", required=True, metavar="STORE",
+                   help="study store: directory or fsspec URL")
+    p.add_argument("--task", required=True, metavar="TASK", help="task label")
+    p.add_argument("--space", default=None, metavar="SPACE",
+                   help="space label (nilearn's default: MNI152NLin2009cAsym)")
+    p.add_argument("--sub", nargs="+", default=None, metavar="LABEL", help="subjects to fit (default: all)")
+    p.add_argument("--exclude-sub", nargs="+", default=None, metavar="LABEL", help="subjects to skip")
+    p.add_argument("--derivatives", default="derivatives", metavar="FOLDER",
+                   help="fMRIPrep derivatives folder, relative to DATASET")
+    p.add_argument("--confounds-strategy", nargs="+", default=None, metavar="NAME",
+                   help="load_confounds strategy, e.g. motion wm_csf scrub (default: every column "
+                        "of the confounds tables, as nilearn's first_level_from_bids)")
+    p.add_argument("--confounds-option", action="append", metavar="KEY=VALUE",
+                   help="load_confounds argument (repeatable), e.g. scrub=0, fd_threshold=0.5")
+    p.add_argument("--mask", choices=("derivatives", "per-subject", "epi"), default="derivatives",
+                   help="brain mask: 'derivatives' as nilearn's first_level_from_bids (the first "
+                        "subject's desc-brain_mask intersection for all), 'per-subject' (each "
+                        "subject's own), or 'epi' (nilearn's EPI mask of each subject's runs)")
+    p.add_argument("--smoothing-fwhm", type=float, default=None, metavar="MM")
+    p.add_argument("--noise-model", default="ar1", metavar="M", help="ols or ar1..ar8")
+    p.add_argument("--hrf-model", default="glover", metavar="M", help="nilearn's hrf_model")
+    p.add_argument("--contrast", action="append", default=None, metavar="NAME=EXPR",
+                   help="contrast (repeatable): NAME=EXPR or EXPR over the design's columns")
+    p.add_argument("--bids-out", default=None, metavar="DIR",
+                   help="also write BIDS derivatives (statmaps, designs, mask) there")
+    p.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
+                   help="fsspec option for DATASET and STORE (repeatable; JSON values parsed)")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--resume", action="store_true",
+                      help="keep runs already complete in the store (same inputs and parameters)")
+    mode.add_argument("--overwrite", action="store_true", help="replace existing subject stores")
+    p.set_defaults(func=cmd_bids)
+    return p
+
+
+@command(BIDS_ERRORS, keep_active_client=True)
+def cmd_bids(args) -> int:
+    """``daskglm bids``: exit status 1 if any subject failed."""
+    from ..bids.study import fit_bids
+
+    contrasts = dict(parse_contrast(c) for c in args.contrast or [])
+    if args.bids_out and not contrasts:
+        raise ValueError("--bids-out needs at least one --contrast.")
+    result = fit_bids(
+        args.dataset, args.store, args.task, contrasts=contrasts or None, space_label=args.space,
+        sub_labels=args.sub, exclude_subjects=args.exclude_sub, derivatives_folder=args.derivatives,
+        confounds_strategy=args.confounds_strategy,
+        confounds_kwargs=parse_key_values(args.confounds_option, "--confounds-option"),
+        storage_options=parse_key_values(args.storage_option, "--storage-option") or None,
+        resume=args.resume, overwrite=args.overwrite, bids_out=args.bids_out,
+        mask_img=None if args.mask == "epi" else args.mask,
+        progress=not args.no_progress, smoothing_fwhm=args.smoothing_fwhm,
+        noise_model=args.noise_model, hrf_model=args.hrf_model,
+    )
+    print(result.table())
+    for sid, message in result.failed.items():
+        print(f"{BIDS_ERRORS.prefix}: error: sub-{sid}: {message}", file=sys.stderr)
+    return 0 if result.ok else 1
