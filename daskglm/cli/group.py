@@ -1,0 +1,139 @@
+"""``daskglm group``: a group analysis straight from a study store.
+
+Reads the subjects of a study store (``fit-subjects`` or any writer of its
+layout), computes the first-level contrast of every subject and the group
+contrast in one dask graph, writes the parametric maps, optionally the
+permutation (FWE, TFCE, cluster) maps, the design and an HTML report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from ..errors import UsageError
+from .parsing import safe_filename
+from .runtime import command, compute_with_progress, local_progress
+
+__all__ = ["add_group", "cmd_group"]
+
+SUFFIX = {"z_score": "z_map", "stat": "stat_map", "p_value": "p_map",
+          "effect_size": "effect_size", "effect_variance": "effect_variance"}
+
+
+def add_group(sub, parents: list, formatter_class) -> argparse.ArgumentParser:
+    """Add ``group`` to the subparsers ``sub`` (with the common options ``parents``)."""
+    p = sub.add_parser(
+        "group", parents=parents, formatter_class=formatter_class,
+        help="group (second-level) analysis of a study store",
+        description=(
+            "Second-level GLM over the subjects of a study store: each subject's first-level "
+            "contrast is computed from its stored fit, in the same dask graph as the group model "
+            "(nilearn's SecondLevelModel numerics).  Writes z/stat/p/effect maps, optional "
+            "permutation maps (nilearn's non_parametric_inference), the design and report.html."
+        ),
+        epilog="examples:\n"
+               "  daskglm group study.zarr --first-level-contrast 'audio - visual' -o group\n"
+               "  daskglm group study.zarr --first-level-contrast audio --design design.tsv "
+               "--contrast age --permutations 5000 --tfce -o group --scheduler tcp://sched:8786",
+    )
+    p.add_argument("store", help="study store (directory or fsspec URL) with sub-<id> groups")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="output directory")
+    p.add_argument("--first-level-contrast", required=True, metavar="EXPR",
+                   help="first-level contrast: expression over the subjects' design columns")
+    p.add_argument("--design", metavar="TSV",
+                   help="group design (.tsv/.csv, one row per subject in the order of --subjects or of "
+                        "the store's sorted subject ids); default: intercept only")
+    p.add_argument("--contrast", metavar="EXPR", default=None,
+                   help="second-level contrast over the design's columns (default: the only column)")
+    p.add_argument("--subjects", nargs="+", metavar="ID", help="subjects to use (default: all complete)")
+    p.add_argument("--mask", metavar="NIFTI", help="group mask (default: nilearn's, from the first subject)")
+    p.add_argument("--smoothing-fwhm", type=float, metavar="MM", help="smooth the subjects' maps")
+    p.add_argument("--mixed-effects", action="store_true",
+                   help="weight subjects by their first-level variances (FLAME1-like REML)")
+    perm = p.add_argument_group("permutation inference")
+    perm.add_argument("--permutations", type=int, default=0, metavar="N",
+                      help="number of sign flips / permutations (0: none)")
+    perm.add_argument("--tfce", action="store_true", help="TFCE maps (with --permutations)")
+    perm.add_argument("--cluster-threshold", type=float, metavar="Z",
+                      help="cluster-forming threshold as a z value (one-sided p = sf(Z)); cluster size "
+                           "and mass FWE maps (with --permutations)")
+    perm.add_argument("--two-sided", action="store_true", help="two-sided permutation test")
+    perm.add_argument("--seed", type=int, default=0, help="random_state of the permutations")
+    p.set_defaults(func=cmd_group)
+    return p
+
+
+def _design(path: str | None):
+    if path is None:
+        return None
+    import pandas as pd
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"The design file {path!r} does not exist.")
+    return pd.read_csv(path, sep="\t" if path.endswith(".tsv") else ",")
+
+
+def _check(args) -> None:
+    if args.permutations < 0:
+        raise UsageError(f"--permutations must be ≥ 0, got {args.permutations}.")
+    if (args.tfce or args.cluster_threshold is not None) and not args.permutations:
+        raise UsageError("--tfce and --cluster-threshold need --permutations N.")
+    if "://" not in args.store and not Path(args.store).exists():
+        raise FileNotFoundError(f"The store {args.store!r} does not exist.")
+
+
+def _parametric(model, args, out: Path, name: str) -> None:
+    graph = model.contrast_graph(args.contrast, args.first_level_contrast)
+    (values,) = compute_with_progress(graph.packed, client=args.client, show=not args.no_progress)
+    for kind, data in graph.maps(values).items():
+        img = model.masker_.inverse_transform(data)
+        img.header["descrip"] = f"{kind} of contrast {graph.con_val}"
+        img.to_filename(out / f"{name}_{SUFFIX[kind]}.nii.gz")
+
+
+def _permutations(args, design, out: Path, name: str) -> None:
+    from scipy import stats
+
+    from ..group.permutation import non_parametric_inference
+
+    threshold = None if args.cluster_threshold is None else float(stats.norm.sf(args.cluster_threshold))
+    with local_progress(not args.no_progress and args.client is None):
+        result = non_parametric_inference(
+            args.store, design_matrix=design, second_level_contrast=args.contrast,
+            first_level_contrast=args.first_level_contrast, mask=args.mask, smoothing_fwhm=args.smoothing_fwhm,
+            n_perm=args.permutations, two_sided_test=args.two_sided, random_state=args.seed,
+            threshold=threshold, tfce=args.tfce, subjects=args.subjects)
+    if not isinstance(result, dict):
+        result = {"logp_max_t": result}
+    for key, img in result.items():
+        img.to_filename(out / f"{name}_perm_{key}.nii.gz")
+
+
+@command()
+def cmd_group(args) -> int:
+    """``daskglm group``: second-level maps (and permutation maps) from a study store."""
+    from ..group.model import SecondLevelModel
+
+    _check(args)
+    out = Path(args.output)
+    out.mkdir(parents=True, exist_ok=True)
+    design = _design(args.design)
+    model = SecondLevelModel(mask_img=args.mask, smoothing_fwhm=args.smoothing_fwhm)
+    model.fit(args.store, design_matrix=design, subjects=args.subjects,
+              variance_input="first_level" if args.mixed_effects else None)
+    n = model.design_matrix_.shape[0]
+    name = safe_filename(args.contrast or model.design_matrix_.columns[0])
+    print(f"{n} subjects, {model.n_elements_:,} voxels, design columns: "
+          + ", ".join(map(str, model.design_matrix_.columns)))
+    model.design_matrix_.to_csv(out / "design_matrix.tsv", sep="\t", index=False)
+    _parametric(model, args, out, name)
+    if args.permutations:
+        _permutations(args, model.design_matrix_, out, name)
+    with local_progress(not args.no_progress and args.client is None):
+        contrast = args.contrast or model.design_matrix_.columns[0]
+        report = model.generate_report(contrasts=[contrast], first_level_contrast=args.first_level_contrast)
+    report.save_as_html(out / "report.html")
+    print(f"Group maps, design and report.html written to {out}", file=sys.stdout)
+    return 0
