@@ -9,6 +9,7 @@ import numpy as np
 from .errors import NiftiInputError
 from .io.nifti import load_image
 from .kernels.contrast import fixed_effects_params
+from .surface import map_geometry, surface_fixed_effects
 
 __all__ = ["compute_fixed_effects", "fixed_effects_maps"]
 
@@ -88,8 +89,9 @@ def compute_fixed_effects(contrast_imgs, variance_imgs, mask=None, precision_wei
 
     Parameters
     ----------
-    contrast_imgs, variance_imgs : list of path or Nifti1Image
-    mask : path, Nifti1Image, fitted NiftiMasker, or None
+    contrast_imgs, variance_imgs : list of path or Nifti1Image, SurfaceImage, or CIFTI dense scalars
+        Surface maps go through :func:`daskglm.surface.surface_fixed_effects`.
+    mask : path, Nifti1Image, fitted NiftiMasker, SurfaceImage, SurfaceMasker, or None
     precision_weighted : bool, default=False
         Weight runs by inverse variance.
     dofs : sequence of float, optional
@@ -101,6 +103,9 @@ def compute_fixed_effects(contrast_imgs, variance_imgs, mask=None, precision_wei
     """
     from .io.export import unmask
 
+    if len(contrast_imgs) and map_geometry(contrast_imgs[0]) is not None:  # SurfaceImage / CIFTI maps
+        images = surface_fixed_effects(contrast_imgs, variance_imgs, mask, precision_weighted, dofs)
+        return images if return_z_score else images[:3]
     *arrays, mask_arr, affine = fixed_effects_maps(
         contrast_imgs, variance_imgs, mask, precision_weighted, dofs
     )
