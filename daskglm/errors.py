@@ -16,6 +16,10 @@ __all__ = [
     "ThresholdError",
     "SubjectsError",
     "UsageError",
+    "ConfoundsError",
+    "SurfaceInputError",
+    "MaskTypeError",
+    "MeshDimensionError",
 ]
 
 
@@ -49,3 +53,36 @@ class SubjectsError(RuntimeError):
 
 class UsageError(ValueError):
     """A command-line input that cannot be used."""
+
+
+class SurfaceInputError(NiftiInputError):
+    """A surface (GIfTI / SurfaceImage) or CIFTI run, mask or geometry that cannot be used."""
+
+
+class GroupInputError(ValueError, TypeError):
+    """A second-level input, design or option that cannot be used (wrong values or types)."""
+
+
+class SampleMaskError(ValueError, IndexError):
+    """A ``sample_masks`` entry that cannot be used (nilearn raises IndexError for some)."""
+
+
+class ConfoundsError(DesignError):
+    """A confounds file or table that cannot be used; the message names the file."""
+
+
+class MaskTypeError(TypeError):
+    """A surface mask given for volume runs, or a volume mask for surface runs (nilearn's TypeError)."""
+
+
+try:  # nilearn's class, so that code catching it keeps working
+    from nilearn.exceptions import MeshDimensionError as _NilearnMeshDimensionError
+except ImportError:  # pragma: no cover
+    _NilearnMeshDimensionError = ValueError
+
+
+class MeshDimensionError(SurfaceInputError, _NilearnMeshDimensionError):
+    """Surface runs or maps whose meshes differ in parts or vertex counts."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "Meshes have incompatible dimensions."

@@ -256,3 +256,47 @@ def good_store(sdata, tmp_path) -> Path:
         warnings.simplefilter("ignore")
         _fit(sdata, 1).to_zarr(path)
     return path
+
+
+# ------------------------------------------------------------- object storage
+#: Credentials of the loopback moto S3 server (fake; moto accepts any).
+S3_CREDENTIALS = {"key": "testing", "secret": "testing"}
+
+
+@pytest.fixture(scope="session")
+def s3():
+    """A moto S3 server on 127.0.0.1 (session-wide) with a bucket ``fits``; yields the
+    fsspec storage options (``endpoint_url``, ``key``, ``secret``).  Skips without moto."""
+    import logging
+    import socket
+
+    moto_server = pytest.importorskip("moto.server")
+    boto3 = pytest.importorskip("boto3")
+    pytest.importorskip("s3fs")
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="testing",
+                 aws_secret_access_key="testing", region_name="us-east-1").create_bucket(Bucket="fits")
+    try:
+        yield {"endpoint_url": endpoint, **S3_CREDENTIALS}
+    finally:
+        server.stop()
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _gzip_index_cache(tmp_path_factory):
+    """Seek indexes of the tests' .nii.gz runs go to a temporary folder, not ~/.cache (io/gzindex.py)."""
+    import os
+
+    previous = os.environ.get("DASKGLM_GZIP_INDEX_DIR")
+    os.environ["DASKGLM_GZIP_INDEX_DIR"] = str(tmp_path_factory.mktemp("gzip-index"))
+    yield
+    if previous is None:
+        os.environ.pop("DASKGLM_GZIP_INDEX_DIR", None)
+    else:
+        os.environ["DASKGLM_GZIP_INDEX_DIR"] = previous

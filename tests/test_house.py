@@ -19,14 +19,18 @@ LAYERS = [
     ("daskglm._version", "daskglm.errors"),
     ("daskglm.kernels",),
     ("daskglm.io",),
-    ("daskglm.design", "daskglm.contrasts"),
+    ("daskglm.design", "daskglm.contrasts", "daskglm.sample_masks"),
     ("daskglm.graph",),
     ("daskglm.store",),
     ("daskglm.masking", "daskglm.thresholding", "daskglm.fixed_effects", "daskglm.datasets",
      "daskglm.reporting.plotting", "daskglm.reporting._templates", "daskglm.reporting.report",
-     "daskglm.reporting"),
-    ("daskglm.model_outputs", "daskglm.model"),
+     "daskglm.reporting", "daskglm.volumes", "daskglm.surface",
+     "daskglm.reporting.surface_report"),
+    ("daskglm.model_outputs", "daskglm.model", "daskglm.model_repr", "daskglm.model_inputs"),
     ("daskglm.subjects", "daskglm.reporting.tables"),
+    ("daskglm.bids",),  # BIDS studies (io/remote.py is in io): over model and subjects
+    ("daskglm.group", "daskglm.group.inputs", "daskglm.group.graph", "daskglm.group.model",
+     "daskglm.group.permutation"),
     ("daskglm.demo", "daskglm.cli", "daskglm.multi", "daskglm"),
 ]
 #: The statistics: numpy and scipy only.

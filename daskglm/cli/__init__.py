@@ -1,4 +1,4 @@
-"""``daskglm`` command line: ``demo``, ``fit``, ``contrast``, ``report`` and ``fit-subjects``.
+"""``daskglm`` command line: ``demo``, ``fit``, ``contrast``, ``report``, ``fit-subjects`` and ``bids``.
 
 Thin by design: each subcommand parses its options, calls the public API and
 shows progress (dask's :class:`~dask.diagnostics.ProgressBar` with a local
@@ -13,7 +13,9 @@ failed, with one ``daskglm fit-subjects: error: ...`` line per failure.
 - :mod:`~daskglm.cli.parser`: the argument parser (:func:`build_parser`);
 - :mod:`~daskglm.cli.commands`: the subcommand handlers;
 - :mod:`~daskglm.cli.runtime`: scheduler, progress, warnings and the error policy;
-- :mod:`~daskglm.cli.parsing`: contrasts given as text (:func:`parse_contrast`).
+- :mod:`~daskglm.cli.parsing`: contrasts given as text (:func:`parse_contrast`);
+- :mod:`~daskglm.cli.bids`: ``daskglm bids`` (a BIDS study into one store, exit status 1 if a
+  subject failed).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import UsageError
-from .parser import build_parser, common_options
+from .parser import build_parser, common_options, resolve_progress
 from .parsing import parse_contrast
 from .runtime import USAGE_STATUS, compute_with_progress
 
@@ -55,4 +57,4 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return USAGE_STATUS
-    return int(args.func(args) or 0)
+    return int(args.func(resolve_progress(args)) or 0)

@@ -15,17 +15,19 @@ from typing import Any
 
 from ..errors import UsageError
 from ..subjects import failure_message, fit_subjects, load_spec
-from .parsing import contrasts_from_args, safe_filename
+from .parsing import contrasts_from_args, fit_model_params, read_confounds, safe_filename
 from .runtime import (
     PROG,
     ErrorPolicy,
+    check_writable,
     command,
     compute_with_progress,
     local_progress,
     persist_with_progress,
 )
 
-__all__ = ["OUTPUT_SUFFIX", "cmd_demo", "cmd_fit", "cmd_contrast", "cmd_report", "cmd_fit_subjects"]
+__all__ = ["OUTPUT_SUFFIX", "cmd_demo", "cmd_fit", "cmd_contrast", "cmd_report", "cmd_fit_subjects",
+           "cmd_migrate"]
 
 #: File suffix of each output type (z maps named as in nilearn's example).
 OUTPUT_SUFFIX = {"z_score": "z_map", "stat": "stat_map", "p_value": "p_map",
@@ -83,11 +85,102 @@ def _fit_inputs(args) -> dict[str, Any]:
         raise UsageError("--events needs --t-r (the repetition time in seconds).")
     if args.mask and args.mask != "none":
         _check_files([args.mask], "mask")
+        if getattr(args, "target_affine", None) is None:
+            _check_mask_grid(args.mask, args.runs[0])
+    if args.confounds and not args.events:
+        raise UsageError("--confounds go with --events (a given --design already holds its confounds).")
     return {
         "design_matrices": list(args.design) if args.design else None,
         "events": list(args.events) if args.events else None,
-        "confounds": list(args.confounds) if args.confounds else None,
+        "confounds": _confounds(args.confounds, args.runs) if args.confounds else None,
+        "sample_masks": _sample_masks(args),
     }
+
+
+def _sample_masks(args) -> list | None:
+    """``--sample-mask`` files (one per run) and ``--drop-initial N`` as ``sample_masks``."""
+    import nibabel as nib
+
+    from ..sample_masks import drop_initial, read_sample_mask
+
+    files = getattr(args, "sample_mask", None)
+    n_drop = getattr(args, "drop_initial", 0) or 0
+    if not files and not n_drop:
+        return None
+    if files:
+        _check_files(files, "--sample-mask file")
+        if len(files) != len(args.runs):
+            raise UsageError(f"{len(files)} --sample-mask file(s) for {len(args.runs)} run(s); give one per run.")
+    if n_drop < 0:
+        raise UsageError(f"--drop-initial must be >= 0, got {n_drop}.")
+    masks = []
+    for i, run in enumerate(args.runs):
+        n_scans = int(nib.load(run).shape[3])
+        mask = read_sample_mask(files[i], n_scans) if files else None
+        masks.append(drop_initial(n_drop, n_scans, mask) if n_drop else mask)
+    return masks
+
+
+def _confounds(files: Sequence[str], runs: Sequence[str]) -> list:
+    """The confounds files read (:func:`read_confounds`), one row per scan of their run."""
+    from ..errors import ConfoundsError
+    from ..io.runs import as_run_source
+
+    tables = []
+    for path, run in zip(files, runs):
+        table = read_confounds(path)
+        n_scans = as_run_source(run).n_scans  # header only, any run format
+        if len(table) != n_scans:
+            raise ConfoundsError(
+                f"The confounds file {path!r} has {len(table)} rows, but its run {run!r} has {n_scans} "
+                "scans; give one row per scan (without a header row for rp_*.txt / .par / .1D files)."
+            )
+        tables.append(table)
+    return tables
+
+
+def _check_mask_grid(mask: str, run: str) -> None:
+    """A mask on another grid than the runs: one line that says how to fix it."""
+    import nibabel as nib
+    import numpy as np
+
+    mask_img, run_img = nib.load(mask), nib.load(run)
+    if not (isinstance(mask_img, nib.Nifti1Image) and isinstance(run_img, nib.Nifti1Image)
+            and len(run_img.shape) == 4):  # surfaces, CIFTI: their readers check their geometry
+        return
+    if tuple(mask_img.shape[:3]) == tuple(run_img.shape[:3]) and np.allclose(
+            mask_img.affine, run_img.affine, atol=1e-4):
+        return
+    zooms = lambda img: "x".join(f"{z:g}" for z in img.header.get_zooms()[:3])  # noqa: E731
+    raise UsageError(
+        f"The mask {mask!r} ({tuple(mask_img.shape[:3])}, {zooms(mask_img)} mm) is not on the grid of the "
+        f"run {run!r} ({tuple(run_img.shape[:3])}, {zooms(run_img)} mm). Resample it to the runs, e.g. "
+        "nilearn.image.resample_to_img(mask, run, interpolation='nearest'), or fit on the mask's grid "
+        f"with --target-affine {mask}."
+    )
+
+
+def _check_t_r(runs: Sequence[str], t_r: float | None) -> None:
+    """Warn when ``--t-r`` differs from the repetition time in a run's header."""
+    import nibabel as nib
+
+    if t_r is None:
+        return
+    for path in runs:
+        header = nib.load(path).header
+        if not hasattr(header, "get_zooms"):  # CIFTI: the series step is checked by the reader
+            continue
+        zooms = header.get_zooms()
+        if len(zooms) < 4 or not zooms[3] > 0:
+            continue
+        unit = header.get_xyzt_units()[1]
+        header_t_r = float(zooms[3]) * {"msec": 1e-3, "usec": 1e-6}.get(unit, 1.0)
+        if abs(header_t_r - t_r) > 1e-3 * max(t_r, header_t_r):
+            warnings.warn(
+                f"--t-r {t_r:g} differs from the repetition time in the header of {path!r} "
+                f"({header_t_r:g} s); the design uses {t_r:g} s. Check which one is right.",
+                UserWarning, stacklevel=2,
+            )
 
 
 @command()
@@ -99,17 +192,18 @@ def cmd_fit(args) -> int:
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise UsageError(f"The store {str(out)!r} exists; pass --overwrite to replace it.")
-    mask = False if args.mask == "none" else args.mask
-    model = FirstLevelModel(
-        t_r=args.t_r, mask_img=mask, smoothing_fwhm=args.smoothing_fwhm,
-        noise_model=args.noise_model, whitening=args.whitening, hrf_model=args.hrf_model,
-        drift_model=args.drift_model,
-        high_pass=args.high_pass,
-    )
+    check_writable(out, directory=True)  # fail fast: before anything is computed
+    if args.events:
+        _check_t_r(args.runs, args.t_r)
+    model = FirstLevelModel(**fit_model_params(args))
     model.fit(list(args.runs), **inputs)
     persist_with_progress(model, args.client, not args.no_progress)
     with local_progress(not args.no_progress and args.client is None):
         model.to_zarr(str(out), overwrite=args.overwrite)
+        if args.keep_residuals:
+            series = out.with_name(out.name.removesuffix(".zarr") + "_timeseries.zarr")
+            model.write_timeseries(series)
+            print(f"Residuals, predictions and R^2 written to {series}")
     designs = model.design_matrices_
     print(f"Fitted {len(designs)} run(s), {int(model.mask_img_.get_fdata().sum()):,} voxels, "
           f"{designs[0].shape[1]} regressors; store written to {out}")
@@ -126,6 +220,7 @@ def cmd_contrast(args) -> int:
     model = _open_store(args.store)
     out_dir = Path(args.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(out_dir / "probe", directory=False)
     types = list(dict.fromkeys(args.output_type))
     lazy, keys = [], []
     with warnings.catch_warnings():
@@ -137,6 +232,12 @@ def cmd_contrast(args) -> int:
                 lazy.append(maps[output_type].data)
                 keys.append((name, output_type))
     values = compute_with_progress(*lazy, client=args.client, show=not args.no_progress)
+    if model._state.geometry is not None:  # CIFTI / surface fit: maps on its geometry (daskglm.surface)
+        for (name, output_type), array in zip(keys, values):
+            path = out_dir / f"{safe_filename(name)}_{OUTPUT_SUFFIX[output_type]}.dscalar.nii"
+            model._unmask(array, f"{output_type} of {name}").to_filename(path)
+            print(path)
+        return 0
     mask = model.mask_img_.get_fdata() != 0
     for (name, output_type), array in zip(keys, values):
         path = out_dir / f"{safe_filename(name)}_{OUTPUT_SUFFIX[output_type]}.nii.gz"
@@ -155,6 +256,7 @@ def cmd_report(args) -> int:
     out = Path(args.output)
     if not out.parent.exists():
         raise FileNotFoundError(f"The folder {str(out.parent)!r} does not exist.")
+    check_writable(out, directory=False)
     height = None if args.height_control == "none" else args.height_control
     with local_progress(not args.no_progress and args.client is None):
         report = model.generate_report(
@@ -193,3 +295,18 @@ def cmd_fit_subjects(args) -> int:
     for sid, message in result.failed.items():
         print(f"{SUBJECTS_ERRORS.prefix}: error: sub-{sid}: {message}", file=sys.stderr)
     return 0 if result.ok else 1
+
+
+@command()
+def cmd_migrate(args) -> int:
+    """``daskglm migrate``: rewrite an older fit store in the current format."""
+    from ..store.migrate import migrate_store
+
+    if "://" not in args.store and not Path(args.store).exists():
+        raise FileNotFoundError(f"The store {args.store!r} does not exist.")
+    before, after = migrate_store(args.store)
+    if before == after:
+        print(f"{args.store}: already in store format {after}; nothing to do")
+    else:
+        print(f"{args.store}: migrated from store format {before} to {after}")
+    return 0

@@ -1,21 +1,48 @@
 """The ``daskglm`` argument parser: one sub-parser per command.
 
-Every command gets ``--scheduler`` and ``--no-progress`` from
-:func:`common_options`; its handler (:mod:`daskglm.cli.commands`) is the
-sub-parser's ``func`` default.
+Every command gets ``--scheduler`` and ``--progress``/``--no-progress`` from
+:func:`common_options` (progress bars by default only when stderr is a
+terminal, :func:`resolve_progress`); ``fit`` has an option for every
+``FirstLevelModel`` parameter but those in :data:`FIT_EXCLUDED`.  Each
+command's handler (:mod:`daskglm.cli.commands`) is its sub-parser's ``func``
+default.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import textwrap
 
 from ..contrasts import OUTPUT_TYPES
-from .commands import cmd_contrast, cmd_demo, cmd_fit, cmd_fit_subjects, cmd_report
+from .bids import add_bids
+from .commands import cmd_contrast, cmd_demo, cmd_fit, cmd_fit_subjects, cmd_migrate, cmd_report
+from .group import add_group
 from .runtime import PROG
 
-__all__ = ["build_parser", "common_options", "add_demo", "add_fit", "add_contrast", "add_report",
-           "add_fit_subjects"]
+__all__ = ["build_parser", "common_options", "resolve_progress", "add_demo", "add_fit", "add_contrast",
+           "add_report", "add_fit_subjects", "FIT_OPTIONS", "FIT_EXCLUDED"]
+
+#: ``daskglm fit`` option (argparse dest) for each ``FirstLevelModel`` parameter it sets.
+FIT_OPTIONS = {
+    "t_r": "t_r", "slice_time_ref": "slice_time_ref", "hrf_model": "hrf_model",
+    "drift_model": "drift_model", "high_pass": "high_pass", "drift_order": "drift_order",
+    "fir_delays": "fir_delays", "min_onset": "min_onset", "mask": "mask_img",
+    "smoothing_fwhm": "smoothing_fwhm", "signal_scaling": "signal_scaling",
+    "noise_model": "noise_model", "keep_residuals": "minimize_memory", "subject_label": "subject_label",
+    "whitening": "whitening", "chunks": "chunks", "diagnostic_lags": "diagnostic_lags",
+    "target_affine": "target_affine", "target_shape": "target_shape",
+}
+#: ``FirstLevelModel`` parameters without a ``daskglm fit`` option, and why.
+FIT_EXCLUDED = {
+    "memory": "nilearn's joblib cache: no effect in daskglm (the fit store is the cache)",
+    "memory_level": "nilearn's joblib cache level: no effect in daskglm",
+    "standardize": "accepted for nilearn compatibility, no effect (signal scaling is --signal-scaling)",
+    "verbose": "no effect in daskglm; the CLI shows progress bars (--progress/--no-progress)",
+    "n_jobs": "parallelism is dask's: --scheduler",
+    "random_state": "nilearn's KMeans seed for AR bins; daskglm bins deterministically",
+    "reports": "the report is its own command: daskglm report",
+}
 
 
 class _Formatter(argparse.RawDescriptionHelpFormatter):
@@ -50,8 +77,19 @@ def common_options() -> argparse.ArgumentParser:
         help="dask scheduler: 'threads', 'processes', 'synchronous', or the address of a "
              "dask.distributed scheduler (e.g. tcp://host:8786). Default: dask's default (threads).",
     )
-    group.add_argument("--no-progress", action="store_true", help="do not show progress bars")
+    group.add_argument("--progress", dest="no_progress", action="store_const", const=False, default=None,
+                       help="show progress bars even when stderr is not a terminal")
+    group.add_argument("--no-progress", dest="no_progress", action="store_const", const=True,
+                       help="do not show progress bars (default when stderr is not a terminal, "
+                            "e.g. in logs and batch jobs)")
     return parent
+
+
+def resolve_progress(args: argparse.Namespace) -> argparse.Namespace:
+    """Progress bars only on a terminal unless ``--progress``/``--no-progress`` says otherwise."""
+    if getattr(args, "no_progress", False) is None:
+        args.no_progress = not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
+    return args
 
 
 def _contrast_arguments(parser: argparse.ArgumentParser, required_hint: str) -> None:
@@ -111,21 +149,61 @@ def add_fit(sub) -> argparse.ArgumentParser:
                         help="design matrices: .npz (key X), .npy, .csv or .tsv")
     design.add_argument("--events", nargs="+", metavar="TSV",
                         help="events tables (onset, duration, trial_type); needs --t-r")
-    design.add_argument("--confounds", nargs="+", metavar="FILE", help="confounds tables, with --events")
-    design.add_argument("--t-r", type=float, metavar="SECONDS", help="repetition time")
-    design.add_argument("--hrf-model", default="glover", help="HRF model, with --events")
-    design.add_argument("--drift-model", default="cosine", help="drift model, with --events")
+    design.add_argument("--confounds", nargs="+", metavar="FILE",
+                        help="confounds per run, with --events: .tsv/.csv with a header, or "
+                             "whitespace-separated columns without header (SPM rp_*.txt, FSL .par, "
+                             "AFNI .1D; six columns are named motion_0..motion_5, others col_N)")
+    design.add_argument("--t-r", type=float, metavar="SECONDS",
+                        help="repetition time (a warning tells when it differs from the runs' header)")
+    design.add_argument("--slice-time-ref", type=float, default=0.0, metavar="FRACTION",
+                        help="fraction of the TR at which the design is sampled (0 to 1)")
+    design.add_argument("--hrf-model", default="glover",
+                        help="HRF model: glover, spm, 'glover + derivative', 'spm + derivative + "
+                             "dispersion', fir, ...")
+    design.add_argument("--fir-delays", type=int, nargs="+", metavar="SCANS",
+                        help="FIR delays in scans, with --hrf-model fir (default: 0 only)")
+    design.add_argument("--drift-model", default="cosine", choices=("cosine", "polynomial", "none"),
+                        help="drift model")
     design.add_argument("--high-pass", type=float, default=0.01, metavar="HZ",
-                        help="high-pass cut-off of the cosine drifts, with --events")
+                        help="high-pass cut-off of the cosine drifts")
+    design.add_argument("--drift-order", type=int, default=1, metavar="N",
+                        help="order of the polynomial drifts")
+    design.add_argument("--min-onset", type=float, default=-24, metavar="SECONDS",
+                        help="earliest onset taken into account")
+    design.add_argument("--sample-mask", nargs="+", metavar="FILE",
+                        help="one text file per run: the scans to keep (indices, or one 0/1 per scan); "
+                             "censored scans are left out of the fit, as nilearn's sample_masks")
+    design.add_argument("--drop-initial", type=int, default=0, metavar="N",
+                        help="leave out the first N scans of every run (non-steady-state volumes)")
     model = p.add_argument_group("model")
     model.add_argument("--mask", metavar="NIFTI",
-                       help="analysis mask; default: nilearn's EPI mask of the runs; 'none': all voxels")
+                       help="analysis mask on the runs' grid (resample it beforehand, e.g. with "
+                            "nilearn.image.resample_to_img); default: nilearn's EPI mask of the runs; "
+                            "'none': all voxels")
+    model.add_argument("--target-affine", metavar="MM|NIFTI|JSON",
+                       help="resample the runs: a voxel size in mm (3x3 affine), the grid of a NIfTI "
+                            "image (its affine and, unless --target-shape, its shape), or a JSON 3x3/4x4 "
+                            "matrix")
+    model.add_argument("--target-shape", type=int, nargs=3, metavar=("X", "Y", "Z"),
+                       help="shape of the resampled grid (with a 4x4 --target-affine)")
     model.add_argument("--smoothing-fwhm", type=float, metavar="MM", help="Gaussian smoothing FWHM in mm")
+    model.add_argument("--signal-scaling", choices=("0", "1", "0,1", "none"), default="0",
+                       help="0: percent signal change per voxel (nilearn's default); 1: per scan; "
+                            "'0,1': both; none: no scaling")
     model.add_argument("--noise-model", choices=("ols", *(f"ar{k}" for k in range(1, 9))), default="ar1",
                        metavar="{ols,ar1,...,ar8}", help="noise model")
     model.add_argument("--whitening", choices=("binned", "exact"), default="binned",
                        help="'binned': nilearn's AR(1) bins; 'exact': per-voxel bias-corrected AR(p) "
                             "(nominal false-positive rates, docs/statistics.md)")
+    model.add_argument("--diagnostic-lags", type=int, metavar="K",
+                       help="residual autocorrelation lags kept as whitening diagnostics (default: 3 "
+                            "with --whitening exact, else 0)")
+    model.add_argument("--keep-residuals", action="store_true",
+                       help="minimize_memory=False: also write residuals, predictions and R^2 "
+                            "(a second pass) to STORE_timeseries.zarr")
+    model.add_argument("--subject-label", metavar="LABEL", help="subject label kept with the fit")
+    model.add_argument("--chunks", type=int, nargs=2, metavar=("TIME", "VOXELS"),
+                       help="volumes per read and voxels per solve block (default: automatic)")
     p.set_defaults(func=cmd_fit)
     return p
 
@@ -170,7 +248,9 @@ def add_report(sub) -> argparse.ArgumentParser:
     _contrast_arguments(p, "At least one contrast or --contrasts-file is needed.")
     p.add_argument("-o", "--output", default="report.html", metavar="HTML", help="report file")
     p.add_argument("--title", default=None, help="report title")
-    p.add_argument("--bg-img", metavar="NIFTI", help="background of the stat maps (e.g. a mean image)")
+    p.add_argument("--bg-img", metavar="NIFTI",
+                   help="background of the mask and stat maps (e.g. an anatomical image on the runs' grid); "
+                        "default: the fit's mean image, kept in the store")
     p.add_argument("--height-control", choices=("fpr", "fdr", "bonferroni", "none"), default="fpr",
                    help="multiple-comparison control of the height threshold")
     p.add_argument("--alpha", type=float, default=0.001, help="error rate of the height control")
@@ -216,6 +296,21 @@ def add_fit_subjects(sub) -> argparse.ArgumentParser:
     return p
 
 
+def add_migrate(sub) -> argparse.ArgumentParser:
+    """Add ``migrate`` to the subparsers ``sub``."""
+    p = sub.add_parser(
+        "migrate", parents=[common_options()], formatter_class=_Formatter,
+        help="rewrite an older fit store in the current format (chunk checksums)",
+        description="Rewrite a fit store written by an older daskglm (format 1 or 2) in the current "
+                    "format, in place and atomically: every chunk gets a CRC-32C checksum. The old "
+                    "fit stays readable until the new one is committed.",
+        epilog="example:\n  daskglm migrate fit.zarr",
+    )
+    p.add_argument("store", metavar="STORE", help="fit store (directory or fsspec URL)")
+    p.set_defaults(func=cmd_migrate)
+    return p
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``daskglm`` argument parser."""
     from .._version import __version__
@@ -234,6 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_demo(sub)
     add_fit(sub)
     add_contrast(sub)
+    add_migrate(sub)
     add_report(sub)
     add_fit_subjects(sub)
+    add_bids(sub, [common_options()], _Formatter)
+    add_group(sub, [common_options()], _Formatter)
     return parser
