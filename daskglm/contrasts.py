@@ -71,6 +71,7 @@ def expression_to_contrast_vector(expression: str, columns: list[str]) -> np.nda
     if not isinstance(expression, str):
         raise ContrastError(f"A contrast expression must be a string, got {type(expression).__name__}.")
     if expression in columns:
+        _check_unambiguous(expression, columns)
         vec = np.zeros(len(columns))
         vec[columns.index(expression)] = 1.0
         return vec
@@ -78,6 +79,17 @@ def expression_to_contrast_vector(expression: str, columns: list[str]) -> np.nda
     if not np.all(np.isfinite(vec)):
         raise ContrastError(f"The contrast expression {expression!r} gives non-finite weights {vec}.")
     return vec
+
+
+def _check_unambiguous(name: str, columns: list) -> None:
+    """Refuse a column name that the design has more than once (nilearn would take the first)."""
+    count = sum(str(c) == str(name) for c in columns)
+    if count > 1:
+        raise ContrastError(
+            f"The contrast expression names the design column {str(name)!r}, which is ambiguous: "
+            f"the design has {count} columns of that name ({[str(c) for c in columns]}). "
+            "Give the contrast as a vector or a matrix of weights instead."
+        )
 
 
 #: Longest contrast expression parsed (a guard against pathological input).
@@ -212,6 +224,7 @@ class _Parser:
     def column(self, name: str, at: int) -> np.ndarray:
         if name not in self.columns:
             raise self.error(f"Unknown names: [{name!r}] ({name!r} is not a design column)", at)
+        _check_unambiguous(name, self.columns)
         vec = np.zeros(len(self.columns))
         vec[self.columns.index(name)] = 1.0
         return vec

@@ -120,7 +120,13 @@ def check_design(df: pd.DataFrame, index: int = 0) -> pd.DataFrame:
     TypeError
         If ``df`` is not a DataFrame.
     DesignError
-        Empty, non-numeric, non-finite, or with duplicated column names.
+        Empty, non-numeric or non-finite.
+
+    Notes
+    -----
+    Duplicated or empty column names are kept, as nilearn keeps them: contrasts
+    given as vectors or matrices work; a contrast expression naming a
+    duplicated column is refused as ambiguous (:mod:`daskglm.contrasts`).
     """
     if not isinstance(df, pd.DataFrame):
         raise TypeError(f"Design matrix {index} must be a pandas DataFrame, got {type(df).__name__}.")
@@ -136,11 +142,6 @@ def check_design(df: pd.DataFrame, index: int = 0) -> pd.DataFrame:
         raise DesignError(
             f"Design matrix {index} contains {bad.sum()} NaN or infinite values "
             f"(first at row {rows[0]}, column {str(df.columns[cols[0]])!r})."
-        )
-    if df.columns.duplicated().any():
-        dup = list(df.columns[df.columns.duplicated()])
-        raise DesignError(
-            f"Design matrix {index} has duplicated column names: {[str(c) for c in dup]}."
         )
     return pd.DataFrame(values, columns=df.columns, index=df.index)
 

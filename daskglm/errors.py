@@ -20,6 +20,8 @@ __all__ = [
     "SurfaceInputError",
     "MaskTypeError",
     "MeshDimensionError",
+    "GroupInputError",
+    "SampleMaskError",
 ]
 
 

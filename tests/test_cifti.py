@@ -285,3 +285,32 @@ def test_fit_reads_nothing_until_a_contrast(cifti_runs, no_heavy_work, monkeypat
     model = FirstLevelModel(noise_model="ar1").fit([r["path"] for r in runs], design_matrices=[r["X"] for r in runs])
     assert model.n_elements_ == len(cifti_runs["bm"])
     model.contrast_maps("a - b")  # the graph of a contrast: still nothing computed
+
+
+def test_cli_sample_mask_and_drop_initial_on_cifti(cifti_runs, tmp_path):
+    """--sample-mask / --drop-initial count the scans of a .dtseries.nii run from its CIFTI header."""
+    from daskglm import open_model
+    from daskglm.cli import main
+
+    run = cifti_runs["runs"][0]
+    events = tmp_path / "events.tsv"
+    rng = np.random.default_rng(0)
+    onsets = np.sort(rng.uniform(10, (N_SCANS - 10) * T_R, 12))
+    table = pd.DataFrame({"onset": onsets, "duration": 1.0, "trial_type": np.tile(["a", "b"], 6)})
+    table.to_csv(events, sep="\t", index=False)
+    keep = np.ones(N_SCANS, bool)
+    keep[[20, 21, 50]] = False
+    mask_file = tmp_path / "keep.txt"
+    mask_file.write_text("\n".join(str(int(v)) for v in keep))
+    store = tmp_path / "fit.zarr"
+    assert main(["fit", str(run["path"]), "--events", str(events), "--t-r", str(T_R), "--sample-mask",
+                 str(mask_file), "--drop-initial", "4", "-o", str(store), "--no-progress"]) == 0
+    expected_keep = np.flatnonzero(keep)
+    expected_keep = expected_keep[expected_keep >= 4]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reference = FirstLevelModel(t_r=T_R).fit(run["path"], events=table, sample_masks=[expected_keep])
+        fitted = open_model(store)
+        assert fitted._state.runs[0].n_scans == len(expected_keep)
+        np.testing.assert_allclose(np.asarray(fitted.compute_contrast("a - b").dataobj),
+                                   np.asarray(reference.compute_contrast("a - b").dataobj), rtol=1e-8, atol=1e-8)

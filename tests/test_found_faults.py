@@ -202,7 +202,13 @@ def test_real_old_stores_read_and_migrate(version, tmp_path, capsys):
     path = tmp_path / "old.zarr"
     shutil.copytree(OLD_STORES / f"v{version}_store", path)
     expected = np.load(OLD_STORES / f"v{version}.z.npy")
-    np.testing.assert_array_equal(_z(open_model(path)), expected)
+    if version == 1:  # read without validation: only `daskglm migrate` opens it
+        with pytest.raises(StoreError, match=r"format 1 store: run `daskglm migrate .*old\.zarr`"):
+            open_model(path)
+        assert main(["contrast", str(path), "a - b", "-o", str(tmp_path / "out"), "--no-progress"]) == 2
+        assert "daskglm migrate" in capsys.readouterr().err
+    else:
+        np.testing.assert_array_equal(_z(open_model(path)), expected)
     assert main(["migrate", str(path)]) == 0
     assert f"from store format {version} to 3" in capsys.readouterr().out
     assert sorted(p.name for p in path.iterdir() if not p.name.startswith(".")) == sorted(
@@ -451,3 +457,157 @@ def test_one_volume_run_is_refused_by_name(unequal):
     with pytest.raises(DesignError, match=r"Run 1 .* 1 volume"):
         FirstLevelModel(t_r=T_R, mask_img=unequal["mask"]).fit(
             [unequal["runs"][0], one], events=[_events(["a"], 60, 1), _events(["a"], 1, 1)])
+
+
+# ------------------------------------------- code in group-level contrasts
+EVIL_GROUP = "intercept.to_csv('PWNED')"
+
+
+@pytest.fixture(scope="module")
+def group_study(unequal) -> Path:
+    """A study store of three one-run subjects (the 60-scan run, shifted per subject)."""
+    from daskglm import fit_subjects
+
+    run, design = unequal["runs"][0], unequal["designs"][0]
+    subjects = {f"0{i}": {"run_imgs": [nib.Nifti1Image(np.asarray(run.dataobj) + i, AFFINE)],
+                          "design_matrices": [design]} for i in range(1, 4)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = fit_subjects(subjects, unequal["root"] / "study.zarr", progress=False, raise_on_error=True,
+                              model_params={"mask_img": unequal["mask"], "noise_model": "ols"})
+    return Path(result.store)
+
+
+def test_group_contrast_strings_execute_nothing(group_study, unequal, tmp_path, monkeypatch):
+    from nilearn.glm.first_level import FirstLevelModel as NilearnFLM
+
+    from daskglm import SecondLevelModel, non_parametric_inference
+
+    monkeypatch.chdir(tmp_path)
+    model = SecondLevelModel(mask_img=unequal["mask"]).fit(str(group_study))
+    with pytest.raises(ContrastError, match="not valid"):
+        model.compute_contrast(EVIL_GROUP, first_level_contrast="a")
+    with pytest.raises(ContrastError, match="not valid"):
+        model.generate_report(contrasts=[EVIL_GROUP], first_level_contrast="a")
+    with pytest.raises(ContrastError, match="not valid"):
+        non_parametric_inference(str(group_study), design_matrix=pd.DataFrame({"intercept": [1.0] * 3}),
+                                 second_level_contrast=EVIL_GROUP, first_level_contrast="a",
+                                 mask=unequal["mask"], n_perm=5)
+    with warnings.catch_warnings():  # nilearn's first-level models given to daskglm's group model
+        warnings.simplefilter("ignore")
+        nl_models = [NilearnFLM(mask_img=unequal["mask"], noise_model="ols", subject_label=f"sub-{i}").fit(
+            unequal["runs"][0], design_matrices=unequal["designs"][0]) for i in range(1, 3)]
+    with pytest.raises(ContrastError, match="not valid"):
+        SecondLevelModel(mask_img=unequal["mask"]).fit(nl_models).compute_contrast(
+            first_level_contrast="a.to_csv('PWNED')")
+    assert not (tmp_path / "PWNED").exists()
+    # string contrasts still work, and the report keeps their names
+    z = model.compute_contrast("intercept", first_level_contrast="a - b")
+    assert np.allclose(z.get_fdata(), model.compute_contrast([1.0], first_level_contrast="a - b").get_fdata())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # nilearn's cut warnings on a 6x5x4 grid
+        html = str(model.generate_report(contrasts=["intercept"], first_level_contrast="a",
+                                         height_control=None, threshold=2.0))
+    assert "intercept" in html and model._report_content["contrasts"] == ["intercept"]
+
+
+def test_cli_group_contrast_with_code(group_study, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "out"
+    assert main(["group", str(group_study), "--first-level-contrast", "a", "--contrast", EVIL_GROUP,
+                 "-o", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "not valid" in err and "Traceback" not in err
+    assert not (tmp_path / "PWNED").exists() and not out.exists()
+
+
+# ----------------------------------------------- cleanup after a commit
+def test_failed_cleanup_after_commit_keeps_the_new_fit(unequal, store, monkeypatch):
+    import daskglm.store.zarr as zarr_store
+
+    model = FirstLevelModel(mask_img=unequal["mask"], noise_model="ar1").fit(
+        unequal["runs"], design_matrices=unequal["designs"])
+
+    def failing_gc(*args, **kwargs):
+        raise OSError("permission denied while removing an old group")
+
+    monkeypatch.setattr(zarr_store, "collect_garbage", failing_gc)
+    with pytest.warns(RuntimeWarning, match="was committed, but removing its unreferenced groups failed"):
+        model.to_zarr(store, overwrite=True)
+    reread = open_model(store)
+    assert reread.noise_model == "ar1"
+    for name in _root(store)["attributes"]["daskglm_runs"]:
+        assert (store / name).is_dir(), name
+    np.testing.assert_allclose(_z(reread), _z(model), atol=1e-10)
+
+    # whatever fails once the root is written, the groups it references stay
+    def failing_after_commit(*args, **kwargs):
+        raise RuntimeError("interrupted after the commit")
+
+    monkeypatch.setattr(zarr_store, "_after_commit", failing_after_commit)
+    ols = FirstLevelModel(mask_img=unequal["mask"], noise_model="ols").fit(
+        unequal["runs"], design_matrices=unequal["designs"])
+    with pytest.raises(RuntimeError, match="interrupted after the commit"):
+        ols.to_zarr(store, overwrite=True)
+    assert open_model(store).noise_model == "ols"
+    np.testing.assert_allclose(_z(open_model(store)), _z(ols), atol=1e-10)
+
+
+# ------------------------------------------------ stored surface geometry
+@pytest.fixture(scope="module")
+def surface_store(tmp_path_factory) -> Path:
+    """A surface fit on a mesh read from GIfTI files (float32 coordinates), the files removed after writing."""
+    from nilearn.conftest import _make_mesh
+    from nilearn.surface import FileMesh, PolyMesh, SurfaceImage
+
+    root = tmp_path_factory.mktemp("surface")
+    small = _make_mesh()
+    files = {}
+    for part, m in small.parts.items():
+        files[part] = root / f"{part}.surf.gii"
+        m.to_gifti(files[part])
+    mesh = PolyMesh(**{part: FileMesh(path) for part, path in files.items()})
+    rng = np.random.default_rng(5)
+    data = {part: 100 + rng.standard_normal((m.n_vertices, 40)) for part, m in small.parts.items()}
+    design = pd.DataFrame({"a": rng.standard_normal(40), "constant": 1.0})
+    model = FirstLevelModel(noise_model="ols").fit(SurfaceImage(mesh=mesh, data=data), design_matrices=design)
+    path = root / "fit.zarr"
+    model.to_zarr(path)
+    for file in files.values():
+        file.unlink()  # the store copies the mesh: it never refers to a file
+    return path
+
+
+def test_surface_mesh_is_copied_into_the_store(surface_store):
+    record = json.loads(_root(surface_store)["attributes"]["surface_geometry"])
+    assert "file" not in json.dumps(record) and set(record["mesh"]) == {"left", "right"}
+    z = open_model(surface_store).compute_contrast("a")
+    assert z.mesh.parts["left"].n_vertices == 4 and np.isfinite(np.asarray(z.data.parts["right"])).all()
+
+
+@pytest.mark.parametrize(("record", "fragment"), [
+    ({"kind": "surface", "parts": ["left"], "sizes": [4], "mesh": {"left": {"file": "/etc/hostname"}}},
+     "names no mesh file"),
+    ({"kind": "surface", "parts": ["left", "right"], "sizes": [4, 5], "standard": ["../../../etc", "pial"]},
+     "unknown standard mesh"),
+    ({"kind": "surface", "mesh": {"left": {"coordinates": [[0, 0, 0]], "faces": [[0, 1, 2]]}}}, "outside"),
+    ({"kind": "surface", "mesh": {"left": {"coordinates": [[0, 0]], "faces": [[0, 0, 0]]}}}, r"\(n, 3\)"),
+    ({"kind": "surface", "mesh": {"left": {"coordinates": [[0, 0, 0]], "faces": [[0, 0, 0]],
+                                           "faces_dtype": "<f8"}}}, "dtype"),
+    ({"kind": "cifti", "xml": "<CIFTI"}, ""),
+    ("not json", ""),
+    (7, ""),
+])
+def test_tampered_surface_geometry_is_a_store_error(surface_store, tmp_path, monkeypatch, record, fragment):
+    from nilearn import surface
+
+    store = tmp_path / "fit.zarr"
+    shutil.copytree(surface_store, store)
+    _set_root_attr(store, "surface_geometry", record if isinstance(record, (str, int)) else json.dumps(record))
+
+    def no_file_mesh(*args, **kwargs):
+        raise AssertionError("a store made the reader open a mesh file")
+
+    monkeypatch.setattr(surface, "FileMesh", no_file_mesh)
+    with pytest.raises(StoreError, match=f"fit.zarr.*surface_geometry.*{fragment}"):
+        open_model(store)

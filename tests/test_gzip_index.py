@@ -135,3 +135,40 @@ def test_unwritable_cache_falls_back_to_the_temporary_folder(tmp_path, monkeypat
     index = source.build_index()
     assert index.startswith(str(tmp_path / "tmp" / "daskglm-gzip-index"))
     np.testing.assert_array_equal(source.read_indexed(10, 12, index), data[10:12].transpose(0, 3, 2, 1))
+
+
+def test_shared_or_foreign_cache_folders_are_not_trusted(tmp_path, monkeypatch):
+    """Indexes are imported as trusted: a cache another user could write (or owns) is never used."""
+    import os
+    import stat
+
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    monkeypatch.setattr(gzindex.tempfile, "gettempdir", lambda: str(tmp))
+    data = _run(tmp_path / "run.nii.gz", n_scans=12)
+    source = FileRunSource(tmp_path / "run.nii.gz")
+    shared = tmp_path / "shared-cache"
+    shared.mkdir()
+    shared.chmod(0o777)
+    monkeypatch.setenv("DASKGLM_GZIP_INDEX_DIR", str(shared))
+    index = source.build_index()
+    private = tmp / f"daskglm-gzip-index-{os.getuid()}"
+    assert index.startswith(str(private) + os.sep) and not any(shared.iterdir())
+    assert stat.S_IMODE(private.stat().st_mode) == 0o700
+    np.testing.assert_array_equal(source.read_indexed(10, 12, index), data[10:12].transpose(0, 3, 2, 1))
+    # a squatted per-user fallback (world-writable, with a planted index) is ignored too
+    for file in private.iterdir():
+        file.unlink()
+    private.chmod(0o777)
+    planted = private / gzindex.index_path(tmp_path / "run.nii.gz").name
+    planted.write_bytes(b"not an index")
+    index = source.build_index()
+    assert not index.startswith(str(private) + os.sep) and os.path.basename(os.path.dirname(index)).startswith(
+        f"daskglm-gzip-index-{os.getuid()}-")
+    np.testing.assert_array_equal(source.read_indexed(10, 12, index), data[10:12].transpose(0, 3, 2, 1))
+    assert gzindex.private_dir(tmp_path / "mine") and not gzindex.private_dir(shared)
+    if os.getuid() == 0:  # a folder of another user, even if root could write it
+        foreign = tmp_path / "foreign"
+        foreign.mkdir(mode=0o700)
+        os.chown(foreign, 12345, 12345)
+        assert not gzindex.private_dir(foreign)

@@ -156,3 +156,12 @@ def test_one_home_per_exception():
             ):
                 defined.append(f"{m}.{node.name}")
     assert not defined, f"exception classes outside daskglm.errors: {defined}"
+
+
+def test_every_exception_is_exported():
+    """daskglm.errors.__all__ lists every exception class it defines."""
+    import daskglm.errors as errors
+
+    classes = {name for name, obj in vars(errors).items()
+               if isinstance(obj, type) and issubclass(obj, BaseException) and obj.__module__ == errors.__name__}
+    assert classes - set(errors.__all__) == set(), classes - set(errors.__all__)

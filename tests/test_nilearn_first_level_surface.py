@@ -16,7 +16,6 @@ import nilearn
 import pytest
 
 import daskglm
-import daskglm.errors
 
 NILEARN_VERSION = "0.14.1"
 SOURCE = Path(nilearn.__file__).parent / "glm" / "tests" / "test_first_level.py"
@@ -62,24 +61,6 @@ compute_fixed_effects = daskglm.compute_fixed_effects  # noqa: F811
 
 for _name in [n for n in list(globals()) if n.startswith("test_") and n not in SURFACE_TESTS]:
     globals().pop(_name)
-
-#: nilearn tests that fail here, with why (strict xfail: they must fail for that reason).
-#: nilearn's ``surface_glm_data`` design has columns ``["", "", ""]``; daskglm's design
-#: check (``daskglm/design.py``) refuses duplicated column names, nilearn accepts them.
-DUPLICATED_COLUMNS = (
-    "test_flm_fit_surface_image_default_mask_img",
-    "test_flm_fit_surface_image",
-    "test_flm_fit_surface_image_one_hemisphere",
-    "test_flm_fit_surface_image_with_mask",
-    "test_flm_with_surface_image_with_surface_masker",
-    "test_flm_with_surface_masker_with_mask",
-)
-for _name in DUPLICATED_COLUMNS:
-    globals()[_name] = pytest.mark.xfail(
-        strict=True, raises=daskglm.errors.DesignError,
-        reason="design with duplicated column names ['', '', ''] (refused by daskglm.design)",
-    )(globals()[_name])
-
 
 def test_all_surface_tests_are_collected():
     """Every listed nilearn surface test exists in the installed nilearn and is kept here."""

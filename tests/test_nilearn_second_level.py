@@ -39,7 +39,6 @@ DESELECTED: dict[str, str] = {
     "test_check_affine_first_level_models": _PRIVATE,
     "test_check_shape_first_level_models": _PRIVATE,
     "test_check_second_level_input": _PRIVATE,
-    "test_check_second_level_input_list_wrong_type": _PRIVATE,
     "test_check_second_level_input_unfit_model": _PRIVATE,
     "test_check_second_level_input_dataframe": _PRIVATE,
     "test_check_second_level_input_confounds": _PRIVATE,
@@ -105,6 +104,9 @@ def _load(key: str, path: Path) -> None:
 
 for _key, _path in SOURCES.items():
     _load(_key, _path)
+_missing = sorted(name for name in DESELECTED  # some are blanked out with the estimator checks
+                  if not any(f"def {name}(" in p.read_text() for p in SOURCES.values()))
+assert not _missing, f"deselected tests that nilearn's modules do not define (stale DESELECTED): {_missing}"
 
 
 def test_deselected_tests_are_listed():

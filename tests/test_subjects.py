@@ -102,3 +102,26 @@ def test_cli_fit_subjects(fiac_small, corrupt_run, tmp_path, capsys):
     bad.write_text("{not json")
     assert _cli(["fit-subjects", str(bad), str(store)]) == 1
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_cli_fit_subjects_storage_options_are_json_values(tmp_path, monkeypatch):
+    """``--storage-option`` values parse as JSON when they do (``anon=false`` → False), as in ``daskglm bids``."""
+    import daskglm.cli.commands as commands
+    from daskglm.cli import main
+    from daskglm.subjects import SubjectsResult
+
+    seen = {}
+
+    def fake_fit_subjects(subjects, store, **kwargs):
+        seen.update(kwargs["storage_options"])
+        return SubjectsResult(store=str(store))
+
+    monkeypatch.setattr(commands, "fit_subjects", fake_fit_subjects)
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({"subjects": {}, "storage_options": {"key": "k", "anon": True}}))
+    assert main(["fit-subjects", str(spec), "s3://bucket/study.zarr", "--no-progress", "--storage-option",
+                 "anon=false", "--storage-option", "endpoint_url=http://127.0.0.1:9", "--storage-option",
+                 "config_kwargs={\"retries\": 2}"]) == 0
+    assert seen == {"key": "k", "anon": False, "endpoint_url": "http://127.0.0.1:9",
+                    "config_kwargs": {"retries": 2}}
+    assert main(["fit-subjects", str(spec), "s3://bucket/study.zarr", "--storage-option", "novalue"]) != 0

@@ -13,6 +13,11 @@ cleaning; figures and cluster tables are not written)::
 
 Entities (``ses``, ``space``) enter the map names only when they are the
 same for all the subject's runs, as in nilearn.
+
+Surface fits are written as nilearn writes them: CIFTI-2 fits as dense scalar
+files with the same names (``..._statmap.dscalar.nii``, ``..._mask.dscalar.nii``);
+``SurfaceImage`` fits as one GIfTI file per hemisphere, named by nilearn's
+rule (``..._hemi-L_den-10242_contrast-..._statmap.gii``; the mask as uint8).
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
+
 from .._version import __version__
 
-__all__ = ["save_bids_derivatives", "derivative_filenames"]
+__all__ = ["save_bids_derivatives", "derivative_filenames", "surface_filenames"]
 
 _STATS = (("effect_size", "effect"), ("stat", None), ("effect_variance", "variance"),
           ("z_score", "z"), ("p_value", "p"))
@@ -36,14 +43,12 @@ def _entities_to_include() -> list[str]:
 
 
 def _stat_type(definition) -> str:
-    import numpy as np
-
     if isinstance(definition, str):
         return "t"
     return "t" if np.asarray(definition).ndim == 1 else "F"
 
 
-def derivative_filenames(run_names: list[str], contrasts: dict) -> dict:
+def derivative_filenames(run_names: list[str], contrasts: dict, extension: str = "nii.gz") -> dict:
     """The file names nilearn's ``save_glm_to_bids`` gives a first-level fit of these runs.
 
     Parameters
@@ -52,6 +57,9 @@ def derivative_filenames(run_names: list[str], contrasts: dict) -> dict:
         The runs' paths or URLs (BIDS names).
     contrasts : dict
         ``{name: definition}``.
+    extension : str
+        Of the mask and maps: ``"nii.gz"`` (volumes), ``"dscalar.nii"`` (CIFTI-2),
+        ``"gii"`` (surfaces; before the per-hemisphere names of :func:`surface_filenames`).
 
     Returns
     -------
@@ -70,11 +78,11 @@ def derivative_filenames(run_names: list[str], contrasts: dict) -> dict:
         labels = {e.get(key) for e in run_entities if e.get(key) is not None}
         entities[key] = labels.pop() if len(labels) == 1 else None
     mask_entities = {k: v for k, v in entities.items() if k not in ("run", "ses")}
-    mask = create_bids_filename({"prefix": None, "suffix": "mask", "extension": "nii.gz",
+    mask = create_bids_filename({"prefix": None, "suffix": "mask", "extension": extension,
                                  "entities": mask_entities}, include)
     maps = {}
     for name, definition in contrasts.items():
-        fields = {"prefix": None, "suffix": "statmap", "extension": "nii.gz",
+        fields = {"prefix": None, "suffix": "statmap", "extension": extension,
                   "entities": {**entities, "contrast": _clean_contrast_name(name)}}
         maps[name] = {}
         for output, label in _STATS:
@@ -90,11 +98,42 @@ def derivative_filenames(run_names: list[str], contrasts: dict) -> dict:
     return {"sub": sub, "mask": mask, "maps": maps, "designs": designs}
 
 
+def surface_filenames(filename: str, img) -> dict:
+    """nilearn's per-hemisphere GIfTI names of a ``SurfaceImage`` map: ``{part: file}``.
+
+    ``hemi-L`` / ``hemi-R`` and ``den-<vertices>`` are added in BIDS order
+    (nilearn's ``_generate_filename_surface_file``).
+    """
+    from nilearn.glm.io import _generate_filename_surface_file
+
+    labels = {"left": "L", "right": "R"}
+    return {part: _generate_filename_surface_file(filename, labels[part], img.mesh.parts[part].n_vertices)
+            for part in img.mesh.parts}
+
+
+def _write_map(img, folder: Path, filename: str, surface: bool, dtype=None) -> list[str]:
+    """Write one map (per hemisphere for a ``SurfaceImage``); the file names written."""
+    if not surface:
+        img.to_filename(folder / filename)
+        return [filename]
+    from nilearn.surface import PolyData
+
+    data = img.data
+    if dtype is not None:  # the mask: uint8, as nilearn (GIfTI has no bool)
+        data = PolyData(**{part: np.asarray(v).astype(dtype) for part, v in data.parts.items()})
+    names = surface_filenames(filename, img)
+    for name in names.values():
+        data.to_filename(folder / name)  # the part named by hemi-L / hemi-R in the file name
+    return list(names.values())
+
+
+_EXTENSIONS = {None: "nii.gz", "cifti": "dscalar.nii", "surface": "gii"}
+
+
 def _dataset_description(out: Path, sources: list[str]) -> None:
     path = out / "dataset_description.json"
     generated = {"Name": "daskglm", "Version": __version__,
-                 "Description": "A daskglm first-level GLM (nilearn's FirstLevelModel on dask).",
-                 "CodeURL": "https://github.com/daskglm/daskglm"}
+                 "Description": "A daskglm first-level GLM (nilearn's FirstLevelModel on dask)."}
     if path.exists():
         desc = json.loads(path.read_text())
         if generated not in desc.setdefault("GeneratedBy", []):
@@ -129,7 +168,14 @@ def save_bids_derivatives(model, out_dir, contrasts: dict, run_names: list[str] 
     Returns
     -------
     dict
-        The written file names (:func:`derivative_filenames`), with the folder.
+        The file names (:func:`derivative_filenames`), the folder (``dir``)
+        and every file written (``files``; per hemisphere for surface fits).
+
+    Notes
+    -----
+    CIFTI-2 fits write dense scalar maps and mask (``.dscalar.nii``) under
+    the same names; ``SurfaceImage`` fits write one GIfTI file per hemisphere
+    (``hemi-L`` / ``hemi-R``, ``den-<vertices>``), as nilearn's ``save_glm_to_bids``.
     """
     from nilearn._utils.glm import coerce_to_dict
 
@@ -138,16 +184,20 @@ def save_bids_derivatives(model, out_dir, contrasts: dict, run_names: list[str] 
     if run_names is None:  # the inputs of a fit (a reopened store has none: names by position)
         sources = model._state.sources or [None] * len(model.design_matrices_)
         run_names = [str(getattr(s, "name", f"run-{i + 1}")) for i, s in enumerate(sources)]
-    names = derivative_filenames(run_names, contrasts)
+    geometry = model._state.geometry
+    kind = None if geometry is None else geometry.kind
+    surface = kind == "surface"
+    names = derivative_filenames(run_names, contrasts, _EXTENSIONS[kind])
     out = Path(out_dir).absolute()
     folder = out / names["sub"]
     folder.mkdir(parents=True, exist_ok=True)
     _dataset_description(out, [source_dataset] if source_dataset else [])
-    model.mask_img_.to_filename(folder / names["mask"])
+    files = _write_map(model.mask_img_, folder, names["mask"], surface, dtype=np.uint8)
     for name, definition in contrasts.items():
         maps = model.compute_contrast(definition, output_type="all")
         for output, filename in names["maps"][name].items():
-            maps[output].to_filename(folder / filename)
+            files += _write_map(maps[output], folder, filename, surface)
+    files += names["designs"]
     for design, filename in zip(model.design_matrices_, names["designs"]):
         design.to_csv(folder / filename, sep="\t", index=False)
         (folder / filename).with_suffix(".json").write_text(
@@ -155,4 +205,4 @@ def save_bids_derivatives(model, out_dir, contrasts: dict, run_names: list[str] 
     meta = {"Description": f"A statistical map generated by daskglm {__version__}.",
             "ModelParameters": model.get_params(), "Inputs": list(map(str, run_names))}
     (folder / "statmap.json").write_text(json.dumps(meta, indent=4, sort_keys=True, default=str))
-    return {"dir": str(folder), **names}
+    return {"dir": str(folder), **names, "files": files}

@@ -15,31 +15,16 @@ exits with 1 if any subject failed, 0 otherwise.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 
 from ..subjects import failure_message
-from .parsing import parse_contrast
+from .parsing import parse_contrast, parse_key_values
 from .runtime import PROG, ErrorPolicy, command
 
 __all__ = ["add_bids", "cmd_bids", "parse_key_values"]
 
 BIDS_ERRORS = ErrorPolicy(prefix=f"{PROG} bids", status=1, errors=(Exception,), describe=failure_message)
-
-
-def parse_key_values(items: Sequence[str] | None, option: str) -> dict:
-    """``KEY=VALUE`` strings as a dict; values parsed as JSON when they parse (``anon=true``)."""
-    out: dict = {}
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"{option} expects KEY=VALUE, got {item!r}.")
-        try:
-            out[key] = json.loads(value)
-        except json.JSONDecodeError:
-            out[key] = value
-    return out
 
 
 def add_bids(sub, parents: Sequence[argparse.ArgumentParser], formatter) -> argparse.ArgumentParser:

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..subjects import failure_message, fit_subjects, load_spec
-from .parsing import contrasts_from_args, fit_model_params, read_confounds, safe_filename
+from .parsing import contrasts_from_args, fit_model_params, parse_key_values, read_confounds, safe_filename
 from .runtime import (
     PROG,
     ErrorPolicy,
@@ -99,8 +99,7 @@ def _fit_inputs(args) -> dict[str, Any]:
 
 def _sample_masks(args) -> list | None:
     """``--sample-mask`` files (one per run) and ``--drop-initial N`` as ``sample_masks``."""
-    import nibabel as nib
-
+    from ..io.runs import as_run_source
     from ..sample_masks import drop_initial, read_sample_mask
 
     files = getattr(args, "sample_mask", None)
@@ -115,7 +114,7 @@ def _sample_masks(args) -> list | None:
         raise UsageError(f"--drop-initial must be >= 0, got {n_drop}.")
     masks = []
     for i, run in enumerate(args.runs):
-        n_scans = int(nib.load(run).shape[3])
+        n_scans = as_run_source(run).n_scans  # header only, any run format (NIfTI, CIFTI, GIfTI)
         mask = read_sample_mask(files[i], n_scans) if files else None
         masks.append(drop_initial(n_drop, n_scans, mask) if n_drop else mask)
     return masks
@@ -161,26 +160,18 @@ def _check_mask_grid(mask: str, run: str) -> None:
 
 
 def _check_t_r(runs: Sequence[str], t_r: float | None) -> None:
-    """Warn when ``--t-r`` differs from the repetition time in a run's header."""
+    """Warn when ``--t-r`` differs from the repetition time in a run's header (:func:`check_t_r`)."""
     import nibabel as nib
+
+    from ..io.dataarray import check_t_r, header_t_r
 
     if t_r is None:
         return
     for path in runs:
-        header = nib.load(path).header
-        if not hasattr(header, "get_zooms"):  # CIFTI: the series step is checked by the reader
+        header = getattr(nib.load(path), "header", None)
+        if not hasattr(header, "get_zooms"):  # CIFTI, GIfTI: the series step is checked by the reader
             continue
-        zooms = header.get_zooms()
-        if len(zooms) < 4 or not zooms[3] > 0:
-            continue
-        unit = header.get_xyzt_units()[1]
-        header_t_r = float(zooms[3]) * {"msec": 1e-3, "usec": 1e-6}.get(unit, 1.0)
-        if abs(header_t_r - t_r) > 1e-3 * max(t_r, header_t_r):
-            warnings.warn(
-                f"--t-r {t_r:g} differs from the repetition time in the header of {path!r} "
-                f"({header_t_r:g} s); the design uses {t_r:g} s. Check which one is right.",
-                UserWarning, stacklevel=2,
-            )
+        check_t_r(t_r, header_t_r(header), repr(str(path)), given="--t-r ", used_by="the design")
 
 
 @command()
@@ -270,13 +261,9 @@ def cmd_report(args) -> int:
 
 
 def _storage_options(spec: dict, items: Sequence[str] | None) -> dict | None:
-    """The spec file's ``storage_options`` updated by ``--storage-option KEY=VALUE``."""
+    """The spec file's ``storage_options`` updated by ``--storage-option KEY=VALUE`` (JSON values, as ``bids``)."""
     options = dict(spec.get("storage_options") or {})
-    for item in items or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise ValueError(f"--storage-option expects KEY=VALUE, got {item!r}.")
-        options[key] = value
+    options.update(parse_key_values(items, "--storage-option"))
     return options or None
 
 

@@ -114,15 +114,16 @@ def _permutations(args, design, out: Path, name: str) -> None:
 @command()
 def cmd_group(args) -> int:
     """``daskglm group``: second-level maps (and permutation maps) from a study store."""
-    from ..group.model import SecondLevelModel
+    from ..group.model import SecondLevelModel, second_level_con_val
 
     _check(args)
     out = Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
     design = _design(args.design)
     model = SecondLevelModel(mask_img=args.mask, smoothing_fwhm=args.smoothing_fwhm)
     model.fit(args.store, design_matrix=design, subjects=args.subjects,
               variance_input="first_level" if args.mixed_effects else None)
+    second_level_con_val(args.contrast, model.design_matrix_)  # parsed, never evaluated: fail before writing
+    out.mkdir(parents=True, exist_ok=True)
     n = model.design_matrix_.shape[0]
     name = safe_filename(args.contrast or model.design_matrix_.columns[0])
     print(f"{n} subjects, {model.n_elements_:,} voxels, design columns: "

@@ -5,15 +5,34 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
 
-__all__ = ["parse_contrast", "load_contrast_file", "contrasts_from_args", "safe_filename", "read_confounds",
+__all__ = ["parse_contrast", "parse_key_values", "load_contrast_file", "contrasts_from_args", "safe_filename", "read_confounds",
            "fit_model_params"]
 
 _NAMED = re.compile(r"^\s*([A-Za-z_][\w.+-]*)\s*=(?!=)\s*(.+)$", re.S)
+
+
+def parse_key_values(items: Sequence[str] | None, option: str) -> dict:
+    """``KEY=VALUE`` strings as a dict; values parsed as JSON when they parse (``anon=false`` → False).
+
+    The one parser of ``--storage-option`` / ``--confounds-option`` values
+    (``daskglm bids``, ``daskglm fit-subjects``).
+    """
+    out: dict = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{option} expects KEY=VALUE, got {item!r}.")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
 
 
 def _parse_value(text: str):

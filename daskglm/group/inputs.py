@@ -27,7 +27,10 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from ..contrasts import expression_to_contrast_vector
 from ..errors import GroupInputError, StoreError
+from ..io.cifti import is_cifti
+from ..io.gifti import is_surface_image
 from ..io.maps import masked_map
 from ..model import FirstLevelModel as DaskFirstLevelModel
 from ..store.location import Location
@@ -85,6 +88,46 @@ def _is_model(obj) -> bool:
     from nilearn.glm.first_level import FirstLevelModel
 
     return isinstance(obj, (FirstLevelModel, DaskFirstLevelModel))
+
+
+#: What a surface input is told (nilearn 0.14.1 fits surface maps at the group level; daskglm not yet).
+SURFACE_INPUT_ERROR = (
+    "Surface inputs are not supported at the group level yet: {} is {}. daskglm's SecondLevelModel and "
+    "non_parametric_inference take volume maps (NIfTI images, or first-level models fitted on volumes); "
+    "for surface or CIFTI maps use nilearn's SecondLevelModel / non_parametric_inference."
+)
+
+
+_GEOMETRY_NAMES = {"surface": "surface", "cifti": "CIFTI-2"}
+
+
+def _surface_kind(obj) -> str | None:
+    """What makes ``obj`` a surface input (a SurfaceImage, GIfTI, CIFTI, surface-fitted model), or None."""
+    if is_surface_image(obj):
+        return "a SurfaceImage"
+    if isinstance(obj, nib.gifti.GiftiImage) or (
+            isinstance(obj, (str, Path)) and str(obj).lower().endswith((".gii", ".gii.gz"))):
+        return "a GIfTI image"
+    if is_cifti(obj):
+        return "a CIFTI-2 image"
+    if isinstance(obj, DaskFirstLevelModel) and obj.__sklearn_is_fitted__() \
+            and obj._state.geometry is not None:
+        return f"a FirstLevelModel fitted on {_GEOMETRY_NAMES.get(obj._state.geometry.kind, 'surface')} data"
+    if _is_model(obj) and not isinstance(obj, DaskFirstLevelModel):
+        from nilearn.maskers import SurfaceMasker
+
+        if isinstance(getattr(obj, "masker_", None), SurfaceMasker):
+            return "a FirstLevelModel fitted on surface data"
+    return None
+
+
+def _reject_surfaces(items, where: str = "second_level_input") -> None:
+    """A clear :class:`GroupInputError` for surface inputs (instead of a type error further on)."""
+    single = not isinstance(items, (list, tuple, pd.Series))
+    for i, obj in enumerate([items] if single else list(items)):
+        kind = _surface_kind(obj)
+        if kind is not None:
+            raise GroupInputError(SURFACE_INPUT_ERROR.format(where if single else f"{where}[{i}]", kind))
 
 
 def is_study_store(path, storage_options: dict | None = None) -> bool:
@@ -208,12 +251,17 @@ def resolve_input(second_level_input, confounds=None, design_matrix=None, subjec
     if design_matrix is not None and not isinstance(design_matrix, (str, Path, pd.DataFrame)):
         raise GroupInputError("'design_matrix' must be a str, pathlib.Path or a pandas.DataFrame.\n"
                               f"Got {design_matrix.__class__.__name__}")
+    if not isinstance(second_level_input, pd.DataFrame):
+        _reject_surfaces(second_level_input)
     if subjects is not None and not is_study_store(second_level_input, storage_options):
         raise GroupInputError("'subjects' selects subjects of a study store; 'second_level_input' is not one.")
     if is_study_store(second_level_input, storage_options):
-        return _store_input(second_level_input, subjects, storage_options)
+        group = _store_input(second_level_input, subjects, storage_options)
+        _reject_surfaces(group.items, "the study store's subject")
+        return group
     if isinstance(second_level_input, pd.DataFrame):
         table = _sorted_table(second_level_input)
+        _reject_surfaces(table["effects_map_path"], "effects_map_path")
         return GroupInput("dataframe", table["effects_map_path"].tolist(), table["subject_label"].tolist(),
                           table=table, original=table)
     if isinstance(second_level_input, pd.Series):
@@ -243,6 +291,10 @@ def resolve_input(second_level_input, confounds=None, design_matrix=None, subjec
 
 # ---------------------------------------------------------------- the maps
 def _model_image(model, contrast, output_type: str):
+    if isinstance(contrast, str) and not isinstance(model, DaskFirstLevelModel):
+        # nilearn's models evaluate string contrasts as code: parse them here, one vector per run
+        contrast = [expression_to_contrast_vector(contrast, [str(c) for c in dm.columns])
+                    for dm in model.design_matrices_]
     return model.compute_contrast(contrast, output_type=output_type)
 
 

@@ -25,12 +25,13 @@ import numpy as np
 import pandas as pd
 from nilearn.glm.second_level import SecondLevelModel as _NilearnSecondLevelModel
 
+from ..contrasts import expression_to_contrast_vector
 from ..errors import GroupInputError
 from ..kernels.second_level import OLSDesign
 from .graph import mixed_contrast, ols_contrast, stack_rows
 from .inputs import GroupInput, effect_items, resolve_input, sample_map, subject_maps
 
-__all__ = ["SecondLevelModel", "GroupContrast"]
+__all__ = ["SecondLevelModel", "GroupContrast", "second_level_con_val"]
 
 OUTPUT_TYPES = ("z_score", "stat", "p_value", "effect_size", "effect_variance")
 
@@ -170,7 +171,6 @@ list of fitted FirstLevelModel (nilearn's or daskglm's), or a daskglm study stor
             p, z, and σ²_between for mixed effects), ``q``, ``con_val``, ``Y``
             (the subjects' maps, ``(n, V)``), ``stat_type``.
         """
-        from nilearn.glm.second_level.second_level import _get_con_val
         from sklearn.utils.validation import check_is_fitted
 
         check_is_fitted(self)
@@ -180,7 +180,7 @@ list of fitted FirstLevelModel (nilearn's or daskglm's), or a daskglm study stor
                 "If 'second_level_input' was a list of FirstLevelModel, then first_level_contrast is "
                 "mandatory. It corresponds to the second_level_contrast argument of the compute_contrast "
                 "method of FirstLevelModel.")
-        con_val = _get_con_val(second_level_contrast, self.design_matrix_)
+        con_val = second_level_con_val(second_level_contrast, self.design_matrix_)
         items = effect_items(group, first_level_contrast)
         _check_rows(items, self.design_matrix_)
         n_vox = self.n_elements_
@@ -258,8 +258,41 @@ list of fitted FirstLevelModel (nilearn's or daskglm's), or a daskglm study stor
         labels, results = run_glm(y, self.design_matrix_.values, noise_model="ols")
         self.labels_, self.results_ = labels, results
 
+    def _generate_report_content(self, contrasts, *args, **kwargs):
+        """nilearn's report content, with string contrasts parsed by daskglm (never evaluated)."""
+        from nilearn._utils.glm import coerce_to_dict
+
+        contrasts = coerce_to_dict(contrasts)
+        if contrasts is None or not hasattr(self, "design_matrix_"):  # no contrast, or not fitted: nilearn's
+            return super()._generate_report_content(contrasts, *args, **kwargs)
+        vectors = {name: second_level_con_val(con, self.design_matrix_) if isinstance(con, str) else con
+                   for name, con in contrasts.items()}
+        super()._generate_report_content(vectors, *args, **kwargs)
+        # nilearn's methods text lists the contrasts given as strings
+        self._report_content["contrasts"] = [c for c in contrasts.values() if isinstance(c, str)]
+        return None
+
     def __sklearn_is_fitted__(self) -> bool:
         return getattr(self, "second_level_input_", None) is not None
+
+
+def second_level_con_val(second_level_contrast, design_matrix: pd.DataFrame) -> np.ndarray:
+    """nilearn's ``_get_con_val``, with expressions parsed by :mod:`daskglm.contrasts`.
+
+    nilearn evaluates string contrasts with ``DataFrame.eval``; here they are
+    parsed (:func:`daskglm.contrasts.expression_to_contrast_vector`), so a
+    contrast string cannot run code.  Arrays and ``None`` follow nilearn.
+
+    Raises
+    ------
+    ContrastError
+        A string that is not a linear combination of the design's columns.
+    """
+    from nilearn.glm.second_level.second_level import _get_con_val
+
+    if isinstance(second_level_contrast, str):
+        return expression_to_contrast_vector(second_level_contrast, [str(c) for c in design_matrix.columns])
+    return _get_con_val(second_level_contrast, design_matrix)
 
 
 def _contrast(con_val, stat_type, n_columns: int) -> tuple[np.ndarray, str, int]:

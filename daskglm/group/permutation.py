@@ -30,6 +30,7 @@ from ..errors import GroupInputError
 from ..kernels import permutation as K
 from .graph import stack_rows
 from .inputs import effect_items, resolve_input, sample_map, subject_maps
+from .model import second_level_con_val
 
 __all__ = ["non_parametric_inference"]
 
@@ -167,7 +168,6 @@ smoothing_fwhm, model_intercept, n_perm, two_sided_test, random_state, n_jobs, v
     """
     from nilearn._utils.glm import check_and_load_tables
     from nilearn._utils.param_validation import check_params
-    from nilearn.glm.second_level.second_level import _get_con_val
     from sklearn.utils import check_random_state
 
     check_params({k: v for k, v in locals().items() if k not in ("uncorrected", "subjects", "storage_options")})
@@ -183,7 +183,7 @@ smoothing_fwhm, model_intercept, n_perm, two_sided_test, random_state, n_jobs, v
     items, models = _group_data(second_level_input, confounds, design_matrix, first_level_contrast, masker,
                                 subjects, storage_options)
     design_matrix = check_and_load_tables(design_matrix, "design_matrix")[0]
-    contrast = _get_con_val(second_level_contrast, design_matrix)
+    contrast = second_level_con_val(second_level_contrast, design_matrix)
     if len(items) != design_matrix.shape[0]:
         raise GroupInputError("'design_matrix' does not match the number of maps considered. "
                               f"{design_matrix.shape[0]} rows in design matrix do not match "

@@ -17,7 +17,7 @@ from .nifti import FileRunSource
 from .remote import RemoteRunSource, is_url
 from .runs import as_run_source
 
-__all__ = ["open_run", "header_t_r"]
+__all__ = ["open_run", "header_t_r", "check_t_r"]
 
 #: Seconds per unit of the NIfTI ``xyzt_units`` time field.
 _TIME_UNITS = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}
@@ -102,7 +102,7 @@ def open_run(path_or_img, chunks: int | str = "auto", t_r: float | None = None,
     elif isinstance(source, RemoteRunSource):
         attrs["filename"] = source.url
         from_header = header_t_r(source.header)
-    t_r = _check_t_r(t_r, from_header, attrs.get("filename", "the image"))
+    t_r = check_t_r(t_r, from_header, attrs.get("filename", "the image"), stacklevel=3)
     time_attrs = {"long_name": "scan onset", "units": "s", "standard_name": "time", "axis": "T"}
     if t_r is not None:
         attrs["t_r"] = t_r
@@ -117,7 +117,41 @@ def open_run(path_or_img, chunks: int | str = "auto", t_r: float | None = None,
     return xr.DataArray(data, dims=dims, coords=coords, attrs=attrs, name="bold")
 
 
-def _check_t_r(t_r: float | None, from_header: float | None, where: str) -> float | None:
+def check_t_r(t_r: float | None, from_header: float | None, where: str, *, given: str = "t_r=",
+              used_by: str = "the time coordinate", stacklevel: int = 2) -> float | None:
+    """The repetition time to use: the given one (warning when it differs from the header's) or the header's.
+
+    The one check of a given ``t_r`` against a run's header, used by
+    :func:`open_run` and by the ``daskglm fit`` command line.
+
+    Parameters
+    ----------
+    t_r : float or None
+        The given repetition time in seconds.
+    from_header : float or None
+        The header's (:func:`header_t_r`).
+    where : str
+        The run, for the message.
+    given, used_by : str
+        How the message names the given value (``"t_r="``, ``"--t-r "``) and what uses it.
+    stacklevel : int
+        Of the warning, counted from the caller of this function.
+
+    Returns
+    -------
+    float or None
+        ``t_r`` when given, else ``from_header``.
+
+    Warns
+    -----
+    UserWarning
+        When the two differ by more than 0.1 %.
+
+    Raises
+    ------
+    ValueError
+        A given ``t_r`` that is not a positive number.
+    """
     if t_r is None:
         return from_header
     t_r = float(t_r)
@@ -125,8 +159,8 @@ def _check_t_r(t_r: float | None, from_header: float | None, where: str) -> floa
         raise ValueError(f"t_r must be a positive number of seconds, got {t_r!r}.")
     if from_header is not None and abs(from_header - t_r) > 1e-3 * max(t_r, from_header):
         warnings.warn(
-            f"t_r={t_r:g} differs from the repetition time in the header of {where} "
-            f"({from_header:g} s); the time coordinate uses {t_r:g} s.",
-            UserWarning, stacklevel=3,
+            f"{given}{t_r:g} differs from the repetition time in the header of {where} "
+            f"({from_header:g} s); {used_by} uses {t_r:g} s. Check which one is right.",
+            UserWarning, stacklevel=stacklevel + 1,
         )
     return t_r

@@ -5,15 +5,18 @@ A store of a surface fit records the geometry its maps need:
 - CIFTI: the brain-model axis, as the CIFTI-2 XML of a one-map dense scalar
   header (a few bytes per grayordinate);
 - surfaces: the mesh *referenced* when it is a standard one (one of the
-  fsaverage5 meshes nilearn ships, by name) or a mesh file (its path), with
-  a content digest checked on reading; other meshes are copied
-  (coordinates and faces).
+  fsaverage5 meshes nilearn ships, by name), with a content digest checked
+  on reading; every other mesh, mesh files included, is copied (coordinates
+  and faces, with their dtypes).  A store never names a file to open: a
+  record with a ``file`` entry (older stores) or an unknown standard mesh is
+  refused.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+from typing import Any
 
 import numpy as np
 from nibabel import cifti2
@@ -49,11 +52,9 @@ def _mesh_json(geometry: SurfaceGeometry) -> dict:
         return {"standard": list(standard)}
     parts = {}
     for name, part in zip(geometry.part_names, geometry.parts()):
-        path = getattr(geometry.mesh.parts[name], "file_path", None)
-        if path is not None:
-            parts[name] = {"file": str(path)}
-        else:
-            parts[name] = {"coordinates": part.coordinates.tolist(), "faces": part.faces.tolist()}
+        coordinates, faces = np.asarray(part.coordinates), np.asarray(part.faces)
+        parts[name] = {"coordinates": coordinates.tolist(), "faces": faces.tolist(),
+                       "coordinates_dtype": coordinates.dtype.str, "faces_dtype": faces.dtype.str}
     return {"mesh": parts}
 
 
@@ -67,18 +68,42 @@ def geometry_to_json(geometry) -> str:
     return json.dumps(record)
 
 
+def _array(part: dict, key: str, kinds: str, default: str) -> np.ndarray:
+    dtype = np.dtype(str(part.get(f"{key}_dtype", default)))
+    if dtype.kind not in kinds:
+        raise ValueError(f"{key} dtype {dtype} is not allowed")
+    values = np.asarray(part[key], dtype=np.float64 if kinds == "f" else np.int64)
+    if values.ndim != 2 or values.shape[1] != 3 or not len(values):
+        raise ValueError(f"{key} must be a non-empty (n, 3) array, got shape {values.shape}")
+    return values.astype(dtype)
+
+
+def _mesh_part(name: str, part) -> Any:
+    from nilearn.surface import InMemoryMesh
+
+    if not isinstance(part, dict) or "file" in part:
+        raise ValueError(f"mesh part {name!r} must hold coordinates and faces (a store names no mesh file)")
+    coordinates = _array(part, "coordinates", "f", "<f8")
+    faces = _array(part, "faces", "iu", "<i8")
+    if not np.all(np.isfinite(coordinates)):
+        raise ValueError(f"mesh part {name!r} has non-finite coordinates")
+    if faces.min() < 0 or faces.max() >= len(coordinates):
+        raise ValueError(f"mesh part {name!r} has faces indexing vertices outside 0..{len(coordinates) - 1}")
+    return InMemoryMesh(coordinates, faces)
+
+
 def _mesh_from_json(record: dict):
-    from nilearn.surface import FileMesh, InMemoryMesh, PolyMesh
+    from nilearn.surface import PolyMesh
 
     if "standard" in record:
-        return _standard_mesh(*record["standard"])
-    parts = {}
-    for name, part in record["mesh"].items():
-        if "file" in part:
-            parts[name] = FileMesh(part["file"])
-        else:
-            parts[name] = InMemoryMesh(np.asarray(part["coordinates"]), np.asarray(part["faces"]))
-    return PolyMesh(**parts)
+        standard = tuple(record["standard"]) if isinstance(record["standard"], list) else None
+        if standard not in STANDARD_MESHES:
+            raise ValueError(f"unknown standard mesh {record['standard']!r}")
+        return _standard_mesh(*standard)
+    mesh = record["mesh"]
+    if not isinstance(mesh, dict) or not mesh or set(mesh) - {"left", "right"}:
+        raise ValueError("'mesh' must map 'left' and/or 'right' to coordinates and faces")
+    return PolyMesh(**{name: _mesh_part(name, part) for name, part in mesh.items()})
 
 
 def geometry_from_json(text: str | None):
@@ -99,9 +124,9 @@ def geometry_from_json(text: str | None):
             header = Cifti2Extension(code=32, content=record["xml"].encode()).get_content()
             return CiftiGeometry(header.get_axis(1))
         geometry = SurfaceGeometry(_mesh_from_json(record))
-    except (KeyError, TypeError, ValueError, OSError) as err:
+    except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
         raise SurfaceInputError(f"The stored surface geometry cannot be read: {err}") from err
-    if geometry.digest() != record["digest"] or geometry.sizes != record["sizes"]:
+    if geometry.digest() != record.get("digest") or geometry.sizes != record.get("sizes"):
         raise SurfaceInputError(
             "The mesh referenced by the store has changed since the fit "
             f"({geometry.describe()}); its content digest does not match."

@@ -11,6 +11,10 @@ The index is built once per file, by one sequential pass of ``rapidgzip``
 (about the cost of one ISA-L decompression), and cached on disk in :func:`index_dir` (``DASKGLM_GZIP_INDEX_DIR``,
 default ``~/.cache/daskglm/gzip-index``) under a name derived from the file's
 resolved path, size and modification time, so a changed file gets a new index.
+A cache folder must belong to the user and be writable by nobody else
+(:func:`private_dir`); otherwise, and when it cannot be written, indexes go to
+the user's own ``daskglm-gzip-index-<uid>`` folder (mode 0o700) in the
+temporary folder (:func:`fallback_dir`).
 ``rapidgzip`` is an optional dependency (``pip install daskglm[fast]``):
 without it, compressed runs are streamed front to back.
 """
@@ -19,12 +23,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-__all__ = ["available", "index_dir", "index_path", "build_index", "read_range", "iter_range"]
+__all__ = ["available", "index_dir", "index_path", "private_dir", "fallback_dir", "build_index", "read_range",
+           "iter_range"]
 
 #: decompression threads of the one-off indexing pass (0: all cores).  One: rapidgzip's parallel
 #: decoder (speculative, with marker resolution) spends ~3x the CPU of its sequential one, which
@@ -48,6 +54,37 @@ def index_dir() -> Path:
         return Path(env)
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "daskglm" / "gzip-index"
+
+
+def private_dir(path: Path, follow_symlinks: bool = False) -> bool:
+    """Create ``path`` (mode 0o700) if needed; True if it is a directory of this user that only it can write.
+
+    Indexes are trusted (rapidgzip imports them): a folder another user owns,
+    or that the group or others may write, is never used.
+    """
+    try:
+        path.mkdir(mode=0o700, parents=True, exist_ok=True)
+        st = os.stat(path) if follow_symlinks else os.lstat(path)
+    except OSError:
+        return False
+    if not stat.S_ISDIR(st.st_mode) or st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        return False
+    if hasattr(os, "getuid") and st.st_uid != os.getuid():
+        return False
+    return os.access(path, os.W_OK)
+
+
+def fallback_dir() -> Path:
+    """This user's index folder in the temporary folder (``daskglm-gzip-index-<uid>``, mode 0o700).
+
+    If that name is taken by a folder that is not private to this user, a new
+    private folder (not shared between processes) is made instead.
+    """
+    uid = os.getuid() if hasattr(os, "getuid") else os.environ.get("USERNAME", "user")
+    path = Path(tempfile.gettempdir()) / f"daskglm-gzip-index-{uid}"
+    if private_dir(path):
+        return path
+    return Path(tempfile.mkdtemp(prefix=f"daskglm-gzip-index-{uid}-"))
 
 
 def index_path(path: str | os.PathLike, upto: int | None = None) -> Path:
@@ -80,21 +117,15 @@ def build_index(path: str | os.PathLike, upto: int | None = None, threads: int =
     import rapidgzip
 
     full = index_path(path)
+    target = index_path(path, upto) if upto is not None else full
+    if not private_dir(full.parent, follow_symlinks=True):
+        # an unwritable or untrusted cache: index into this user's private temporary folder instead
+        cache = fallback_dir()
+        full, target = cache / full.name, cache / target.name
     if full.exists():
         return str(full)
-    target = index_path(path, upto) if upto is not None else full
     if target.exists():
         return str(target)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not os.access(target.parent, os.W_OK):
-            raise PermissionError(target.parent)
-    except OSError:  # an unwritable cache: index into the temporary folder instead
-        fallback = Path(tempfile.gettempdir()) / "daskglm-gzip-index"
-        fallback.mkdir(parents=True, exist_ok=True)
-        full, target = fallback / full.name, fallback / target.name
-        if full.exists() or target.exists():
-            return str(full if full.exists() else target)
     threads = threads or os.cpu_count() or 1
     remaining = float("inf") if upto is None else int(upto)
     with rapidgzip.RapidgzipFile(str(path), parallelization=threads) as fh:

@@ -42,7 +42,7 @@ def migrate_store(path, storage_options: dict | None = None) -> tuple[int, int]:
     from .zarr import write_dataset
 
     loc = Location(path, storage_options)
-    ds = read_dataset(loc.url, storage_options=storage_options)
+    ds = read_dataset(loc.url, storage_options=storage_options, allow_format_1=True)
     before = int(_root_attrs(loc)[FORMAT_VERSION_ATTR])
     if before == FORMAT_VERSION:
         return before, before

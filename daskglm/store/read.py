@@ -6,8 +6,9 @@ attribute the reader uses and every array's metadata and chunk files
 returns a lazy Dataset whose chunks are read through
 :class:`~daskglm.store.integrity.VerifiedArray`.  Format 3 stores carry a
 CRC-32C per chunk and every chunk; format 2 stores (no checksums, empty
-chunks not written) and format 1 stores (one flat group) are read without the
-chunk checks: ``daskglm migrate STORE`` rewrites them in format 3.
+chunks not written) are read without the chunk checks; format 1 stores (one
+flat group) are read only by ``daskglm migrate STORE``, which rewrites older
+stores in format 3.
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ def _pad_to(part: xr.Dataset, sizes: dict) -> xr.Dataset:
     return xr.Dataset(variables, coords=coords, attrs=part.attrs)
 
 
-def read_dataset(path, storage_options: dict | None = None) -> xr.Dataset:
+def read_dataset(path, storage_options: dict | None = None, *, allow_format_1: bool = False) -> xr.Dataset:
     """Open a fit store lazily after validating it completely.
 
     Parameters
@@ -170,6 +171,10 @@ def read_dataset(path, storage_options: dict | None = None) -> xr.Dataset:
         Local directory or fsspec URL.
     storage_options : dict, optional
         Passed to fsspec.
+    allow_format_1 : bool, default=False
+        Format 1 stores cannot be validated like later formats: they are read
+        only for ``daskglm migrate`` (:func:`daskglm.store.migrate.migrate_store`);
+        otherwise they are a :class:`StoreError` asking for the migration.
 
     Returns
     -------
@@ -188,6 +193,9 @@ def read_dataset(path, storage_options: dict | None = None) -> xr.Dataset:
     _check_version(loc.url, attrs.get(FORMAT_ATTR), attrs.get(FORMAT_VERSION_ATTR))
     version = attrs[FORMAT_VERSION_ATTR]
     if version == 1:
+        if not allow_format_1:
+            raise StoreError(f"{loc.url!r} is a format 1 store: run `daskglm migrate {loc.url}` to rewrite it "
+                             f"in store format {FORMAT_VERSION} (format 1 stores are not read otherwise).")
         return _read_v1(loc)
     checksums = version >= CHECKSUM_VERSION
     names, keys, shared_name = V.check_commit(loc.url, attrs, RUNS_ATTR, RUN_KEYS_ATTR, SHARED_ATTR)
@@ -280,7 +288,7 @@ def read_fit(store, storage_options: dict | None = None,
     if "signal_scaling" in params and isinstance(params["signal_scaling"], list):
         params["signal_scaling"] = tuple(params["signal_scaling"])
     mask = np.asarray(ds["mask"].values, dtype=bool)
-    geometry = geometry_from_json(ds.attrs.get(GEOMETRY_ATTR))  # surface / CIFTI fits
+    geometry = _geometry(url, ds.attrs.get(GEOMETRY_ATTR))  # surface / CIFTI fits
     if geometry is not None:
         mask = mask.reshape(-1)
     options = FitOptions(params.get("noise_model", "ar1"), 0, whitening=params.get("whitening", "binned"))
@@ -292,3 +300,11 @@ def read_fit(store, storage_options: dict | None = None,
         run_keys=tuple(keys) if keys else None, geometry=geometry,
     )
     return state, params
+
+
+def _geometry(url: str, text):
+    """The stored surface / CIFTI geometry; any problem with it is a StoreError naming the store and field."""
+    try:
+        return geometry_from_json(text)
+    except Exception as err:
+        raise StoreError(f"{url!r}: {GEOMETRY_ATTR}: {err}") from err

@@ -199,8 +199,9 @@ def add_coordinates(ds: xr.Dataset, columns: list[list], mask: np.ndarray, affin
 
     * ``run``: ``run-1``, ``run-2``, ...
     * ``regressor`` and ``regressor_b``: the design's column names when all
-      runs share them; otherwise a 2-D ``regressor_name`` (run, regressor)
-      coordinate ("" in the padding) and positional ``regressor``.
+      runs share them and they are unique; otherwise (runs that differ, or
+      duplicated names as nilearn allows) a 2-D ``regressor_name`` (run,
+      regressor) coordinate ("" in the padding) and positional ``regressor``.
     * ``voxel``: voxel indices ``i, j, k`` and world ``x, y, z`` in mm
       (:func:`daskglm.io.coords.voxel_coords`).
     * the mask's grid dims are renamed :data:`MASK_GRID_DIMS` (``x, y, z``

@@ -114,7 +114,11 @@ def check_params(store: str, attrs: dict, name: str) -> dict:
 
 
 def check_columns(store: str, attrs: dict, name: str, n_runs: int) -> list[list]:
-    """Design column names: one list of unique JSON scalars per run."""
+    """Design column names: one list of JSON scalars per run.
+
+    Names may repeat or be empty, as in nilearn's designs; their count is
+    checked against each run's regressors by :func:`check_run_sizes`.
+    """
     columns = _json_attr(store, attrs, name)
     if not isinstance(columns, list) or len(columns) != n_runs:
         raise _err(store, name, f"must be a list of {n_runs} lists of column names")
@@ -122,8 +126,6 @@ def check_columns(store: str, attrs: dict, name: str, n_runs: int) -> list[list]
         if not isinstance(cols, list) or not all(
                 isinstance(c, (str, int, float)) and not isinstance(c, bool) for c in cols):
             raise _err(store, f"{name}[{i}]", "must be a list of strings or numbers")
-        if len(set(map(str, cols))) != len(cols):
-            raise _err(store, f"{name}[{i}]", "has duplicated column names")
     return columns
 
 

@@ -54,6 +54,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -244,9 +245,23 @@ def _commit(loc: Location, attrs: dict, run_keys: list, shared_name: str, run_na
             raise FileExistsError(f"{loc.url!r} was committed by another writer while this one was "
                                   "writing; pass overwrite=True to replace it.")
         loc.write_json("zarr.json", {"zarr_format": 3, "node_type": "group", "attributes": root_attrs})
-        collect_garbage(loc, set(run_names) | {shared_name}, stamp)
-        remove_claim(loc, stamp)
+        _after_commit(loc, set(run_names) | {shared_name}, stamp)
     return loc.url
+
+
+def _after_commit(loc: Location, keep: set[str], stamp: str) -> None:
+    """Best-effort cleanup once the root is written: the commit stands whatever happens here.
+
+    A failure is a warning (the next commit collects what is left); it never
+    undoes the commit nor removes a group the new root references.
+    """
+    try:
+        collect_garbage(loc, keep, stamp)
+        remove_claim(loc, stamp)
+    except Exception as err:
+        warnings.warn(f"The store {loc.url!r} was committed, but removing its unreferenced groups failed "
+                      f"({type(err).__name__}: {err}); the next write of the store removes them.",
+                      RuntimeWarning, stacklevel=2)
 
 
 def _summary(_committed, summary: WriteSummary) -> WriteSummary:
@@ -336,9 +351,24 @@ def write_dataset(
     try:
         return result.compute()
     except BaseException:
-        _discard(loc, [f"run{i}-{stamp}" for i in summary.written] + [shared_name])
-        remove_claim(loc, stamp)
+        referenced = _referenced(loc)  # a committed root keeps its groups, whatever failed after it
+        if referenced is not None:  # unknown: leave the groups to the next commit's garbage collection
+            _discard(loc, [name for name in [f"run{i}-{stamp}" for i in summary.written] + [shared_name]
+                           if name not in referenced])
+        try:
+            remove_claim(loc, stamp)
+        except Exception:  # best effort, as _discard
+            pass
         raise
+
+
+def _referenced(loc: Location) -> set[str] | None:
+    """The groups the root references (empty without a root; None when it cannot be read)."""
+    try:
+        attrs = (loc.read_json("zarr.json") or {}).get("attributes", {})
+        return {str(n) for n in attrs.get(RUNS_ATTR, [])} | {str(attrs.get(SHARED_ATTR, ""))}
+    except Exception:
+        return None
 
 
 def _discard(loc: Location, names: list[str]) -> None:
