@@ -166,7 +166,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=float, default=1.0, help="fraction of HCP's grayordinates")
     parser.add_argument("--scans", default="1200", help="comma-separated run lengths")
-    parser.add_argument("--data-dir", default="bench_cifti_data")
+    parser.add_argument("--data-dir", default="benchmarks/data/cifti")
     parser.add_argument("--skip-nilearn", action="store_true")
     parser.add_argument("--drift-model", choices=("cosine", "polynomial"), default="cosine",
                         help="polynomial (order 3) keeps the design's column count fixed across run lengths")

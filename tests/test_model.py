@@ -330,3 +330,6 @@ def test_designs_with_as_many_columns_as_scans_fit_as_nilearn(n_regressors, nois
     if n_regressors == 5:  # n == p: infinite variance, stat 0 in both
         np.testing.assert_array_equal(a["stat"], b["stat"])
         assert np.isinf(a["effect_variance"]).all() and np.isinf(b["effect_variance"]).all()
+    else:  # n < p: negative residual degrees of freedom, variance and stat undefined in both
+        for name in ("stat", "effect_variance"):
+            assert np.isnan(a[name]).all() and np.isnan(b[name]).all(), name

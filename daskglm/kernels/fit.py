@@ -374,7 +374,7 @@ def _quiet_constant_voxels(constant, stats, tables, beta, dispersion, rho) -> No
     elif df == 0:
         dispersion[:] = np.inf  # no residual degrees of freedom: stat 0, z and p NaN, as nilearn
     else:
-        np.minimum(dispersion, 0.0, out=dispersion)  # n < p: stat, z and p NaN, as nilearn
+        dispersion[:] = np.nan  # n < p: nilearn's SSE / (n - p) < 0, so variance, stat, z and p are NaN
     if not constant.any():
         return
     ones_fit = np.linalg.pinv(tables.X) @ np.ones(tables.n_scans)
