@@ -223,7 +223,7 @@ class _Parser:
     # ---------------------------------------------------------- arithmetic
     def column(self, name: str, at: int) -> np.ndarray:
         if name not in self.columns:
-            raise self.error(f"Unknown names: [{name!r}] ({name!r} is not a design column)", at)
+            raise self.error(f"Unknown names: [{name!r}] (name {name!r} is not defined: not a design column)", at)
         _check_unambiguous(name, self.columns)
         vec = np.zeros(len(self.columns))
         vec[self.columns.index(name)] = 1.0

@@ -9,7 +9,11 @@ drops is kept: the sample masks of ``load_confounds`` (scrubbing,
 non-steady-state volumes), as each model's ``sample_masks_``.  Datasets on
 object storage are queried through a local view (:mod:`daskglm.bids.layout`);
 their runs stay remote and are returned as
-:class:`~daskglm.io.remote.RemoteRunSource` objects.
+:class:`~daskglm.io.remote.RemoteRunSource` objects.  Surface runs
+(``space_label="fsaverage5"``) are nilearn's ``SurfaceImage`` s; their
+``load_confounds`` confounds and sample masks are loaded run by run from the
+``hemi-L`` files (nilearn 0.14.1 loads a two-run subject's as one left/right
+pair and returns the first run's confounds only).
 """
 
 from __future__ import annotations
@@ -17,7 +21,9 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from ..io.remote import RemoteRunSource
+from ..errors import ConfoundsError
+from ..io.gifti import is_surface_image
+from ..io.remote import RemoteRunSource, is_url
 from ..model import FirstLevelModel
 from .layout import DatasetView, dataset_view
 
@@ -63,16 +69,55 @@ def _confounds_kwargs(kwargs: dict) -> dict | None:
     return _check_kwargs_load_confounds(**kwargs)[0]
 
 
-def _convert(view: DatasetView, nl_models, models_run_imgs, confounds_kwargs, confounds_given):
-    models, run_imgs_out = [], []
-    for nl_model, run_imgs, given in zip(nl_models, models_run_imgs, confounds_given):
+def _left_hemisphere_runs(view: DatasetView, params: dict, sub_label: str) -> list[str]:
+    """A subject's ``hemi-L`` ``.func.gii`` runs, selected (and ordered) as nilearn selects them."""
+    from nilearn.glm.first_level.first_level import _make_bids_files_filter
+    from nilearn.interfaces.bids import get_bids_files
+    from nilearn.interfaces.bids.utils import bids_entities
+
+    filters = _make_bids_files_filter(
+        task_label=params["task_label"], space_label=params["space_label"],
+        supported_filters=bids_entities()["raw"] + bids_entities()["derivatives"],
+        extra_filter=params["img_filters"] or [], verbose=0,
+    )
+    return get_bids_files(main_path=view.root / params["derivatives_folder"], modality_folder="func",
+                          file_tag="bold", file_type="func.gii", sub_label=sub_label,
+                          filters=[*filters, ("hemi", "L")])
+
+
+def _surface_confounds(view, params, sub_label, n_runs, confounds_kwargs):
+    """Per-run ``load_confounds`` confounds and sample masks of a subject's surface runs.
+
+    nilearn 0.14.1 hands a subject's ``hemi-L`` files to ``load_confounds`` in one
+    call, which reads two files as one left/right pair (one DataFrame, the first
+    run's, for a two-run subject); each run is loaded on its own here.
+    """
+    from nilearn.interfaces.fmriprep import load_confounds
+
+    runs = _left_hemisphere_runs(view, params, sub_label)
+    if len(runs) != n_runs:  # pragma: no cover - nilearn checked the same query
+        raise ConfoundsError(f"sub-{sub_label}: {len(runs)} hemi-L runs found for {n_runs} surface images.")
+    loaded = [load_confounds(img_files=run, **confounds_kwargs) for run in runs]
+    masks = [mask for _, mask in loaded]
+    return [frame for frame, _ in loaded], (masks if any(m is not None for m in masks) else None)
+
+
+def _convert(view: DatasetView, params: dict, nl_models, models_run_imgs, confounds_kwargs, models_confounds):
+    models, run_imgs_out, confounds_out = [], [], []
+    for nl_model, run_imgs, given in zip(nl_models, models_run_imgs, models_confounds):
         model = FirstLevelModel(**daskglm_params(nl_model))
-        model.sample_masks_ = load_sample_masks(run_imgs, confounds_kwargs) if given is not None else None
+        surface = any(is_surface_image(img) for img in run_imgs)
+        if surface and given is not None and confounds_kwargs:
+            given, model.sample_masks_ = _surface_confounds(view, params, nl_model.subject_label,
+                                                            len(run_imgs), confounds_kwargs)
+        else:
+            model.sample_masks_ = load_sample_masks(run_imgs, confounds_kwargs) if given is not None else None
         models.append(model)
+        confounds_out.append(given)
         if view.remote:
             run_imgs = [RemoteRunSource(view.url_of(p), view.storage_options) for p in run_imgs]
         run_imgs_out.append(list(run_imgs))
-    return models, run_imgs_out
+    return models, run_imgs_out, confounds_out
 
 
 def first_level_from_bids(
@@ -155,12 +200,32 @@ def first_level_from_bids(
         :class:`~daskglm.io.remote.RemoteRunSource` objects that ``fit`` streams).
     models_events : list of list of pandas.DataFrame
     models_confounds : list of list of pandas.DataFrame, or None per subject
+        One DataFrame per run (surface runs included).
     """
     params = dict(locals())
     params.pop("storage_options")
     params.pop("kwargs")
+    _check_local_args(params)
     with dataset_view(dataset_path, task_label, storage_options) as view:
         return query_view(view, params, kwargs)
+
+
+def _check_local_args(params: dict) -> None:
+    """nilearn's argument checks (types, ``'dataset_path' does not exist``) for a local dataset.
+
+    A URL dataset is checked on its local view (:func:`query_view`).
+    """
+    path = params["dataset_path"]
+    if is_url(path) or str(path).startswith("file://"):
+        return
+    from nilearn.glm.first_level.first_level import _check_args_first_level_from_bids
+
+    _check_args_first_level_from_bids(
+        dataset_path=path, task_label=params["task_label"],
+        space_label=params["space_label"] or "MNI152NLin2009cAsym",
+        sub_labels=params["sub_labels"] or [], exclude_subjects=params["exclude_subjects"] or [],
+        img_filters=params["img_filters"] or [], derivatives_folder=params["derivatives_folder"],
+    )
 
 
 def query_view(view: DatasetView, params: dict, confounds_kwargs: dict):
@@ -173,5 +238,6 @@ def query_view(view: DatasetView, params: dict, confounds_kwargs: dict):
 
     params = {**params, "dataset_path": str(view.root)}
     nl_models, run_imgs, events, confounds = nilearn_first_level_from_bids(**params, **confounds_kwargs)
-    models, run_imgs = _convert(view, nl_models, run_imgs, _confounds_kwargs(confounds_kwargs), confounds)
+    models, run_imgs, confounds = _convert(view, params, nl_models, run_imgs,
+                                           _confounds_kwargs(confounds_kwargs), confounds)
     return models, run_imgs, events, confounds

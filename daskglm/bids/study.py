@@ -24,8 +24,9 @@ import warnings
 from typing import Any
 
 from ..errors import SubjectsError
+from ..io.gifti import is_surface_image
 from ..subjects import SubjectsResult, _subject_id, failure_message, fit_models, open_subject
-from .first_level import _confounds_kwargs, first_level_from_bids, query_view
+from .first_level import _confounds_kwargs, _left_hemisphere_runs, first_level_from_bids, query_view
 from .layout import dataset_view
 
 __all__ = ["fit_bids", "BIDS_QUERY_PARAMS", "MASK_CHOICES"]
@@ -80,6 +81,13 @@ def _nilearn_mask_sharing(model, mask_img, shared):
         model.mask_img = shared
         return shared
     return model.mask_img if not isinstance(model.mask_img, str) and model.mask_img is not None else None
+
+
+def _run_names(view, params: dict, sid: str, imgs) -> list[str]:
+    """The runs' names (in the store, for BIDS derivative names): a surface run's is its hemi-L file."""
+    if any(is_surface_image(img) for img in imgs):
+        return [view.url_of(p) for p in _left_hemisphere_runs(view, params, sid)]
+    return [str(img) for img in imgs]
 
 
 def _builder(model, imgs, events, confounds, extra_params: dict):
@@ -186,7 +194,7 @@ def fit_bids(
                 found = _query(view, sid, task_label, query, quiet=i > 0)
                 shared_mask = _nilearn_mask_sharing(found[0], mask_img, shared_mask)
                 builders[_subject_id(sid)] = _builder(*found, model_params)
-                run_names[_subject_id(sid)] = [str(r) for r in found[1]]
+                run_names[_subject_id(sid)] = _run_names(view, {**query, "task_label": task_label}, sid, found[1])
             except Exception as err:
                 failed[_subject_id(sid)] = failure_message(err)
     attributes = {"bids": {"dataset": view.url_of(view.root) if not view.remote else view.url,
