@@ -15,24 +15,24 @@ import numpy as np
 
 from ..errors import NiftiInputError
 
-__all__ = ["RunSource", "check_4d", "time_chunk_size"]
+__all__ = ["RunSource", "check_4d", "time_chunk_size", "read_into", "read_exact", "skip", "stream_volumes"]
 
 
 class RunSource:
     """A 4D run: geometry plus chunked volume reads."""
 
-    shape: tuple[int, int, int, int]
+    shape: tuple[int, ...]  # (*elements, time): (x, y, z, t) for volumes, (n, t) for surfaces
     affine: np.ndarray
     dtype: np.dtype  # dtype of the data after NIfTI scaling
     name: str
 
     @property
     def n_scans(self) -> int:
-        return self.shape[3]
+        return self.shape[-1]
 
     @property
-    def spatial_shape(self) -> tuple[int, int, int]:
-        return self.shape[:3]
+    def spatial_shape(self) -> tuple[int, ...]:
+        return tuple(self.shape[:-1])
 
     @property
     def sequential(self) -> bool:
@@ -86,3 +86,51 @@ def time_chunk_size(spatial_shape, dtype, target_bytes: float = 48e6) -> int:
     """Volumes per read so that one chunk holds about ``target_bytes``."""
     per_volume = int(np.prod(spatial_shape)) * max(np.dtype(dtype).itemsize, 4)
     return int(max(1, min(64, target_bytes // per_volume)))
+
+
+def read_into(fh, buf: np.ndarray, name: str) -> None:
+    """Fill ``buf`` from the stream ``fh`` (no intermediate bytes objects)."""
+    view, filled = memoryview(buf), 0
+    try:
+        while filled < len(view):
+            got = fh.readinto(view[filled:])
+            if not got:
+                break
+            filled += got
+    except (EOFError, OSError) as err:  # gzip.BadGzipFile is an OSError
+        raise NiftiInputError(f"Run {name} is corrupt or truncated: {err}") from err
+    if filled != len(view):
+        raise NiftiInputError(
+            f"Run {name} is truncated: expected {len(view)} more bytes of image data, got {filled}."
+        )
+
+
+def read_exact(fh, n: int, name: str) -> np.ndarray:
+    """The next ``n`` bytes of the stream as a uint8 array."""
+    buf = np.empty(n, dtype=np.uint8)
+    read_into(fh, buf, name)
+    return buf
+
+
+def skip(fh, n: int, name: str) -> None:
+    """Read past ``n`` bytes of a stream that cannot seek (gzip), 16 MiB at a time."""
+    while n > 0:
+        step = min(n, 1 << 24)
+        read_exact(fh, step, name)
+        n -= step
+
+
+def stream_volumes(source, fh, chunk: int, reuse_buffer: bool) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(t0, volumes)`` from a decompressed NIfTI stream ``fh`` positioned at its start.
+
+    ``source`` gives the layout (``offset``, ``volume_bytes``, ``n_scans``,
+    ``name``) and turns raw bytes into volumes (``as_volumes(buf, k)``).
+    """
+    shared = np.empty(chunk * source.volume_bytes, dtype=np.uint8) if reuse_buffer else None
+    skip(fh, source.offset, source.name)
+    for t0 in range(0, source.n_scans, chunk):
+        k = min(chunk, source.n_scans - t0)
+        n_bytes = k * source.volume_bytes
+        buf = np.empty(n_bytes, dtype=np.uint8) if shared is None else shared[:n_bytes]
+        read_into(fh, buf, source.name)
+        yield t0, source.as_volumes(buf, k)

@@ -198,14 +198,6 @@ class CiftiRunSource(RunSource):
             self._offset = int(proxy.offset)
 
     @property
-    def n_scans(self) -> int:
-        return self.shape[1]
-
-    @property
-    def spatial_shape(self) -> tuple[int]:
-        return (self.shape[0],)
-
-    @property
     def sequential(self) -> bool:
         """Windows of scans are read front to back (a window costs one traversal of the file)."""
         return True
@@ -373,14 +365,6 @@ class CiftiArrayRunSource(RunSource):
         self.affine = np.eye(4)
         self.shape = (int(data.shape[1]), int(data.shape[0]))
         self.dtype = np.dtype(data.dtype)
-
-    @property
-    def n_scans(self) -> int:
-        return self.shape[1]
-
-    @property
-    def spatial_shape(self) -> tuple[int]:
-        return (self.shape[0],)
 
     def read(self, t0: int, t1: int) -> np.ndarray:
         return np.asarray(self.data[t0:t1])

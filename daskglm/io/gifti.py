@@ -187,14 +187,6 @@ class SurfaceImageRunSource(RunSource):
         self.dtype = np.result_type(*dtypes)
 
     @property
-    def n_scans(self) -> int:
-        return self.shape[1]
-
-    @property
-    def spatial_shape(self) -> tuple[int]:
-        return (self.shape[0],)
-
-    @property
     def data(self) -> tuple:
         """The parts' arrays, in element order (an in-memory run's content, for resume keys)."""
         return tuple(self.img.data.parts[p] for p in self.geometry.part_names)
@@ -316,14 +308,6 @@ class GiftiRunSource(RunSource):
             raise SurfaceInputError(f"The GIfTI files hold different numbers of scans: {sorted(lengths)}.")
         self.shape = (self.geometry.n_elements, lengths.pop())
         self.dtype = np.result_type(*dtypes)
-
-    @property
-    def n_scans(self) -> int:
-        return self.shape[1]
-
-    @property
-    def spatial_shape(self) -> tuple[int]:
-        return (self.shape[0],)
 
     @property
     def sequential(self) -> bool:

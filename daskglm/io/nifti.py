@@ -29,7 +29,7 @@ from nibabel.volumeutils import apply_read_scaling
 
 from ..errors import NiftiInputError
 from . import gzindex
-from .base import RunSource, check_4d
+from .base import RunSource, check_4d, read_exact, skip, stream_volumes
 
 __all__ = ["FileRunSource", "load_image"]
 
@@ -118,7 +118,7 @@ class FileRunSource(RunSource):
     def _scale(self, raw: np.ndarray) -> np.ndarray:
         return apply_read_scaling(raw, self._slope(), self._inter())
 
-    def _as_volumes(self, buf, k: int) -> np.ndarray:
+    def as_volumes(self, buf, k: int) -> np.ndarray:
         nx, ny, nz = self.shape[:3]
         raw = np.frombuffer(buf, dtype=self.raw_dtype, count=k * nx * ny * nz)
         return self._scale(raw.reshape(k, nz, ny, nx))
@@ -127,9 +127,9 @@ class FileRunSource(RunSource):
         k = t1 - t0
         if self.compressed:
             with _open_gzip(self.path, threaded=False) as fh:
-                _skip(fh, self.offset + t0 * self.volume_bytes, self.name)
-                buf = _read_exact(fh, k * self.volume_bytes, self.name)
-            return self._as_volumes(buf, k)
+                skip(fh, self.offset + t0 * self.volume_bytes, self.name)
+                buf = read_exact(fh, k * self.volume_bytes, self.name)
+            return self.as_volumes(buf, k)
         nx, ny, nz = self.shape[:3]
         mm = np.memmap(
             self.path,
@@ -170,7 +170,7 @@ class FileRunSource(RunSource):
             raise NiftiInputError(
                 f"Run {self.name} is truncated: expected {len(buf)} bytes of image data, got {got}."
             )
-        return self._as_volumes(buf, k)
+        return self.as_volumes(buf, k)
 
     def iter_indexed(self, t0: int, t1: int, chunk: int, index: str) -> Iterator[tuple[int, np.ndarray]]:
         """Yield ``(t, volumes)`` for consecutive chunks of scans ``t0..t1`` read through the seek ``index``.
@@ -188,7 +188,7 @@ class FileRunSource(RunSource):
                     raise NiftiInputError(
                         f"Run {self.name} is truncated: expected {size} bytes of image data, got {len(raw)}."
                     )
-                yield t, self._as_volumes(raw, size // self.volume_bytes)
+                yield t, self.as_volumes(raw, size // self.volume_bytes)
         except (OSError, RuntimeError) as err:
             raise NiftiInputError(f"Run {self.name} is corrupt or truncated: {err}") from err
         finally:
@@ -200,15 +200,8 @@ class FileRunSource(RunSource):
         if not self.compressed:
             yield from super().iter_chunks(chunk)
             return
-        shared = np.empty(chunk * self.volume_bytes, dtype=np.uint8) if reuse_buffer else None
         with _open_gzip(self.path, threaded=background) as fh:
-            _skip(fh, self.offset, self.name)
-            for t0 in range(0, self.n_scans, chunk):
-                k = min(chunk, self.n_scans - t0)
-                n_bytes = k * self.volume_bytes
-                buf = np.empty(n_bytes, dtype=np.uint8) if shared is None else shared[:n_bytes]
-                _read_into(fh, buf, self.name)
-                yield t0, self._as_volumes(buf, k)
+            yield from stream_volumes(self, fh, chunk, reuse_buffer)
 
 
 def _gzip_isize(path: Path) -> int | None:
@@ -274,38 +267,3 @@ def _open_gzip(path: Path, threaded: bool):
         return gzip.open(path, "rb")
 
 
-def _read_exact(fh, n: int, name: str) -> bytes:
-    try:
-        buf = fh.read(n)
-    except (EOFError, OSError, gzip.BadGzipFile) as err:
-        raise NiftiInputError(f"Run {name} is corrupt or truncated: {err}") from err
-    if len(buf) != n:
-        raise NiftiInputError(
-            f"Run {name} is truncated: expected {n} more bytes of image data, got {len(buf)}."
-        )
-    return buf
-
-
-def _read_into(fh, buf: np.ndarray, name: str) -> None:
-    """Fill ``buf`` from the stream (no intermediate bytes objects)."""
-    view = memoryview(buf)
-    filled = 0
-    try:
-        while filled < len(view):
-            got = fh.readinto(view[filled:])
-            if not got:
-                break
-            filled += got
-    except (EOFError, OSError, gzip.BadGzipFile) as err:
-        raise NiftiInputError(f"Run {name} is corrupt or truncated: {err}") from err
-    if filled != len(view):
-        raise NiftiInputError(
-            f"Run {name} is truncated: expected {len(view)} more bytes of image data, got {filled}."
-        )
-
-
-def _skip(fh, n: int, name: str) -> None:
-    while n > 0:
-        step = min(n, 1 << 24)
-        _read_exact(fh, step, name)
-        n -= step

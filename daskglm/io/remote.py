@@ -27,43 +27,13 @@ import numpy as np
 from nibabel.volumeutils import apply_read_scaling
 
 from ..errors import NiftiInputError
-from .base import RunSource, check_4d
+from .base import RunSource, check_4d, read_exact, skip, stream_volumes
 
 __all__ = ["RemoteRunSource", "is_url", "open_url", "read_remote_bytes", "load_remote_image", "BLOCK_SIZE"]
 
 #: Read-ahead block of the fsspec file objects (bytes).
 BLOCK_SIZE = 4 << 20
 _HEADER_PROBE = 1 << 14
-
-
-def _read_into(fh, buf: np.ndarray, name: str) -> None:
-    """Fill ``buf`` from the stream (no intermediate bytes objects)."""
-    view, filled = memoryview(buf), 0
-    try:
-        while filled < len(view):
-            got = fh.readinto(view[filled:])
-            if not got:
-                break
-            filled += got
-    except (EOFError, OSError) as err:  # gzip.BadGzipFile is an OSError
-        raise NiftiInputError(f"Run {name} is corrupt or truncated: {err}") from err
-    if filled != len(view):
-        raise NiftiInputError(
-            f"Run {name} is truncated: expected {len(view)} more bytes of image data, got {filled}."
-        )
-
-
-def _read_exact(fh, n: int, name: str) -> np.ndarray:
-    buf = np.empty(n, dtype=np.uint8)
-    _read_into(fh, buf, name)
-    return buf
-
-
-def _skip(fh, n: int, name: str) -> None:
-    while n > 0:
-        step = min(n, 1 << 24)
-        _read_exact(fh, step, name)
-        n -= step
 
 
 def is_url(obj) -> bool:
@@ -197,7 +167,7 @@ class RemoteRunSource(RunSource):
     def identity(self) -> dict:
         return {"url": self.url, "size": self.size, "version": self._version}
 
-    def _as_volumes(self, buf, k: int) -> np.ndarray:
+    def as_volumes(self, buf, k: int) -> np.ndarray:
         nx, ny, nz = self.shape[:3]
         raw = np.frombuffer(buf, dtype=self.raw_dtype, count=k * nx * ny * nz)
         return apply_read_scaling(raw.reshape(k, nz, ny, nx), self.slope, self.inter)
@@ -209,23 +179,16 @@ class RemoteRunSource(RunSource):
                       cache_type="readahead" if self.compressed else "none") as fh:
             if self.compressed:  # no random access: inflate from the start
                 with _gzip_reader(fh) as gz:
-                    _skip(gz, start, self.name)
-                    buf = _read_exact(gz, k * self.volume_bytes, self.name)
+                    skip(gz, start, self.name)
+                    buf = read_exact(gz, k * self.volume_bytes, self.name)
             else:
                 fh.seek(start)
-                buf = _read_exact(fh, k * self.volume_bytes, self.name)
-        return self._as_volumes(buf, k)
+                buf = read_exact(fh, k * self.volume_bytes, self.name)
+        return self.as_volumes(buf, k)
 
     def iter_chunks(self, chunk: int, background: bool = True, reuse_buffer: bool = False):
         if not self.compressed:
             yield from super().iter_chunks(chunk)
             return
-        shared = np.empty(chunk * self.volume_bytes, dtype=np.uint8) if reuse_buffer else None
         with open_url(self.url, self.storage_options) as fh, _gzip_reader(fh) as gz:
-            _skip(gz, self.offset, self.name)
-            for t0 in range(0, self.n_scans, chunk):
-                k = min(chunk, self.n_scans - t0)
-                n_bytes = k * self.volume_bytes
-                buf = np.empty(n_bytes, dtype=np.uint8) if shared is None else shared[:n_bytes]
-                _read_into(gz, buf, self.name)
-                yield t0, self._as_volumes(buf, k)
+            yield from stream_volumes(self, gz, chunk, reuse_buffer)

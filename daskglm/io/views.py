@@ -53,14 +53,6 @@ class _RunView(RunSource):
         """The wrapped run's surface / CIFTI geometry (None for volumes)."""
         return getattr(self.source, "geometry", None)
 
-    @property
-    def n_scans(self) -> int:  # shape is (*elements, time) for volumes and surfaces alike
-        return self.shape[-1]
-
-    @property
-    def spatial_shape(self) -> tuple:
-        return tuple(self.shape[:-1])
-
     def view_identity(self) -> dict:
         """What this view adds to the wrapped run's identity."""
         raise NotImplementedError
