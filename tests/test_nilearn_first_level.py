@@ -15,18 +15,16 @@ deselected, each with a one-line reason (:data:`DESELECTED`), printed by
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import nilearn
 import pytest
 
 import daskglm
+from tests._nilearn_suites import FIRST_LEVEL_SURFACE_TESTS, NILEARN_VERSION, TESTS, first_level_source
 
-NILEARN_VERSION = "0.14.1"
-SOURCE = Path(nilearn.__file__).parent / "glm" / "tests" / "test_first_level.py"
+SOURCE = TESTS / "test_first_level.py"
 
 #: nilearn test -> why it does not test daskglm's public volume API.
-_SURFACE = "surface data (SurfaceImage / SurfaceMasker): the surfaces issue, not this module"
+_SURFACE = "surface data (SurfaceImage / SurfaceMasker): run by tests/test_nilearn_first_level_surface.py"
 _NILEARN_FUNCTION = "tests a nilearn function that is not swapped (daskglm has no run_glm/mean_scaling)"
 DESELECTED: dict[str, str] = {
     "test_check_estimator_sklearn": "scikit-learn estimator checks and tags (not copied: needs polars)",
@@ -47,19 +45,7 @@ DESELECTED: dict[str, str] = {
     "test_list_valid_subjects_with_toplevel_files": "nilearn's private _list_valid_subjects (BIDS helper)",
     "test_check_run_tables_errors": "nilearn's private _check_run_tables",
     "test_img_table_checks": "nilearn's private _check_length_match",
-    "test_flm_fit_surface_image_default_mask_img": _SURFACE,
-    "test_flm_fit_surface_image": _SURFACE,
-    "test_flm_fit_surface_image_one_hemisphere": _SURFACE,
-    "test_flm_fit_surface_image_with_mask": _SURFACE,
-    "test_error_flm_surface_mask_volume_image": _SURFACE,
-    "test_error_flm_surface_different_mesh": _SURFACE,
-    "test_error_flm_volume_mask_surface_image": _SURFACE,
-    "test_flm_with_surface_image_with_surface_masker": _SURFACE,
-    "test_flm_with_surface_masker_with_mask": _SURFACE,
-    "test_flm_with_surface_data_no_design_matrix": _SURFACE,
-    "test_flm_compute_contrast_with_surface_data": _SURFACE,
-    "test_flm_get_element_wise_model_attribute_with_surface_data": _SURFACE,
-    "test_fixed_effect_contrast_surface": _SURFACE,
+    **dict.fromkeys(FIRST_LEVEL_SURFACE_TESTS, _SURFACE),
 }
 
 if nilearn.__version__ != NILEARN_VERSION or not SOURCE.exists():  # pragma: no cover
@@ -68,23 +54,7 @@ if nilearn.__version__ != NILEARN_VERSION or not SOURCE.exists():  # pragma: no 
 # nilearn's fixtures (rng, shapes, affines, images), used by the copied tests
 from nilearn.conftest import *  # noqa: E402,F401,F403
 
-
-def _copied_source(text: str) -> str:
-    """nilearn's test module without its scikit-learn/nilearn estimator checks.
-
-    Those checks (and their import of ``nilearn._utils.estimator_checks``, which
-    needs polars) test estimator tags and internals, not the GLM; the line
-    numbers of the remaining tests are kept so tracebacks point at nilearn's file.
-    """
-    start = text.index("from nilearn._utils.estimator_checks import (")
-    end = text.index(")", start) + 1
-    text = text[:start] + "\n" * text[start:end].count("\n") + text[end:]
-    start = text.index("ESTIMATORS_TO_CHECK = ")
-    end = text.index("def test_glm_fit_unfitted_masker")
-    return text[:start] + "\n" * text[start:end].count("\n") + text[end:]
-
-
-exec(compile(_copied_source(SOURCE.read_text()), str(SOURCE), "exec"), globals())  # noqa: S102
+exec(compile(first_level_source(), str(SOURCE), "exec"), globals())  # noqa: S102
 
 # the swap: the public API under test is daskglm's
 FirstLevelModel = daskglm.FirstLevelModel  # noqa: F811

@@ -22,6 +22,7 @@ import nilearn
 import pytest
 
 import daskglm
+from tests._nilearn_suites import without_estimator_checks
 
 NILEARN_VERSION = "0.14.1"
 TESTS = Path(nilearn.__file__).parent / "glm" / "tests"
@@ -72,18 +73,10 @@ from nilearn.conftest import *  # noqa: E402,F401,F403
 from nilearn.glm.tests.conftest import *  # noqa: E402,F401,F403
 
 
-def _blank(text: str, start_marker: str, end_marker: str, inclusive_end: bool = False) -> str:
-    """Replace a region by as many blank lines (tracebacks keep nilearn's line numbers)."""
-    start = text.index(start_marker)
-    end = text.index(end_marker, start) + (len(end_marker) if inclusive_end else 0)
-    return text[:start] + "\n" * text[start:end].count("\n") + text[end:]
-
-
 def _copied_source(key: str, text: str) -> str:
     """nilearn's module without its estimator checks (they need polars)."""
     if key == "slm":
-        text = _blank(text, "from nilearn._utils.estimator_checks import (", ")", inclusive_end=True)
-        text = _blank(text, "ESTIMATORS_TO_CHECK = ", "def test_process_second_level_input_as_dataframe")
+        text = without_estimator_checks(text, "def test_process_second_level_input_as_dataframe")
     return text
 
 
