@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import dask
 import dask.array as da
 import numpy as np
 
 from .errors import NiftiInputError
+from .graph.resources import compute
 from .io.nifti import load_image
 from .kernels.contrast import fixed_effects_params
 from .surface import map_geometry, surface_fixed_effects
@@ -109,6 +109,6 @@ def compute_fixed_effects(contrast_imgs, variance_imgs, mask=None, precision_wei
     *arrays, mask_arr, affine = fixed_effects_maps(
         contrast_imgs, variance_imgs, mask, precision_weighted, dofs
     )
-    computed = dask.compute(*arrays)
+    computed = compute(*arrays)
     images = tuple(unmask(a, mask_arr, affine) for a in computed)
     return images if return_z_score else images[:3]

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import warnings
 
-import dask
 import nibabel as nib
 import numpy as np
 from dask import delayed
 
 from .errors import NiftiInputError
+from .graph.resources import compute
 from .io.base import RunSource
 from .io.nifti import load_image
 from .surface import check_same_surface, is_surface_source, prepare_surface_mask
@@ -54,7 +54,7 @@ def compute_epi_mask_from_runs(sources: list[RunSource], grid=None) -> np.ndarra
     """
     from nilearn.masking import compute_multi_epi_mask
 
-    means = dask.compute(*[run_mean_image(s) for s in sources])
+    means = compute(*[run_mean_image(s) for s in sources])
     imgs = [nib.Nifti1Image(m.astype(np.float32), s.affine) for m, s in zip(means, sources)]
     target = {} if grid is None else {"target_affine": grid.affine, "target_shape": grid.shape}
     try:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-import dask
 import nibabel as nib
 import numpy as np
 import xarray as xr
@@ -24,6 +23,7 @@ from .design import DESIGN_PARAMS
 from .errors import NotFittedError
 from .graph.contrast import combined_contrast
 from .graph.fit import build_fit
+from .graph.resources import compute
 from .graph.state import FittedState
 from .kernels.contrast import unpack_contrast_outputs
 from .kernels.fit import FitOptions
@@ -390,7 +390,7 @@ class FirstLevelModel(FirstLevelOutputs):
         self.persist()
         maps = self.contrast_maps(contrast_def, stat_type)
         wanted = list(OUTPUT_TYPES) if output_type == "all" else [output_type]
-        computed = dask.compute(*[maps[name].data for name in wanted])
+        computed = compute(*[maps[name].data for name in wanted])
         label = str(contrast_def)
         images = {
             name: self._unmask(values, f"{name} of contrast {label}")

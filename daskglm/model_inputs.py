@@ -23,12 +23,12 @@ import warnings
 from dataclasses import dataclass
 from typing import Any
 
-import dask
 import numpy as np
 import pandas as pd
 from dask import delayed
 
 from .design import DESIGN_PARAMS, run_designs
+from .graph.resources import compute
 from .io.base import RunSource
 from .io.runs import as_run_source
 from .io.views import CensoredRunSource, ResampledRunSource, run_value_range
@@ -242,7 +242,7 @@ def fit_inputs(model, run_imgs, events, confounds, sample_masks, design_matrices
         cropped_affine[:3, 3] += affine[:3, :3] @ [c.start for c in crop]
         cropped_shape = tuple(c.stop - c.start for c in crop)
         stream_grid = resampling_grid(raw[0].spatial_shape, raw[0].affine, cropped_affine, cropped_shape)
-        ranges = dask.compute(*[delayed(run_value_range, pure=True)(s) for s in raw])
+        ranges = compute(*[delayed(run_value_range, pure=True)(s) for s in raw])
         sources = [ResampledRunSource(s, stream_grid, r) for s, r in zip(sources, ranges)]
     return FitInputs(sources, designs, mask, fwhm, settings.masker, kept, crop, affine)
 

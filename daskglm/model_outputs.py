@@ -15,13 +15,13 @@ import tempfile
 import warnings
 import weakref
 
-import dask
 import dask.array as da
 import nibabel as nib
 import numpy as np
 import xarray as xr
 
 from .errors import NotFittedError
+from .graph.resources import compute
 from .graph.timeseries import timeseries_tasks
 from .io.export import lazy_unmask_4d, unmask
 from .surface import surface_map
@@ -93,7 +93,7 @@ class FirstLevelOutputs:
             return ds
         if output_type != "images":
             raise ValueError(f"output_type must be 'images' or 'dataset', got {output_type!r}.")
-        before, after = dask.compute(ds["acf_before"].data, ds["acf_after"].data)
+        before, after = compute(ds["acf_before"].data, ds["acf_after"].data)
         return {
             "acf_before": [self._unmask(b, "OLS residual autocorrelation") for b in before],
             "acf_after": [self._unmask(a, "whitened residual autocorrelation") for a in after],
@@ -138,7 +138,7 @@ class FirstLevelOutputs:
         group = zarr.open_group(str(store), mode="w")
         chunk = min(TIMESERIES_CHUNK, max(s.n_scans for s in self._state.sources))
         tasks = timeseries_tasks(self._state, self._fit_options().signal_scaling, group, chunk)
-        r_square = dask.compute(*tasks)
+        r_square = compute(*tasks)
         self._timeseries = {"group": group, "r_square": list(r_square)}
         return self
 

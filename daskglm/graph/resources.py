@@ -8,7 +8,13 @@ hundreds of MB it does not use.  Fixing the threshold (what the
 buffers in their own mappings, returned on free.  It is a no-op off glibc.
 
 ``single_threaded_blas``: one BLAS thread while tasks run, since dask already
-runs one task per core.
+runs one task per core.  ``compute`` and ``persist`` (``dask.compute`` /
+``dask.persist``) hold that limit for the whole computation when dask's local
+threaded scheduler runs it: per-task limits leave gaps between tasks in which
+OpenBLAS's own threads wake up and spin against the scheduler's (measured: 17 %
+of the seed workload's wall time, ~3.5 s of the 96x114x96x450 one).
+dask.distributed workers need no help (their nanny starts them with
+``OPENBLAS_NUM_THREADS=1``).
 
 ``active_client``: the ``dask.distributed`` client this process computes on, if any.
 
@@ -19,12 +25,15 @@ into when it has a seek index.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
 import sys
 
-__all__ = ["limit_heap_fragmentation", "single_threaded_blas", "active_client", "worker_threads"]
+__all__ = [
+    "limit_heap_fragmentation", "single_threaded_blas", "active_client", "worker_threads", "compute", "persist",
+]
 
 _M_MMAP_THRESHOLD = -3
 _THRESHOLD_BYTES = 1 << 20
@@ -81,6 +90,37 @@ class _SingleThreadedBlas:
 
 #: Use as ``with single_threaded_blas: ...`` inside dask tasks.
 single_threaded_blas = _SingleThreadedBlas()
+
+
+def _runs_on_local_threads() -> bool:
+    """True when dask's default scheduler here is the local thread pool with more than one thread."""
+    import dask
+    import dask.threaded
+    from dask.base import get_scheduler
+
+    if active_client() is not None:
+        return False
+    scheduler = get_scheduler()  # None: the collections' default, the thread pool for arrays and delayed
+    threads = dask.config.get("num_workers", None) or os.cpu_count() or 1
+    return scheduler in (None, dask.threaded.get) and threads > 1
+
+
+def compute(*collections, **kwargs):
+    """``dask.compute`` with one BLAS thread per task for its whole duration on the local thread pool."""
+    import dask
+
+    guard = single_threaded_blas if _runs_on_local_threads() else contextlib.nullcontext()
+    with guard:
+        return dask.compute(*collections, **kwargs)
+
+
+def persist(*collections, **kwargs):
+    """``dask.persist`` under the same BLAS limit as :func:`compute`."""
+    import dask
+
+    guard = single_threaded_blas if _runs_on_local_threads() else contextlib.nullcontext()
+    with guard:
+        return dask.persist(*collections, **kwargs)
 
 
 def active_client():

@@ -14,13 +14,13 @@ import functools
 from dataclasses import dataclass
 from typing import Any
 
-import dask
 import dask.array as da
 import nibabel as nib
 import numpy as np
 import pandas as pd
 
 from ..io.base import RunSource
+from .resources import persist
 
 __all__ = ["RunFit", "FittedState"]
 
@@ -114,6 +114,6 @@ class FittedState:
         """The same state with every run's arrays computed once and kept."""
         if self.persisted:
             return self
-        (arrays,) = dask.persist([run.arrays() for run in self.runs])
+        (arrays,) = persist([run.arrays() for run in self.runs])
         runs = tuple(run.with_arrays(a) for run, a in zip(self.runs, arrays))
         return self.replace(runs=runs, persisted=True)

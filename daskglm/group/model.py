@@ -20,13 +20,13 @@ import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import dask
 import numpy as np
 import pandas as pd
 from nilearn.glm.second_level import SecondLevelModel as _NilearnSecondLevelModel
 
 from ..contrasts import expression_to_contrast_vector
 from ..errors import GroupInputError
+from ..graph.resources import compute
 from ..kernels.second_level import OLSDesign
 from .graph import mixed_contrast, ols_contrast, stack_rows
 from .inputs import GroupInput, effect_items, resolve_input, sample_map, subject_maps
@@ -233,9 +233,9 @@ list of fitted FirstLevelModel (nilearn's or daskglm's), or a daskglm study stor
         graph = self.contrast_graph(second_level_contrast, first_level_contrast, second_level_stat_type)
         q, con_val = graph.q, graph.con_val
         if self.minimize_memory:
-            (values,) = dask.compute(graph.packed)
+            (values,) = compute(graph.packed)
         else:
-            values, y = dask.compute(graph.packed, graph.Y)
+            values, y = compute(graph.packed, graph.Y)
             self._keep_results(y)
         self.labels_ = np.zeros(values.shape[1])
         if self.results_ is None:

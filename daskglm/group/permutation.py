@@ -27,6 +27,7 @@ import dask.array as da
 import numpy as np
 
 from ..errors import GroupInputError
+from ..graph.resources import compute, persist
 from ..kernels import permutation as K
 from .graph import stack_rows
 from .inputs import effect_items, resolve_input, sample_map, subject_maps
@@ -195,9 +196,9 @@ smoothing_fwhm, model_intercept, n_perm, two_sided_test, random_state, n_jobs, v
     Y = stack_rows(rows)
     zero_voxels = da.all(Y == 0, axis=0)
     Yn = Y.map_blocks(K.normalize_targets, design, dtype=np.float64)
-    Yn, zero_voxels = dask.persist(Yn, zero_voxels)  # the maps are read once
+    Yn, zero_voxels = persist(Yn, zero_voxels)  # the maps are read once
     zero = zero_voxels.any()
-    original, has_zero = dask.compute(Yn.map_blocks(K.block_t_scores, design, drop_axis=0, dtype=np.float64), zero)
+    original, has_zero = compute(Yn.map_blocks(K.block_t_scores, design, drop_axis=0, dtype=np.float64), zero)
     if has_zero:
         warnings.warn("Some descriptors in 'target_vars' have zeros across all samples. These descriptors "
                       "will be ignored during null distribution generation.", stacklevel=2)
@@ -230,12 +231,12 @@ def _inference(Yn, design, original, masker, n_perm, n_jobs, two_sided, random_s
         threshold, two_sided, Yn.shape[0], design.n_covars_raw)
     counts = None
     if tfce or threshold is not None:
-        (maxima,) = dask.compute(_spatial_level(Yn, design, perms, mask, two_sided, tfce, threshold_t))
+        (maxima,) = compute(_spatial_level(Yn, design, perms, mask, two_sided, tfce, threshold_t))
         h0 = maxima[0]
         if uncorrected:
-            (counts,) = dask.compute(_voxel_level(Yn, design, perms, original, two_sided, True)[1])
+            (counts,) = compute(_voxel_level(Yn, design, perms, original, two_sided, True)[1])
     else:
-        h0, counts = dask.compute(*_voxel_level(Yn, design, perms, original, two_sided, uncorrected))
+        h0, counts = compute(*_voxel_level(Yn, design, perms, original, two_sided, uncorrected))
         maxima = None
     logp_max_t = img(K.fwe_log_p(original, h0, two_sided))
     if not tfce and threshold is None and not uncorrected:

@@ -348,11 +348,24 @@ class ContrastStatistics:
         Returns
         -------
         sf, cdf : ndarray
-            Under t(dof) or F(dim, dof), dof capped at :data:`DEF_DOFMAX`.
+            Under t(dof) or F(dim, dof), dof capped at :data:`DEF_DOFMAX`.  The CDF is
+            computed where ``sf > 0.5`` (where :func:`z_score` uses it); elsewhere it is ``1 - sf``.
         """
+        stat = np.asarray(stat, dtype=np.float64)
         if self.stat_type == "t":
-            return sps.stdtr(self._dof(), -stat), sps.stdtr(self._dof(), stat)
-        return sps.fdtrc(self.dim, self._dof(), stat), sps.fdtr(self.dim, self._dof(), stat)
+            sf = sps.stdtr(self._dof(), -stat)
+        else:
+            sf = sps.fdtrc(self.dim, self._dof(), stat)
+        # The CDF only matters where z < 0 (sf > 0.5, see z_score); elsewhere 1 - sf stands in.
+        # Computed there with the same call as nilearn: the z map is unchanged, at ~3/4 of the cost.
+        cdf = 1.0 - sf
+        lower = np.clip(sf, 1.0e-300, 1.0 - 1.0e-16) > 0.5
+        if np.any(lower):
+            if self.stat_type == "t":
+                cdf[lower] = sps.stdtr(self._dof(), stat[lower])
+            else:
+                cdf[lower] = sps.fdtr(self.dim, self._dof(), stat[lower])
+        return sf, cdf
 
 
 def z_score(p_value: np.ndarray, one_minus_p: np.ndarray | None = None) -> np.ndarray:

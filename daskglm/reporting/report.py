@@ -30,6 +30,7 @@ import pandas as pd
 
 from .._version import __version__
 from ..errors import NotFittedError
+from ..graph.resources import compute
 from ..io.export import unmask
 from ..surface import check_reportable
 from ..thresholding import check_threshold_params, get_clusters_table, threshold_stats_img
@@ -203,7 +204,7 @@ def _default_background(model):
 def _compute_contrasts(model, contrasts: dict) -> list[_ContrastResult]:
     names = list(contrasts)
     lazy = [contrast_z_map(model, contrasts[name]) for name in names]
-    z_imgs = dask.compute(*lazy)
+    z_imgs = compute(*lazy)
     return [_ContrastResult(n, contrasts[n], z) for n, z in zip(names, z_imgs)]
 
 
