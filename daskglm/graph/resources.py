@@ -18,6 +18,10 @@ dask.distributed workers need no help (their nanny starts them with
 
 ``active_client``: the ``dask.distributed`` client this process computes on, if any.
 
+``in_dask_worker``: True inside a ``dask.distributed`` worker, whose cores are its
+threads: the engine then starts no helper thread of its own (no background
+decompression), as the nanny's ``OPENBLAS_NUM_THREADS=1`` does for BLAS.
+
 ``worker_threads``: how many tasks can run at once (the active client's
 threads, else the local cores): how many pieces one compressed run is split
 into when it has a seek index.
@@ -33,6 +37,7 @@ import sys
 
 __all__ = [
     "limit_heap_fragmentation", "single_threaded_blas", "active_client", "worker_threads", "compute", "persist",
+    "in_dask_worker",
 ]
 
 _M_MMAP_THRESHOLD = -3
@@ -135,6 +140,19 @@ def active_client():
         return default_client()
     except ValueError:
         return None
+
+
+def in_dask_worker() -> bool:
+    """True when called from a task running on a ``dask.distributed`` worker."""
+    if "distributed" not in sys.modules:
+        return False
+    try:
+        from distributed import get_worker
+
+        get_worker()
+    except (ImportError, ValueError):
+        return False
+    return True
 
 
 def worker_threads() -> int:

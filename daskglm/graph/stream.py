@@ -23,7 +23,7 @@ from ..io.runs import ArrayRunSource
 from ..kernels.scaling import scale_volumes
 from ..kernels.stats import RunStats, accumulate_chunk, chunk_stats, combine_stats, empty_stats
 from ..kernels.surface import element_masker
-from .resources import limit_heap_fragmentation, single_threaded_blas, worker_threads
+from .resources import in_dask_worker, limit_heap_fragmentation, single_threaded_blas, worker_threads
 
 __all__ = ["run_stats", "masker_key", "stream_batch_rows"]
 
@@ -45,9 +45,11 @@ def _stream_stats(
     Volumes are read and smoothed a few at a time and their masked signals
     written into a float64 batch buffer, so that the statistics' GEMM runs on
     ``STREAM_BATCH`` scans at once; the last L scans are carried over for the
-    lagged products.  Memory: the statistics plus a few volumes.
+    lagged products.  Memory: the statistics plus a few volumes.  ``background``
+    decompression is skipped on a dask.distributed worker: its threads are its cores.
     """
     limit_heap_fragmentation()
+    background = background and not in_dask_worker()
     p = stack.shape[1] // (n_lags + 1)
     total = empty_stats(source.n_scans, n_lags, p, masker.n_voxels)
     previous = np.zeros((0, masker.n_voxels))

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import unicodedata
 
 import dask.array as da
 import nibabel as nib
 import numpy as np
 
-__all__ = ["unmask", "lazy_unmask_4d", "nifti_description"]
+__all__ = ["unmask", "lazy_unmask_4d", "nifti_description", "NiftiMap"]
 
 #: The NIfTI-1 ``descrip`` field: 80 bytes, NUL-terminated, ASCII.
 DESCRIP_BYTES = 79
@@ -25,6 +26,31 @@ def nifti_description(text: str) -> bytes:
     return folded.encode("ascii", "replace")[:DESCRIP_BYTES]
 
 
+class NiftiMap(nib.Nifti1Image):
+    """A ``Nifti1Image`` whose ``.nii.gz`` files are compressed by ISA-L.
+
+    nibabel gzips with zlib at level 1, ~10 MB/s for float maps (0.1-0.5 s per
+    96x114x96 map); ISA-L's level 1 writes a gzip file of the same size ~15x
+    faster.  The file holds the same header and data; everything else is
+    nibabel's ``Nifti1Image``.
+    """
+
+    def to_filename(self, filename, **kwargs) -> None:
+        """Write the image to ``filename`` (``.nii.gz``: ISA-L compression), as nibabel does."""
+        path = os.fspath(filename)
+        if not str(path).endswith(".gz"):
+            return super().to_filename(filename, **kwargs)
+        from isal import igzip
+        from nibabel.fileholders import FileHolder
+
+        self.set_filename(filename)
+        with igzip.IGzipFile(path, "wb", compresslevel=1, mtime=0) as fh:
+            holder = FileHolder(filename=path, fileobj=fh)
+            self.to_file_map({"image": holder, "header": holder}, **kwargs)
+        self.set_filename(filename)  # the file map names the file, as after nibabel's to_filename
+        return None
+
+
 def unmask(values: np.ndarray, mask: np.ndarray, affine: np.ndarray, description: str = "") -> nib.Nifti1Image:
     """In-mask values (V,) or (k, V) back to a 3D or 4D image."""
     values = np.asarray(values)
@@ -34,7 +60,7 @@ def unmask(values: np.ndarray, mask: np.ndarray, affine: np.ndarray, description
     else:
         out = np.zeros((*mask.shape, values.shape[0]), dtype=values.dtype)
         out[mask] = values.T
-    img = nib.Nifti1Image(out, affine)
+    img = NiftiMap(out, affine)
     if description:
         img.header["descrip"] = nifti_description(description)
     return img
