@@ -118,3 +118,20 @@ def test_run_of_wrong_type(vdata, no_heavy_work):
 def test_no_runs(vdata, no_heavy_work):
     with raises_fast(ValueError, "empty"):
         _model(vdata).fit([], design_matrices=[])
+
+
+def test_maps_are_written_by_isal_with_nibabels_bytes(tmp_path):
+    """NiftiMap.to_filename: ISA-L gzip, same decompressed bytes as nibabel's writer; .nii untouched."""
+    from daskglm.io.export import NiftiMap, unmask
+
+    rng = np.random.default_rng(0)
+    mask = rng.random((9, 8, 7)) > 0.5
+    img = unmask(rng.normal(size=int(mask.sum())).astype(np.float32), mask, np.diag([2.0, 2, 2, 1]), "z")
+    assert isinstance(img, NiftiMap) and isinstance(img, nib.Nifti1Image)
+    img.to_filename(tmp_path / "ours.nii.gz")
+    nib.Nifti1Image(img.dataobj, img.affine, img.header).to_filename(tmp_path / "nibabel.nii.gz")
+    with gzip.open(tmp_path / "ours.nii.gz") as a, gzip.open(tmp_path / "nibabel.nii.gz") as b:
+        assert a.read() == b.read()
+    assert img.get_filename() == str(tmp_path / "ours.nii.gz")
+    nib.save(img, tmp_path / "plain.nii")
+    np.testing.assert_array_equal(nib.load(tmp_path / "plain.nii").get_fdata(), img.get_fdata())
