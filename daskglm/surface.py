@@ -259,16 +259,9 @@ def surface_fixed_effects(contrast_imgs, variance_imgs, mask=None, precision_wei
 
 
 def check_reportable(state) -> None:
-    """The HTML report draws volumes and meshes: refuse CIFTI fits (no mesh) with a clear message.
+    """Every fit has a report: volumes, surfaces, and CIFTI fits (drawn on a mesh only if one is given).
 
-    Raises
-    ------
-    SurfaceInputError
-        For fits whose elements are CIFTI grayordinates.
+    Kept for the report's callers; it raises nothing since CIFTI fits have
+    their own page (:func:`daskglm.reporting.surface_report.cifti_report_page`).
     """
-    geometry = getattr(state, "geometry", None)
-    if geometry is not None and geometry.kind == "cifti":
-        raise SurfaceInputError(
-            "The HTML report of CIFTI fits is not available yet: the file holds no mesh to draw on. "
-            "Plot the maps of compute_contrast with nilearn.plotting.plot_surf_stat_map on fsLR surfaces."
-        )
+    return None

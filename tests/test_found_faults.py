@@ -580,7 +580,7 @@ def surface_store(tmp_path_factory) -> Path:
 
 def test_surface_mesh_is_copied_into_the_store(surface_store):
     record = json.loads(_root(surface_store)["attributes"]["surface_geometry"])
-    assert "file" not in json.dumps(record) and set(record["mesh"]) == {"left", "right"}
+    assert "file" not in json.dumps(record) and set(record["arrays"]) == {"left", "right"}  # zarr arrays
     z = open_model(surface_store).compute_contrast("a")
     assert z.mesh.parts["left"].n_vertices == 4 and np.isfinite(np.asarray(z.data.parts["right"])).all()
 

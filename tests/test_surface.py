@@ -216,19 +216,29 @@ def test_store_round_trip_references_the_standard_mesh(runs, tmp_path):
     np.testing.assert_array_equal(_values(z_back), _values(z))
 
 
-def test_geometry_json_copies_other_meshes_and_checks_digests():
+def test_geometry_record_stores_other_meshes_as_arrays_and_checks_digests():
     import json
 
     from nilearn.conftest import _make_mesh
 
-    from daskglm.io.geometry import geometry_from_json, geometry_to_json
+    from daskglm.io.geometry import geometry_from_json, geometry_to_json, geometry_variables
     from daskglm.io.gifti import SurfaceGeometry
 
     geometry = SurfaceGeometry(_make_mesh())
     text = geometry_to_json(geometry)
-    assert "coordinates" in text
-    assert geometry_from_json(text).same_as(geometry)
+    assert "coordinates" not in json.loads(text)  # names of arrays, not the mesh itself
+    variables = {name: values for name, (_dims, values) in geometry_variables(geometry).items()}
+    assert set(variables) == {f"mesh_{p}_{a}" for p in ("left", "right") for a in ("coordinates", "faces")}
+    assert geometry_from_json(text, variables).same_as(geometry)
+    variables["mesh_left_coordinates"] = variables["mesh_left_coordinates"] + 1.0
+    with pytest.raises(SurfaceInputError, match="digest"):
+        geometry_from_json(text, variables)
+    # the previous record (mesh inline in JSON) is still read, and checked
     record = json.loads(text)
+    record.pop("arrays")
+    record["mesh"] = {name: {"coordinates": part.coordinates.tolist(), "faces": part.faces.tolist()}
+                      for name, part in zip(geometry.part_names, geometry.parts())}
+    assert geometry_from_json(json.dumps(record)).same_as(geometry)
     record["mesh"]["left"]["coordinates"][0][0] += 1.0
     with pytest.raises(SurfaceInputError, match="digest"):
         geometry_from_json(json.dumps(record))

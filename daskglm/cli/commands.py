@@ -25,6 +25,7 @@ from .runtime import (
     local_progress,
     persist_with_progress,
 )
+from .surfaces import element_word, fit_runs, load_mesh, surface_mask, write_surface_maps
 
 __all__ = ["OUTPUT_SUFFIX", "cmd_demo", "cmd_fit", "cmd_contrast", "cmd_report", "cmd_fit_subjects",
            "cmd_migrate"]
@@ -69,8 +70,7 @@ def cmd_demo(args) -> int:
     return 0
 
 
-def _fit_inputs(args) -> dict[str, Any]:
-    _check_files(args.runs, "run")
+def _fit_inputs(args, runs: list) -> dict[str, Any]:
     if args.design and args.events:
         raise UsageError("Give either --design or --events, not both.")
     if not args.design and not args.events:
@@ -79,25 +79,25 @@ def _fit_inputs(args) -> dict[str, Any]:
                           ("--confounds", args.confounds)):
         if files:
             _check_files(files, f"{option} file")
-            if len(files) != len(args.runs):
-                raise UsageError(f"{len(files)} {option} file(s) for {len(args.runs)} run(s); give one per run.")
+            if len(files) != len(runs):
+                raise UsageError(f"{len(files)} {option} file(s) for {len(runs)} run(s); give one per run.")
     if args.events and args.t_r is None:
         raise UsageError("--events needs --t-r (the repetition time in seconds).")
     if args.mask and args.mask != "none":
         _check_files([args.mask], "mask")
-        if getattr(args, "target_affine", None) is None:
-            _check_mask_grid(args.mask, args.runs[0])
+        if getattr(args, "target_affine", None) is None and isinstance(runs[0], str):
+            _check_mask_grid(args.mask, runs[0])
     if args.confounds and not args.events:
         raise UsageError("--confounds go with --events (a given --design already holds its confounds).")
     return {
         "design_matrices": list(args.design) if args.design else None,
         "events": list(args.events) if args.events else None,
-        "confounds": _confounds(args.confounds, args.runs) if args.confounds else None,
-        "sample_masks": _sample_masks(args),
+        "confounds": _confounds(args.confounds, runs) if args.confounds else None,
+        "sample_masks": _sample_masks(args, runs),
     }
 
 
-def _sample_masks(args) -> list | None:
+def _sample_masks(args, runs: list) -> list | None:
     """``--sample-mask`` files (one per run) and ``--drop-initial N`` as ``sample_masks``."""
     from ..io.runs import as_run_source
     from ..sample_masks import drop_initial, read_sample_mask
@@ -108,12 +108,12 @@ def _sample_masks(args) -> list | None:
         return None
     if files:
         _check_files(files, "--sample-mask file")
-        if len(files) != len(args.runs):
-            raise UsageError(f"{len(files)} --sample-mask file(s) for {len(args.runs)} run(s); give one per run.")
+        if len(files) != len(runs):
+            raise UsageError(f"{len(files)} --sample-mask file(s) for {len(runs)} run(s); give one per run.")
     if n_drop < 0:
         raise UsageError(f"--drop-initial must be >= 0, got {n_drop}.")
     masks = []
-    for i, run in enumerate(args.runs):
+    for i, run in enumerate(runs):
         n_scans = as_run_source(run).n_scans  # header only, any run format (NIfTI, CIFTI, GIfTI)
         mask = read_sample_mask(files[i], n_scans) if files else None
         masks.append(drop_initial(n_drop, n_scans, mask) if n_drop else mask)
@@ -168,6 +168,8 @@ def _check_t_r(runs: Sequence[str], t_r: float | None) -> None:
     if t_r is None:
         return
     for path in runs:
+        if not isinstance(path, str):  # GIfTI runs: no repetition time in their header
+            continue
         header = getattr(nib.load(path), "header", None)
         if not hasattr(header, "get_zooms"):  # CIFTI, GIfTI: the series step is checked by the reader
             continue
@@ -179,15 +181,16 @@ def cmd_fit(args) -> int:
     """``daskglm fit``: fit runs and write the fit store."""
     from ..model import FirstLevelModel
 
-    inputs = _fit_inputs(args)
+    runs = fit_runs(args)
+    inputs = _fit_inputs(args, runs)
     out = Path(args.output)
     if out.exists() and not args.overwrite:
         raise UsageError(f"The store {str(out)!r} exists; pass --overwrite to replace it.")
     check_writable(out, directory=True)  # fail fast: before anything is computed
     if args.events:
-        _check_t_r(args.runs, args.t_r)
-    model = FirstLevelModel(**fit_model_params(args))
-    model.fit(list(args.runs), **inputs)
+        _check_t_r(runs, args.t_r)
+    model = FirstLevelModel(**{**fit_model_params(args), "mask_img": surface_mask(args, runs)})
+    model.fit(runs, **inputs)
     persist_with_progress(model, args.client, not args.no_progress)
     with local_progress(not args.no_progress and args.client is None):
         model.to_zarr(str(out), overwrite=args.overwrite)
@@ -196,7 +199,7 @@ def cmd_fit(args) -> int:
             model.write_timeseries(series)
             print(f"Residuals, predictions and R^2 written to {series}")
     designs = model.design_matrices_
-    print(f"Fitted {len(designs)} run(s), {int(model.mask_img_.get_fdata().sum()):,} voxels, "
+    print(f"Fitted {len(designs)} run(s), {model.n_elements_:,} {element_word(model)}, "
           f"{designs[0].shape[1]} regressors; store written to {out}")
     print("Design columns: " + ", ".join(str(c) for c in designs[0].columns))
     return 0
@@ -223,11 +226,11 @@ def cmd_contrast(args) -> int:
                 lazy.append(maps[output_type].data)
                 keys.append((name, output_type))
     values = compute_with_progress(*lazy, client=args.client, show=not args.no_progress)
-    if model._state.geometry is not None:  # CIFTI / surface fit: maps on its geometry (daskglm.surface)
+    if model._state.geometry is not None:  # CIFTI: .dscalar.nii; GIfTI: one .func.gii per hemisphere
         for (name, output_type), array in zip(keys, values):
-            path = out_dir / f"{safe_filename(name)}_{OUTPUT_SUFFIX[output_type]}.dscalar.nii"
-            model._unmask(array, f"{output_type} of {name}").to_filename(path)
-            print(path)
+            stem = f"{safe_filename(name)}_{OUTPUT_SUFFIX[output_type]}"
+            for path in write_surface_maps(model, array, out_dir, stem, f"{output_type} of {name}"):
+                print(path)
         return 0
     mask = model.mask_img_.get_fdata() != 0
     for (name, output_type), array in zip(keys, values):
@@ -244,6 +247,7 @@ def cmd_report(args) -> int:
     model = _open_store(args.store)
     if args.bg_img:
         _check_files([args.bg_img], "background image")
+    mesh = _report_mesh(model, args.mesh, args.mesh_type) if args.mesh else None
     out = Path(args.output)
     if not out.parent.exists():
         raise FileNotFoundError(f"The folder {str(out.parent)!r} does not exist.")
@@ -253,11 +257,23 @@ def cmd_report(args) -> int:
         report = model.generate_report(
             contrasts, title=args.title, bg_img=args.bg_img, threshold=args.threshold,
             alpha=args.alpha, cluster_threshold=args.cluster_threshold, height_control=height,
-            two_sided=args.two_sided, glass_brain=args.glass_brain,
+            two_sided=args.two_sided, glass_brain=args.glass_brain, **({"mesh": mesh} if mesh else {}),
         )
     report.save_as_html(out)
     print(out)
     return 0
+
+
+def _report_mesh(model, spec: list[str], mesh_type: str):
+    """``daskglm report --mesh``: the surfaces a CIFTI fit's cortex is drawn on."""
+    geometry = model._state.geometry
+    if geometry is None or geometry.kind != "cifti":
+        raise UsageError("--mesh goes with CIFTI fits (a surface fit's store keeps its mesh; volume fits "
+                         "have none).")
+    from ..reporting.surface_report import CORTEX
+
+    parts = tuple(p for s, p in CORTEX.items() if s in geometry.brain_models.nvertices) or ("left", "right")
+    return load_mesh(list(spec), mesh_type, parts)
 
 
 def _storage_options(spec: dict, items: Sequence[str] | None) -> dict | None:

@@ -19,6 +19,7 @@ from .bids import add_bids
 from .commands import cmd_contrast, cmd_demo, cmd_fit, cmd_fit_subjects, cmd_migrate, cmd_report
 from .group import add_group
 from .runtime import PROG
+from .surfaces import MESH_TYPES
 
 __all__ = ["build_parser", "common_options", "resolve_progress", "add_demo", "add_fit", "add_contrast",
            "add_report", "add_fit_subjects", "FIT_OPTIONS", "FIT_EXCLUDED"]
@@ -132,18 +133,41 @@ def add_fit(sub) -> argparse.ArgumentParser:
     p = sub.add_parser(
         "fit", parents=[common_options()], formatter_class=_Formatter,
         help="fit a first-level GLM to one or more runs and write the fit store",
-        description="Fit nilearn's first-level GLM to 4D NIfTI runs, streaming each run once, "
-                    "and write the fit to a Zarr store. New contrasts are then computed from the "
-                    "store with 'daskglm contrast', without refitting.",
+        description="Fit nilearn's first-level GLM to 4D NIfTI runs, CIFTI-2 dense time series "
+                    "(.dtseries.nii) or GIfTI surface runs (one .func.gii per hemisphere), streaming "
+                    "each run once, and write the fit to a Zarr store. New contrasts are then computed "
+                    "from the store with 'daskglm contrast', without refitting.",
         epilog="examples:\n"
                "  daskglm fit run1.nii.gz run2.nii.gz --design d1.npz d2.npz --mask mask.nii.gz "
                "--smoothing-fwhm 5 -o fit.zarr\n"
                "  daskglm fit run1.nii.gz --events events.tsv --t-r 2.5 -o fit.zarr "
-               "--scheduler tcp://scheduler:8786",
+               "--scheduler tcp://scheduler:8786\n"
+               "  daskglm fit sub-01_task-x_space-fsLR_den-91k_bold.dtseries.nii --events events.tsv "
+               "--t-r 0.72 -o fit.zarr\n"
+               "  daskglm fit --left-run run1_hemi-L.func.gii run2_hemi-L.func.gii "
+               "--right-run run1_hemi-R.func.gii run2_hemi-R.func.gii --mesh fsaverage5 "
+               "--events ev1.tsv ev2.tsv --t-r 2 -o fit.zarr",
     )
-    p.add_argument("runs", nargs="+", metavar="RUN", help="4D NIfTI run(s), .nii or .nii.gz")
+    p.add_argument("runs", nargs="*", metavar="RUN",
+                   help="4D NIfTI run(s) (.nii, .nii.gz) or CIFTI-2 dense time series (.dtseries.nii); "
+                        "GIfTI runs go with --left-run / --right-run")
     p.add_argument("-o", "--output", required=True, metavar="STORE", help="Zarr store to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    surface = p.add_argument_group("GIfTI surface runs (one file per hemisphere and run)")
+    surface.add_argument("--left-run", nargs="+", metavar="FUNC_GII",
+                         help="left-hemisphere .func.gii of each run (nilearn's 'left' mesh part)")
+    surface.add_argument("--right-run", nargs="+", metavar="FUNC_GII",
+                         help="right-hemisphere .func.gii of each run, in the order of --left-run")
+    surface.add_argument("--mesh", nargs="+", metavar="MESH",
+                         help="the runs' mesh: fsaverage5 (shipped with nilearn) or the .surf.gii file of "
+                              "each hemisphere (LEFT RIGHT; one file for a one-hemisphere fit)")
+    surface.add_argument("--left-mask", metavar="GII",
+                         help="left-hemisphere GIfTI mask (non-zero = in), with --right-mask")
+    surface.add_argument("--right-mask", metavar="GII",
+                         help="right-hemisphere GIfTI mask (non-zero = in), with --left-mask")
+    surface.add_argument("--mesh-type", choices=MESH_TYPES, default="pial",
+                         help="which of nilearn's fsaverage5 meshes, with --mesh fsaverage5 (the mesh "
+                              "sets the smoothing's vertex areas)")
     design = p.add_argument_group("design (one file per run)")
     design.add_argument("--design", nargs="+", metavar="FILE",
                         help="design matrices: .npz (key X), .npy, .csv or .tsv")
@@ -176,17 +200,21 @@ def add_fit(sub) -> argparse.ArgumentParser:
     design.add_argument("--drop-initial", type=int, default=0, metavar="N",
                         help="leave out the first N scans of every run (non-steady-state volumes)")
     model = p.add_argument_group("model")
-    model.add_argument("--mask", metavar="NIFTI",
+    model.add_argument("--mask", metavar="MASK",
                        help="analysis mask on the runs' grid (resample it beforehand, e.g. with "
                             "nilearn.image.resample_to_img); default: nilearn's EPI mask of the runs; "
-                            "'none': all voxels")
+                            "'none': all voxels. CIFTI runs: a .dscalar.nii over their grayordinates "
+                            "(default: all grayordinates). GIfTI runs: --left-mask / --right-mask, or "
+                            "'none' (default: the vertices finite in every scan, as nilearn)")
     model.add_argument("--target-affine", metavar="MM|NIFTI|JSON",
                        help="resample the runs: a voxel size in mm (3x3 affine), the grid of a NIfTI "
                             "image (its affine and, unless --target-shape, its shape), or a JSON 3x3/4x4 "
                             "matrix")
     model.add_argument("--target-shape", type=int, nargs=3, metavar=("X", "Y", "Z"),
                        help="shape of the resampled grid (with a 4x4 --target-affine)")
-    model.add_argument("--smoothing-fwhm", type=float, metavar="MM", help="Gaussian smoothing FWHM in mm")
+    model.add_argument("--smoothing-fwhm", type=float, metavar="MM",
+                       help="Gaussian smoothing FWHM in mm (GIfTI runs: nilearn's surface smoothing on the "
+                            "mesh; not available for CIFTI runs, which hold no mesh)")
     model.add_argument("--signal-scaling", choices=("0", "1", "0,1", "none"), default="0",
                        help="0: percent signal change per voxel (nilearn's default); 1: per scan; "
                             "'0,1': both; none: no scaling")
@@ -212,10 +240,12 @@ def add_contrast(sub) -> argparse.ArgumentParser:
     """Add ``contrast`` to the subparsers ``sub``."""
     p = sub.add_parser(
         "contrast", parents=[common_options()], formatter_class=_Formatter,
-        help="compute contrasts from a fit store and write them to NIfTI",
+        help="compute contrasts from a fit store and write them to NIfTI, CIFTI or GIfTI",
         description="Compute contrasts from a store written by 'daskglm fit' (no refit) and write "
                     "the maps to NIfTI files named <contrast>_<type>.nii.gz (z maps: "
-                    "<contrast>_z_map.nii.gz). With several runs, runs are combined by fixed effects.",
+                    "<contrast>_z_map.nii.gz); CIFTI fits: <contrast>_<type>.dscalar.nii; GIfTI fits: "
+                    "<contrast>_<type>_hemi-L.func.gii and _hemi-R.func.gii. With several runs, runs are "
+                    "combined by fixed effects.",
         epilog="examples:\n"
                "  daskglm contrast fit.zarr 'DSt_minus_SSt=[-1,-1,1,1]' -o results\n"
                "  daskglm contrast fit.zarr 'audio - visual' --output-type z_score effect_size\n"
@@ -227,7 +257,7 @@ def add_contrast(sub) -> argparse.ArgumentParser:
                    metavar="TYPE", help=f"maps to write: {', '.join(OUTPUT_TYPES)}")
     p.add_argument("--stat-type", choices=("t", "F"), default=None,
                    help="force t or F (default: 1-D contrasts are t, 2-D are F)")
-    p.add_argument("-o", "--out-dir", default="results", metavar="DIR", help="folder of the NIfTI files")
+    p.add_argument("-o", "--out-dir", default="results", metavar="DIR", help="folder of the map files")
     p.add_argument("--quiet-warnings", action="store_true",
                    help="hide nilearn-style warnings (zero-padding, one contrast for all runs)")
     p.set_defaults(func=cmd_contrast)
@@ -242,7 +272,9 @@ def add_report(sub) -> argparse.ArgumentParser:
         description="Write a single self-contained HTML report of a fit store: model parameters, "
                     "mask, design matrices, whitening diagnostics, and per contrast the contrast "
                     "matrix, the thresholded stat map and the cluster table.",
-        epilog="example:\n  daskglm report fit.zarr -f contrasts.json --bg-img mean.nii.gz -o report.html",
+        epilog="examples:\n  daskglm report fit.zarr -f contrasts.json --bg-img mean.nii.gz -o report.html\n"
+               "  daskglm report cifti_fit.zarr 'task - rest' --mesh L.midthickness.surf.gii "
+               "R.midthickness.surf.gii -o report.html",
     )
     p.add_argument("store", metavar="STORE", help="fit store written by 'daskglm fit'")
     _contrast_arguments(p, "At least one contrast or --contrasts-file is needed.")
@@ -259,6 +291,11 @@ def add_report(sub) -> argparse.ArgumentParser:
                    help="minimum cluster size")
     p.add_argument("--two-sided", action="store_true", help="threshold and tabulate negative values too")
     p.add_argument("--glass-brain", action="store_true", help="add a glass-brain view per contrast")
+    p.add_argument("--mesh", nargs="+", metavar="SURF_GII",
+                   help="CIFTI fits: the surfaces their cortex lies on (e.g. fsLR 32k LEFT.surf.gii "
+                        "RIGHT.surf.gii) to draw the maps; without it the report tabulates the "
+                        "grayordinates per brain structure")
+    p.add_argument("--mesh-type", choices=MESH_TYPES, default="pial", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_report)
     return p
 

@@ -365,7 +365,10 @@ def make_glm_report(
     glass_brain : bool, default=False
         Add a glass-brain view per contrast (about 2 s each to draw).
     **kwargs
-        nilearn report arguments without an equivalent here (``plot_type``,
+        ``mesh``: the surfaces of a CIFTI fit's cortex (``(left, right)``
+        ``.surf.gii`` files or a nilearn ``PolyMesh``), to draw its maps
+        (:mod:`daskglm.reporting.surface_report`).  nilearn report
+        arguments without an equivalent here (``plot_type``,
         ``report_dims``, ...) are accepted and ignored.
 
     Returns
@@ -378,12 +381,12 @@ def make_glm_report(
     check_threshold_params(alpha, threshold, height_control, cluster_threshold)
     contrasts = normalize_contrasts(contrasts)
     title = title or "daskglm first-level report"
-    if model._state.geometry is not None:  # SurfaceImage fits: drawn on their mesh
+    if model._state.geometry is not None:  # SurfaceImage fits on their mesh; CIFTI fits on mesh= if given
         from .surface_report import surface_report_page
 
         height = _height_text(height_control, alpha, threshold, cluster_threshold, two_sided)
         return GLMReport(surface_report_page(model, contrasts, title, threshold, alpha, cluster_threshold,
-                                             height_control, two_sided, height), title)
+                                             height_control, two_sided, height, mesh=kwargs.get("mesh")), title)
     if bg_img is None:
         bg_img = _default_background(model)
     if bg_img is None:  # the whole brain as context, rather than a crop around the clusters

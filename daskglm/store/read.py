@@ -22,7 +22,7 @@ import xarray as xr
 
 from ..errors import StoreError
 from ..graph.state import FittedState
-from ..io.geometry import GEOMETRY_ATTR, geometry_from_json
+from ..io.geometry import GEOMETRY_ATTR, geometry_from_json, mesh_variable_specs
 from ..kernels.fit import FitOptions
 from . import validate as V
 from .integrity import VerifiedArray, check_array_meta, check_chunks_present
@@ -203,7 +203,7 @@ def read_dataset(path, storage_options: dict | None = None, *, allow_format_1: b
     columns = V.check_columns(loc.url, attrs, COLUMNS_ATTR, len(names))
     V.check_affine(loc.url, attrs, AFFINE_ATTR)
     _group_meta(loc, shared_name, None)
-    shared_specs = _specs(loc, shared_name, V.SHARED_VARIABLES, {}, checksums)
+    shared_specs = _specs(loc, shared_name, V.SHARED_VARIABLES, mesh_variable_specs(), checksums)
     V.check_mask_shape(loc.url, f"{shared_name}/mask", shared_specs["mask"].shape)
     shared = _open_group(loc, shared_name, shared_specs, {}, checksums)
     n_voxels = int(np.asarray(shared["mask"].data.sum().compute(scheduler="sync")))
@@ -288,7 +288,7 @@ def read_fit(store, storage_options: dict | None = None,
     if "signal_scaling" in params and isinstance(params["signal_scaling"], list):
         params["signal_scaling"] = tuple(params["signal_scaling"])
     mask = np.asarray(ds["mask"].values, dtype=bool)
-    geometry = _geometry(url, ds.attrs.get(GEOMETRY_ATTR))  # surface / CIFTI fits
+    geometry = _geometry(url, ds.attrs.get(GEOMETRY_ATTR), ds)  # surface / CIFTI fits
     if geometry is not None:
         mask = mask.reshape(-1)
     options = FitOptions(params.get("noise_model", "ar1"), 0, whitening=params.get("whitening", "binned"))
@@ -302,9 +302,9 @@ def read_fit(store, storage_options: dict | None = None,
     return state, params
 
 
-def _geometry(url: str, text):
+def _geometry(url: str, text, ds):
     """The stored surface / CIFTI geometry; any problem with it is a StoreError naming the store and field."""
     try:
-        return geometry_from_json(text)
+        return geometry_from_json(text, ds)  # a non-standard mesh: the shared group's mesh_* arrays
     except Exception as err:
         raise StoreError(f"{url!r}: {GEOMETRY_ATTR}: {err}") from err

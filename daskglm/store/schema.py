@@ -65,7 +65,7 @@ import xarray as xr
 
 from .._version import __version__
 from ..graph.state import RunFit
-from ..io.geometry import GEOMETRY_ATTR, geometry_to_json
+from ..io.geometry import GEOMETRY_ATTR, geometry_to_json, geometry_variables
 
 __all__ = [
     "FORMAT_NAME",
@@ -137,8 +137,9 @@ def fits_to_dataset(
         Add the coordinates (:func:`add_coordinates`).
     geometry : SurfaceGeometry, CiftiGeometry or None
         A surface / CIFTI fit's geometry: recorded as JSON in the
-        ``surface_geometry`` attribute (:mod:`daskglm.io.geometry`); the 1-D
-        element mask is kept as an (N, 1, 1) grid.
+        ``surface_geometry`` attribute, a non-standard mesh as ``mesh_*``
+        arrays (:mod:`daskglm.io.geometry`); the 1-D element mask is kept
+        as an (N, 1, 1) grid.
 
     Returns
     -------
@@ -173,6 +174,7 @@ def fits_to_dataset(
             "mask": (("x", "y", "z"), mask if np.ndim(mask) == 3 else np.reshape(mask, (-1, 1, 1))),
             **_acf_variables(fits),
             **_optional_run_variables(fits, ("signal_mean",)),
+            **geometry_variables(geometry),  # a non-standard mesh's arrays (io/geometry.py)
         },
         attrs={
             AFFINE_ATTR: json.dumps(np.asarray(affine).tolist()),
