@@ -86,9 +86,11 @@ def compute_with_progress(*collections, client=None, show: bool = True) -> tuple
     """
     import dask
 
+    from ..graph.resources import compute
+
     if client is None:
         with local_progress(show):
-            return dask.compute(*collections)
+            return compute(*collections)  # one BLAS thread per task on the local thread pool
     persisted = client.persist(list(collections))
     if show:
         from distributed import progress
