@@ -15,7 +15,9 @@ Entities (``ses``, ``space``) enter the map names only when they are the
 same for all the subject's runs, as in nilearn.
 
 Surface fits are written as nilearn writes them: CIFTI-2 fits as dense scalar
-files with the same names (``..._statmap.dscalar.nii``, ``..._mask.dscalar.nii``);
+files with the same names (``..._statmap.dscalar.nii``, ``..._mask.dscalar.nii``;
+the runs' ``den`` entity, e.g. fMRIPrep's ``den-91k``, is kept after ``space``,
+as in the inputs' names) over the input's brain models;
 ``SurfaceImage`` fits as one GIfTI file per hemisphere, named by nilearn's
 rule (``..._hemi-L_den-10242_contrast-..._statmap.gii``; the mask as uint8).
 """
@@ -74,7 +76,8 @@ def derivative_filenames(run_names: list[str], contrasts: dict, extension: str =
     include = _entities_to_include()
     run_entities = [parse_bids_filename(str(n).rsplit("/", 1)[-1])["entities"] for n in run_names]
     entities = {}
-    for key in ("sub", "ses", "task", "space"):
+    keys = ("sub", "ses", "task", "space", "den") if extension == "dscalar.nii" else ("sub", "ses", "task", "space")
+    for key in keys:
         labels = {e.get(key) for e in run_entities if e.get(key) is not None}
         entities[key] = labels.pop() if len(labels) == 1 else None
     mask_entities = {k: v for k, v in entities.items() if k not in ("run", "ses")}

@@ -13,21 +13,34 @@ their runs stay remote and are returned as
 (``space_label="fsaverage5"``) are nilearn's ``SurfaceImage`` s; their
 ``load_confounds`` confounds and sample masks are loaded run by run from the
 ``hemi-L`` files (nilearn 0.14.1 loads a two-run subject's as one left/right
-pair and returns the first run's confounds only).
+pair and returns the first run's confounds only).  CIFTI-2 runs
+(``space_label="fsLR"``: fMRIPrep's ``..._space-fsLR_den-91k_bold.dtseries.nii``),
+which nilearn 0.14.1 does not look for, are found by nilearn's own query with
+its image lookup swapped for one of ``bold.dtseries.nii`` files
+(:func:`cifti_queries`); they have no brain mask (their brain models are the
+mask) and are returned as paths (URLs: :class:`~daskglm.io.cifti.RemoteCiftiRunSource`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import threading
 from typing import Any
 
 from ..errors import ConfoundsError
+from ..io.cifti import RemoteCiftiRunSource
 from ..io.gifti import is_surface_image
-from ..io.remote import RemoteRunSource, is_url
+from ..io.remote import RemoteGiftiRunSource, RemoteRunSource, is_url
 from ..model import FirstLevelModel
 from .layout import DatasetView, dataset_view
 
-__all__ = ["first_level_from_bids", "query_view", "load_sample_masks", "daskglm_params"]
+__all__ = ["first_level_from_bids", "query_view", "load_sample_masks", "daskglm_params", "is_cifti_space",
+           "cifti_queries", "CIFTI_SPACES"]
+
+#: Space labels whose fMRIPrep runs are CIFTI-2 dense time series (``_bold.dtseries.nii``).
+CIFTI_SPACES = ("fsLR",)
+_SWAP_LOCK = threading.RLock()
 
 _MODEL_PARAMS = [n for n in inspect.signature(FirstLevelModel.__init__).parameters if n != "self"]
 
@@ -102,11 +115,104 @@ def _surface_confounds(view, params, sub_label, n_runs, confounds_kwargs):
     return [frame for frame, _ in loaded], (masks if any(m is not None for m in masks) else None)
 
 
+def is_cifti_space(space_label) -> bool:
+    """Whether a space label names CIFTI-2 runs (:data:`CIFTI_SPACES`: fMRIPrep's ``fsLR``)."""
+    return isinstance(space_label, str) and space_label.startswith(CIFTI_SPACES)
+
+
+def _is_gifti_space(space_label) -> bool:
+    """nilearn 0.14.1's test for its GIfTI branch (a substring of ``"fsaverage5"``)."""
+    return isinstance(space_label, str) and space_label != "" and space_label in "fsaverage5"
+
+
+def _cifti_imgs(original, remote: bool, **kwargs):
+    """nilearn's ``_get_processed_imgs`` for ``bold.dtseries.nii`` runs (same filters, report, checks).
+
+    On a remote view, GIfTI runs are returned as their ``hemi-L`` paths (nilearn
+    would load the view's empty placeholders into ``SurfaceImage`` s).
+    """
+    gifti = remote and _is_gifti_space(kwargs["space_label"])
+    if not (gifti or is_cifti_space(kwargs["space_label"])):
+        return original(**kwargs)
+    from nilearn.glm.first_level.first_level import (
+        _check_bids_image_list,
+        _make_bids_files_filter,
+        _report_found_files,
+    )
+    from nilearn.interfaces.bids import get_bids_files
+    from nilearn.interfaces.bids.utils import bids_entities
+
+    filters = _make_bids_files_filter(
+        task_label=kwargs["task_label"], space_label=kwargs["space_label"],
+        supported_filters=bids_entities()["raw"] + bids_entities()["derivatives"],
+        extra_filter=kwargs["img_filters"], verbose=kwargs["verbose"],
+    )
+    query = dict(main_path=kwargs["derivatives_path"], modality_folder="func", file_tag="bold",
+                 sub_label=kwargs["sub_label"])
+    if gifti:
+        imgs = get_bids_files(file_type="func.gii", filters=[*filters, ("hemi", "L")], **query)
+        right = get_bids_files(file_type="func.gii", filters=[*filters, ("hemi", "R")], **query)
+        if [p.replace("hemi-L", "hemi-R") for p in imgs] != right:
+            raise FileNotFoundError(f"sub-{kwargs['sub_label']}: the hemi-L and hemi-R runs do not pair up.")
+    else:
+        imgs = get_bids_files(file_type="dtseries.nii", filters=filters, **query)
+    _report_found_files(files=imgs, text="preprocessed BOLD (hemi-L)" if gifti else "preprocessed BOLD (CIFTI)", sub_label=kwargs["sub_label"],
+                        filters=filters, verbose=kwargs["verbose"])
+    _check_bids_image_list(imgs, kwargs["sub_label"], filters)
+    return imgs, imgs
+
+
+def _cifti_masks(original, **kwargs):
+    """No brain-mask lookup for CIFTI runs: their brain models are the mask."""
+    return [] if is_cifti_space(kwargs["space_label"]) else original(**kwargs)
+
+
+@contextlib.contextmanager
+def cifti_queries(space_label, remote: bool = False):
+    """Within the block, nilearn's ``first_level_from_bids`` finds CIFTI runs for a CIFTI space.
+
+    nilearn 0.14.1 looks for ``bold.nii*`` (volumes) or ``hemi-L/R`` ``bold.func.gii``
+    (fsaverage5) runs only; for a :func:`is_cifti_space` label its image and mask
+    lookups are swapped for ones of ``bold.dtseries.nii`` runs (nilearn's filters,
+    checks and messages) and of no mask; with ``remote``, GIfTI runs are found
+    without loading them (their ``hemi-L`` paths: the view's files are empty
+    placeholders).  Calls with other spaces, in other threads too, go to
+    nilearn's own lookups (swaps are serialised by a lock).
+    """
+    if not (is_cifti_space(space_label) or (remote and _is_gifti_space(space_label))):
+        yield
+        return
+    import functools
+
+    from nilearn.glm.first_level import first_level as module
+
+    with _SWAP_LOCK:
+        saved = module._get_processed_imgs, module._get_masks_files
+        module._get_processed_imgs = functools.partial(_cifti_imgs, saved[0], remote)
+        module._get_masks_files = functools.partial(_cifti_masks, saved[1])
+        try:
+            yield
+        finally:
+            module._get_processed_imgs, module._get_masks_files = saved
+
+
+def _remote_run(view: DatasetView, path):
+    url = view.url_of(path)
+    if str(path).endswith(".dtseries.nii"):
+        return RemoteCiftiRunSource(url, view.storage_options)
+    if str(path).endswith(".func.gii"):  # a hemi-L file (cifti_queries): the pair on fsaverage5's pial mesh
+        from nilearn.datasets import load_fsaverage
+
+        urls = {"left": url, "right": view.url_of(str(path).replace("hemi-L", "hemi-R"))}
+        return RemoteGiftiRunSource(urls, load_fsaverage()["pial"], view.storage_options)
+    return RemoteRunSource(url, view.storage_options)
+
+
 def _convert(view: DatasetView, params: dict, nl_models, models_run_imgs, confounds_kwargs, models_confounds):
     models, run_imgs_out, confounds_out = [], [], []
     for nl_model, run_imgs, given in zip(nl_models, models_run_imgs, models_confounds):
         model = FirstLevelModel(**daskglm_params(nl_model))
-        surface = any(is_surface_image(img) for img in run_imgs)
+        surface = any(is_surface_image(img) or str(img).endswith(".func.gii") for img in run_imgs)
         if surface and given is not None and confounds_kwargs:
             given, model.sample_masks_ = _surface_confounds(view, params, nl_model.subject_label,
                                                             len(run_imgs), confounds_kwargs)
@@ -115,7 +221,7 @@ def _convert(view: DatasetView, params: dict, nl_models, models_run_imgs, confou
         models.append(model)
         confounds_out.append(given)
         if view.remote:
-            run_imgs = [RemoteRunSource(view.url_of(p), view.storage_options) for p in run_imgs]
+            run_imgs = [_remote_run(view, p) for p in run_imgs]
         run_imgs_out.append(list(run_imgs))
     return models, run_imgs_out, confounds_out
 
@@ -175,7 +281,12 @@ def first_level_from_bids(
         BIDS dataset root, local or an fsspec URL (``s3://bucket/ds``).
     task_label, space_label, sub_labels, exclude_subjects, img_filters
         As nilearn (``space_label`` defaults to ``"MNI152NLin2009cAsym"``;
-        ``img_filters`` e.g. ``[("ses", "1"), ("acq", "mb")]``).
+        ``img_filters`` e.g. ``[("ses", "1"), ("acq", "mb")]``).  Not in nilearn 0.14.1:
+        ``space_label="fsLR"`` finds fMRIPrep's CIFTI-2 runs
+        (``sub-01[_ses-X]_task-T[_run-N]_space-fsLR_den-91k_bold.dtseries.nii``, with their
+        ``.json`` sidecars and ``desc-confounds_timeseries.tsv``; ``img_filters`` may hold
+        ``("den", "91k")``); no brain mask is looked for (``mask_img="derivatives"`` leaves
+        ``mask_img`` None: every grayordinate).
     t_r, slice_time_ref
         As nilearn: inferred from the sidecars when None.
     hrf_model, drift_model, high_pass, drift_order, fir_delays, min_onset, mask_img,
@@ -196,8 +307,12 @@ def first_level_from_bids(
     models : list of daskglm.FirstLevelModel
         One per subject, each with ``sample_masks_``.
     models_run_imgs : list of list of str
-        Per subject, the preprocessed runs (for a URL dataset,
-        :class:`~daskglm.io.remote.RemoteRunSource` objects that ``fit`` streams).
+        Per subject, the preprocessed runs: paths (``.nii.gz``, ``.dtseries.nii``) or
+        nilearn ``SurfaceImage`` s (fsaverage5).  For a URL dataset, sources that ``fit``
+        streams: :class:`~daskglm.io.remote.RemoteRunSource` (NIfTI),
+        :class:`~daskglm.io.cifti.RemoteCiftiRunSource` (CIFTI),
+        :class:`~daskglm.io.remote.RemoteGiftiRunSource` (a ``hemi-L`` / ``hemi-R`` pair on
+        fsaverage5's pial mesh).
     models_events : list of list of pandas.DataFrame
     models_confounds : list of list of pandas.DataFrame, or None per subject
         One DataFrame per run (surface runs included).
@@ -237,7 +352,8 @@ def query_view(view: DatasetView, params: dict, confounds_kwargs: dict):
     from nilearn.glm.first_level import first_level_from_bids as nilearn_first_level_from_bids
 
     params = {**params, "dataset_path": str(view.root)}
-    nl_models, run_imgs, events, confounds = nilearn_first_level_from_bids(**params, **confounds_kwargs)
+    with cifti_queries(params.get("space_label"), view.remote):
+        nl_models, run_imgs, events, confounds = nilearn_first_level_from_bids(**params, **confounds_kwargs)
     models, run_imgs, confounds = _convert(view, params, nl_models, run_imgs,
                                            _confounds_kwargs(confounds_kwargs), confounds)
     return models, run_imgs, events, confounds

@@ -15,6 +15,14 @@ with fMRIPrep derivatives::
         sub-01_ses-1_task-<task>_run-1_space-<space>_desc-brain_mask.nii.gz
         sub-01_ses-1_task-<task>_run-1_desc-confounds_timeseries.tsv   (+ .json)
 
+With ``space="fsLR"`` the preprocessed runs are CIFTI-2 dense time series
+named as fMRIPrep's ``--cifti-output`` (``..._run-1_space-fsLR_den-91k_bold.dtseries.nii``
+with its ``.json`` sidecar; no brain mask: the brain models are the mask), on a
+**reduced** grayordinate set (:func:`cifti_brain_models`: ``n_vertices`` per
+hemisphere with a medial wall left out, and two small subcortical volume
+structures, instead of fsLR-32k's 2 x 32,492 vertices and 31,870 voxels); the
+sidecar says so (``"Reduced"``).
+
 Confounds have fMRIPrep's columns (global_signal, csf, white_matter with their
 ``_derivative1`` / ``_power2`` expansions, six motion parameters and
 expansions, framewise_displacement, dvars, std_dvars, rmsd, a/t/c/w CompCor
@@ -38,7 +46,7 @@ import pandas as pd
 
 from ..datasets import write_nifti_stream
 
-__all__ = ["make_bids_dataset", "ACTIVATIONS", "CONDITIONS"]
+__all__ = ["make_bids_dataset", "cifti_brain_models", "cifti_areas", "ACTIVATIONS", "CONDITIONS", "CIFTI_AREAS"]
 
 CONDITIONS = ("face", "house")
 #: Percent signal change per condition, in each blob (centre as a fraction of the grid).
@@ -46,6 +54,12 @@ ACTIVATIONS = {
     "face_area": dict(centre=(0.3, 0.5, 0.5), amplitudes={"face": 3.0, "house": 0.5}),
     "house_area": dict(centre=(0.7, 0.5, 0.5), amplitudes={"face": 0.5, "house": 3.0}),
 }
+#: Per area (CIFTI runs): (left-cortex, right-cortex) vertex ranges as fractions, and volume structure.
+CIFTI_AREAS = {
+    "face_area": dict(cortex=("CIFTI_STRUCTURE_CORTEX_LEFT", 0.1, 0.25), volume="CIFTI_STRUCTURE_THALAMUS_LEFT"),
+    "house_area": dict(cortex=("CIFTI_STRUCTURE_CORTEX_RIGHT", 0.6, 0.75), volume="CIFTI_STRUCTURE_THALAMUS_RIGHT"),
+}
+CIFTI_SPACES = ("fsLR",)
 _N_NONSTEADY = 2
 _COMPCOR = {"a_comp_cor": ("combined", 5), "c_comp_cor": ("CSF", 2), "w_comp_cor": ("WM", 2)}
 
@@ -146,6 +160,86 @@ def _run_volumes(shape, n_scans, t_r, events, conf, brain, rng):
     return data.astype(np.float32)
 
 
+def cifti_brain_models(n_vertices: int = 400, volume_shape: tuple[int, int, int] = (6, 5, 4)):
+    """A reduced fsLR-like grayordinate set: two cortical surfaces and two subcortical volume parts.
+
+    Parameters
+    ----------
+    n_vertices : int
+        Vertices per hemisphere (fsLR-32k has 32,492); a tenth of them, in the
+        middle of the index range, is a "medial wall" left out of the brain models.
+    volume_shape : tuple of int
+        Voxel grid (2 mm) of the volume parts: its left and right halves are
+        the left and right thalamus.
+
+    Returns
+    -------
+    nibabel.cifti2.BrainModelAxis
+    """
+    from nibabel import cifti2
+
+    if n_vertices < 20:
+        raise ValueError(f"n_vertices must be at least 20, got {n_vertices}.")
+    cortex = np.ones(n_vertices, dtype=bool)
+    cortex[int(0.45 * n_vertices): int(0.55 * n_vertices)] = False  # the medial wall
+    affine = _affine(volume_shape, 2.0)
+    left, right = np.zeros(volume_shape, bool), np.zeros(volume_shape, bool)
+    half = volume_shape[0] // 2
+    left[:half, 1:-1, 1:-1] = True
+    right[half:, 1:-1, 1:-1] = True
+    return (cifti2.BrainModelAxis.from_mask(cortex, name="CortexLeft")
+            + cifti2.BrainModelAxis.from_mask(cortex, name="CortexRight")
+            + cifti2.BrainModelAxis.from_mask(left, name="ThalamusLeft", affine=affine)
+            + cifti2.BrainModelAxis.from_mask(right, name="ThalamusRight", affine=affine))
+
+
+def cifti_areas(brain_models) -> dict[str, np.ndarray]:
+    """The grayordinates of each activated area (:data:`CIFTI_AREAS`), as boolean arrays."""
+    areas = {}
+    for name, spec in CIFTI_AREAS.items():
+        structure, lo, hi = spec["cortex"]
+        n = brain_models.nvertices[structure]
+        cortex = (brain_models.name == structure) & (brain_models.vertex >= lo * n) & (brain_models.vertex < hi * n)
+        areas[name] = cortex | (brain_models.name == spec["volume"])
+    return areas
+
+
+def _run_grayordinates(brain_models, n_scans, t_r, events, conf, rng) -> np.ndarray:
+    """A CIFTI run's (time, grayordinate) data, float32: the volume runs' model on every grayordinate."""
+    from nilearn.glm.first_level import make_first_level_design_matrix
+
+    regressors = make_first_level_design_matrix(np.arange(n_scans) * t_r, events, drift_model=None)
+    n_el = len(brain_models)
+    baseline = 800.0 + 100 * rng.random(n_el)
+    noise = rng.normal(0, 1.0, (n_scans, n_el))
+    for t in range(1, n_scans):
+        noise[t] += 0.3 * noise[t - 1]
+    signal = np.zeros((n_scans, n_el))
+    for name, where in cifti_areas(brain_models).items():
+        amplitudes = ACTIVATIONS[name]["amplitudes"]
+        signal[:, where] += sum(a * regressors[c].to_numpy() for c, a in amplitudes.items())[:, None]
+    motion = conf["trans_x"].to_numpy() * 30 + conf["rot_z"].to_numpy() * 500
+    drift = np.linspace(-0.5, 0.5, n_scans)
+    data = baseline * (1 + (signal + (motion + drift)[:, None]) / 100) + 4 * noise
+    data[:_N_NONSTEADY] *= 1.15
+    return data.astype(np.float32)
+
+
+def _write_cifti(out_dir, stem, space, density, brain_models, n_scans, t_r, events, conf, rng, sidecar):
+    from ..io.cifti import write_cifti_run
+
+    data = _run_grayordinates(brain_models, n_scans, t_r, events, conf, rng)
+    bold = out_dir / f"{stem}_space-{space}_den-{density}_bold.dtseries.nii"
+    write_cifti_run(bold, brain_models, n_scans, t_r, lambda g0, g1: data[:, g0:g1])
+    n_vertices = brain_models.nvertices["CIFTI_STRUCTURE_CORTEX_LEFT"]
+    sidecar = {**sidecar, "grayordinates": density, "space": "HCP grayordinates", "surface": "fsLR",
+               "surface_density": "32k", "volume": "MNI152NLin6Asym",
+               "Reduced": (f"daskglm.bids.simulate: {len(brain_models)} grayordinates ({n_vertices} vertices per "
+                           "hemisphere, small subcortical parts), not the 91,282 of fsLR den-91k")}
+    _write_json(out_dir / f"{stem}_space-{space}_den-{density}_bold.json", sidecar)
+    return bold
+
+
 def _write_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(obj, indent=2))
@@ -165,6 +259,8 @@ def make_bids_dataset(
     voxel_size: float = 3.0,
     slice_timing: bool = True,
     seed: int = 0,
+    n_vertices: int = 400,
+    density: str = "91k",
 ) -> dict:
     """Write a small BIDS dataset with fMRIPrep-like derivatives (see the module docstring).
 
@@ -179,13 +275,18 @@ def make_bids_dataset(
     shape : tuple of int
         Voxel grid; ``n_scans`` volumes per run, ``t_r`` seconds apart.
     space : str
-        Space label of the derivatives.
+        Space label of the derivatives; ``"fsLR"``: CIFTI-2 dense time series
+        (``shape`` and ``voxel_size`` are then unused).
     derivatives_folder : str
         Folder of the derivatives under the root (nilearn's ``derivatives_folder``).
     slice_timing : bool
         Write ``StartTime`` (half a TR) in the derivatives' sidecars, as fMRIPrep does
         after slice-timing correction (nilearn then uses ``slice_time_ref=0.5``).
     seed : int
+    n_vertices : int
+        CIFTI runs: vertices per hemisphere of the reduced grayordinates (:func:`cifti_brain_models`).
+    density : str
+        CIFTI runs: the ``den-`` label of the file names (fMRIPrep's ``91k``; the data are reduced).
 
     Returns
     -------
@@ -193,8 +294,10 @@ def make_bids_dataset(
         ``root``, ``derivatives``, ``task``, ``space``, ``subjects`` (labels),
         ``runs`` (``{subject: [preprocessed bold paths]}``), ``t_r``, ``shape``,
         ``n_scans``, ``activations`` (:data:`ACTIVATIONS`) and ``spikes``
-        (``{bold path: scans with FD spikes}``).
+        (``{bold path: scans with FD spikes}``); for CIFTI runs also ``cifti``
+        (True), ``brain_models`` and ``areas`` (:func:`cifti_areas`).
     """
+    cifti = space in CIFTI_SPACES
     root = Path(path).absolute()
     deriv = root / derivatives_folder
     rng = np.random.default_rng(seed)
@@ -207,6 +310,7 @@ def make_bids_dataset(
     subjects = [f"{i + 1:02d}" for i in range(n_subjects)]
     (root / "participants.tsv").write_text("participant_id\n" + "".join(f"sub-{s}\n" for s in subjects))
     affine = _affine(shape, voxel_size)
+    brain_models = cifti_brain_models(n_vertices) if cifti else None
     runs: dict[str, list[str]] = {}
     spikes_of: dict[str, list[int]] = {}
     sessions = [f"ses-{k + 1}" for k in range(n_sessions)] or [None]
@@ -228,18 +332,28 @@ def make_bids_dataset(
                 conf.to_csv(out_dir / f"{stem}_desc-confounds_timeseries.tsv", sep="\t", index=False,
                             na_rep="n/a")
                 _write_json(out_dir / f"{stem}_desc-confounds_timeseries.json", meta)
+                sidecar = {"RepetitionTime": t_r, "SkullStripped": False, "TaskName": task}
+                if slice_timing:
+                    sidecar.update(StartTime=t_r / 2, SliceTimingCorrected=True)
+                if cifti:
+                    bold = _write_cifti(out_dir, stem, space, density, brain_models, n_scans, t_r, events, conf,
+                                        rng, sidecar)
+                    runs[sub].append(str(bold))
+                    spikes_of[str(bold)] = spikes
+                    continue
                 data = _run_volumes(shape, n_scans, t_r, events, conf, brain, rng)
                 bold = out_dir / f"{stem}_space-{space}_desc-preproc_bold.nii.gz"
                 write_nifti_stream(bold, (*shape, n_scans), affine,
                                    (data[..., t] for t in range(n_scans)), t_r=t_r)
-                sidecar = {"RepetitionTime": t_r, "SkullStripped": False, "TaskName": task}
-                if slice_timing:
-                    sidecar.update(StartTime=t_r / 2, SliceTimingCorrected=True)
                 _write_json(out_dir / f"{stem}_space-{space}_desc-preproc_bold.json", sidecar)
                 nib.save(nib.Nifti1Image(brain.astype(np.uint8), affine),
                          out_dir / f"{stem}_space-{space}_desc-brain_mask.nii.gz")
                 runs[sub].append(str(bold))
                 spikes_of[str(bold)] = spikes
-    return {"root": str(root), "derivatives": str(deriv), "derivatives_folder": derivatives_folder,
-            "task": task, "space": space, "subjects": subjects, "runs": runs, "t_r": t_r,
-            "shape": tuple(shape), "n_scans": n_scans, "activations": ACTIVATIONS, "spikes": spikes_of}
+    out = {"root": str(root), "derivatives": str(deriv), "derivatives_folder": derivatives_folder,
+           "task": task, "space": space, "subjects": subjects, "runs": runs, "t_r": t_r,
+           "shape": tuple(shape), "n_scans": n_scans, "activations": ACTIVATIONS, "spikes": spikes_of}
+    if cifti:
+        out.update(cifti=True, shape=(len(brain_models),), brain_models=brain_models,
+                   areas=cifti_areas(brain_models))
+    return out

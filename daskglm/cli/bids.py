@@ -43,14 +43,17 @@ def add_bids(sub, parents: Sequence[argparse.ArgumentParser], formatter) -> argp
                "  daskglm bids ds001 -o study.zarr --task faces --contrast 'face-house'\n"
                "  daskglm bids s3://bucket/ds -o s3://bucket/study.zarr --task faces --resume \\\n"
                "      --scheduler tcp://scheduler:8786 --confounds-strategy motion wm_csf scrub \\\n"
-               "      --storage-option endpoint_url=http://minio:9000 --storage-option anon=false",
+               "      --storage-option endpoint_url=http://minio:9000 --storage-option anon=false\n"
+               "  daskglm bids ds -o study.zarr --task faces --space fsLR --contrast 'face-house' \\\n"
+               "      --bids-out ds/derivatives/daskglm    # fMRIPrep's *_space-fsLR_den-91k_bold.dtseries.nii",
     )
     p.add_argument("dataset", metavar="DATASET", help="BIDS root: directory or fsspec URL")
     p.add_argument("-o", "--out", dest="store", required=True, metavar="STORE",
                    help="study store: directory or fsspec URL")
     p.add_argument("--task", required=True, metavar="TASK", help="task label")
     p.add_argument("--space", default=None, metavar="SPACE",
-                   help="space label (nilearn's default: MNI152NLin2009cAsym)")
+                   help="space label (nilearn's default: MNI152NLin2009cAsym; fsaverage5: GIfTI "
+                        "hemispheres; fsLR: CIFTI-2 .dtseries.nii runs, maps written as .dscalar.nii)")
     p.add_argument("--sub", nargs="+", default=None, metavar="LABEL", help="subjects to fit (default: all)")
     p.add_argument("--exclude-sub", nargs="+", default=None, metavar="LABEL", help="subjects to skip")
     p.add_argument("--derivatives", default="derivatives", metavar="FOLDER",

@@ -14,11 +14,14 @@ The grayordinates (surface vertices and voxels of every brain structure, the
 volume parts included) are the engine's elements, in the file's order.
 :class:`CiftiGeometry` keeps the brain-model axis and writes maps back as
 CIFTI-2 dense scalar images (``.dscalar.nii``) over the same axis.
+:class:`RemoteCiftiRunSource` reads a run at an fsspec URL (``s3://...``) by
+ranged reads of grayordinate blocks, its header only until then.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +34,7 @@ from ..errors import SurfaceInputError
 from ..kernels.surface import SurfacePart
 from .base import RunSource
 
-__all__ = ["CiftiGeometry", "CiftiRunSource", "is_cifti", "open_cifti_run", "CIFTI_SUFFIXES"]
+__all__ = ["CiftiGeometry", "CiftiRunSource", "RemoteCiftiRunSource", "is_cifti", "open_cifti_run", "CIFTI_SUFFIXES"]
 
 CIFTI_SUFFIXES = (".dtseries.nii", ".dscalar.nii", ".dlabel.nii")
 #: bytes of one memory-mapped grayordinate block while a window is copied
@@ -253,6 +256,116 @@ class CiftiRunSource(RunSource):
             st = self.path.stat()
             ident.update(size=st.st_size, mtime=st.st_mtime)
         return ident
+
+
+#: bytes of one window of scans of a run on object storage (each window costs one pass over the object)
+REMOTE_WINDOW_BYTES = 256 * 2**20
+
+
+class RemoteCiftiRunSource(CiftiRunSource):
+    """A ``.dtseries.nii`` at an fsspec URL (``s3://...``), streamed by whichever process reads it.
+
+    Creating the source reads the NIfTI-2 header and the CIFTI-2 XML (the
+    bytes before the data; a few KiB to a few MiB), never the data.  A window
+    of scans is read as one ranged GET per grayordinate block of
+    :data:`BLOCK_BYTES` (each block holds whole time series, the file being
+    column-major): memory is one window (:data:`REMOTE_WINDOW_BYTES`) plus one
+    block, and the object is read once per window (once in all when a window
+    holds the run).  Picklable: URL, options and the header bytes.
+
+    Parameters
+    ----------
+    url : str
+    storage_options : dict, optional
+        fsspec options (``anon``, ``key``, ``secret``, ``endpoint_url``, ...).
+    """
+
+    def __init__(self, url: str, storage_options: dict | None = None):
+        from .remote import _options, open_url
+
+        self.url = self.name = str(url)
+        self.storage_options = _options(self.url, storage_options)
+        with open_url(self.url, self.storage_options, cache_type="none") as fh:
+            self.size = int(fh.size)
+            info = getattr(fh, "details", {}) or {}
+            head = fh.read(540)
+            if head[:2] == b"\x1f\x8b":
+                raise SurfaceInputError(f"Run {url} is a gzip-compressed CIFTI file; store .dtseries.nii uncompressed.")
+            try:
+                nifti = nib.Nifti2Header.from_fileobj(io.BytesIO(head), check=False)
+            except Exception as err:
+                raise SurfaceInputError(f"Run {url} is not a CIFTI-2 (NIfTI-2) file: {err}") from err
+            self._offset = int(nifti.get_data_offset())
+            self._head = head + fh.read(max(0, self._offset - len(head)))
+        self._version = str(info.get("ETag") or info.get("etag") or info.get("LastModified") or "")
+        self._parse()
+        needed = self._offset + int(np.prod(self.shape)) * self._raw_dtype.itemsize
+        if self.size < needed:
+            raise SurfaceInputError(f"Run {url} is truncated: {self.size} bytes, the header announces {needed}.")
+
+    def _parse(self) -> None:
+        try:
+            img = cifti2.Cifti2Image.from_bytes(self._head)
+        except Exception as err:
+            raise SurfaceInputError(f"Run {self.url}: could not read its CIFTI-2 header: {err}") from err
+        series, bm = (img.header.get_axis(i) for i in range(2))
+        if not isinstance(series, cifti2.SeriesAxis) or not isinstance(bm, cifti2.BrainModelAxis):
+            raise SurfaceInputError(f"Run {self.url} must be a CIFTI-2 dense time series (series × brain models).")
+        self.img, self.path, self.series, self.geometry = None, None, series, CiftiGeometry(bm)
+        self.affine = np.eye(4)
+        n_scans, n_elements = img.dataobj.shape
+        self.shape = (int(n_elements), int(n_scans))
+        slope, inter = img.nifti_header.get_slope_inter()
+        self._slope = 1.0 if slope is None else float(slope)
+        self._inter = 0.0 if inter is None else float(inter)
+        raw = np.dtype(img.nifti_header.get_data_dtype())
+        self._raw_dtype = raw.newbyteorder(img.nifti_header.endianness)
+        scaled = (self._slope, self._inter) != (1.0, 0.0)
+        self.dtype = np.dtype(np.float64) if scaled or raw.kind in "iub" else raw.newbyteorder("=")
+        self._mappable = False
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k not in ("series", "geometry")}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._parse()
+
+    def __repr__(self) -> str:
+        return f"RemoteCiftiRunSource({self.url!r})"
+
+    def __str__(self) -> str:
+        return self.url
+
+    def window(self, chunk: int) -> int:
+        """Scans per window: a multiple of ``chunk`` within :data:`REMOTE_WINDOW_BYTES`."""
+        per_scan = self.shape[0] * max(self.dtype.itemsize, 4)
+        return int(max(1, REMOTE_WINDOW_BYTES // per_scan // chunk) * chunk)
+
+    def read(self, t0: int, t1: int) -> np.ndarray:
+        """Scans ``t0..t1-1`` (k, n_grayordinates): one ranged read per grayordinate block."""
+        from .base import read_exact
+        from .remote import open_url
+
+        n_scans, n_el = self.n_scans, self.shape[0]
+        itemsize = self._raw_dtype.itemsize
+        block = max(1, BLOCK_BYTES // (n_scans * itemsize))
+        out = np.empty((t1 - t0, n_el), dtype=self.dtype)
+        with open_url(self.url, self.storage_options, cache_type="none") as fh:
+            for g0 in range(0, n_el, block):
+                g1 = min(g0 + block, n_el)
+                fh.seek(self._offset + g0 * n_scans * itemsize)
+                buf = read_exact(fh, (g1 - g0) * n_scans * itemsize, self.name)
+                series = np.frombuffer(buf, dtype=self._raw_dtype).reshape(g1 - g0, n_scans)
+                out[:, g0:g1] = series[:, t0:t1].T
+        if (self._slope, self._inter) != (1.0, 0.0):
+            out *= self._slope
+            out += self._inter
+        return out
+
+    def identity(self) -> dict:
+        return {"url": self.url, "size": self.size, "version": self._version,
+                "shape": list(self.shape), "brain_models": self.geometry.digest()}
 
 
 def open_cifti_run(path_or_img, chunks: int | str = "auto"):

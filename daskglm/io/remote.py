@@ -11,8 +11,9 @@ of volumes, whatever the run's size.  Uncompressed ``.nii`` objects allow
 random access: each time chunk is one ranged read.
 
 The source is picklable (URL, options and header fields; no open handle), so
-it travels in the dask graph.  ``storage_options`` are fsspec's (for S3:
-``anon``, ``key``, ``secret``, ``endpoint_url``, ...); options set in
+it travels in the dask graph.  :class:`RemoteGiftiRunSource` streams a pair
+of ``.func.gii`` hemispheres the same way (incremental XML parse).
+``storage_options`` are fsspec's (for S3: ``anon``, ``key``, ``secret``, ``endpoint_url``, ...); options set in
 ``fsspec.config.conf`` for the protocol on the client are captured too, so
 workers need no configuration of their own.
 """
@@ -28,8 +29,9 @@ from nibabel.volumeutils import apply_read_scaling
 
 from ..errors import NiftiInputError
 from .base import RunSource, check_4d, read_exact, skip, stream_volumes
+from .gifti import GiftiRunSource
 
-__all__ = ["RemoteRunSource", "is_url", "open_url", "read_remote_bytes", "load_remote_image", "BLOCK_SIZE"]
+__all__ = ["RemoteRunSource", "RemoteGiftiRunSource", "is_url", "open_url", "read_remote_bytes", "load_remote_image", "BLOCK_SIZE"]
 
 #: Read-ahead block of the fsspec file objects (bytes).
 BLOCK_SIZE = 4 << 20
@@ -192,3 +194,107 @@ class RemoteRunSource(RunSource):
             return
         with open_url(self.url, self.storage_options) as fh, _gzip_reader(fh) as gz:
             yield from stream_volumes(self, gz, chunk, reuse_buffer)
+
+
+def _gifti_head(fh, url: str) -> tuple[dict, int]:
+    """The first DataArray's attributes and the number of scans, from the start of a GIfTI stream."""
+    import xml.etree.ElementTree as ET
+
+    from ..errors import SurfaceInputError
+
+    n_arrays = None
+    try:
+        for _, elem in ET.iterparse(fh, events=("start",)):
+            if elem.tag == "GIFTI":
+                n_arrays = int(elem.attrib.get("NumberOfDataArrays", 0))
+            elif elem.tag == "DataArray":
+                return dict(elem.attrib), int(n_arrays or 0)
+    except ET.ParseError as err:
+        raise SurfaceInputError(f"{url} is not a GIfTI file: {err}") from err
+    raise SurfaceInputError(f"{url} holds no DataArray.")
+
+
+class RemoteGiftiRunSource(GiftiRunSource):
+    """One ``.func.gii`` per mesh part at fsspec URLs, streamed scan by scan by the reader.
+
+    Creating the source reads the start of each file (the ``GIFTI`` element's
+    ``NumberOfDataArrays`` and the first ``DataArray``'s attributes); reading
+    parses each file's XML incrementally from an fsspec stream (read-ahead
+    :data:`BLOCK_SIZE`), one scan per part decoded at a time, as
+    :class:`~daskglm.io.gifti.GiftiRunSource` does for local files.
+
+    Parameters
+    ----------
+    urls : dict
+        Mesh part (``"left"``, ``"right"``) -> URL.
+    mesh : nilearn.surface.PolyMesh
+    storage_options : dict, optional
+    """
+
+    def __init__(self, urls: dict, mesh, storage_options: dict | None = None):
+        from ..errors import SurfaceInputError
+        from .gifti import SurfaceGeometry, _array_dtype
+
+        self.geometry = SurfaceGeometry(mesh)
+        if set(urls) != set(self.geometry.part_names):
+            raise SurfaceInputError(f"GIfTI files given for {sorted(urls)}, the mesh has parts {self.geometry.part_names}.")
+        self.urls = {p: str(urls[p]) for p in self.geometry.part_names}
+        self.url = self.name = self.urls[self.geometry.part_names[0]]
+        self.storage_options = _options(self.url, storage_options)
+        self.path, self.affine, self._single, self._versions = None, np.eye(4), {}, {}
+        lengths, dtypes = set(), []
+        for part, size in zip(self.geometry.part_names, self.geometry.sizes):
+            with open_url(self.urls[part], self.storage_options) as fh:
+                info = getattr(fh, "details", {}) or {}
+                attrs, n_scans = _gifti_head(fh, self.urls[part])
+            self._versions[part] = [int(info.get("size", 0) or 0), str(info.get("ETag") or info.get("mtime") or "")]
+            if attrs.get("Encoding") in ("ExternalFileBinary", "GIFTI_ENCODING_EXTBIN"):
+                raise SurfaceInputError(f"{self.urls[part]}: external-file GIfTI data cannot be read from a URL.")
+            # one 2-D array: (vertex, time), or (time, vertex) as nilearn reads it
+            dims = (int(attrs["Dim0"]), int(attrs.get("Dim1", 1)))
+            self._single[part] = n_scans == 1 and int(attrs.get("Dimensionality", 1)) == 2
+            if self._single[part]:
+                self._single[part] = "vertex" if dims[0] == size else "time"
+                n_scans = dims[1] if dims[0] == size else dims[0]
+            if size not in (dims if self._single[part] else dims[:1]):
+                raise SurfaceInputError(f"{self.urls[part]} holds arrays of shape {dims}; the mesh part {part} has "
+                                        f"{size} vertices.")
+            lengths.add(n_scans)
+            dtypes.append(_array_dtype(attrs).newbyteorder("="))
+        if len(lengths) != 1 or min(lengths) < 1:
+            raise SurfaceInputError(f"The GIfTI files hold different numbers of scans: {sorted(lengths)}.")
+        self.shape = (self.geometry.n_elements, lengths.pop())
+        self.dtype = np.result_type(*dtypes)
+
+    def __repr__(self) -> str:
+        return f"RemoteGiftiRunSource({self.urls!r})"
+
+    def __str__(self) -> str:
+        return self.url
+
+    def _part_scans(self, part: str):
+        import xml.etree.ElementTree as ET
+
+        from .gifti import _decode
+
+        with open_url(self.urls[part], self.storage_options) as fh:
+            attrs = None
+            for event, elem in ET.iterparse(fh, events=("start", "end")):
+                if event == "start" and elem.tag == "DataArray":
+                    attrs = dict(elem.attrib)
+                elif event == "end" and elem.tag == "Data" and attrs is not None:
+                    values = _decode(attrs, elem.text or "", None)
+                    elem.clear()
+                    if self._single[part]:
+                        order = "F" if attrs.get("ArrayIndexingOrder") == "ColumnMajorOrder" else "C"
+                        block = values.reshape(int(attrs["Dim0"]), int(attrs["Dim1"]), order=order)
+                        yield from (block.T if self._single[part] == "vertex" else block)
+                        return
+                    yield values
+                elif event == "end" and elem.tag == "DataArray":
+                    elem.clear()
+                    attrs = None
+
+    def identity(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "mesh": self.geometry.digest(),
+                **{part: {"url": url, "version": self._versions[part]} for part, url in self.urls.items()}}
