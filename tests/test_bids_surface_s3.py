@@ -14,6 +14,7 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 from threadpoolctl import threadpool_limits
 
@@ -160,3 +161,21 @@ def test_remote_surface_sources_reject_bad_objects(s3, fslr):
     urls = {"left": "s3://fits/fslr/participants.tsv", "right": "s3://fits/fslr/participants.tsv"}
     with pytest.raises(SurfaceInputError):  # not GIfTI XML
         _quiet(RemoteGiftiRunSource, urls, mesh, s3)
+
+
+def test_bare_cifti_url_is_a_remote_cifti_run(s3, fslr, monkeypatch):
+    """A CIFTI URL given straight to fit()/as_run_source is read as CIFTI, not as a NIfTI volume."""
+    import fsspec
+
+    from daskglm import FirstLevelModel
+    from daskglm.io.runs import as_run_source
+
+    monkeypatch.setitem(fsspec.config.conf, "s3", dict(s3))  # options for plain URLs
+    local = fslr["ds"]["runs"]["02"][0]
+    url = "s3://fits/fslr/derivatives/sub-02/func/" + Path(local).name
+    assert isinstance(as_run_source(url), RemoteCiftiRunSource)
+    n_scans = nib.load(local).shape[0]
+    design = pd.DataFrame({"a": np.sin(np.arange(n_scans) / 3.0), "constant": 1.0})
+    z = [_quiet(FirstLevelModel(mask_img=False).fit(run, design_matrices=design).compute_contrast, "a")
+         for run in (url, local)]
+    np.testing.assert_array_equal(np.asarray(z[0].dataobj), np.asarray(z[1].dataobj))

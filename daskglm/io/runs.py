@@ -10,7 +10,7 @@ import numpy as np
 
 from ..errors import NiftiInputError
 from .base import RunSource, check_4d
-from .cifti import CiftiRunSource, cifti_array_source, is_cifti
+from .cifti import CiftiRunSource, RemoteCiftiRunSource, cifti_array_source, is_cifti
 from .gifti import SurfaceImageRunSource, is_surface_image
 from .nifti import FileRunSource
 from .remote import RemoteRunSource, is_url
@@ -40,7 +40,8 @@ def as_run_source(obj, index: int = 0) -> RunSource:
 
     Local paths are made absolute here, on the client, so that workers started
     in other directories find them.  fsspec URLs (``s3://``, ``gs://``,
-    ``https://``...) become :class:`~daskglm.io.remote.RemoteRunSource` s, read
+    ``https://``...) become :class:`~daskglm.io.remote.RemoteRunSource` s (CIFTI:
+    :class:`~daskglm.io.cifti.RemoteCiftiRunSource`), read
     by the workers (options from ``fsspec.config.conf``; pass a
     ``RemoteRunSource(url, storage_options)`` for explicit ones).
     """
@@ -48,7 +49,7 @@ def as_run_source(obj, index: int = 0) -> RunSource:
     if isinstance(obj, RunSource):
         return obj
     if is_url(obj):
-        return RemoteRunSource(obj)
+        return RemoteCiftiRunSource(obj) if is_cifti(obj) else RemoteRunSource(obj)
     if is_cifti(obj):  # surface runs: daskglm.io.cifti / daskglm.io.gifti
         return CiftiRunSource(obj)
     if is_surface_image(obj):
