@@ -200,6 +200,33 @@ def test_gifti_files_stream_scan_by_scan(runs, mesh, tmp_path, encoding, monkeyp
         GiftiRunSource({"left": paths["left"]}, mesh)
 
 
+def test_gifti_single_2d_array_either_orientation(runs, mesh, tmp_path):
+    """One 2-D DataArray per file: (time, vertex) as nilearn reads it, or (vertex, time)."""
+    import nibabel as nib
+    from nibabel.gifti import GiftiDataArray, GiftiImage
+    from nilearn.surface import load_surf_data
+
+    from daskglm.io.gifti import GiftiRunSource
+
+    run = runs[0]
+    expected = np.concatenate([np.asarray(run.data.parts[p], dtype=np.float32).T for p in mesh.parts], axis=1)
+    for layout in ("time_vertex", "vertex_time"):
+        paths = {}
+        for part in mesh.parts:
+            data = np.asarray(run.data.parts[part], dtype=np.float32)  # (vertex, time)
+            array = data.T if layout == "time_vertex" else data
+            paths[part] = tmp_path / f"{layout}_{part}.func.gii"
+            nib.save(GiftiImage(darrays=[GiftiDataArray(array, datatype="NIFTI_TYPE_FLOAT32")]), paths[part])
+        if layout == "time_vertex":  # what nilearn itself reads from such a file
+            np.testing.assert_array_equal(load_surf_data(paths["left"]), np.asarray(run.data.parts["left"], np.float32))
+        source = GiftiRunSource(paths, mesh)
+        assert source.shape == (2 * 10242, N_SCANS)
+        np.testing.assert_array_equal(source.read(0, N_SCANS), expected)
+    nib.save(GiftiImage(darrays=[GiftiDataArray(np.zeros((7, 9), np.float32))]), tmp_path / "bad.func.gii")
+    with pytest.raises(SurfaceInputError, match="7 x 9"):
+        GiftiRunSource({"left": tmp_path / "bad.func.gii", "right": paths["right"]}, mesh)
+
+
 def test_store_round_trip_references_the_standard_mesh(runs, tmp_path):
     import json
 

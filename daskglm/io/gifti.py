@@ -263,8 +263,23 @@ def _layout(path: Path) -> tuple[list[dict], int]:
     if not arrays:
         raise SurfaceInputError(f"{path} holds no DataArray.")
     if len(arrays) == 1 and int(arrays[0].get("Dimensionality", 1)) == 2:
-        return arrays, int(arrays[0]["Dim1"])  # one (vertex, time) array: read whole
+        return arrays, -1  # one 2-D array, read whole: its orientation is told by the mesh
     return arrays, len(arrays)
+
+
+def _single_array_layout(path: Path, attrs: dict, size: int) -> tuple[int, bool]:
+    """Scans of a file holding one 2-D array, and whether it is (time, vertex).
+
+    nilearn reads such an array as (time, vertex) (``load_surf_data`` transposes
+    it); (vertex, time) is accepted too.  The mesh part's vertex count decides;
+    a square array is read as nilearn reads it.
+    """
+    dim0, dim1 = int(attrs["Dim0"]), int(attrs["Dim1"])
+    if dim1 == size:
+        return dim0, True
+    if dim0 == size:
+        return dim1, False
+    raise SurfaceInputError(f"{path} holds a {dim0} x {dim1} array; the mesh part has {size} vertices.")
 
 
 class GiftiRunSource(RunSource):
@@ -272,8 +287,8 @@ class GiftiRunSource(RunSource):
 
     GIfTI time series usually store each scan as its own DataArray, so the
     files are parsed incrementally (one DataArray decoded at a time) and the
-    run is never held whole.  A file with one (vertex, time) DataArray is
-    decoded whole when read.
+    run is never held whole.  A file with one 2-D DataArray, (time, vertex)
+    as nilearn reads it or (vertex, time), is decoded whole when read.
 
     Parameters
     ----------
@@ -293,14 +308,16 @@ class GiftiRunSource(RunSource):
         self.name = name or ", ".join(str(p) for p in self.paths.values())
         self.affine = np.eye(4)
         lengths, dtypes = set(), []
-        self._single = {}
+        self._single, self._time_major = {}, {}
         for part, size in zip(self.geometry.part_names, self.geometry.sizes):
             path = self.paths[part]
             if not path.exists():
                 raise FileNotFoundError(f"GIfTI file not found: {path}")
             arrays, n_scans = _layout(path)
-            self._single[part] = len(arrays) == 1 and n_scans > 1
-            if int(arrays[0]["Dim0"]) != size:
+            self._single[part] = n_scans < 0
+            if self._single[part]:
+                n_scans, self._time_major[part] = _single_array_layout(path, arrays[0], size)
+            elif int(arrays[0]["Dim0"]) != size:
                 raise SurfaceInputError(f"{path} holds {arrays[0]['Dim0']} vertices, the mesh part {part} {size}.")
             lengths.add(n_scans)
             dtypes.append(_array_dtype(arrays[0]).newbyteorder("="))
@@ -321,7 +338,7 @@ class GiftiRunSource(RunSource):
             if self._single[part]:
                 order = "F" if attrs.get("ArrayIndexingOrder") == "ColumnMajorOrder" else "C"
                 block = values.reshape(int(attrs["Dim0"]), int(attrs["Dim1"]), order=order)
-                yield from block.T
+                yield from (block if self._time_major[part] else block.T)
                 return
             yield values
 
