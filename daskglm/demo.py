@@ -72,11 +72,12 @@ def _load_designs(data: dict) -> list[pd.DataFrame]:
 
 def _mean_image(path) -> nib.Nifti1Image:
     """Mean of a run, streamed volume chunk by volume chunk."""
+    from .graph.resources import compute
     from .io.runs import as_run_source
     from .masking import run_mean_image
 
     source = as_run_source(path)
-    mean = run_mean_image(source).compute()
+    (mean,) = compute(run_mean_image(source))
     return nib.Nifti1Image(mean.astype(np.float32), source.affine)
 
 

@@ -201,3 +201,31 @@ def test_cli_bids_fslr(ds, study, tmp_path, capsys):
                        "sub-02_task-faces_space-fsLR_den-91k_contrast-faceMinusHouse_stat-z_statmap.dscalar.nii")
     assert written.header.get_axis(1) == ds["brain_models"]
     np.testing.assert_allclose(_values(written), z, rtol=1e-6)
+
+
+def test_cifti_queries_are_per_thread_and_always_restored(monkeypatch):
+    """The swapped lookups act only inside the block's own thread, and nilearn's come back, even on error."""
+    import threading
+
+    from nilearn.glm.first_level import first_level as module
+
+    from daskglm.bids.first_level import cifti_queries
+
+    def nilearn_masks(**kwargs):
+        return "nilearn"
+
+    monkeypatch.setattr(module, "_get_masks_files", nilearn_masks)
+    seen = {}
+    with cifti_queries("fsLR"):
+        assert module._get_masks_files(space_label="fsLR") == []  # ours: CIFTI runs need no mask
+        worker = threading.Thread(target=lambda: seen.update(other=module._get_masks_files(space_label="fsLR")))
+        worker.start()
+        worker.join()
+        with cifti_queries("fsLR"):  # nested blocks
+            assert module._get_masks_files(space_label="fsLR") == []
+        assert module._get_masks_files(space_label="fsLR") == []
+    assert seen["other"] == "nilearn"  # another thread, no block of its own: nilearn's lookup
+    assert module._get_masks_files is nilearn_masks
+    with pytest.raises(RuntimeError, match="boom"), cifti_queries("fsLR"):
+        raise RuntimeError("boom")
+    assert module._get_masks_files is nilearn_masks

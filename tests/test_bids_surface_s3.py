@@ -179,3 +179,40 @@ def test_bare_cifti_url_is_a_remote_cifti_run(s3, fslr, monkeypatch):
     z = [_quiet(FirstLevelModel(mask_img=False).fit(run, design_matrices=design).compute_contrast, "a")
          for run in (url, local)]
     np.testing.assert_array_equal(np.asarray(z[0].dataobj), np.asarray(z[1].dataobj))
+
+
+def test_open_run_on_a_cifti_url(s3, fslr):
+    """open_run streams a CIFTI URL with its storage options, like the local file."""
+    from daskglm import open_run
+
+    local = fslr["ds"]["runs"]["02"][0]
+    url = "s3://fits/fslr/derivatives/sub-02/func/" + Path(local).name
+    remote, here = open_run(url, storage_options=s3), open_run(local)
+    assert remote.dims == ("time", "grayordinate") and remote.attrs["filename"] == url
+    np.testing.assert_array_equal(remote.isel(time=slice(2, 9)).values, here.isel(time=slice(2, 9)).values)
+    np.testing.assert_array_equal(remote["structure"].values, here["structure"].values)
+
+
+def test_square_gifti_array_reads_as_nilearn_reads_it_locally_and_remotely(s3, tmp_path):
+    """A 6 x 6 (time, vertex) array on a 6-vertex mesh: both readers orient it as nilearn does."""
+    import s3fs
+    from nibabel.gifti import GiftiDataArray, GiftiImage
+    from nilearn.surface import InMemoryMesh, PolyMesh, load_surf_data
+
+    from daskglm.io.gifti import GiftiRunSource
+
+    coords = np.array([[0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1], [1, 1, 0], [1, 0, 1]], float)
+    faces = np.array([[0, 1, 2], [0, 1, 3], [1, 2, 4], [1, 3, 5]])
+    mesh = PolyMesh(left=InMemoryMesh(coords, faces), right=InMemoryMesh(coords + 2, faces))
+    data = np.arange(36, dtype=np.float32).reshape(6, 6)  # rows: scans (nilearn's reading)
+    paths = {}
+    for part in ("left", "right"):
+        paths[part] = tmp_path / f"{part}.func.gii"
+        nib.save(GiftiImage(darrays=[GiftiDataArray(data + (part == "right"), datatype="NIFTI_TYPE_FLOAT32")]),
+                 paths[part])
+    s3fs.S3FileSystem(**s3).put(str(tmp_path) + "/", "fits/square/", recursive=True)
+    local = GiftiRunSource(paths, mesh).read(0, 6)
+    remote = RemoteGiftiRunSource({p: f"s3://fits/square/{p}.func.gii" for p in paths}, mesh, s3).read(0, 6)
+    nilearn_scans = load_surf_data(paths["left"]).T  # nilearn: (vertex, time)
+    np.testing.assert_array_equal(local[:, :6], nilearn_scans)
+    np.testing.assert_array_equal(remote, local)

@@ -163,6 +163,24 @@ def test_z_score_both_tails():
     assert z[0] < -8 and z[-1] > 37
 
 
+@pytest.mark.parametrize(("stat_type", "dim"), [("t", 1), ("F", 1), ("F", 3)])
+def test_sf_cdf_z_equal_scipy_stats_everywhere(stat_type, dim):
+    """p is scipy.stats' sf and z is the two-tail formula with the full CDF, for any input shape."""
+    from daskglm.kernels.contrast import ContrastStatistics
+
+    dof = 57.0
+    values = np.array([-np.inf, -40.0, -3.0, -1e-300, 0.0, 1e-300, 0.3, 2.0, 9.0, 45.0, np.inf, np.nan])
+    dist = sps.t(dof) if stat_type == "t" else sps.f(dim, dof)
+    stats = ContrastStatistics(np.zeros(dim), np.ones(1), dof, stat_type, dim)
+    if stat_type == "F":  # F statistics are >= 0 (below its support scipy.stats says 1, fdtrc NaN)
+        values = values[~(values < 0)]
+    for stat in (values, np.array(-0.5 if stat_type == "t" else 0.5), np.array(2.5)):  # 1-d and 0-d
+        sf, cdf = stats.sf_cdf(stat)
+        np.testing.assert_array_equal(sf, dist.sf(stat))
+        expected_z = z_score(dist.sf(stat), dist.cdf(stat))
+        np.testing.assert_array_equal(z_score(sf, cdf), expected_z)
+
+
 def test_stack_contrast_block_nilearn_whitening_equals_binned_tables():
     """Per-voxel Gram rebuilt from the lagged stack = nilearn's per-bin pinv table, same rho."""
     X, labels, results, beta, sigma2, rho, index, table, _ = _nilearn_fit(8, "ar1")

@@ -24,6 +24,7 @@ mask) and are returned as paths (URLs: :class:`~daskglm.io.cifti.RemoteCiftiRunS
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import inspect
 import threading
 from typing import Any
@@ -41,6 +42,13 @@ __all__ = ["first_level_from_bids", "query_view", "load_sample_masks", "daskglm_
 #: Space labels whose fMRIPrep runs are CIFTI-2 dense time series (``_bold.dtseries.nii``).
 CIFTI_SPACES = ("fsLR",)
 _SWAP_LOCK = threading.RLock()
+#: nilearn lookups replaced while any cifti_queries block runs, and how many blocks run
+_SWAP: dict = {"depth": 0, "saved": None}
+#: the ``remote`` flag of the cifti_queries block of this thread / context (None: no block)
+_QUERY: contextvars.ContextVar = contextvars.ContextVar("daskglm_bids_query", default=None)
+#: nilearn 0.14's private helpers that the CIFTI / remote-GIfTI lookups use
+_NILEARN_HELPERS = ("_get_processed_imgs", "_get_masks_files", "_make_bids_files_filter",
+                    "_report_found_files", "_check_bids_image_list")
 
 _MODEL_PARAMS = [n for n in inspect.signature(FirstLevelModel.__init__).parameters if n != "self"]
 
@@ -167,6 +175,18 @@ def _cifti_masks(original, **kwargs):
     return [] if is_cifti_space(kwargs["space_label"]) else original(**kwargs)
 
 
+def _dispatch_imgs(**kwargs):
+    """nilearn's image lookup, or ours inside a :func:`cifti_queries` block of this thread."""
+    remote, original = _QUERY.get(), _SWAP["saved"][0]
+    return original(**kwargs) if remote is None else _cifti_imgs(original, remote, **kwargs)
+
+
+def _dispatch_masks(**kwargs):
+    """nilearn's mask lookup, or ours inside a :func:`cifti_queries` block of this thread."""
+    original = _SWAP["saved"][1]
+    return original(**kwargs) if _QUERY.get() is None else _cifti_masks(original, **kwargs)
+
+
 @contextlib.contextmanager
 def cifti_queries(space_label, remote: bool = False):
     """Within the block, nilearn's ``first_level_from_bids`` finds CIFTI runs for a CIFTI space.
@@ -176,24 +196,41 @@ def cifti_queries(space_label, remote: bool = False):
     lookups are swapped for ones of ``bold.dtseries.nii`` runs (nilearn's filters,
     checks and messages) and of no mask; with ``remote``, GIfTI runs are found
     without loading them (their ``hemi-L`` paths: the view's files are empty
-    placeholders).  Calls with other spaces, in other threads too, go to
-    nilearn's own lookups (swaps are serialised by a lock).
+    placeholders).  The swapped lookups dispatch on a context variable: calls
+    from other threads, or outside any block, go to nilearn's own lookups.  The
+    originals are restored when the last block ends.
+
+    Raises
+    ------
+    ImportError
+        If the installed nilearn lacks the private helpers of nilearn 0.14 that
+        these lookups use.
     """
     if not (is_cifti_space(space_label) or (remote and _is_gifti_space(space_label))):
         yield
         return
-    import functools
-
+    import nilearn
     from nilearn.glm.first_level import first_level as module
 
+    missing = [name for name in _NILEARN_HELPERS if not hasattr(module, name)]
+    if missing:
+        raise ImportError(f"space_label={space_label!r} queries use nilearn 0.14's first_level_from_bids helpers "
+                          f"{missing}, absent from nilearn {nilearn.__version__}; install nilearn 0.14.x.")
     with _SWAP_LOCK:
-        saved = module._get_processed_imgs, module._get_masks_files
-        module._get_processed_imgs = functools.partial(_cifti_imgs, saved[0], remote)
-        module._get_masks_files = functools.partial(_cifti_masks, saved[1])
-        try:
-            yield
-        finally:
-            module._get_processed_imgs, module._get_masks_files = saved
+        if _SWAP["depth"] == 0:
+            _SWAP["saved"] = module._get_processed_imgs, module._get_masks_files
+            module._get_processed_imgs, module._get_masks_files = _dispatch_imgs, _dispatch_masks
+        _SWAP["depth"] += 1
+    token = _QUERY.set(bool(remote))
+    try:
+        yield
+    finally:
+        _QUERY.reset(token)
+        with _SWAP_LOCK:
+            _SWAP["depth"] -= 1
+            if _SWAP["depth"] == 0:
+                module._get_processed_imgs, module._get_masks_files = _SWAP["saved"]
+                _SWAP["saved"] = None
 
 
 def _remote_run(view: DatasetView, path):

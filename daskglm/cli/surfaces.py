@@ -198,9 +198,11 @@ def write_surface_maps(model, array: np.ndarray, out_dir: Path, stem: str, descr
         path = out_dir / f"{stem}.dscalar.nii"
         img.to_filename(path)
         return [path]
+    from nilearn.surface.surface import data_to_gifti  # nilearn's GIfTI writer
+
     paths = []
-    for part in img.mesh.parts:
+    for part in img.mesh.parts:  # each part written by name (PolyData.to_filename reads hemi-L/R off the stem)
         path = out_dir / f"{stem}_hemi-{_HEMI[part]}.func.gii"
-        img.data.to_filename(path)  # the part named by hemi-L / hemi-R (nilearn's PolyData.to_filename)
+        data_to_gifti(np.asarray(img.data.parts[part]), path)
         paths.append(path)
     return paths

@@ -373,7 +373,8 @@ def open_cifti_run(path_or_img, chunks: int | str = "auto"):
 
     Parameters
     ----------
-    path_or_img : str, path or nibabel.cifti2.Cifti2Image
+    path_or_img : str, path, nibabel.cifti2.Cifti2Image or CiftiRunSource
+        (a :class:`RemoteCiftiRunSource` for a URL).
     chunks : int or 'auto'
         Scans per dask chunk (``'auto'``: one read window).
 
@@ -389,7 +390,7 @@ def open_cifti_run(path_or_img, chunks: int | str = "auto"):
     import xarray as xr
     from dask import delayed
 
-    source = CiftiRunSource(path_or_img)
+    source = path_or_img if isinstance(path_or_img, CiftiRunSource) else CiftiRunSource(path_or_img)
     n = source.n_scans
     chunks = source.window(1) if chunks == "auto" else int(chunks)
     blocks = [
@@ -411,8 +412,8 @@ def open_cifti_run(path_or_img, chunks: int | str = "auto"):
     attrs = {"kind": "cifti"}
     if source.t_r is not None:
         attrs["t_r"] = source.t_r
-    if source.path is not None:
-        attrs["filename"] = str(source.path)
+    if (getattr(source, "url", None) or source.path) is not None:
+        attrs["filename"] = str(getattr(source, "url", None) or source.path)
     return xr.DataArray(
         da.concatenate(blocks, axis=0), dims=("time", "grayordinate"), coords=coords, attrs=attrs, name="bold"
     )

@@ -11,7 +11,7 @@ from dask import delayed
 from dask.base import tokenize
 
 from .base import time_chunk_size
-from .cifti import is_cifti, open_cifti_run
+from .cifti import RemoteCiftiRunSource, is_cifti, open_cifti_run
 from .coords import volume_coords, volume_dims
 from .nifti import FileRunSource
 from .remote import RemoteRunSource, is_url
@@ -70,6 +70,8 @@ def open_run(path_or_img, chunks: int | str = "auto", t_r: float | None = None,
         list), ``zooms``, ``t_r`` when known and the source ``filename``.
     """
     if is_cifti(path_or_img):  # (time, grayordinate) with brain-structure coordinates
+        if is_url(path_or_img):
+            path_or_img = RemoteCiftiRunSource(path_or_img, storage_options)
         return open_cifti_run(path_or_img, chunks)
     if storage_options and is_url(path_or_img):
         source = RemoteRunSource(path_or_img, storage_options)

@@ -31,22 +31,42 @@ class NiftiMap(nib.Nifti1Image):
 
     nibabel gzips with zlib at level 1, ~10 MB/s for float maps (0.1-0.5 s per
     96x114x96 map); ISA-L's level 1 writes a gzip file of the same size ~15x
-    faster.  The file holds the same header and data; everything else is
-    nibabel's ``Nifti1Image``.
+    faster, holding the same decompressed bytes (header and data).  Everything
+    else is nibabel's ``Nifti1Image``.
     """
 
     def to_filename(self, filename, **kwargs) -> None:
-        """Write the image to ``filename`` (``.nii.gz``: ISA-L compression), as nibabel does."""
+        """Write the image to ``filename``, as nibabel does (``.nii.gz``: ISA-L compression).
+
+        The ``.nii.gz`` is written to a temporary file beside the target and
+        moved over it once complete, so a failure (a bad ``dtype``, a full
+        disk) leaves an existing file intact, and an image can be saved over
+        the file it was loaded from.
+
+        Parameters
+        ----------
+        filename : str or os.PathLike
+        **kwargs
+            Passed to ``to_file_map`` (e.g. ``dtype``), as nibabel does.
+        """
         path = os.fspath(filename)
         if not str(path).endswith(".gz"):
             return super().to_filename(filename, **kwargs)
+        import uuid
+
         from isal import igzip
         from nibabel.fileholders import FileHolder
 
-        self.set_filename(filename)
-        with igzip.IGzipFile(path, "wb", compresslevel=1, mtime=0) as fh:
-            holder = FileHolder(filename=path, fileobj=fh)
-            self.to_file_map({"image": holder, "header": holder}, **kwargs)
+        target = os.path.realpath(path)  # through a symlink, as nibabel writes
+        tmp = os.path.join(os.path.dirname(target), f".{os.path.basename(target)}.{uuid.uuid4().hex[:12]}.tmp")
+        try:
+            with igzip.IGzipFile(tmp, "wb", compresslevel=1, mtime=0) as fh:
+                holder = FileHolder(filename=path, fileobj=fh)
+                self.to_file_map({"image": holder, "header": holder}, **kwargs)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
         self.set_filename(filename)  # the file map names the file, as after nibabel's to_filename
         return None
 

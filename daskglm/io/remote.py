@@ -29,7 +29,7 @@ from nibabel.volumeutils import apply_read_scaling
 
 from ..errors import NiftiInputError
 from .base import RunSource, check_4d, read_exact, skip, stream_volumes
-from .gifti import GiftiRunSource
+from .gifti import GiftiRunSource, _single_array_layout
 
 __all__ = ["RemoteRunSource", "RemoteGiftiRunSource", "is_url", "open_url", "read_remote_bytes", "load_remote_image", "BLOCK_SIZE"]
 
@@ -253,10 +253,10 @@ class RemoteGiftiRunSource(GiftiRunSource):
             # one 2-D array: (vertex, time), or (time, vertex) as nilearn reads it
             dims = (int(attrs["Dim0"]), int(attrs.get("Dim1", 1)))
             self._single[part] = n_scans == 1 and int(attrs.get("Dimensionality", 1)) == 2
-            if self._single[part]:
-                self._single[part] = "vertex" if dims[0] == size else "time"
-                n_scans = dims[1] if dims[0] == size else dims[0]
-            if size not in (dims if self._single[part] else dims[:1]):
+            if self._single[part]:  # oriented as the local reader does (a square array: nilearn's way)
+                n_scans, time_major = _single_array_layout(self.urls[part], attrs, size)
+                self._single[part] = "time" if time_major else "vertex"
+            elif dims[0] != size:
                 raise SurfaceInputError(f"{self.urls[part]} holds arrays of shape {dims}; the mesh part {part} has "
                                         f"{size} vertices.")
             lengths.add(n_scans)

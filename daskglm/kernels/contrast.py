@@ -358,7 +358,7 @@ class ContrastStatistics:
             sf = sps.fdtrc(self.dim, self._dof(), stat)
         # The CDF only matters where z < 0 (sf > 0.5, see z_score); elsewhere 1 - sf stands in.
         # Computed there with the same call as nilearn: the z map is unchanged, at ~3/4 of the cost.
-        cdf = 1.0 - sf
+        cdf = np.asarray(1.0 - sf)  # an array even for a 0-d statistic (masked assignment below)
         lower = np.clip(sf, 1.0e-300, 1.0 - 1.0e-16) > 0.5
         if np.any(lower):
             if self.stat_type == "t":

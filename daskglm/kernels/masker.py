@@ -214,8 +214,9 @@ def _smooth_volume_cv2(cv2, volume: np.ndarray, tmp: np.ndarray, out: np.ndarray
 @functools.lru_cache(maxsize=32)
 def _taps(sigma: float, dtype: np.dtype) -> np.ndarray:
     """``gaussian_taps(sigma)`` in ``dtype`` (a single 1 for sigma 0), cached: one volume needs three."""
-    taps = gaussian_taps(sigma) if sigma > 0 else np.ones(1)
-    return taps.astype(dtype)
+    taps = (gaussian_taps(sigma) if sigma > 0 else np.ones(1)).astype(dtype)
+    taps.flags.writeable = False  # shared by every thread through the cache
+    return taps
 
 
 def _opencv():

@@ -13,6 +13,7 @@ from typing import Any
 import dask
 import pandas as pd
 
+from ..graph.resources import compute as compute_graph
 from ..model import open_model
 from ..thresholding import check_threshold_params, get_clusters_table, threshold_stats_img
 from .report import contrast_z_map
@@ -68,7 +69,7 @@ def cluster_table_from_store(
         z_img, model.mask_img_, alpha, threshold, height_control, cluster_threshold,
         two_sided, min_distance,
     )
-    return table.compute() if compute else table
+    return compute_graph(table)[0] if compute else table
 
 
 def _table_from_z(z_img, mask_img, alpha, threshold, height_control, cluster_threshold,

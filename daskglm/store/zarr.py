@@ -61,6 +61,7 @@ import numpy as np
 import xarray as xr
 
 from ..errors import StoreError
+from ..graph.resources import compute as compute_graph
 from .integrity import checksummed_encoding
 from .location import Location
 from .lock import collect_garbage, commit_lock, remove_claim, write_claim
@@ -349,7 +350,7 @@ def write_dataset(
     if not compute:
         return result
     try:
-        return result.compute()
+        return compute_graph(result)[0]  # the local thread pool under one BLAS thread per task
     except BaseException:
         referenced = _referenced(loc)  # a committed root keeps its groups, whatever failed after it
         if referenced is not None:  # unknown: leave the groups to the next commit's garbage collection

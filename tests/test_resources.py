@@ -1,0 +1,41 @@
+"""graph/resources: the BLAS limit held for whole local computations, and the worker-thread rule."""
+
+from __future__ import annotations
+
+import dask
+import dask.array
+import numpy as np
+from threadpoolctl import threadpool_info
+
+from daskglm.graph.resources import compute, in_dask_worker, persist
+
+
+def _blas_threads(_=None) -> int:
+    return max(info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas")
+
+
+def test_compute_holds_one_blas_thread_on_the_local_thread_pool_and_restores_it():
+    before = _blas_threads()
+    tasks = [dask.delayed(_blas_threads)(i) for i in range(4)]
+    with dask.config.set(scheduler="threads", num_workers=2):
+        assert set(compute(*tasks)) == {1}
+    assert _blas_threads() == before
+    with dask.config.set(scheduler="sync"):  # one task at a time: BLAS keeps its threads
+        assert compute(*tasks) == (before,) * 4
+
+
+def test_persist_runs_under_the_limit():
+    arr = dask.array.from_delayed(dask.delayed(lambda: np.array([_blas_threads()]))(), (1,), int)
+    with dask.config.set(scheduler="threads", num_workers=2):
+        (done,) = persist(arr)
+    assert int(done.compute(scheduler="sync")[0]) == 1
+
+
+def test_in_dask_worker_only_inside_a_distributed_task():
+    from distributed import Client, LocalCluster
+
+    assert not in_dask_worker()
+    assert dask.delayed(in_dask_worker)().compute(scheduler="threads") is False
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        assert client.submit(in_dask_worker).result() is True
