@@ -1,11 +1,25 @@
 """Many subjects in one dask graph: :func:`fit_subjects` and :func:`open_subject`.
 
 Every subject's fit is built lazily (:meth:`FirstLevelModel.fit`), turned into
-a delayed, atomic store write (``to_zarr(compute=False)``), and all of them are
-computed together by one ``dask.compute`` (or, under a
-``dask.distributed.Client``, submitted to the cluster one by one as soon as
-each is built, so the workers start while the client plans the next
-subjects), so the scheduler keeps every worker busy across subjects.  Each subject goes to its own fit store,
+a delayed, atomic store write (``to_zarr(compute=False)``), and computed.  Two
+schedules (``schedule=``):
+
+- ``"subjects"`` (under a ``dask.distributed.Client`` with at least as many
+  subjects as worker threads, the default there): one task per subject, which
+  builds that subject's fit *on the worker* (headers, events, confounds,
+  designs, mask, the store's metadata) and computes it there with the
+  synchronous scheduler.  The client only submits the tasks and collects
+  one small summary per subject as each finishes: nothing per subject is
+  serial on the client, the scheduler handles one task per subject instead of
+  ~100, and no statistics travel between workers.  As many subjects run as
+  the cluster has threads; the next one is submitted when one ends (so it
+  goes to the thread that just freed), built beforehand by a client thread.
+- ``"graph"`` (few subjects, or no distributed client): the client builds
+  every subject's graph, submitting each to the cluster as soon as it is
+  built, or computes them all in one ``dask.compute`` with the local
+  schedulers; a subject's runs and voxel blocks then spread over all cores.
+
+Each subject goes to its own fit store,
 ``<store>/sub-<id>``, readable with :func:`daskglm.open_model` or
 :func:`open_subject`; the root group's attributes record each subject's status.
 
@@ -37,7 +51,6 @@ Entries are merged across calls: a subject that fails later keeps its group
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import inspect
 import json
@@ -48,14 +61,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import dask
-
 from .errors import SubjectsError
 from .graph.resources import active_client
 from .model import FirstLevelModel, open_model
 from .store.location import Location
 from .store.schema import FORMAT_ATTR, FORMAT_VERSION_ATTR
 from .store.zarr import WriteSummary
+from .subject_schedule import (
+    failure_message,  # noqa: F401  (re-exported: daskglm.bids.study)
+    fit_graph,
+    resolve_schedule,
+    run_subjects,
+    subject_store,
+)
 
 __all__ = ["fit_subjects", "fit_models", "open_subject", "load_spec", "read_status", "status_table",
            "SubjectsResult", "SubjectsError"]
@@ -110,12 +128,6 @@ class SubjectsResult:
         return "\n".join(text)
 
 
-def failure_message(err: BaseException) -> str:
-    """The one-line message recorded for a failed subject: ``"<type>: <message>"``."""
-    text = " ".join(str(err).split()) or type(err).__name__
-    return f"{type(err).__name__}: {text}"
-
-
 def _subject_id(sid) -> str:
     sid = str(sid)
     if sid.startswith("sub-"):
@@ -165,72 +177,13 @@ def _template_params(model: FirstLevelModel | None, model_params: Mapping | None
     return params
 
 
-def _subject_store(root: Location, sid: str) -> str:
-    return root.child(f"sub-{sid}")
-
-
 def _fit_spec(spec: dict, params: dict) -> FirstLevelModel:
-    """One subject's lazily fitted model from its fit arguments."""
+    """One subject's lazily fitted model from its fit arguments (``params``: the shared model parameters)."""
     params = dict(params)
     if "mask_img" in spec:
         params["mask_img"] = spec["mask_img"]
     model = FirstLevelModel(**params)
     return model.fit(**{k: spec[k] for k in _FIT_KEYS if k in spec})
-
-
-def _finished(summary):
-    """Graph task run after a subject's store is committed: stamps the time."""
-    return summary, time.time()
-
-
-def _subject_info(model: FirstLevelModel) -> dict:
-    """Runs, scans, scans kept and voxels of a lazily fitted model (computes nothing)."""
-    state = model._state
-    kept = [int(d.shape[0]) for d in state.designs]
-    scans = []
-    for source in state.sources or ():
-        while getattr(source, "source", None) is not None:  # censored / resampled views
-            source = source.source
-        scans.append(int(source.n_scans))
-    return {"runs": len(state.designs), "scans": sum(scans) or sum(kept), "scans_kept": sum(kept),
-            "voxels": int(state.n_voxels)}
-
-
-def _plan(sid: str, build, root: Location, overwrite: bool, resume: bool):
-    """Build one subject's lazy fit; return its delayed, time-stamped store write and its info."""
-    model = build()
-    write = model.to_zarr(_subject_store(root, sid), overwrite=overwrite, resume=resume,
-                          compute=False, storage_options=root.storage_options or None)
-    info = _subject_info(model)
-    return dask.delayed(_finished, pure=False)(write), info
-
-
-def _gather_distributed(futures: dict, progress: bool) -> dict[str, Any]:
-    """Wait for every subject's future (submitted as soon as its graph was built)."""
-    from distributed import wait
-
-    if progress:
-        from distributed import progress as show_progress
-
-        show_progress(list(futures.values()))
-    wait(list(futures.values()))
-    return {sid: fut.exception() if fut.status == "error" else fut.result() for sid, fut in futures.items()}
-
-
-def _compute_local(planned: dict, progress: bool) -> dict[str, Any] | None:
-    """All subjects in one compute; None if anything failed (the caller isolates)."""
-    bar = contextlib.nullcontext()
-    if progress:
-        from dask.diagnostics import ProgressBar
-
-        bar = ProgressBar()
-    sids = list(planned)
-    try:
-        with bar:
-            results = dask.compute(*[planned[s] for s in sids])
-    except Exception:
-        return None
-    return dict(zip(sids, results))
 
 
 def fit_subjects(
@@ -243,6 +196,7 @@ def fit_subjects(
     storage_options: dict | None = None,
     progress: bool = True,
     raise_on_error: bool = False,
+    schedule: str = "auto",
 ) -> SubjectsResult:
     """Fit many subjects in one dask graph, one store group per subject.
 
@@ -271,6 +225,11 @@ def fit_subjects(
         ``distributed.progress`` on a cluster).
     raise_on_error : bool, default=False
         Raise :class:`SubjectsError` after fitting if any subject failed.
+    schedule : {'auto', 'subjects', 'graph'}, default='auto'
+        Under a ``dask.distributed.Client``: one task per subject, built and
+        computed on a worker (``'subjects'``), or every subject's graph built
+        on the client (``'graph'``); ``'auto'`` picks ``'subjects'`` when
+        there are at least as many subjects as worker threads (module docstring).
 
     Returns
     -------
@@ -280,33 +239,52 @@ def fit_subjects(
     """
     specs = _normalise(subjects)
     params = _template_params(model, model_params)
-    builders = {sid: functools.partial(_fit_spec, spec, params) for sid, spec in specs.items()}
+    builders = {sid: functools.partial(_fit_spec, spec) for sid, spec in specs.items()}
     result = fit_models(builders, store, overwrite=overwrite, resume=resume,
-                        storage_options=storage_options, progress=progress)
+                        storage_options=storage_options, progress=progress, shared={"params": params},
+                        schedule=schedule)
     if raise_on_error:
         result.raise_for_errors()
     return result
 
 
-def fit_models(builders: Mapping[str, Any], store, overwrite: bool = False, resume: bool = False,
+def fit_models(builders, store, overwrite: bool = False, resume: bool = False,
                storage_options: dict | None = None, progress: bool = True,
-               failed: Mapping[str, str] | None = None, attributes: Mapping | None = None) -> SubjectsResult:
-    """Fit and store many subjects in one graph, from a builder per subject.
+               failed: Mapping[str, str] | None = None, attributes: Mapping | None = None,
+               shared: Mapping[str, Any] | None = None, schedule: str = "auto",
+               on_complete=None) -> SubjectsResult:
+    """Fit and store many subjects, from a builder per subject.
 
     The engine of :func:`fit_subjects` and :func:`daskglm.fit_bids`.
 
     Parameters
     ----------
-    builders : mapping
+    builders : mapping, or iterable of (id, builder) pairs
         ``subject id -> callable`` returning that subject's lazily fitted
-        :class:`FirstLevelModel` (called while the graph is built; an exception
-        fails that subject only).
-    store, overwrite, resume, storage_options, progress
+        :class:`FirstLevelModel` (an exception fails that subject only).  It
+        is called with the ``shared`` values as keyword arguments, on the
+        client (schedule ``'graph'``) or on a worker (``'subjects'``: it must
+        then pickle, and the inputs it names must be reachable from the
+        workers, as the runs are).  An iterable is consumed lazily, each
+        subject submitted as it comes; a builder that is an exception
+        instance records that subject as failed.
+    store, overwrite, resume, storage_options, progress, schedule
         As :func:`fit_subjects`.
     failed : mapping, optional
         Subjects that already failed before (``id -> message``), recorded as such.
     attributes : mapping, optional
         Extra attributes of the root group (e.g. the BIDS query).
+    shared : mapping, optional
+        Keyword arguments of every builder (e.g. one mask image for every
+        subject, instead of a copy in each builder); under schedule
+        ``'subjects'`` they travel with each task, of which only as many as
+        the cluster has threads are submitted at once.
+    on_complete : callable, optional
+        ``on_complete(subject_id)``, called on the client for each subject
+        whose store is committed: as soon as it is under schedule
+        ``'subjects'`` (the other subjects still fitting; a future it returns,
+        e.g. the subject's derivatives, runs before the next subject takes
+        that thread), else at the end.
 
     Returns
     -------
@@ -315,41 +293,29 @@ def fit_models(builders: Mapping[str, Any], store, overwrite: bool = False, resu
     root = Location(store, storage_options)
     root.makedirs()
     result = SubjectsResult(store=root.url, failed=dict(failed or {}))
-    planned, futures, start = {}, {}, time.time()
+    shared = dict(shared or {})
     client = active_client()
-    for sid, build in builders.items():
-        try:
-            planned[sid], result.status[sid] = _plan(sid, build, root, overwrite, resume)
-        except Exception as err:  # building the graph: inputs, designs, existing store
-            result.failed[sid] = failure_message(err)
-        else:
-            if client is not None:  # the cluster starts on it while the next subject is planned
-                futures[sid] = client.compute(planned[sid])
-    if planned:
-        if client is not None:
-            outcomes = _gather_distributed(futures, progress)
-        else:
-            outcomes = _compute_local(planned, progress)
-            if outcomes is None:  # isolate the failure: one subject at a time, resuming
-                outcomes = {}
-                for sid in planned:
-                    try:
-                        delayed_write, _ = _plan(sid, builders[sid], root, False, True)
-                        outcomes[sid] = delayed_write.compute()
-                    except Exception as err:
-                        outcomes[sid] = err
-        for sid, outcome in outcomes.items():
-            if isinstance(outcome, BaseException):
-                result.failed[sid] = failure_message(outcome)
-            else:
-                result.completed[sid], finished = outcome
+    mode = resolve_schedule(schedule, len(builders) if isinstance(builders, Mapping) else None, client)
+    start = time.time()
+    if mode == "subjects":
+        order, outcomes = run_subjects(client, builders, root, overwrite, resume, shared, progress, result,
+                                       on_complete)
+        for sid, (status, value, finished, info) in outcomes.items():
+            result.status[sid] = dict(info)
+            if status == "complete":
+                result.completed[sid] = value
                 result.status[sid]["wall_s"] = round(max(0.0, finished - start), 3)
+            else:
+                result.failed[sid] = value
+    else:
+        order = fit_graph(client, builders, root, overwrite, resume, shared, progress, result, start)
+        for sid in result.completed if on_complete is not None else ():
+            on_complete(sid)
     for sid in result.failed:
         result.status.setdefault(sid, {})["error"] = result.failed[sid]
     for sid, entry in result.status.items():
         entry["status"] = "complete" if sid in result.completed else "failed"
-    _write_index(root, list(builders) + [s for s in result.failed if s not in builders], result,
-                 attributes)
+    _write_index(root, order + [s for s in result.failed if s not in order], result, attributes)
     return result
 
 
@@ -410,7 +376,7 @@ def open_subject(store, subject, storage_options: dict | None = None) -> FirstLe
         As :func:`daskglm.open_model`.
     """
     root = Location(store, storage_options)
-    return open_model(_subject_store(root, _subject_id(subject)), storage_options=storage_options)
+    return open_model(subject_store(root, _subject_id(subject)), storage_options=storage_options)
 
 
 # ------------------------------------------------------------------ spec file

@@ -253,7 +253,16 @@ def test_fit_bids_on_a_distributed_cluster(ds, study, tmp_path):
                                   dashboard_address=None) as cluster, distributed.Client(cluster):
         result = _quiet(fit_bids, copy, tmp_path / "d.zarr", "faces", space_label=SPACE, progress=False,
                         confounds_strategy=SCRUB["confounds_strategy"],
-                        confounds_kwargs={"motion": "basic", "scrub": 0, "fd_threshold": 0.5})
+                        confounds_kwargs={"motion": "basic", "scrub": 0, "fd_threshold": 0.5},
+                        contrasts={"face-house": CONTRAST}, bids_out=tmp_path / "out", schedule="subjects")
     assert list(result.completed) == ["01"] and list(result.failed) == ["02"]
     np.testing.assert_array_equal(_z(open_subject(tmp_path / "d.zarr", "01")),
                                   _z(open_subject(study["store"], "01")))
+    # the derivatives, written by the workers, are the ones written without a cluster
+    ours = sorted(p.name for p in (tmp_path / "out" / "sub-01").iterdir())
+    assert ours == sorted(p.name for p in (study["out"] / "sub-01").iterdir())
+    z_name = next(n for n in ours if n.endswith("stat-z_statmap.nii.gz"))
+    np.testing.assert_array_equal(np.asarray(__import__("nibabel").load(tmp_path / "out" / "sub-01" / z_name).dataobj),
+                                  np.asarray(__import__("nibabel").load(study["out"] / "sub-01" / z_name).dataobj))
+    assert json.loads((tmp_path / "out" / "dataset_description.json").read_text())["SourceDatasets"] == [
+        {"URL": str(copy)}]

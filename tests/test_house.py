@@ -27,7 +27,7 @@ LAYERS = [
      "daskglm.reporting", "daskglm.volumes", "daskglm.surface",
      "daskglm.reporting.surface_report"),
     ("daskglm.model_outputs", "daskglm.model", "daskglm.model_repr", "daskglm.model_inputs"),
-    ("daskglm.subjects", "daskglm.reporting.tables"),
+    ("daskglm.subjects", "daskglm.subject_schedule", "daskglm.reporting.tables"),
     ("daskglm.bids",),  # BIDS studies (io/remote.py is in io): over model and subjects
     ("daskglm.group", "daskglm.group.inputs", "daskglm.group.graph", "daskglm.group.model",
      "daskglm.group.permutation"),

@@ -125,3 +125,81 @@ def test_cli_fit_subjects_storage_options_are_json_values(tmp_path, monkeypatch)
     assert seen == {"key": "k", "anon": False, "endpoint_url": "http://127.0.0.1:9",
                     "config_kwargs": {"retries": 2}}
     assert main(["fit-subjects", str(spec), "s3://bucket/study.zarr", "--storage-option", "novalue"]) != 0
+
+
+# ------------------------------------------------------------ schedule "subjects": one task per subject
+def test_one_task_per_subject_on_a_cluster(fiac_small, corrupt_run, tmp_path):
+    """Each subject is built and fitted inside one task; failures stay apart; resume reuses runs."""
+    distributed = pytest.importorskip("distributed")
+    store = tmp_path / "tasks.zarr"
+    subjects = {
+        "01": _spec(fiac_small),
+        "bad": _spec(fiac_small, [fiac_small["func1"], corrupt_run]),       # a truncated run
+        "missing": _spec(fiac_small, [fiac_small["func1"], str(tmp_path / "nope.nii.gz")]),
+    }
+    params = {"mask_img": fiac_small["mask"]}
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        result = fit_subjects(subjects, store, model_params=params, progress=False, schedule="subjects")
+        keys = {str(k) for k in client.run_on_scheduler(
+            lambda dask_scheduler: list(dask_scheduler.task_prefixes))}
+        assert set(result.completed) == {"01"} and set(result.failed) == {"bad", "missing"}
+        assert "nope.nii.gz" in result.failed["missing"] and "\n" not in result.failed["missing"]
+        assert result.status["bad"]["status"] == "failed" and "truncated" in result.status["bad"]["error"]
+        assert result.status["01"]["voxels"] > 0 and result.status["01"]["wall_s"] > 0
+        subjects["bad"] = _spec(fiac_small)
+        del subjects["missing"]
+        again = fit_subjects(subjects, store, model_params=params, progress=False, resume=True,
+                             schedule="subjects")
+    assert again.ok, again.failed
+    assert "fit-subject" in keys and "stream-stats" not in keys  # the runs were not tasks of their own
+    assert again.completed["01"].reused == [0, 1] and again.completed["01"].written == []
+    assert 1 in again.completed["bad"].written
+    direct = FirstLevelModel(mask_img=fiac_small["mask"]).fit(**_spec(fiac_small))
+    np.testing.assert_array_equal(_z(open_subject(store, "01")), _z(direct))
+    np.testing.assert_array_equal(_z(open_subject(store, "bad")), _z(direct))
+    index = json.loads((store / "zarr.json").read_text())["attributes"]["subjects"]
+    assert index["bad"]["status"] == "complete" and index["missing"]["status"] == "failed"
+
+
+def test_schedule_choice():
+    from daskglm.subject_schedule import resolve_schedule
+
+    assert resolve_schedule("auto", 10, None) == "graph"  # no distributed client: local schedulers
+    assert resolve_schedule("subjects", 10, None) == "graph"
+
+    class Client:
+        def nthreads(self):
+            return {"w1": 2, "w2": 2}
+
+    assert resolve_schedule("auto", 3, Client()) == "graph"  # fewer subjects than threads
+    assert resolve_schedule("auto", 4, Client()) == "subjects"
+    assert resolve_schedule("graph", 40, Client()) == "graph"
+    with pytest.raises(ValueError, match="schedule must be one of"):
+        resolve_schedule("fastest", 4, Client())
+
+
+def test_synchronous_tasks_restore_the_scheduler_when_the_last_task_leaves():
+    import threading
+
+    import dask
+
+    from daskglm.subject_schedule import synchronous_tasks
+
+    before = dask.config.get("scheduler", None)
+    inside, release = threading.Event(), threading.Event()
+
+    def task():
+        with synchronous_tasks:
+            inside.set()
+            release.wait(5)
+
+    thread = threading.Thread(target=task)
+    thread.start()
+    inside.wait(5)
+    with synchronous_tasks:  # a second task enters, then leaves first
+        assert dask.config.get("scheduler") == "synchronous"
+    assert dask.config.get("scheduler") == "synchronous"  # the other task still runs
+    release.set()
+    thread.join()
+    assert dask.config.get("scheduler", None) == before

@@ -2,8 +2,10 @@
 
 Each subject is queried with :func:`daskglm.first_level_from_bids` (nilearn's
 queries, sample masks kept) on its own, so that a subject with missing or
-inconsistent files fails alone; all subjects' runs are then fitted in one graph
-and written to one study store by :func:`daskglm.subjects.fit_models`::
+inconsistent files fails alone, and handed to :func:`daskglm.subjects.fit_models`
+as soon as it is queried (on a cluster, one task per subject builds and fits it
+on a worker while the client queries the next; its BIDS derivatives are the
+next task, submitted when its fit is committed); all go to one study store::
 
     <store>/zarr.json      root group; attributes: format "daskglm-subjects", "subjects"
                            (per subject: group, status, runs, scans, scans_kept,
@@ -19,13 +21,18 @@ inputs, parameters, design and mask) are reused, not recomputed.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import itertools
 import warnings
+from pathlib import Path
 from typing import Any
 
 from ..errors import SubjectsError
+from ..graph.resources import active_client, in_dask_worker
 from ..io.gifti import is_surface_image
-from ..subjects import SubjectsResult, _subject_id, failure_message, fit_models, open_subject
+from ..subject_schedule import resolve_schedule
+from ..subjects import SubjectsResult, _subject_id, fit_models, open_subject
 from .first_level import _confounds_kwargs, _left_hemisphere_runs, first_level_from_bids, query_view
 from .layout import dataset_view
 
@@ -90,12 +97,50 @@ def _run_names(view, params: dict, sid: str, imgs) -> list[str]:
     return [str(img) for img in imgs]
 
 
-def _builder(model, imgs, events, confounds, extra_params: dict):
-    def build():
+def _builder(model, imgs, events, confounds, extra_params: dict, shared_mask: bool = False):
+    """The subject's fit, built where it runs (a worker, under schedule ``'subjects'``).
+
+    ``shared_mask``: the model takes the study's shared mask (nilearn's
+    ``mask_img="derivatives"``), given once to every builder as ``shared_mask=``
+    rather than carried by each subject's model.
+    """
+    use_shared = shared_mask
+    if use_shared:
+        model.mask_img = None
+
+    def build(shared_mask=None):
+        if use_shared:
+            model.mask_img = shared_mask
         for name, value in extra_params.items():
             setattr(model, name, value)
         return model.fit(imgs, events, confounds)  # with the model's sample_masks_
     return build
+
+
+def _queried(view, labels, task_label: str, query: dict, run_names: dict):
+    """``(id, (model, imgs, events, confounds) or exception)`` per subject, queried as the fit asks for it."""
+    for i, sid in enumerate(labels):
+        try:
+            found = _query(view, sid, task_label, query, quiet=i > 0)
+            run_names[_subject_id(sid)] = _run_names(view, {**query, "task_label": task_label}, sid, found[1])
+        except Exception as err:
+            yield _subject_id(sid), err
+        else:
+            yield _subject_id(sid), found
+
+
+def _first_mask(queried, mask_img) -> tuple[list, Any]:
+    """The subjects queried up to the one whose mask every subject shares (``mask_img="derivatives"``)."""
+    first, shared = [], None
+    if mask_img != "derivatives":
+        return first, shared
+    for sid, found in queried:
+        first.append((sid, found))
+        if not isinstance(found, BaseException):
+            shared = _nilearn_mask_sharing(found[0], mask_img, None)
+            if shared is not None:
+                break
+    return first, shared
 
 
 def fit_bids(
@@ -117,6 +162,7 @@ def fit_bids(
     progress: bool = True,
     raise_on_error: bool = False,
     confounds_kwargs: dict | None = None,
+    schedule: str = "auto",
     **model_params: Any,
 ) -> SubjectsResult:
     """Fit every subject of a BIDS + fMRIPrep dataset into one study store.
@@ -131,7 +177,8 @@ def fit_bids(
     contrasts : dict, optional
         ``{name: definition}`` recorded in the store and written by ``bids_out``.
     space_label : str, optional
-        Default nilearn's ``"MNI152NLin2009cAsym"``.
+        Default nilearn's ``"MNI152NLin2009cAsym"``; ``"fsaverage5"`` (GIfTI) and ``"fsLR"``
+        (CIFTI-2 ``.dtseries.nii``; ``bids_out`` maps as ``.dscalar.nii``) fit surface runs.
     sub_labels : list of str, optional
         Subjects to fit (default: every ``sub-*`` of the derivatives).
     confounds_strategy : tuple of str, optional
@@ -160,6 +207,13 @@ def fit_bids(
     progress : bool, default=True
     raise_on_error : bool, default=False
         Raise :class:`~daskglm.errors.SubjectsError` if any subject failed.
+    schedule : {'auto', 'subjects', 'graph'}, default='auto'
+        As :func:`daskglm.subjects.fit_subjects`: under a distributed client
+        with at least as many subjects as worker threads, each subject is one
+        task that builds (events, confounds, designs, store metadata) and
+        fits it on a worker; the client only queries the dataset, one subject
+        after the other, while the workers fit the subjects already queried.
+        With ``bids_out``, the derivatives are written by the workers too.
     **model_params
         ``FirstLevelModel`` parameters (``smoothing_fwhm``, ``noise_model``,
         ``hrf_model``, ``whitening``, ``chunks``, ...).
@@ -185,52 +239,142 @@ def fit_bids(
         confounds.update({f"confounds_{k}": v for k, v in (confounds_kwargs or {}).items()})
     query.update(confounds)
     _confounds_kwargs(dict(confounds))  # validate early
-    builders, failed, run_names = {}, {}, {}
+    run_names = {}
     with dataset_view(dataset, task_label, storage_options) as view:
         labels = _subject_labels(view, derivatives_folder, sub_labels, exclude_subjects)
-        shared_mask = None
-        for i, sid in enumerate(labels):
-            try:
-                found = _query(view, sid, task_label, query, quiet=i > 0)
-                shared_mask = _nilearn_mask_sharing(found[0], mask_img, shared_mask)
-                builders[_subject_id(sid)] = _builder(*found, model_params)
-                run_names[_subject_id(sid)] = _run_names(view, {**query, "task_label": task_label}, sid, found[1])
-            except Exception as err:
-                failed[_subject_id(sid)] = failure_message(err)
-    attributes = {"bids": {"dataset": view.url_of(view.root) if not view.remote else view.url,
-                           "task": task_label, "space": space_label, "confounds": confounds or None,
-                           "contrasts": {k: str(v) for k, v in (contrasts or {}).items()},
-                           "runs": run_names}}
-    result = fit_models(builders, store, overwrite=overwrite and not resume, resume=resume,
-                        storage_options=storage_options, progress=progress, failed=failed,
-                        attributes=attributes)
+        schedule = resolve_schedule(schedule, len(labels), active_client())
+        queried = _queried(view, labels, task_label, query, run_names)
+        first, shared_mask = _first_mask(queried, mask_img)
+        shared = {"shared_mask": shared_mask} if shared_mask is not None else {}
+        sharing = bool(shared)  # from the subject that defines the shared mask onwards
+        builders = ((sid, found if isinstance(found, BaseException)
+                     else _builder(*found, model_params, shared_mask=sharing and (i >= len(first) - 1)))
+                    for i, (sid, found) in enumerate(itertools.chain(first, queried)))
+        # the dict is filled while the builders are consumed: the root attributes are written last
+        attributes = {"bids": {"dataset": view.url_of(view.root) if not view.remote else view.url,
+                               "task": task_label, "space": space_label, "confounds": confounds or None,
+                               "contrasts": {k: str(v) for k, v in (contrasts or {}).items()},
+                               "runs": run_names}}
+        derivatives = _Derivatives(bids_out, contrasts, run_names, attributes["bids"]["dataset"], store,
+                                   storage_options)
+        result = fit_models(builders, store, overwrite=overwrite and not resume, resume=resume,
+                            storage_options=storage_options, progress=progress, attributes=attributes,
+                            shared=shared, schedule=schedule, on_complete=derivatives.submit)
     if bids_out is not None and contrasts:
-        write_bids_out(result, bids_out, contrasts, run_names, attributes["bids"]["dataset"], storage_options)
+        write_bids_out(result, bids_out, contrasts, run_names, attributes["bids"]["dataset"], storage_options,
+                       submitted=derivatives.futures)
     if raise_on_error and result.failed:
         raise SubjectsError("; ".join(f"sub-{s}: {m}" for s, m in result.failed.items()))
     return result
 
 
+def _out_dir(out_dir) -> str:
+    from ..io.remote import is_url
+
+    return str(out_dir).rstrip("/") if is_url(str(out_dir)) else str(Path(out_dir).absolute())
+
+
+class _Derivatives:
+    """Submits a subject's derivatives task as soon as its fit is committed (under a distributed client)."""
+
+    def __init__(self, out_dir, contrasts, run_names: dict, dataset: str, store, storage_options):
+        from ..store.location import Location
+
+        self.client = active_client() if out_dir is not None and contrasts else None
+        self.futures: dict = {}
+        if self.client is not None:
+            self.args = (Location(store, storage_options).url, _out_dir(out_dir), contrasts, dataset,
+                         storage_options)
+            self.run_names = run_names
+
+    def submit(self, sid: str):
+        """The subject's derivatives task (None without a client or without ``bids_out``)."""
+        if self.client is None:
+            return None
+        self.futures[sid] = self.client.submit(_subject_derivatives, sid, self.run_names[sid], *self.args,
+                                               pure=False)
+        return self.futures[sid]
+
+
 def write_bids_out(result: SubjectsResult, out_dir, contrasts: dict, run_names: dict[str, list[str]],
-                   dataset: str, storage_options: dict | None = None) -> dict[str, dict]:
-    """BIDS derivatives of every completed subject of a study store (maps computed from the store)."""
+                   dataset: str, storage_options: dict | None = None,
+                   submitted: dict | None = None) -> dict[str, dict]:
+    """BIDS derivatives of every completed subject of a study store (maps computed from the store).
+
+    Under a ``dask.distributed`` client each subject's derivatives are one
+    task (maps computed and files written on a worker, which must reach
+    ``out_dir`` as it reaches the store; ``submitted``: ``{subject: future}``
+    of the tasks already submitted); ``dataset_description.json`` is written
+    once, here.
+    """
+    from ..io.remote import is_url
+
+    out = _out_dir(out_dir)
+    sids = list(result.completed)
+    if not sids:
+        return {}
+    _write_description(out, dataset, is_url(out), storage_options)
+    args = (result.store, out, contrasts, dataset, storage_options)
+    client = active_client()
+    if client is None:
+        return {sid: _subject_derivatives(sid, run_names[sid], *args) for sid in sids}
+    futures = dict(submitted or {})
+    for sid in sids:
+        if sid not in futures:
+            futures[sid] = client.submit(_subject_derivatives, sid, run_names[sid], *args, pure=False)
+    return dict(zip(sids, client.gather([futures[s] for s in sids])))
+
+
+def _write_description(out: str, dataset: str, remote: bool, storage_options: dict | None) -> None:
+    """``dataset_description.json`` of the derivatives (merged with an existing one, as nilearn's)."""
+    import tempfile
+
+    from .derivatives import _dataset_description
+
+    if not remote:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        _dataset_description(Path(out), [dataset])
+        return
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(out, **(storage_options or {}))
+    with tempfile.TemporaryDirectory(prefix="daskglm-bids-out-") as tmp:
+        name = f"{path}/dataset_description.json"
+        if fs.exists(name):
+            fs.get(name, f"{tmp}/dataset_description.json")
+        _dataset_description(Path(tmp), [dataset])
+        fs.put(f"{tmp}/dataset_description.json", name)
+
+
+def _subject_derivatives(sid: str, names: list[str], store: str, out: str, contrasts: dict, dataset: str,
+                         storage_options: dict | None) -> dict:
+    """One subject's derivatives: written to a private folder, then copied (or uploaded) into ``out``.
+
+    Subjects written at once never touch the same file (the description is
+    :func:`_write_description`'s).  Runs in a task or on the client.
+    """
+    import shutil
     import tempfile
 
     from ..io.remote import is_url
+    from ..subject_schedule import synchronous_tasks
     from .derivatives import save_bids_derivatives
 
-    remote = is_url(str(out_dir))
-    local = tempfile.mkdtemp(prefix="daskglm-bids-out-") if remote else out_dir
-    written = {}
-    for sid in result.completed:
-        model = open_subject(result.store, sid, storage_options=storage_options)
-        written[sid] = save_bids_derivatives(model, local, contrasts, run_names[sid], source_dataset=dataset)
-    if remote:  # derivatives on object storage: written locally, then uploaded
-        import shutil
+    tmp = tempfile.mkdtemp(prefix="daskglm-bids-out-")
+    try:
+        with synchronous_tasks if in_dask_worker() else contextlib.nullcontext():
+            model = open_subject(store, sid, storage_options=storage_options)
+            written = save_bids_derivatives(model, tmp, contrasts, names, source_dataset=dataset)
+        folder = Path(written["dir"]).name
+        if is_url(out):
+            import fsspec
 
-        import fsspec
-
-        fs, path = fsspec.core.url_to_fs(str(out_dir), **(storage_options or {}))
-        fs.put(f"{local}/", f"{path.rstrip('/')}/", recursive=True)
-        shutil.rmtree(local, ignore_errors=True)
+            fs, path = fsspec.core.url_to_fs(out, **(storage_options or {}))
+            fs.put(f"{tmp}/{folder}/", f"{path}/{folder}/", recursive=True)
+            written["dir"] = f"{out}/{folder}"
+        else:
+            shutil.copytree(Path(tmp) / folder, Path(out) / folder, dirs_exist_ok=True)
+            written["dir"] = str(Path(out) / folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return written
