@@ -326,7 +326,7 @@ def test_cli_oserror_is_one_line_exit_2(store, tmp_path, capsys, monkeypatch):
     def full_disk(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "out" / "x.nii.gz"))
 
-    monkeypatch.setattr(export.nib.Nifti1Image, "to_filename", full_disk)
+    monkeypatch.setattr(export.nib.Nifti1Image, "to_file_map", full_disk)  # under every writer
     status = main(["contrast", str(store), "a - b", "-o", str(tmp_path / "out"), "--no-progress"])
     err = capsys.readouterr().err
     assert status == 2 and "No space left on device" in err and "Traceback" not in err

@@ -30,7 +30,7 @@ from ..kernels.glm import DesignTables, constant_in_span, design_rank
 from ..kernels.gram import GramTables, binned_gram_inverses, ols_cov_table
 from ..kernels.scaling import needs_global_mean, scales_volumes
 from ..kernels.stats import RunStats, stacked_design
-from .resources import single_threaded_blas
+from .resources import in_dask_worker, single_threaded_blas
 from .state import FittedState, RunFit
 from .stream import masker_key, run_stats
 
@@ -283,7 +283,9 @@ def build_fit(
     else:
         plan_key = (options.noise_model, options.n_lags, options.whitening)
     per_volume = scales_volumes(options.signal_scaling)
-    background = sum(s.sequential for s in sources) < (os.cpu_count() or 1)
+    # idle local cores: a background decompression thread, or a run cut at a gzip index; never on a
+    # dask.distributed worker (a subject's fit built inside a worker task: its threads are its cores)
+    background = not in_dask_worker() and sum(s.sequential for s in sources) < (os.cpu_count() or 1)
     n_voxels = int(mask.sum())
     runs = []
     for source, design in zip(sources, designs):
