@@ -68,6 +68,22 @@ def load_designs(data: dict) -> list[pd.DataFrame]:
     return [pd.DataFrame(np.load(data[f"design_matrix{i}"])["X"]) for i in (1, 2)]
 
 
+def quiet(fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` with every warning silenced (nilearn's BIDS queries warn a lot)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return fn(*args, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def one_blas_thread():
+    """One BLAS thread for a module's tests (``pytestmark = pytest.mark.usefixtures("one_blas_thread")``)."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1):
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _quiet_known_warnings():
     with warnings.catch_warnings():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import gzip
 import json
 import shutil
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +13,6 @@ import pytest
 from nilearn.glm.first_level import FirstLevelModel as NilearnModel
 from nilearn.glm.first_level import first_level_from_bids as nilearn_first_level_from_bids
 from nilearn.interfaces.fmriprep import load_confounds
-from threadpoolctl import threadpool_limits
 
 import daskglm
 from daskglm import FirstLevelModel, first_level_from_bids, fit_bids, open_subject
@@ -22,6 +20,7 @@ from daskglm.bids.derivatives import derivative_filenames
 from daskglm.bids.simulate import make_bids_dataset
 from daskglm.cli import main
 from daskglm.subjects import read_status
+from tests.conftest import quiet
 
 SPACE = "MNI152NLin2009cAsym"
 MOTION = {"confounds_strategy": ("motion", "wm_csf"), "confounds_motion": "basic"}
@@ -30,10 +29,7 @@ SCRUB = {"confounds_strategy": ("motion", "wm_csf", "scrub"), "confounds_motion"
 CONTRAST = "face - house"
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_blas_thread():
-    with threadpool_limits(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 @pytest.fixture(scope="module")
@@ -42,16 +38,11 @@ def ds(tmp_path_factory) -> dict:
                              n_runs=1, shape=(8, 9, 7), n_scans=50, seed=3)
 
 
-def _quiet(fn, *args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn(*args, **kwargs)
-
 
 def _z(model, *fit_args, **fit_kwargs) -> np.ndarray:
     if fit_args:
         model.fit(*fit_args, **fit_kwargs)
-    return _quiet(model.compute_contrast, CONTRAST).get_fdata()
+    return quiet(model.compute_contrast, CONTRAST).get_fdata()
 
 
 def _close(a, b, mask) -> float:
@@ -69,8 +60,8 @@ def _nilearn_with_masks(ds, imgs, events, confounds, strategy_kwargs, mask_img, 
 @pytest.mark.parametrize("strategy", [MOTION, SCRUB], ids=["motion", "scrub"])
 def test_first_level_from_bids_is_nilearns_with_sample_masks(ds, strategy):
     kwargs = dict(space_label=SPACE, mask_img="derivatives", **strategy)
-    ours = _quiet(first_level_from_bids, ds["root"], "faces", **kwargs)
-    ref = _quiet(nilearn_first_level_from_bids, ds["root"], "faces", **kwargs)
+    ours = quiet(first_level_from_bids, ds["root"], "faces", **kwargs)
+    ref = quiet(nilearn_first_level_from_bids, ds["root"], "faces", **kwargs)
     assert [m.subject_label for m in ours[0]] == ["01", "02"]
     assert ours[1] == ref[1]  # run paths
     for a, b in zip(ours[2] + ours[3], ref[2] + ref[3]):
@@ -97,8 +88,8 @@ def test_first_level_from_bids_is_nilearns_with_sample_masks(ds, strategy):
 def test_first_level_from_bids_without_strategy_matches_nilearn(ds):
     kwargs = dict(space_label=SPACE, mask_img="derivatives", sub_labels=["02"],
                   img_filters=[("ses", "1")], confounds_strategy=None)
-    models, imgs, events, confounds = _quiet(first_level_from_bids, ds["root"], "faces", **kwargs)
-    ref = _quiet(nilearn_first_level_from_bids, ds["root"], "faces", **kwargs)
+    models, imgs, events, confounds = quiet(first_level_from_bids, ds["root"], "faces", **kwargs)
+    ref = quiet(nilearn_first_level_from_bids, ds["root"], "faces", **kwargs)
     assert len(imgs[0]) == 1 and "ses-1" in imgs[0][0] and confounds == [None]
     assert models[0].sample_masks_ is None
     z = _z(models[0], imgs[0], events[0])
@@ -108,16 +99,16 @@ def test_first_level_from_bids_without_strategy_matches_nilearn(ds):
 
 def test_first_level_from_bids_errors_are_nilearns(ds):
     with pytest.raises(ValueError, match="No BOLD files found|not found|no"):
-        _quiet(first_level_from_bids, ds["root"], "nosuchtask", space_label=SPACE)
+        quiet(first_level_from_bids, ds["root"], "nosuchtask", space_label=SPACE)
     with pytest.raises(RuntimeError, match="confounds_"):
-        _quiet(first_level_from_bids, ds["root"], "faces", space_label=SPACE, bogus=1)
+        quiet(first_level_from_bids, ds["root"], "faces", space_label=SPACE, bogus=1)
 
 
 @pytest.fixture(scope="module")
 def study(ds, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("study")
     store, out = root / "study.zarr", root / "derivatives_out"
-    result = _quiet(fit_bids, ds["root"], store, "faces", contrasts={"face-house": CONTRAST},
+    result = quiet(fit_bids, ds["root"], store, "faces", contrasts={"face-house": CONTRAST},
                     space_label=SPACE, progress=False, bids_out=out,
                     confounds_strategy=SCRUB["confounds_strategy"],
                     confounds_kwargs={"motion": "basic", "scrub": 0, "fd_threshold": 0.5})
@@ -127,7 +118,7 @@ def study(ds, tmp_path_factory) -> dict:
 def test_fit_bids_store_equals_first_level_from_bids(ds, study):
     result = study["result"]
     assert result.ok and sorted(result.completed) == ["01", "02"]
-    models, imgs, events, confounds = _quiet(first_level_from_bids, ds["root"], "faces", space_label=SPACE,
+    models, imgs, events, confounds = quiet(first_level_from_bids, ds["root"], "faces", space_label=SPACE,
                                              mask_img="derivatives", **SCRUB)
     for model, run_imgs, ev, conf in zip(models, imgs, events, confounds):
         reopened = open_subject(study["store"], model.subject_label)
@@ -145,7 +136,7 @@ def test_fit_bids_store_equals_first_level_from_bids(ds, study):
 
 def test_per_subject_masks(ds, tmp_path):
     """nilearn's mask_img="derivatives" gives every subject the first one's mask; 'per-subject' does not."""
-    result = _quiet(fit_bids, ds["root"], tmp_path / "p.zarr", "faces", space_label=SPACE, progress=False,
+    result = quiet(fit_bids, ds["root"], tmp_path / "p.zarr", "faces", space_label=SPACE, progress=False,
                     mask_img="per-subject", confounds_strategy=("motion",), confounds_kwargs={"motion": "basic"})
     own = [np.asarray(__import__("nibabel").load(ds["runs"][s][0].replace("desc-preproc_bold", "desc-brain_mask"))
                       .dataobj).astype(bool) for s in ("01", "02")]
@@ -156,7 +147,7 @@ def test_per_subject_masks(ds, tmp_path):
 
 
 def test_fit_bids_resume_reuses_everything(ds, study):
-    again = _quiet(fit_bids, ds["root"], study["store"], "faces", space_label=SPACE, progress=False,
+    again = quiet(fit_bids, ds["root"], study["store"], "faces", space_label=SPACE, progress=False,
                    resume=True, confounds_strategy=SCRUB["confounds_strategy"],
                    confounds_kwargs={"motion": "basic", "scrub": 0, "fd_threshold": 0.5})
     assert again.ok
@@ -170,11 +161,11 @@ def test_bids_out_names_are_nilearns(ds, study, tmp_path, monkeypatch):
 
     monkeypatch.setattr(nilearn.glm.io, "is_matplotlib_installed", lambda: False)  # no figures: faster
 
-    models, imgs, events, confounds = _quiet(nilearn_first_level_from_bids, ds["root"], "faces",
+    models, imgs, events, confounds = quiet(nilearn_first_level_from_bids, ds["root"], "faces",
                                              space_label=SPACE, mask_img="derivatives", sub_labels=["01"],
                                              minimize_memory=False, **MOTION)
-    _quiet(models[0].fit, imgs[0], events[0], confounds[0])
-    _quiet(save_glm_to_bids, models[0], {"face-house": CONTRAST}, out_dir=tmp_path)
+    quiet(models[0].fit, imgs[0], events[0], confounds[0])
+    quiet(save_glm_to_bids, models[0], {"face-house": CONTRAST}, out_dir=tmp_path)
     theirs = {p.name for p in (tmp_path / "sub-01").iterdir()
               if p.name.endswith(("_statmap.nii.gz", "_mask.nii.gz", "_design.tsv", "_design.json"))
               and "stat-errorts" not in p.name and "stat-rsquared" not in p.name}
@@ -199,7 +190,7 @@ def test_failed_subject_does_not_lose_the_others(ds, tmp_path):
     bad.write_bytes(gzip.compress(data[: len(data) // 2]))  # truncated run: sub-02 fails
     options = dict(space_label=SPACE, progress=False, confounds_strategy=("motion",),
                    confounds_kwargs={"motion": "basic"})
-    result = _quiet(fit_bids, copy, tmp_path / "s.zarr", "faces", **options)
+    result = quiet(fit_bids, copy, tmp_path / "s.zarr", "faces", **options)
     assert list(result.completed) == ["01"] and list(result.failed) == ["02"]
     assert "truncated" in result.failed["02"]
     status = read_status(tmp_path / "s.zarr")
@@ -208,7 +199,7 @@ def test_failed_subject_does_not_lose_the_others(ds, tmp_path):
     # sub-01 loses an events file (nilearn's query fails for it alone); sub-02 is repaired
     (copy / "sub-01" / "ses-2" / "func" / "sub-01_ses-2_task-faces_run-1_events.tsv").unlink()
     bad.write_bytes(good)
-    result = _quiet(fit_bids, copy, tmp_path / "s.zarr", "faces", resume=True, **options)
+    result = quiet(fit_bids, copy, tmp_path / "s.zarr", "faces", resume=True, **options)
     assert list(result.completed) == ["02"] and list(result.failed) == ["01"]
     status = read_status(tmp_path / "s.zarr")
     assert status["02"]["status"] == "complete" and status["01"]["status"] == "failed"
@@ -221,7 +212,7 @@ def test_relative_paths_resolved_on_the_client(ds, tmp_path, monkeypatch):
     model = FirstLevelModel(mask_img=False).fit(run.name, design_matrices=pd.DataFrame(
         {"constant": np.ones(50), "lin": np.linspace(-1, 1, 50)}))
     monkeypatch.chdir(tmp_path)  # a worker elsewhere still finds the run
-    assert np.isfinite(_quiet(model.compute_contrast, "lin").get_fdata()).all()
+    assert np.isfinite(quiet(model.compute_contrast, "lin").get_fdata()).all()
 
 
 def test_cli_bids(ds, tmp_path, capsys):
@@ -230,16 +221,16 @@ def test_cli_bids(ds, tmp_path, capsys):
             "--confounds-strategy", "motion", "wm_csf", "scrub", "--confounds-option", "motion=basic",
             "--confounds-option", "scrub=0", "--confounds-option", "fd_threshold=0.5",
             "--contrast", "face-house", "--bids-out", str(tmp_path / "out"), "--no-progress"]
-    assert _quiet(main, argv) == 0
+    assert quiet(main, argv) == 0
     out = capsys.readouterr().out
     assert "sub-01" in out and "complete" in out
-    models, imgs, events, confounds = _quiet(first_level_from_bids, ds["root"], "faces", space_label=SPACE,
+    models, imgs, events, confounds = quiet(first_level_from_bids, ds["root"], "faces", space_label=SPACE,
                                              mask_img="derivatives", sub_labels=["01"], **SCRUB)
     np.testing.assert_allclose(_z(open_subject(store, "01")), _z(models[0], imgs[0], events[0], confounds[0]),
                                atol=1e-6)
     assert list((tmp_path / "out" / "sub-01").glob("*contrast-faceMinusHouse_stat-z_statmap.nii.gz"))
-    assert _quiet(main, argv + ["--resume"]) == 0
-    assert _quiet(main, ["bids", ds["root"], "-o", str(tmp_path / "x"), "--task", "faces",
+    assert quiet(main, argv + ["--resume"]) == 0
+    assert quiet(main, ["bids", ds["root"], "-o", str(tmp_path / "x"), "--task", "faces",
                          "--storage-option", "novalue", "--no-progress"]) != 0
 
 
@@ -251,7 +242,7 @@ def test_fit_bids_on_a_distributed_cluster(ds, study, tmp_path):
     bad.write_bytes(bad.read_bytes()[:2000])  # truncated: sub-02 fails, sub-01 is fitted on the cluster
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
                                   dashboard_address=None) as cluster, distributed.Client(cluster):
-        result = _quiet(fit_bids, copy, tmp_path / "d.zarr", "faces", space_label=SPACE, progress=False,
+        result = quiet(fit_bids, copy, tmp_path / "d.zarr", "faces", space_label=SPACE, progress=False,
                         confounds_strategy=SCRUB["confounds_strategy"],
                         confounds_kwargs={"motion": "basic", "scrub": 0, "fd_threshold": 0.5},
                         contrasts={"face-house": CONTRAST}, bids_out=tmp_path / "out", schedule="subjects")

@@ -15,7 +15,6 @@ as returned).
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -30,17 +29,13 @@ from nilearn.interfaces.fmriprep import load_confounds
 from nilearn.surface import SurfaceImage
 
 import daskglm
+from tests.conftest import quiet
 
 N_VERTICES = 10242  # fsaverage5, per hemisphere
 T_R = 1.5  # the dataset's RepetitionTime
 MOTION = {"confounds_strategy": ("motion",), "confounds_motion": "basic"}
 CONTRAST = "c0 - c1"
 
-
-def _quiet(fn, *args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn(*args, **kwargs)
 
 
 def _add_signal(run: Path, events: pd.DataFrame, rng: np.random.Generator) -> None:
@@ -71,7 +66,7 @@ def dataset(tmp_path_factory) -> Path:
 
 def _z(model, *args, **kwargs) -> np.ndarray:
     model.fit(*args, **kwargs)
-    z = _quiet(model.compute_contrast, CONTRAST)
+    z = quiet(model.compute_contrast, CONTRAST)
     assert isinstance(z, SurfaceImage)
     return np.concatenate([np.asarray(z.data.parts[h]).ravel() for h in ("left", "right")])
 
@@ -89,7 +84,7 @@ def _left_runs(root: Path, sub: str) -> list[str]:
 @pytest.mark.parametrize("noise_model", ["ar1", "ols"])
 def test_fsaverage5_models_equal_nilearns_with_sample_masks(dataset, noise_model):
     kwargs = dict(space_label="fsaverage5", slice_time_ref=0.0, noise_model=noise_model, **MOTION)
-    models, imgs, events, confounds = _quiet(daskglm.first_level_from_bids, dataset, "main", **kwargs)
+    models, imgs, events, confounds = quiet(daskglm.first_level_from_bids, dataset, "main", **kwargs)
     assert [m.subject_label for m in models] == ["01", "02"]
     for model, runs, run_events, run_confounds in zip(models, imgs, events, confounds):
         assert isinstance(model, daskglm.FirstLevelModel) and model.noise_model == noise_model
@@ -106,25 +101,25 @@ def test_fsaverage5_models_equal_nilearns_with_sample_masks(dataset, noise_model
             np.testing.assert_array_equal(kept, got)
         ours = _z(model, runs, run_events, run_confounds)
         ref = NilearnModel(t_r=T_R, slice_time_ref=0.0, noise_model=noise_model)
-        expected = _quiet(_z, ref, runs, run_events, list(expected_confounds), sample_masks=list(masks))
+        expected = quiet(_z, ref, runs, run_events, list(expected_confounds), sample_masks=list(masks))
         assert np.isfinite(expected).all() and np.abs(expected).max() > 5  # the task effects are found
         assert _agreement(ours, expected) >= 0.999
         if noise_model == "ols":  # the sample masks matter: nilearn without them is another fit
-            unmasked = _quiet(_z, NilearnModel(t_r=T_R, slice_time_ref=0.0, noise_model="ols"),
+            unmasked = quiet(_z, NilearnModel(t_r=T_R, slice_time_ref=0.0, noise_model="ols"),
                               runs, run_events, list(expected_confounds))
             assert _agreement(ours, unmasked) < 0.5
 
 
 def test_fsaverage5_models_without_confounds_equal_nilearns(dataset):
     kwargs = dict(space_label="fsaverage5", slice_time_ref=0.0, confounds_strategy=None, sub_labels=["02"])
-    models, imgs, events, confounds = _quiet(daskglm.first_level_from_bids, dataset, "main", **kwargs)
-    ref_models, ref_imgs, ref_events, ref_confounds = _quiet(nilearn_first_level_from_bids, dataset, "main",
+    models, imgs, events, confounds = quiet(daskglm.first_level_from_bids, dataset, "main", **kwargs)
+    ref_models, ref_imgs, ref_events, ref_confounds = quiet(nilearn_first_level_from_bids, dataset, "main",
                                                              **kwargs)
     assert confounds == ref_confounds == [None] and models[0].sample_masks_ is None
     for name in ("subject_label", "t_r", "slice_time_ref", "noise_model", "hrf_model", "signal_scaling"):
         assert getattr(models[0], name) == getattr(ref_models[0], name), name
     ours = _z(models[0], imgs[0], events[0])
-    expected = _quiet(_z, ref_models[0], ref_imgs[0], ref_events[0])
+    expected = quiet(_z, ref_models[0], ref_imgs[0], ref_events[0])
     assert np.isfinite(expected).all() and np.abs(expected).max() > 5
     assert _agreement(ours, expected) >= 0.999
 
@@ -132,17 +127,17 @@ def test_fsaverage5_models_without_confounds_equal_nilearns(dataset):
 def test_fit_bids_fsaverage5_store_equals_first_level_from_bids(dataset, tmp_path):
     """``fit_bids`` on the surface space: each subject's stored fit and GIfTI derivatives give the models' z."""
     kwargs = dict(space_label="fsaverage5", slice_time_ref=0.0)
-    result = _quiet(daskglm.fit_bids, dataset, tmp_path / "study.zarr", "main", contrasts={"d": CONTRAST},
+    result = quiet(daskglm.fit_bids, dataset, tmp_path / "study.zarr", "main", contrasts={"d": CONTRAST},
                     progress=False, confounds_strategy=("motion",), confounds_kwargs={"motion": "basic"},
                     bids_out=tmp_path / "out", **kwargs)
     result.raise_for_errors()
     root = json.loads((tmp_path / "study.zarr" / "zarr.json").read_text())["attributes"]
     runs_recorded = root["bids"]["runs"]  # a surface run's name: its hemi-L file
     assert runs_recorded["01"] == [str(dataset.absolute() / p) for p in _left_runs(dataset, "01")]
-    models, imgs, events, confounds = _quiet(daskglm.first_level_from_bids, dataset, "main", **kwargs, **MOTION)
+    models, imgs, events, confounds = quiet(daskglm.first_level_from_bids, dataset, "main", **kwargs, **MOTION)
     for model, runs, run_events, run_confounds in zip(models, imgs, events, confounds):
         stored = daskglm.open_subject(tmp_path / "study.zarr", model.subject_label)
-        z = _quiet(stored.compute_contrast, CONTRAST)
+        z = quiet(stored.compute_contrast, CONTRAST)
         assert isinstance(z, SurfaceImage)
         z = np.concatenate([np.asarray(z.data.parts[h]).ravel() for h in ("left", "right")])
         assert np.isfinite(z).all()

@@ -13,7 +13,6 @@ from ``load_confounds``' confounds, rows and scans kept by its sample masks.
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 
 import nibabel as nib
@@ -23,11 +22,11 @@ import pytest
 from nilearn.glm import compute_contrast, expression_to_contrast_vector
 from nilearn.glm.first_level import make_first_level_design_matrix, mean_scaling, run_glm
 from nilearn.interfaces.fmriprep import load_confounds
-from threadpoolctl import threadpool_limits
 
 import daskglm
 from daskglm.bids.simulate import make_bids_dataset
 from daskglm.cli import main
+from tests.conftest import quiet
 
 SPACE = "fsLR"
 CONTRAST = "face - house"
@@ -37,16 +36,8 @@ FIT_BIDS = {"confounds_strategy": SCRUB["strategy"],
             "confounds_kwargs": {k: v for k, v in SCRUB.items() if k != "strategy"}}
 
 
-def _quiet(fn, *args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn(*args, **kwargs)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_blas_thread():
-    with threadpool_limits(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +94,7 @@ def test_generated_runs_are_fmriprep_named_reduced_cifti(ds):
 
 @pytest.mark.parametrize("noise_model", ["ols", "ar1"])
 def test_models_with_scrubbing_equal_run_glm(ds, noise_model):
-    models, imgs, events, confounds = _quiet(daskglm.first_level_from_bids, ds["root"], "faces", space_label=SPACE,
+    models, imgs, events, confounds = quiet(daskglm.first_level_from_bids, ds["root"], "faces", space_label=SPACE,
                                              noise_model=noise_model, **QUERY)
     assert [m.subject_label for m in models] == ds["subjects"]
     for model, runs, run_events, run_confounds in zip(models, imgs, events, confounds):
@@ -116,7 +107,7 @@ def test_models_with_scrubbing_equal_run_glm(ds, noise_model):
             np.testing.assert_array_equal(got, kept)
             assert len(kept) == ds["n_scans"] - 2 - len(ds["spikes"][run])
         model.fit(runs, run_events, run_confounds)
-        ours = _quiet(model.compute_contrast, CONTRAST, output_type="all")
+        ours = quiet(model.compute_contrast, CONTRAST, output_type="all")
         ref = _reference(runs, run_events, list(frames), list(masks), noise_model)
         z = _values(ours["z_score"])
         assert np.abs(ref["z_score"]).max() > 5  # the generated activations are found
@@ -130,25 +121,25 @@ def test_models_with_scrubbing_equal_run_glm(ds, noise_model):
 
 
 def test_models_without_confounds_equal_run_glm(ds):
-    models, imgs, events, confounds = _quiet(daskglm.first_level_from_bids, ds["root"], "faces", space_label=SPACE,
+    models, imgs, events, confounds = quiet(daskglm.first_level_from_bids, ds["root"], "faces", space_label=SPACE,
                                              sub_labels=["02"], noise_model="ar1", confounds_strategy=None)
     assert confounds == [None] and models[0].sample_masks_ is None
-    z = _values(_quiet(models[0].fit(imgs[0], events[0]).compute_contrast, CONTRAST))
+    z = _values(quiet(models[0].fit(imgs[0], events[0]).compute_contrast, CONTRAST))
     assert _agreement(z, _reference(imgs[0], events[0], None, None, "ar1")["z_score"]) >= 0.999
 
 
 def test_img_filters_and_missing_runs(ds):
-    _, imgs, _, _ = _quiet(daskglm.first_level_from_bids, ds["root"], "faces", space_label=SPACE,
+    _, imgs, _, _ = quiet(daskglm.first_level_from_bids, ds["root"], "faces", space_label=SPACE,
                            img_filters=[("run", "2"), ("den", "91k")], confounds_strategy=None)
     assert [[Path(p).name.split("_")[2] for p in runs] for runs in imgs] == [["run-2"], ["run-2"]]
     with pytest.raises(ValueError, match="No BOLD files found"):
-        _quiet(daskglm.first_level_from_bids, ds["root"], "faces", space_label=SPACE, img_filters=[("run", "9")])
+        quiet(daskglm.first_level_from_bids, ds["root"], "faces", space_label=SPACE, img_filters=[("run", "9")])
 
 
 @pytest.fixture(scope="module")
 def study(ds, tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("fslr_study")
-    result = _quiet(daskglm.fit_bids, ds["root"], out / "study.zarr", "faces", contrasts={"fh": CONTRAST},
+    result = quiet(daskglm.fit_bids, ds["root"], out / "study.zarr", "faces", contrasts={"fh": CONTRAST},
                     space_label=SPACE, progress=False, bids_out=out / "derivatives", **FIT_BIDS)
     result.raise_for_errors()
     return {"result": result, "out": out}
@@ -161,7 +152,7 @@ def test_fit_bids_store_equals_run_glm(ds, study):
         assert status[sid]["voxels"] == len(ds["brain_models"])
         assert status[sid]["scans_kept"] == sum(ds["n_scans"] - 2 - len(ds["spikes"][r]) for r in runs)
         model = daskglm.open_subject(study["out"] / "study.zarr", sid)
-        z = _values(_quiet(model.compute_contrast, CONTRAST))
+        z = _values(quiet(model.compute_contrast, CONTRAST))
         frames, masks = zip(*(load_confounds(r, **SCRUB) for r in runs))
         events = [pd.read_csv(Path(ds["root"]) / f"sub-{sid}" / "func" / f"sub-{sid}_task-faces_run-{i}_events.tsv",
                               sep="\t") for i in (1, 2)]
@@ -174,7 +165,7 @@ def test_bids_out_dscalars_have_the_inputs_brain_models(ds, study):
     folder = study["out"] / "derivatives" / "sub-01"
     stem = "sub-01_task-faces_space-fsLR_den-91k"
     model = daskglm.open_subject(study["out"] / "study.zarr", "01")
-    expected = _quiet(model.compute_contrast, CONTRAST, output_type="all")
+    expected = quiet(model.compute_contrast, CONTRAST, output_type="all")
     bm = nib.load(ds["runs"]["01"][0]).header.get_axis(1)
     for output, label in (("z_score", "z"), ("stat", "t"), ("effect_size", "effect"),
                           ("effect_variance", "variance"), ("p_value", "p")):
@@ -192,10 +183,10 @@ def test_cli_bids_fslr(ds, study, tmp_path, capsys):
             "--sub", "02", "--confounds-strategy", *SCRUB["strategy"], "--confounds-option", "motion=basic",
             "--confounds-option", "scrub=0", "--confounds-option", "fd_threshold=0.5", "--no-progress",
             "--contrast", "face-house", "--bids-out", str(tmp_path / "out")]
-    assert _quiet(main, argv) == 0
+    assert quiet(main, argv) == 0
     assert "sub-02" in capsys.readouterr().out
-    z = _values(_quiet(daskglm.open_subject(tmp_path / "cli.zarr", "02").compute_contrast, CONTRAST))
-    ref = _values(_quiet(daskglm.open_subject(study["out"] / "study.zarr", "02").compute_contrast, CONTRAST))
+    z = _values(quiet(daskglm.open_subject(tmp_path / "cli.zarr", "02").compute_contrast, CONTRAST))
+    ref = _values(quiet(daskglm.open_subject(study["out"] / "study.zarr", "02").compute_contrast, CONTRAST))
     np.testing.assert_array_equal(z, ref)
     written = nib.load(tmp_path / "out" / "sub-02" /
                        "sub-02_task-faces_space-fsLR_den-91k_contrast-faceMinusHouse_stat-z_statmap.dscalar.nii")

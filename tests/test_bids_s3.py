@@ -7,7 +7,6 @@ import warnings
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_limits
 
 from daskglm import first_level_from_bids, fit_bids, open_subject
 from daskglm.bids.simulate import make_bids_dataset
@@ -22,10 +21,7 @@ STRATEGY = {"confounds_strategy": ("motion", "wm_csf", "scrub"),
             "confounds_kwargs": {"motion": "basic", "scrub": 0, "fd_threshold": 0.5}}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_blas_thread():
-    with threadpool_limits(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 @pytest.fixture(scope="module")

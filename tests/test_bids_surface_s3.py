@@ -9,14 +9,12 @@ gives the maps of the local run.  The runs are read by range requests
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from threadpoolctl import threadpool_limits
 
 from daskglm import first_level_from_bids, fit_bids, open_subject
 from daskglm.bids.simulate import make_bids_dataset
@@ -24,6 +22,7 @@ from daskglm.io import cifti as cifti_io
 from daskglm.io.cifti import RemoteCiftiRunSource
 from daskglm.io.remote import RemoteGiftiRunSource
 from daskglm.subjects import read_status
+from tests.conftest import quiet
 
 s3fs = pytest.importorskip("s3fs")
 
@@ -32,16 +31,8 @@ SCRUB = {"confounds_strategy": ("motion", "wm_csf", "scrub"),
 MOTION = {"confounds_strategy": ("motion",), "confounds_kwargs": {"motion": "basic"}}
 
 
-def _quiet(fn, *args, **kwargs):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn(*args, **kwargs)
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_blas_thread():
-    with threadpool_limits(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 def _surface_values(img) -> np.ndarray:
@@ -51,7 +42,7 @@ def _surface_values(img) -> np.ndarray:
 
 
 def _z(model, contrast: str) -> np.ndarray:
-    return _surface_values(_quiet(model.compute_contrast, contrast))
+    return _surface_values(quiet(model.compute_contrast, contrast))
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +51,7 @@ def fslr(s3, tmp_path_factory) -> dict:
     ds = make_bids_dataset(root / "ds", n_subjects=2, n_sessions=0, n_runs=2, space="fsLR", n_scans=50,
                            n_vertices=200, seed=11)
     s3fs.S3FileSystem(**s3).put(ds["root"] + "/", "fits/fslr/", recursive=True)
-    local = _quiet(fit_bids, ds["root"], root / "local.zarr", "faces", space_label="fsLR", sub_labels=["02"],
+    local = quiet(fit_bids, ds["root"], root / "local.zarr", "faces", space_label="fsLR", sub_labels=["02"],
                    progress=False, **SCRUB)
     local.raise_for_errors()
     return {"ds": ds, "local": local}
@@ -81,7 +72,7 @@ def fsaverage5(s3, tmp_path_factory) -> dict:
         sub, task, run_label = run.name.split("_")[:3]
         _add_signal(run, pd.read_csv(root / sub / "func" / f"{sub}_{task}_{run_label}_events.tsv", sep="\t"), rng)
     s3fs.S3FileSystem(**s3).put(str(root) + "/", "fits/fsaverage5/", recursive=True)
-    local = _quiet(fit_bids, root, base / "local.zarr", "main", space_label="fsaverage5", slice_time_ref=0.0,
+    local = quiet(fit_bids, root, base / "local.zarr", "main", space_label="fsaverage5", slice_time_ref=0.0,
                    sub_labels=["02"], progress=False, **MOTION)
     local.raise_for_errors()
     return {"root": root, "local": local}
@@ -92,7 +83,7 @@ def test_fslr_study_from_s3_to_s3_equals_local(s3, fslr, monkeypatch):
     monkeypatch.setattr(cifti_io, "BLOCK_BYTES", 150 * 50 * 4)
     monkeypatch.setattr(cifti_io, "REMOTE_WINDOW_BYTES", 30 * len(fslr["ds"]["brain_models"]) * 4)
     # one subject: the cost is the store's writes to the moto server (about 4 s per subject)
-    result = _quiet(fit_bids, "s3://fits/fslr", "s3://fits/fslr.zarr", "faces", space_label="fsLR", sub_labels=["02"],
+    result = quiet(fit_bids, "s3://fits/fslr", "s3://fits/fslr.zarr", "faces", space_label="fsLR", sub_labels=["02"],
                     storage_options=s3, progress=False, contrasts={"fh": "face - house"},
                     bids_out="s3://fits/fslr-out", **SCRUB)
     assert result.ok, result.failed
@@ -109,7 +100,7 @@ def test_fslr_study_from_s3_to_s3_equals_local(s3, fslr, monkeypatch):
 
 
 def test_fslr_query_on_s3_returns_remote_cifti_sources(s3, fslr):
-    models, imgs, events, confounds = _quiet(
+    models, imgs, events, confounds = quiet(
         first_level_from_bids, "s3://fits/fslr", "faces", space_label="fsLR", sub_labels=["02"],
         storage_options=s3, confounds_strategy=("motion",), confounds_motion="basic")
     assert all(isinstance(r, RemoteCiftiRunSource) and str(r).startswith("s3://fits/fslr/derivatives/sub-02/")
@@ -128,11 +119,11 @@ def test_fslr_query_on_s3_returns_remote_cifti_sources(s3, fslr):
 
 
 def test_fsaverage5_study_from_s3_to_s3_equals_local(s3, fsaverage5):
-    models, imgs, _, _ = _quiet(first_level_from_bids, "s3://fits/fsaverage5", "main", space_label="fsaverage5",
+    models, imgs, _, _ = quiet(first_level_from_bids, "s3://fits/fsaverage5", "main", space_label="fsaverage5",
                                 slice_time_ref=0.0, sub_labels=["01"], storage_options=s3)
     assert all(isinstance(r, RemoteGiftiRunSource) for r in imgs[0]) and imgs[0][0].shape == (2 * 10242, 30)
     # one subject: the cost is the store's writes to the moto server (about 4 s per subject)
-    result = _quiet(fit_bids, "s3://fits/fsaverage5", "s3://fits/fsaverage5.zarr", "main", sub_labels=["02"],
+    result = quiet(fit_bids, "s3://fits/fsaverage5", "s3://fits/fsaverage5.zarr", "main", sub_labels=["02"],
                     space_label="fsaverage5", slice_time_ref=0.0, storage_options=s3, progress=False, **MOTION)
     assert result.ok, result.failed
     assert read_status("s3://fits/fsaverage5.zarr", s3)["02"]["scans_kept"] == 2 * 29  # non-steady state
@@ -160,7 +151,7 @@ def test_remote_surface_sources_reject_bad_objects(s3, fslr):
     mesh = load_fsaverage()["pial"]
     urls = {"left": "s3://fits/fslr/participants.tsv", "right": "s3://fits/fslr/participants.tsv"}
     with pytest.raises(SurfaceInputError):  # not GIfTI XML
-        _quiet(RemoteGiftiRunSource, urls, mesh, s3)
+        quiet(RemoteGiftiRunSource, urls, mesh, s3)
 
 
 def test_bare_cifti_url_is_a_remote_cifti_run(s3, fslr, monkeypatch):
@@ -176,7 +167,7 @@ def test_bare_cifti_url_is_a_remote_cifti_run(s3, fslr, monkeypatch):
     assert isinstance(as_run_source(url), RemoteCiftiRunSource)
     n_scans = nib.load(local).shape[0]
     design = pd.DataFrame({"a": np.sin(np.arange(n_scans) / 3.0), "constant": 1.0})
-    z = [_quiet(FirstLevelModel(mask_img=False).fit(run, design_matrices=design).compute_contrast, "a")
+    z = [quiet(FirstLevelModel(mask_img=False).fit(run, design_matrices=design).compute_contrast, "a")
          for run in (url, local)]
     np.testing.assert_array_equal(np.asarray(z[0].dataobj), np.asarray(z[1].dataobj))
 

@@ -8,7 +8,6 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
-from threadpoolctl import threadpool_limits
 
 from daskglm import FirstLevelModel, open_run
 from daskglm.errors import NiftiInputError
@@ -19,10 +18,7 @@ from daskglm.io.runs import as_run_source
 s3fs = pytest.importorskip("s3fs")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_blas_thread():
-    with threadpool_limits(1):
-        yield
+pytestmark = pytest.mark.usefixtures("one_blas_thread")
 
 
 @pytest.fixture(scope="module")
