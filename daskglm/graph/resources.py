@@ -110,12 +110,16 @@ def _runs_on_local_threads() -> bool:
     return scheduler in (None, dask.threaded.get) and threads > 1
 
 
+def _local_blas_limit():
+    """``single_threaded_blas`` when the local thread pool will run the computation, else nothing."""
+    return single_threaded_blas if _runs_on_local_threads() else contextlib.nullcontext()
+
+
 def compute(*collections, **kwargs):
     """``dask.compute`` with one BLAS thread per task for its whole duration on the local thread pool."""
     import dask
 
-    guard = single_threaded_blas if _runs_on_local_threads() else contextlib.nullcontext()
-    with guard:
+    with _local_blas_limit():
         return dask.compute(*collections, **kwargs)
 
 
@@ -123,8 +127,7 @@ def persist(*collections, **kwargs):
     """``dask.persist`` under the same BLAS limit as :func:`compute`."""
     import dask
 
-    guard = single_threaded_blas if _runs_on_local_threads() else contextlib.nullcontext()
-    with guard:
+    with _local_blas_limit():
         return dask.persist(*collections, **kwargs)
 
 

@@ -412,8 +412,8 @@ def open_cifti_run(path_or_img, chunks: int | str = "auto"):
     attrs = {"kind": "cifti"}
     if source.t_r is not None:
         attrs["t_r"] = source.t_r
-    if (getattr(source, "url", None) or source.path) is not None:
-        attrs["filename"] = str(getattr(source, "url", None) or source.path)
+    if (filename := getattr(source, "url", None) or source.path) is not None:
+        attrs["filename"] = str(filename)
     return xr.DataArray(
         da.concatenate(blocks, axis=0), dims=("time", "grayordinate"), coords=coords, attrs=attrs, name="bold"
     )
