@@ -52,7 +52,7 @@ def ensure_dataset(name: str, data_dir: Path) -> Path:
     shape, n_scans = SIZES[name]
     path = data_dir / f"{name}_{'x'.join(map(str, shape))}x{n_scans}"
     if not (path / "dataset.json").exists():
-        from daskglm.datasets import make_fiac_like
+        from daskglm.data.fiac import make_fiac_like
 
         voxel = 3.0 if shape[0] <= 64 else 2.0
         print(f"[{name}] generating {shape} x {n_scans} x 2 runs in {path} ...", flush=True)

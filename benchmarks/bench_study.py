@@ -1,7 +1,7 @@
 """A BIDS study: daskglm ``fit_bids`` on 1 and 2 workers vs nilearn's ``first_level_from_bids`` + fit loop.
 
 For each ``--subjects`` N, generates an N-subject x 2-run BIDS + fMRIPrep-like
-dataset (:func:`daskglm.bids.simulate.make_bids_dataset`), then measures, each
+dataset (:func:`daskglm.data.bids.make_bids_dataset`), then measures, each
 in its own process (so that peak memory is clean) and ``--repeat`` times,
 interleaved (nilearn, 1 worker, 2 workers, nilearn, ...):
 
@@ -132,7 +132,7 @@ def _warm() -> None:
     import nilearn.glm.first_level  # noqa: F401
     import nilearn.interfaces.fmriprep  # noqa: F401
 
-    import daskglm.bids.study  # noqa: F401
+    import daskglm.studies.bids.study  # noqa: F401
 
 
 def _idle_and_busy(stream: list, t0: float, t1: float, workers: int) -> tuple[float, float]:
@@ -224,7 +224,7 @@ def main(argv=None) -> None:
     if args.child:
         _child(args)
         return
-    from daskglm.bids.simulate import make_bids_dataset
+    from daskglm.data.bids import make_bids_dataset
 
     print(f"study benchmark: {args.shape[0]}x{args.shape[1]}x{args.shape[2]} voxels x {args.scans} scans x 2 runs "
           f"per subject; fit_bids schedule={args.schedule!r}; {os.cpu_count()} cores; median of {args.repeat}")

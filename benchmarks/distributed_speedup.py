@@ -53,7 +53,7 @@ def main(argv=None) -> None:
     parser.add_argument("--data-dir", default=None, help="reuse/generate the dataset here")
     args = parser.parse_args(argv)
     warnings.simplefilter("ignore")
-    from daskglm.datasets import make_fiac_like
+    from daskglm.data.fiac import make_fiac_like
 
     out = args.data_dir or tempfile.mkdtemp(prefix="daskglm-speedup-")
     ext = ".nii" if args.uncompressed else ".nii.gz"

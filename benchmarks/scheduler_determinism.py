@@ -19,7 +19,7 @@ import dask
 import numpy as np
 
 from daskglm import FirstLevelModel
-from daskglm.datasets import make_fiac_like
+from daskglm.data.fiac import make_fiac_like
 
 CONTRASTS = ("`DSt-DSp` + `DSt-SSp` - `SSt-SSp` - `SSt-DSp`", "FirstSt")
 

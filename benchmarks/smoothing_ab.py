@@ -24,7 +24,7 @@ import time
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from daskglm.datasets import _brain_mask, fiac_affine
+from daskglm.data.fiac import _brain_mask, fiac_affine
 from daskglm.kernels import masker as km
 
 

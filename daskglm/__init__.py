@@ -14,33 +14,33 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
-from ._version import __version__
+from daskglm._version import __version__
 
 #: public name -> submodule defining it
 _EXPORTS = {
-    "FirstLevelModel": ".model",
-    "open_model": ".model",
+    "FirstLevelModel": ".first_level.model",
+    "open_model": ".first_level.model",
     "SecondLevelModel": ".group",
     "non_parametric_inference": ".group",
-    "compute_fixed_effects": ".fixed_effects",
+    "compute_fixed_effects": ".first_level.fixed_effects",
     "open_run": ".io.dataarray",
-    "first_level_from_bids": ".bids.first_level",
-    "fit_bids": ".bids.study",
-    "open_subject": ".subjects",
-    "fit_subjects": ".subjects",
+    "first_level_from_bids": ".studies.bids.first_level",
+    "fit_bids": ".studies.bids.study",
+    "open_subject": ".studies.subjects",
+    "fit_subjects": ".studies.subjects",
 }
 
 __all__ = ["FirstLevelModel", "SecondLevelModel", "non_parametric_inference", "compute_fixed_effects", "open_model", "open_run", "__version__",
            "first_level_from_bids", "fit_bids", "open_subject", "fit_subjects"]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
-    from .bids.first_level import first_level_from_bids
-    from .bids.study import fit_bids
-    from .fixed_effects import compute_fixed_effects
-    from .group import SecondLevelModel, non_parametric_inference
-    from .io.dataarray import open_run
-    from .model import FirstLevelModel, open_model
-    from .subjects import fit_subjects, open_subject
+    from daskglm.first_level.fixed_effects import compute_fixed_effects
+    from daskglm.first_level.model import FirstLevelModel, open_model
+    from daskglm.group import SecondLevelModel, non_parametric_inference
+    from daskglm.io.dataarray import open_run
+    from daskglm.studies.bids.first_level import first_level_from_bids
+    from daskglm.studies.bids.study import fit_bids
+    from daskglm.studies.subjects import fit_subjects, open_subject
 
 
 def __getattr__(name: str):

@@ -50,7 +50,7 @@ class ThresholdError(ValueError):
 
 
 class SubjectsError(RuntimeError):
-    """Raised by :meth:`daskglm.subjects.SubjectsResult.raise_for_errors` when subjects failed."""
+    """Raised by :meth:`daskglm.studies.subjects.SubjectsResult.raise_for_errors` when subjects failed."""
 
 
 class UsageError(ValueError):

@@ -5,9 +5,9 @@ Simple example of two-runs fMRI model fitting, with daskglm
 
 nilearn's "Simple example of two-runs fMRI model fitting", step by step, with
 daskglm in place of nilearn's ``FirstLevelModel`` and simulated FIAC-like
-data (:func:`daskglm.datasets.make_fiac_like`, which has a known ground
+data (:func:`daskglm.data.fiac.make_fiac_like`, which has a known ground
 truth) in place of ``fetch_fiac_first_level``.  With internet access,
-``daskglm.datasets.fetch_fiac_first_level()`` returns the real data with the
+``daskglm.data.fiac.fetch_fiac_first_level()`` returns the real data with the
 same keys.
 
 Steps:
@@ -38,7 +38,7 @@ print(f"Output will be saved to: {output_dir}")
 # --------------
 # Simulate the data: two runs with FIAC's design.  The dict has the keys of
 # nilearn's fetcher (func1, func2, design_matrix1, design_matrix2, mask).
-from daskglm.datasets import make_fiac_like
+from daskglm.data.fiac import make_fiac_like
 
 data = make_fiac_like(output_dir / "data", shape=(32, 38, 32), n_scans=191)
 fmri_imgs = [data["func1"], data["func2"]]
@@ -50,7 +50,7 @@ import nibabel as nib
 import numpy as np
 
 from daskglm.io.runs import as_run_source
-from daskglm.masking import run_mean_image
+from daskglm.space.volume import run_mean_image
 
 source = as_run_source(fmri_imgs[0])
 mean_img_ = nib.Nifti1Image(run_mean_image(source).compute().astype(np.float32), source.affine)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from scipy.signal import lfilter
 
 from daskglm.kernels.ar import ar_autocovariance
-from daskglm.kernels.stats import chunk_stats, combine_stats, stacked_design
+from daskglm.kernels.sufficient_stats import chunk_stats, combine_stats, stacked_design
 
 #: The parity bar: z and stat within 1e-3 on >= 99.9% of in-mask voxels.
 ABS_TOL = 1e-3

@@ -33,7 +33,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 
 from daskglm import FirstLevelModel
-from daskglm.datasets import make_fiac_like
+from daskglm.data.fiac import make_fiac_like
 from daskglm.io.nifti import FileRunSource
 from daskglm.io.runs import ArrayRunSource
 

@@ -193,12 +193,12 @@ def test_old_format_store_reads_and_migrates(unequal, tmp_path, monkeypatch, cap
     assert "nothing to do" in capsys.readouterr().out
 
 
-OLD_STORES = Path(__file__).parent / "data" / "old_stores"
+OLD_STORES = Path(__file__).parent / "fixtures" / "old_stores"
 
 
 @pytest.mark.parametrize("version", [1, 2])
 def test_real_old_stores_read_and_migrate(version, tmp_path, capsys):
-    """Stores written by daskglm's own format 1 and 2 writers (tests/data/old_stores)."""
+    """Stores written by daskglm's own format 1 and 2 writers (tests/fixtures/old_stores)."""
     path = tmp_path / "old.zarr"
     shutil.copytree(OLD_STORES / f"v{version}_store", path)
     expected = np.load(OLD_STORES / f"v{version}.z.npy")

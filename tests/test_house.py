@@ -12,26 +12,25 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "daskglm"
-MAX_LINES = 500
+#: A smell alarm, not a design rule: a module is as long as its one idea needs (no split to
+#: meet a count), but past this it likely holds two ideas.
+MAX_LINES = 650
 
 #: Bottom to top.  A module may import modules of its own layer or of lower ones.
 LAYERS = [
-    ("daskglm._version", "daskglm.errors"),
+    ("daskglm._version", "daskglm.errors", "daskglm.compat"),
     ("daskglm.kernels",),
     ("daskglm.io",),
-    ("daskglm.design", "daskglm.contrasts", "daskglm.sample_masks"),
+    ("daskglm.data",),  # simulators: they write files, nothing above reads them
+    ("daskglm.glm",),
     ("daskglm.graph",),
     ("daskglm.store",),
-    ("daskglm.masking", "daskglm.thresholding", "daskglm.fixed_effects", "daskglm.datasets",
-     "daskglm.reporting.plotting", "daskglm.reporting._templates", "daskglm.reporting.report",
-     "daskglm.reporting", "daskglm.volumes", "daskglm.surface",
-     "daskglm.reporting.surface_report"),
-    ("daskglm.model_outputs", "daskglm.model", "daskglm.model_repr", "daskglm.model_inputs"),
-    ("daskglm.subjects", "daskglm.subject_schedule", "daskglm.reporting.tables"),
-    ("daskglm.bids",),  # BIDS studies (io/remote.py is in io): over model and subjects
-    ("daskglm.group", "daskglm.group.inputs", "daskglm.group.graph", "daskglm.group.model",
-     "daskglm.group.permutation"),
-    ("daskglm.demo", "daskglm.cli", "daskglm.multi", "daskglm"),
+    ("daskglm.space",),
+    ("daskglm.reporting",),
+    ("daskglm.first_level",),
+    ("daskglm.studies", "daskglm.reporting.tables"),
+    ("daskglm.group",),
+    ("daskglm.cli", "daskglm"),
 ]
 #: The statistics: numpy and scipy only.
 PURE_LAYER = "daskglm.kernels"

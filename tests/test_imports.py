@@ -29,14 +29,14 @@ def _modules_after(code: str) -> dict:
 def test_import_daskglm_is_lazy():
     loaded = _modules_after("import daskglm\nassert 'FirstLevelModel' in dir(daskglm)")
     assert "daskglm" in loaded
-    assert not {"dask.array", "daskglm.model", "daskglm.group", "sklearn"} & loaded
+    assert not {"dask.array", "daskglm.first_level.model", "daskglm.group", "sklearn"} & loaded
 
 
 def test_public_names_resolve_on_first_use():
     loaded = _modules_after(
         "import daskglm\n"
         "from daskglm import *\n"
-        "assert FirstLevelModel is daskglm.model.FirstLevelModel\n"
+        "assert FirstLevelModel is daskglm.first_level.model.FirstLevelModel\n"
         "assert SecondLevelModel.__module__.startswith('daskglm.group')\n"
         "try:\n    daskglm.no_such_name\nexcept AttributeError as err:\n    assert 'no_such_name' in str(err)\n"
         "else:\n    raise SystemExit('no AttributeError')\n"

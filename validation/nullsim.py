@@ -24,7 +24,7 @@ from daskglm.kernels.contrast import contrast_block, stack_contrast_block
 from daskglm.kernels.fit import FitOptions, fit_block
 from daskglm.kernels.glm import DesignTables
 from daskglm.kernels.gram import GramTables, binned_gram_inverses
-from daskglm.kernels.stats import chunk_stats, stacked_design
+from daskglm.kernels.sufficient_stats import chunk_stats, stacked_design
 
 __all__ = ["Setting", "make_design", "simulate_noise", "fit_pvalues", "nilearn_pvalues", "run_setting"]
 

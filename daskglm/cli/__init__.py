@@ -13,7 +13,7 @@ failed, with one ``daskglm fit-subjects: error: ...`` line per failure.
 - :mod:`~daskglm.cli.parser`: the argument parser (:func:`build_parser`);
 - :mod:`~daskglm.cli.commands`: the subcommand handlers;
 - :mod:`~daskglm.cli.runtime`: scheduler, progress, warnings and the error policy;
-- :mod:`~daskglm.cli.parsing`: contrasts given as text (:func:`parse_contrast`);
+- :mod:`~daskglm.cli.values`: contrasts given as text (:func:`parse_contrast`);
 - :mod:`~daskglm.cli.bids`: ``daskglm bids`` (a BIDS study into one store, exit status 1 if a
   subject failed).
 """
@@ -23,10 +23,10 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from ..errors import UsageError
-from .parser import build_parser, common_options, resolve_progress
-from .parsing import parse_contrast
-from .runtime import USAGE_STATUS, compute_with_progress
+from daskglm.cli.parser import build_parser, common_options, resolve_progress
+from daskglm.cli.runtime import USAGE_STATUS, compute_with_progress
+from daskglm.cli.values import parse_contrast
+from daskglm.errors import UsageError
 
 __all__ = ["main", "build_parser", "common_options", "compute_with_progress", "parse_contrast",
            "UsageError"]

@@ -18,9 +18,9 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from ..subjects import failure_message
-from .parsing import parse_contrast, parse_key_values
-from .runtime import PROG, ErrorPolicy, command
+from daskglm.cli.runtime import PROG, ErrorPolicy, command
+from daskglm.cli.values import parse_contrast, parse_key_values
+from daskglm.studies.subjects import failure_message
 
 __all__ = ["add_bids", "cmd_bids", "parse_key_values"]
 
@@ -87,7 +87,7 @@ def add_bids(sub, parents: Sequence[argparse.ArgumentParser], formatter) -> argp
 @command(BIDS_ERRORS, keep_active_client=True)
 def cmd_bids(args) -> int:
     """``daskglm bids``: exit status 1 if any subject failed."""
-    from ..bids.study import fit_bids
+    from daskglm.studies.bids.study import fit_bids
 
     contrasts = dict(parse_contrast(c) for c in args.contrast or [])
     if args.bids_out and not contrasts:

@@ -13,10 +13,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
-from ..subjects import failure_message, fit_subjects, load_spec
-from .parsing import contrasts_from_args, fit_model_params, parse_key_values, read_confounds, safe_filename
-from .runtime import (
+from daskglm.cli.runtime import (
     PROG,
     ErrorPolicy,
     check_writable,
@@ -25,7 +22,16 @@ from .runtime import (
     local_progress,
     persist_with_progress,
 )
-from .surfaces import element_word, fit_runs, load_mesh, surface_mask, write_surface_maps
+from daskglm.cli.surfaces import element_word, fit_runs, load_mesh, surface_mask, write_surface_maps
+from daskglm.cli.values import (
+    contrasts_from_args,
+    fit_model_params,
+    parse_key_values,
+    read_confounds,
+    safe_filename,
+)
+from daskglm.errors import UsageError
+from daskglm.studies.subjects import failure_message, fit_subjects, load_spec
 
 __all__ = ["OUTPUT_SUFFIX", "cmd_demo", "cmd_fit", "cmd_contrast", "cmd_report", "cmd_fit_subjects",
            "cmd_migrate"]
@@ -41,7 +47,7 @@ SUBJECTS_ERRORS = ErrorPolicy(prefix=f"{PROG} fit-subjects", status=1, errors=(E
 
 
 def _open_store(path: str):
-    from ..model import open_model
+    from daskglm.first_level.model import open_model
 
     if "://" not in path and not Path(path).exists():
         raise FileNotFoundError(f"The store {path!r} does not exist.")
@@ -57,7 +63,7 @@ def _check_files(paths: Sequence[str], what: str) -> None:
 @command()
 def cmd_demo(args) -> int:
     """``daskglm demo``: simulate a dataset and run the two-runs example."""
-    from ..demo import run_demo
+    from daskglm.cli.demo import run_demo
 
     result = run_demo(args.out, shape=tuple(args.shape), n_scans=args.n_scans, seed=args.seed,
                       report=not args.no_report, verbose=not args.quiet)
@@ -99,8 +105,8 @@ def _fit_inputs(args, runs: list) -> dict[str, Any]:
 
 def _sample_masks(args, runs: list) -> list | None:
     """``--sample-mask`` files (one per run) and ``--drop-initial N`` as ``sample_masks``."""
-    from ..io.runs import as_run_source
-    from ..sample_masks import drop_initial, read_sample_mask
+    from daskglm.glm.sample_masks import drop_initial, read_sample_mask
+    from daskglm.io.runs import as_run_source
 
     files = getattr(args, "sample_mask", None)
     n_drop = getattr(args, "drop_initial", 0) or 0
@@ -122,8 +128,8 @@ def _sample_masks(args, runs: list) -> list | None:
 
 def _confounds(files: Sequence[str], runs: Sequence[str]) -> list:
     """The confounds files read (:func:`read_confounds`), one row per scan of their run."""
-    from ..errors import ConfoundsError
-    from ..io.runs import as_run_source
+    from daskglm.errors import ConfoundsError
+    from daskglm.io.runs import as_run_source
 
     tables = []
     for path, run in zip(files, runs):
@@ -163,7 +169,7 @@ def _check_t_r(runs: Sequence[str], t_r: float | None) -> None:
     """Warn when ``--t-r`` differs from the repetition time in a run's header (:func:`check_t_r`)."""
     import nibabel as nib
 
-    from ..io.dataarray import check_t_r, header_t_r
+    from daskglm.io.dataarray import check_t_r, header_t_r
 
     if t_r is None:
         return
@@ -179,7 +185,7 @@ def _check_t_r(runs: Sequence[str], t_r: float | None) -> None:
 @command()
 def cmd_fit(args) -> int:
     """``daskglm fit``: fit runs and write the fit store."""
-    from ..model import FirstLevelModel
+    from daskglm.first_level.model import FirstLevelModel
 
     runs = fit_runs(args)
     inputs = _fit_inputs(args, runs)
@@ -208,7 +214,7 @@ def cmd_fit(args) -> int:
 @command()
 def cmd_contrast(args) -> int:
     """``daskglm contrast``: contrasts from a fit store, written to NIfTI."""
-    from ..io.export import unmask
+    from daskglm.io.export import unmask
 
     contrasts = contrasts_from_args(args)
     model = _open_store(args.store)
@@ -270,7 +276,7 @@ def _report_mesh(model, spec: list[str], mesh_type: str):
     if geometry is None or geometry.kind != "cifti":
         raise UsageError("--mesh goes with CIFTI fits (a surface fit's store keeps its mesh; volume fits "
                          "have none).")
-    from ..reporting.surface_report import CORTEX
+    from daskglm.reporting.surface_report import CORTEX
 
     parts = tuple(p for s, p in CORTEX.items() if s in geometry.brain_models.nvertices) or ("left", "right")
     return load_mesh(list(spec), mesh_type, parts)
@@ -303,7 +309,7 @@ def cmd_fit_subjects(args) -> int:
 @command()
 def cmd_migrate(args) -> int:
     """``daskglm migrate``: rewrite an older fit store in the current format."""
-    from ..store.migrate import migrate_store
+    from daskglm.store.migrate import migrate_store
 
     if "://" not in args.store and not Path(args.store).exists():
         raise FileNotFoundError(f"The store {args.store!r} does not exist.")

@@ -12,9 +12,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from ..errors import UsageError
-from .parsing import safe_filename
-from .runtime import command, compute_with_progress, local_progress
+from daskglm.cli.runtime import command, compute_with_progress, local_progress
+from daskglm.cli.values import safe_filename
+from daskglm.errors import UsageError
 
 __all__ = ["add_group", "cmd_group"]
 
@@ -96,7 +96,7 @@ def _parametric(model, args, out: Path, name: str) -> None:
 def _permutations(args, design, out: Path, name: str) -> None:
     from scipy import stats
 
-    from ..group.permutation import non_parametric_inference
+    from daskglm.group.permutation import non_parametric_inference
 
     threshold = None if args.cluster_threshold is None else float(stats.norm.sf(args.cluster_threshold))
     with local_progress(not args.no_progress and args.client is None):
@@ -114,7 +114,7 @@ def _permutations(args, design, out: Path, name: str) -> None:
 @command()
 def cmd_group(args) -> int:
     """``daskglm group``: second-level maps (and permutation maps) from a study store."""
-    from ..group.model import SecondLevelModel, second_level_con_val
+    from daskglm.group.model import SecondLevelModel, second_level_con_val
 
     _check(args)
     out = Path(args.output)

@@ -14,12 +14,12 @@ import argparse
 import sys
 import textwrap
 
-from ..contrasts import OUTPUT_TYPES
-from .bids import add_bids
-from .commands import cmd_contrast, cmd_demo, cmd_fit, cmd_fit_subjects, cmd_migrate, cmd_report
-from .group import add_group
-from .runtime import PROG
-from .surfaces import MESH_TYPES
+from daskglm.cli.bids import add_bids
+from daskglm.cli.commands import cmd_contrast, cmd_demo, cmd_fit, cmd_fit_subjects, cmd_migrate, cmd_report
+from daskglm.cli.group import add_group
+from daskglm.cli.runtime import PROG
+from daskglm.cli.surfaces import MESH_TYPES
+from daskglm.glm.contrasts import OUTPUT_TYPES
 
 __all__ = ["build_parser", "common_options", "resolve_progress", "add_demo", "add_fit", "add_contrast",
            "add_report", "add_fit_subjects", "FIT_OPTIONS", "FIT_EXCLUDED"]
@@ -106,7 +106,7 @@ def _contrast_arguments(parser: argparse.ArgumentParser, required_hint: str) -> 
 
 def add_demo(sub) -> argparse.ArgumentParser:
     """Add ``demo`` to the subparsers ``sub``."""
-    from ..demo import DEMO_N_SCANS, DEMO_SHAPE
+    from daskglm.cli.demo import DEMO_N_SCANS, DEMO_SHAPE
 
     p = sub.add_parser(
         "demo", parents=[common_options()], formatter_class=_Formatter,
@@ -350,7 +350,7 @@ def add_migrate(sub) -> argparse.ArgumentParser:
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``daskglm`` argument parser."""
-    from .._version import __version__
+    from daskglm._version import __version__
 
     parser = argparse.ArgumentParser(
         prog=PROG, formatter_class=_Formatter,

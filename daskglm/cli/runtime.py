@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import UsageError
+from daskglm.errors import UsageError
 
 __all__ = [
     "PROG",
@@ -86,7 +86,7 @@ def compute_with_progress(*collections, client=None, show: bool = True) -> tuple
     """
     import dask
 
-    from ..graph.resources import compute
+    from daskglm.graph.resources import compute
 
     if client is None:
         with local_progress(show):
@@ -149,7 +149,7 @@ def scheduler(spec: str | None, keep_active_client: bool = False) -> Iterator[An
     if spec is not None:
         _check_scheduler(spec)
     if keep_active_client:
-        from ..graph.resources import active_client
+        from daskglm.graph.resources import active_client
 
         client = active_client()
         if client is not None:

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import SurfaceInputError, UsageError
+from daskglm.errors import SurfaceInputError, UsageError
 
 __all__ = ["MESH_TYPES", "GIFTI_SUFFIXES", "fit_runs", "load_mesh", "surface_mask", "write_surface_maps",
            "element_word"]
@@ -63,7 +63,7 @@ def load_mesh(spec: list[str], mesh_type: str = "pial", parts: tuple[str, ...] =
     """
     from nilearn.surface import PolyMesh
 
-    from ..io.geometry import STANDARD_MESHES, standard_mesh
+    from daskglm.store.geometry import STANDARD_MESHES, standard_mesh
 
     names = sorted({t for t, _ in STANDARD_MESHES})
     if len(spec) == 1 and not Path(spec[0]).suffix and not Path(spec[0]).exists():
@@ -95,7 +95,7 @@ def fit_runs(args) -> list[Any]:
         GIfTI runs given positionally, without ``--mesh``, one hemisphere only
         for a two-part mesh, unpaired hemispheres, or no run at all.
     """
-    from ..io.gifti import GiftiRunSource
+    from daskglm.io.gifti import GiftiRunSource
 
     left, right = list(args.left_run or []), list(args.right_run or [])
     positional = list(args.runs or [])
@@ -148,7 +148,7 @@ def surface_mask(args, runs: list) -> Any:
         Hemisphere masks for volume or CIFTI runs, a ``--mask`` file for GIfTI
         runs, or masks for other parts than the mesh's.
     """
-    from ..io.gifti import GiftiRunSource
+    from daskglm.io.gifti import GiftiRunSource
 
     given = {p: m for p, m in (("left", args.left_mask), ("right", args.right_mask)) if m}
     if not isinstance(runs[0], GiftiRunSource):

@@ -1,7 +1,7 @@
 """Dask graphs of contrasts: per-run effects and variances, then statistics.
 
 The numbers come from :mod:`daskglm.kernels.contrast` (binned tables and
-per-voxel Gram stacks); the contrast definitions from :mod:`daskglm.contrasts`.
+per-voxel Gram stacks); the contrast definitions from :mod:`daskglm.glm.contrasts`.
 This module only maps them over voxel blocks and combines runs.
 """
 
@@ -12,10 +12,10 @@ import warnings
 import dask.array as da
 import numpy as np
 
-from ..contrasts import contrast_kind, pad_contrast
-from ..errors import ContrastError
-from ..kernels.contrast import contrast_block, contrast_outputs, fixed_effect_sum, stack_contrast_block
-from .state import RunFit
+from daskglm.errors import ContrastError
+from daskglm.glm.contrasts import contrast_kind, pad_contrast
+from daskglm.graph.state import RunFit
+from daskglm.kernels.contrast import contrast_block, contrast_outputs, fixed_effect_sum, stack_contrast_block
 
 __all__ = ["run_contrast", "contrast_statistics", "combined_contrast"]
 
@@ -76,7 +76,7 @@ def combined_contrast(runs, cons: list[np.ndarray], stat_type=None) -> tuple[da.
     ----------
     runs : sequence of RunFit
     cons : list of ndarray
-        One contrast per run (:func:`daskglm.contrasts.per_run_contrasts`).
+        One contrast per run (:func:`daskglm.glm.contrasts.per_run_contrasts`).
     stat_type : {None, 't', 'F'}
 
     Returns

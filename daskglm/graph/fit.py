@@ -24,15 +24,15 @@ from dask import delayed
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
-from ..io.base import RunSource, time_chunk_size
-from ..kernels.fit import FitOptions, fit_block, residual_total_block
-from ..kernels.glm import DesignTables, constant_in_span, design_rank
-from ..kernels.gram import GramTables, binned_gram_inverses, ols_cov_table
-from ..kernels.scaling import needs_global_mean, scales_volumes
-from ..kernels.stats import RunStats, stacked_design
-from .resources import in_dask_worker, single_threaded_blas
-from .state import FittedState, RunFit
-from .stream import masker_key, run_stats
+from daskglm.graph.resources import in_dask_worker, single_threaded_blas
+from daskglm.graph.state import FittedState, RunFit
+from daskglm.graph.stream import masker_key, run_stats
+from daskglm.io.base import RunSource, time_chunk_size
+from daskglm.kernels.fit import FitOptions, fit_block, residual_total_block
+from daskglm.kernels.glm import DesignTables, constant_in_span, design_rank
+from daskglm.kernels.gram import GramTables, binned_gram_inverses, ols_cov_table
+from daskglm.kernels.scaling import needs_global_mean, scales_volumes
+from daskglm.kernels.sufficient_stats import RunStats, stacked_design
 
 __all__ = ["RunPlan", "build_fit", "fit_run", "run_fit", "chunk_sizes", "voxel_chunks", "voxel_block_size"]
 
@@ -273,7 +273,7 @@ def build_fit(
     stream_affine = sources[0].affine
     affine = stream_affine if affine is None else affine
     stream_mask = mask if crop is None else mask[crop]
-    geometry = getattr(sources[0], "geometry", None)  # surface / CIFTI runs (daskglm.surface)
+    geometry = getattr(sources[0], "geometry", None)  # surface / CIFTI runs (daskglm.space.surface)
     token = tokenize(smoothing_fwhm, stream_mask, stream_affine, geometry)
     parts = None if geometry is None else geometry.parts()
     masker = masker_key(stream_mask, stream_affine, smoothing_fwhm, token, parts)

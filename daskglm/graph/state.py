@@ -19,8 +19,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from ..io.base import RunSource
-from .resources import persist
+from daskglm.graph.resources import persist
+from daskglm.io.base import RunSource
 
 __all__ = ["RunFit", "FittedState"]
 

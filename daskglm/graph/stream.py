@@ -9,7 +9,7 @@ cores would sit idle and ``rapidgzip`` is installed: then it is cut into one
 streamed piece per worker thread, each reading its scans from a gzip seek
 index, tree-summed (few pieces: partial statistics are O(voxels x regressors)
 each).  ``.nii`` runs and in-memory arrays get one task per time chunk,
-tree-summed.  The numbers come from :mod:`daskglm.kernels.stats`; this module only schedules them.
+tree-summed.  The numbers come from :mod:`daskglm.kernels.sufficient_stats`; this module only schedules them.
 """
 
 from __future__ import annotations
@@ -18,12 +18,23 @@ import dask.array as da
 import numpy as np
 from dask import delayed
 
-from ..io.base import RunSource
-from ..io.runs import ArrayRunSource
-from ..kernels.scaling import scale_volumes
-from ..kernels.stats import RunStats, accumulate_chunk, chunk_stats, combine_stats, empty_stats
-from ..kernels.surface import element_masker
-from .resources import in_dask_worker, limit_heap_fragmentation, single_threaded_blas, worker_threads
+from daskglm.graph.resources import (
+    in_dask_worker,
+    limit_heap_fragmentation,
+    single_threaded_blas,
+    worker_threads,
+)
+from daskglm.io.base import RunSource
+from daskglm.io.runs import ArrayRunSource
+from daskglm.kernels.mesh import element_masker
+from daskglm.kernels.scaling import scale_volumes
+from daskglm.kernels.sufficient_stats import (
+    RunStats,
+    accumulate_chunk,
+    chunk_stats,
+    combine_stats,
+    empty_stats,
+)
 
 __all__ = ["run_stats", "masker_key", "stream_batch_rows"]
 

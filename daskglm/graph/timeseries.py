@@ -9,10 +9,10 @@ from __future__ import annotations
 import numpy as np
 from dask import delayed
 
-from ..io.base import RunSource
-from ..kernels.scaling import scale_volumes, scales_volumes, scaling_coefficients
-from .resources import limit_heap_fragmentation, single_threaded_blas
-from .state import FittedState
+from daskglm.graph.resources import limit_heap_fragmentation, single_threaded_blas
+from daskglm.graph.state import FittedState
+from daskglm.io.base import RunSource
+from daskglm.kernels.scaling import scale_volumes, scales_volumes, scaling_coefficients
 
 __all__ = ["timeseries_tasks"]
 
@@ -22,7 +22,7 @@ def _stream_timeseries(
     residuals_array, predicted_array, chunk: int,
 ) -> np.ndarray:
     """Second pass over a run: write residuals and predictions, return r-square."""
-    from ..kernels.timeseries import TimeseriesAccumulator
+    from daskglm.kernels.timeseries import TimeseriesAccumulator
 
     limit_heap_fragmentation()
     a, b = scaling_coefficients(signal_mean, signal_scaling, np.mean(signal_mean))

@@ -8,7 +8,7 @@ statistic is computed blockwise on dask (:mod:`daskglm.group.graph`,
 
 from __future__ import annotations
 
-from .model import SecondLevelModel
-from .permutation import non_parametric_inference
+from daskglm.group.model import SecondLevelModel
+from daskglm.group.permutation import non_parametric_inference
 
 __all__ = ["SecondLevelModel", "non_parametric_inference"]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 
-from ..kernels.second_level import OLSDesign, mixed_contrast_outputs, ols_contrast_outputs
+from daskglm.kernels.second_level import OLSDesign, mixed_contrast_outputs, ols_contrast_outputs
 
 __all__ = ["stack_rows", "voxel_block_size", "ols_contrast", "mixed_contrast"]
 

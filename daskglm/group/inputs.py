@@ -3,8 +3,8 @@
 :func:`resolve_input` turns ``second_level_input`` into a :class:`GroupInput`
 (one entry per subject: an image, a fitted first-level model, nilearn's or
 daskglm's) with nilearn's checks and messages.  A study store (written by
-:func:`daskglm.subjects.fit_subjects`, or any writer of the same layout) is
-read through its root's subject list and :func:`daskglm.subjects.open_subject`.
+:func:`daskglm.studies.subjects.fit_subjects`, or any writer of the same layout) is
+read through its root's subject list and :func:`daskglm.studies.subjects.open_subject`.
 
 :func:`subject_maps` gives each subject's map (``effect_size`` or
 ``effect_variance`` of the first-level contrast) as a lazy dask row over the
@@ -27,15 +27,15 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from ..contrasts import expression_to_contrast_vector
-from ..errors import GroupInputError, StoreError
-from ..io.cifti import is_cifti
-from ..io.gifti import is_surface_image
-from ..io.maps import masked_map
-from ..model import FirstLevelModel as DaskFirstLevelModel
-from ..store.location import Location
-from ..store.schema import FORMAT_ATTR
-from ..subjects import SUBJECTS_FORMAT, open_subject, read_status
+from daskglm.errors import GroupInputError, StoreError
+from daskglm.first_level.model import FirstLevelModel as DaskFirstLevelModel
+from daskglm.glm.contrasts import expression_to_contrast_vector
+from daskglm.io.cifti import is_cifti
+from daskglm.io.gifti import is_surface_image
+from daskglm.io.maps import masked_map
+from daskglm.store.location import Location
+from daskglm.store.schema import FORMAT_ATTR
+from daskglm.studies.subjects import SUBJECTS_FORMAT, open_subject, read_status
 
 __all__ = ["GroupInput", "resolve_input", "is_study_store", "subject_maps", "sample_map", "INPUT_TYPE_ERROR"]
 

@@ -24,12 +24,12 @@ import numpy as np
 import pandas as pd
 from nilearn.glm.second_level import SecondLevelModel as _NilearnSecondLevelModel
 
-from ..contrasts import expression_to_contrast_vector
-from ..errors import GroupInputError
-from ..graph.resources import compute
-from ..kernels.second_level import OLSDesign
-from .graph import mixed_contrast, ols_contrast, stack_rows
-from .inputs import GroupInput, effect_items, resolve_input, sample_map, subject_maps
+from daskglm.errors import GroupInputError
+from daskglm.glm.contrasts import expression_to_contrast_vector
+from daskglm.graph.resources import compute
+from daskglm.group.graph import mixed_contrast, ols_contrast, stack_rows
+from daskglm.group.inputs import GroupInput, effect_items, resolve_input, sample_map, subject_maps
+from daskglm.kernels.second_level import OLSDesign
 
 __all__ = ["SecondLevelModel", "GroupContrast", "second_level_con_val"]
 
@@ -277,10 +277,10 @@ list of fitted FirstLevelModel (nilearn's or daskglm's), or a daskglm study stor
 
 
 def second_level_con_val(second_level_contrast, design_matrix: pd.DataFrame) -> np.ndarray:
-    """nilearn's ``_get_con_val``, with expressions parsed by :mod:`daskglm.contrasts`.
+    """nilearn's ``_get_con_val``, with expressions parsed by :mod:`daskglm.glm.contrasts`.
 
     nilearn evaluates string contrasts with ``DataFrame.eval``; here they are
-    parsed (:func:`daskglm.contrasts.expression_to_contrast_vector`), so a
+    parsed (:func:`daskglm.glm.contrasts.expression_to_contrast_vector`), so a
     contrast string cannot run code.  Arrays and ``None`` follow nilearn.
 
     Raises

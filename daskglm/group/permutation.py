@@ -26,12 +26,12 @@ import dask
 import dask.array as da
 import numpy as np
 
-from ..errors import GroupInputError
-from ..graph.resources import compute, persist
-from ..kernels import permutation as K
-from .graph import stack_rows
-from .inputs import effect_items, resolve_input, sample_map, subject_maps
-from .model import second_level_con_val
+from daskglm.errors import GroupInputError
+from daskglm.graph.resources import compute, persist
+from daskglm.group.graph import stack_rows
+from daskglm.group.inputs import effect_items, resolve_input, sample_map, subject_maps
+from daskglm.group.model import second_level_con_val
+from daskglm.kernels import permutation as K
 
 __all__ = ["non_parametric_inference"]
 

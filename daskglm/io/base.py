@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ..errors import NiftiInputError
+from daskglm.errors import NiftiInputError
 
 __all__ = ["RunSource", "check_4d", "time_chunk_size", "read_into", "read_exact", "skip", "stream_volumes"]
 

@@ -30,9 +30,9 @@ import nibabel as nib
 import numpy as np
 from nibabel import cifti2
 
-from ..errors import SurfaceInputError
-from ..kernels.surface import SurfacePart
-from .base import RunSource
+from daskglm.errors import SurfaceInputError
+from daskglm.io.base import RunSource
+from daskglm.kernels.mesh import SurfacePart
 
 __all__ = ["CiftiGeometry", "CiftiRunSource", "RemoteCiftiRunSource", "is_cifti", "open_cifti_run", "CIFTI_SUFFIXES"]
 
@@ -281,7 +281,7 @@ class RemoteCiftiRunSource(CiftiRunSource):
     """
 
     def __init__(self, url: str, storage_options: dict | None = None):
-        from .remote import _options, open_url
+        from daskglm.io.remote import _options, open_url
 
         self.url = self.name = str(url)
         self.storage_options = _options(self.url, storage_options)
@@ -344,8 +344,8 @@ class RemoteCiftiRunSource(CiftiRunSource):
 
     def read(self, t0: int, t1: int) -> np.ndarray:
         """Scans ``t0..t1-1`` (k, n_grayordinates): one ranged read per grayordinate block."""
-        from .base import read_exact
-        from .remote import open_url
+        from daskglm.io.base import read_exact
+        from daskglm.io.remote import open_url
 
         n_scans, n_el = self.n_scans, self.shape[0]
         itemsize = self._raw_dtype.itemsize

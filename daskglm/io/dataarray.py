@@ -10,12 +10,12 @@ import xarray as xr
 from dask import delayed
 from dask.base import tokenize
 
-from .base import time_chunk_size
-from .cifti import RemoteCiftiRunSource, is_cifti, open_cifti_run
-from .coords import volume_coords, volume_dims
-from .nifti import FileRunSource
-from .remote import RemoteRunSource, is_url
-from .runs import as_run_source
+from daskglm.io.base import time_chunk_size
+from daskglm.io.cifti import RemoteCiftiRunSource, is_cifti, open_cifti_run
+from daskglm.io.coords import volume_coords, volume_dims
+from daskglm.io.nifti import FileRunSource
+from daskglm.io.remote import RemoteRunSource, is_url
+from daskglm.io.runs import as_run_source
 
 __all__ = ["open_run", "header_t_r", "check_t_r"]
 

@@ -3,7 +3,7 @@
 A surface run's elements are the vertices of its mesh parts (``left``,
 ``right``, ...) concatenated in the mesh's part order, which is the order of
 nilearn's ``SurfaceMasker``.  :class:`SurfaceGeometry` describes them (the
-mesh, one :class:`~daskglm.kernels.surface.SurfacePart` per part) and turns
+mesh, one :class:`~daskglm.kernels.mesh.SurfacePart` per part) and turns
 element values back into ``SurfaceImage`` maps.
 
 ``SurfaceImage`` data are held in memory by nilearn (GIfTI files are read
@@ -23,9 +23,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import SurfaceInputError
-from ..kernels.surface import SurfacePart
-from .base import RunSource
+from daskglm.errors import SurfaceInputError
+from daskglm.io.base import RunSource
+from daskglm.kernels.mesh import SurfacePart
 
 __all__ = ["SurfaceGeometry", "SurfaceImageRunSource", "GiftiRunSource", "is_surface_image"]
 

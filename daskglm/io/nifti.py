@@ -27,9 +27,9 @@ import nibabel as nib
 import numpy as np
 from nibabel.volumeutils import apply_read_scaling
 
-from ..errors import NiftiInputError
-from . import gzindex
-from .base import RunSource, check_4d, read_exact, skip, stream_volumes
+from daskglm.errors import NiftiInputError
+from daskglm.io import gzindex
+from daskglm.io.base import RunSource, check_4d, read_exact, skip, stream_volumes
 
 __all__ = ["FileRunSource", "load_image"]
 
@@ -40,7 +40,7 @@ def load_image(obj, what: str = "image") -> nib.Nifti1Image:
     if isinstance(obj, (nib.Nifti1Image, nib.Nifti2Image)):
         return obj
     if isinstance(obj, str) and "://" in obj and not obj.startswith("file://"):  # fsspec URL (a mask)
-        from .remote import load_remote_image
+        from daskglm.io.remote import load_remote_image
 
         return load_remote_image(obj, what=what)
     if isinstance(obj, (str, os.PathLike)):

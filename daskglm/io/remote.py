@@ -27,9 +27,9 @@ import nibabel as nib
 import numpy as np
 from nibabel.volumeutils import apply_read_scaling
 
-from ..errors import NiftiInputError
-from .base import RunSource, check_4d, read_exact, skip, stream_volumes
-from .gifti import GiftiRunSource, _single_array_layout
+from daskglm.errors import NiftiInputError
+from daskglm.io.base import RunSource, check_4d, read_exact, skip, stream_volumes
+from daskglm.io.gifti import GiftiRunSource, _single_array_layout
 
 __all__ = ["RemoteRunSource", "RemoteGiftiRunSource", "is_url", "open_url", "read_remote_bytes", "load_remote_image", "BLOCK_SIZE"]
 
@@ -200,7 +200,7 @@ def _gifti_head(fh, url: str) -> tuple[dict, int]:
     """The first DataArray's attributes and the number of scans, from the start of a GIfTI stream."""
     import xml.etree.ElementTree as ET
 
-    from ..errors import SurfaceInputError
+    from daskglm.errors import SurfaceInputError
 
     n_arrays = None
     try:
@@ -232,8 +232,8 @@ class RemoteGiftiRunSource(GiftiRunSource):
     """
 
     def __init__(self, urls: dict, mesh, storage_options: dict | None = None):
-        from ..errors import SurfaceInputError
-        from .gifti import SurfaceGeometry, _array_dtype
+        from daskglm.errors import SurfaceInputError
+        from daskglm.io.gifti import SurfaceGeometry, _array_dtype
 
         self.geometry = SurfaceGeometry(mesh)
         if set(urls) != set(self.geometry.part_names):
@@ -275,7 +275,7 @@ class RemoteGiftiRunSource(GiftiRunSource):
     def _part_scans(self, part: str):
         import xml.etree.ElementTree as ET
 
-        from .gifti import _decode
+        from daskglm.io.gifti import _decode
 
         with open_url(self.urls[part], self.storage_options) as fh:
             attrs = None

@@ -8,12 +8,12 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ..errors import NiftiInputError
-from .base import RunSource, check_4d
-from .cifti import CiftiRunSource, RemoteCiftiRunSource, cifti_array_source, is_cifti
-from .gifti import SurfaceImageRunSource, is_surface_image
-from .nifti import FileRunSource
-from .remote import RemoteRunSource, is_url
+from daskglm.errors import NiftiInputError
+from daskglm.io.base import RunSource, check_4d
+from daskglm.io.cifti import CiftiRunSource, RemoteCiftiRunSource, cifti_array_source, is_cifti
+from daskglm.io.gifti import SurfaceImageRunSource, is_surface_image
+from daskglm.io.nifti import FileRunSource
+from daskglm.io.remote import RemoteRunSource, is_url
 
 __all__ = ["ArrayRunSource", "as_run_source"]
 

@@ -24,8 +24,8 @@ from collections.abc import Iterator
 
 import numpy as np
 
-from ..kernels.resample import ResamplingGrid, resample_volumes, resampled_dtype, value_range
-from .base import RunSource
+from daskglm.io.base import RunSource
+from daskglm.kernels.resample import ResamplingGrid, resample_volumes, resampled_dtype, value_range
 
 __all__ = ["CensoredRunSource", "ResampledRunSource", "run_value_range"]
 

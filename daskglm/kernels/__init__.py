@@ -7,7 +7,7 @@ orchestration layer maps over blocks.  Modules, bottom to top (each imports
 only those before it):
 
 - :mod:`~daskglm.kernels.masker`: nilearn's smoothing and masking of volumes;
-- :mod:`~daskglm.kernels.stats`: sufficient statistics and their accumulation;
+- :mod:`~daskglm.kernels.sufficient_stats`: sufficient statistics and their accumulation;
 - :mod:`~daskglm.kernels.scaling`: the ``signal_scaling`` dispatch;
 - :mod:`~daskglm.kernels.ar`: AR algebra and the 0.01 coefficient grid;
 - :mod:`~daskglm.kernels.glm`: OLS, residual lag sums, Yule-Walker, nilearn's whitening;

@@ -1,7 +1,7 @@
 """Numeric contrasts on arrays of one voxel block (pure numpy/scipy).
 
 Contrast *definitions* (expressions, padding, t/F kind) are parsed in
-:mod:`daskglm.contrasts`; this module turns a parsed contrast and a fit into
+:mod:`daskglm.glm.contrasts`; this module turns a parsed contrast and a fit into
 numbers.  Formulas, following ``nilearn.glm.contrasts`` 0.14.1 where nilearn
 has them:
 
@@ -45,8 +45,8 @@ import numpy as np
 import scipy.linalg as spl
 import scipy.special as sps
 
-from .ar import ar_autocovariance, toeplitz_stack
-from .gram import stack_gram
+from daskglm.kernels.ar import ar_autocovariance, toeplitz_stack
+from daskglm.kernels.gram import stack_gram
 
 __all__ = [
     "DEF_TINY",

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .ar import BIN_VALUES, N_BINS, OLS_BIN, ar1_bin_index, quantize_ar
-from .glm import (
+from daskglm.kernels.ar import BIN_VALUES, N_BINS, OLS_BIN, ar1_bin_index, quantize_ar
+from daskglm.kernels.glm import (
     DesignTables,
     fit_whitened_table,
     ols_fit,
@@ -41,9 +41,9 @@ from .glm import (
     whitened_cross,
     yule_walker,
 )
-from .gram import bias_corrected_ar, residual_acf, whitened_fit, whitened_residual_acf
-from .scaling import affine_transform_stats, scales_statistics, scaling_coefficients
-from .stats import RunStats
+from daskglm.kernels.gram import bias_corrected_ar, residual_acf, whitened_fit, whitened_residual_acf
+from daskglm.kernels.scaling import affine_transform_stats, scales_statistics, scaling_coefficients
+from daskglm.kernels.sufficient_stats import RunStats
 
 __all__ = [
     "FitOptions",

@@ -33,8 +33,8 @@ from __future__ import annotations
 import numpy as np
 import scipy.linalg as spl
 
-from .ar import toeplitz_stack
-from .stats import RunStats
+from daskglm.kernels.ar import toeplitz_stack
+from daskglm.kernels.sufficient_stats import RunStats
 
 __all__ = [
     "DesignTables",

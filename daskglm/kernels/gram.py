@@ -54,9 +54,24 @@ from __future__ import annotations
 
 import numpy as np
 
-from .ar import BIN_VALUES, N_BINS, OLS_BIN, ar_autocovariance, head_blocks, levinson, pacf_to_ar
-from .glm import _cross_yy, design_rank, lagged_gram, residual_lag_sums, whitened_cross, whitened_gram_inverse
-from .stats import RunStats
+from daskglm.kernels.ar import (
+    BIN_VALUES,
+    N_BINS,
+    OLS_BIN,
+    ar_autocovariance,
+    head_blocks,
+    levinson,
+    pacf_to_ar,
+)
+from daskglm.kernels.glm import (
+    _cross_yy,
+    design_rank,
+    lagged_gram,
+    residual_lag_sums,
+    whitened_cross,
+    whitened_gram_inverse,
+)
+from daskglm.kernels.sufficient_stats import RunStats
 
 __all__ = [
     "MAX_PACF",

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .stats import RunStats
+from daskglm.kernels.sufficient_stats import RunStats
 
 __all__ = [
     "scales_statistics",

@@ -48,7 +48,7 @@ class OLSDesign:
     """
 
     def __init__(self, X: np.ndarray):
-        from .glm import design_rank
+        from daskglm.kernels.glm import design_rank
 
         self.X = np.asarray(X, dtype=np.float64)
         self.pinv = np.linalg.pinv(self.X)
@@ -177,7 +177,7 @@ def mixed_contrast_block(
 # ------------------------------------------------- the dask tasks (numpy only)
 def ols_contrast_outputs(Y: np.ndarray, design: OLSDesign, con: np.ndarray, stat_type: str, dim: int) -> np.ndarray:
     """Packed ``[effect (q), variance, stat, p, z]`` of an OLS group contrast on a block."""
-    from .contrast import contrast_block, contrast_outputs
+    from daskglm.kernels.contrast import contrast_block, contrast_outputs
 
     beta, dispersion = ols_block(Y, design)
     index = np.zeros(Y.shape[1], dtype=np.intp)
@@ -188,7 +188,7 @@ def ols_contrast_outputs(Y: np.ndarray, design: OLSDesign, con: np.ndarray, stat
 def mixed_contrast_outputs(Y: np.ndarray, Vw: np.ndarray, X: np.ndarray, con: np.ndarray, stat_type: str,
                            dim: int, df: int) -> np.ndarray:
     """Packed ``[effect (q), variance, stat, p, z, σ²_between]`` of a mixed-effects contrast on a block."""
-    from .contrast import contrast_outputs
+    from daskglm.kernels.contrast import contrast_outputs
 
     effect, variance, s2 = mixed_contrast_block(Y, Vw, X, con, stat_type)
     return np.concatenate([contrast_outputs(effect, variance, df, stat_type, dim), s2[None]])

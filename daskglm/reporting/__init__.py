@@ -11,6 +11,6 @@
 
 from __future__ import annotations
 
-from .report import GLMReport, make_glm_report, normalize_contrasts
+from daskglm.reporting.report import GLMReport, make_glm_report, normalize_contrasts
 
 __all__ = ["GLMReport", "make_glm_report", "normalize_contrasts"]

@@ -216,7 +216,7 @@ def plot_contrast_matrix(contrast_def, design: pd.DataFrame, title: str | None =
     """
     from nilearn import plotting
 
-    from ..contrasts import as_contrast_matrix
+    from daskglm.glm.contrasts import as_contrast_matrix
 
     design = _named(design)
     con = as_contrast_matrix(contrast_def, list(design.columns))

@@ -28,13 +28,12 @@ import dask
 import numpy as np
 import pandas as pd
 
-from .._version import __version__
-from ..errors import NotFittedError
-from ..graph.resources import compute
-from ..io.export import unmask
-from ..surface import check_reportable
-from ..thresholding import check_threshold_params, get_clusters_table, threshold_stats_img
-from . import _templates, plotting
+from daskglm._version import __version__
+from daskglm.errors import NotFittedError
+from daskglm.graph.resources import compute
+from daskglm.io.export import unmask
+from daskglm.reporting import _templates, plotting
+from daskglm.reporting.thresholding import check_threshold_params, get_clusters_table, threshold_stats_img
 
 __all__ = ["GLMReport", "make_glm_report", "normalize_contrasts", "contrast_z_map"]
 
@@ -195,10 +194,8 @@ def _cluster_table_html(table: pd.DataFrame) -> str:
 
 
 def _default_background(model):
-    """The mean image of the fit (:func:`daskglm.volumes.mean_image`), or None for old stores."""
-    from ..volumes import mean_image
-
-    return mean_image(model)
+    """The mean image of the fit (``model.mean_img_``), or None for old stores."""
+    return model.mean_img_
 
 
 def _compute_contrasts(model, contrasts: dict) -> list[_ContrastResult]:
@@ -377,12 +374,11 @@ def make_glm_report(
     """
     if not model.__sklearn_is_fitted__():
         raise NotFittedError("The model is not fitted yet; call fit() before generate_report().")
-    check_reportable(model._state)  # CIFTI fits hold no mesh to draw on (daskglm.surface)
     check_threshold_params(alpha, threshold, height_control, cluster_threshold)
     contrasts = normalize_contrasts(contrasts)
     title = title or "daskglm first-level report"
     if model._state.geometry is not None:  # SurfaceImage fits on their mesh; CIFTI fits on mesh= if given
-        from .surface_report import surface_report_page
+        from daskglm.reporting.surface_report import surface_report_page
 
         height = _height_text(height_control, alpha, threshold, cluster_threshold, two_sided)
         return GLMReport(surface_report_page(model, contrasts, title, threshold, alpha, cluster_threshold,

@@ -30,8 +30,8 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from .._version import __version__
-from . import _templates, plotting
+from daskglm._version import __version__
+from daskglm.reporting import _templates, plotting
 
 __all__ = ["surface_report_page", "cifti_report_page", "cifti_mesh"]
 
@@ -125,7 +125,7 @@ def surface_report_page(model, contrasts: dict, title: str, threshold: float, al
         return cifti_report_page(model, contrasts, title, threshold, alpha, cluster_threshold, height_control,
                                  two_sided, height_text, mesh=mesh)
     if mesh is not None:
-        from ..errors import SurfaceInputError
+        from daskglm.errors import SurfaceInputError
 
         raise SurfaceInputError("mesh= is for CIFTI fits; a surface fit is drawn on its own mesh.")
     mask_img = model.mask_img_
@@ -188,7 +188,7 @@ def cifti_mesh(mesh, brain_models):
     """
     from nilearn.surface import PolyMesh
 
-    from ..errors import SurfaceInputError
+    from daskglm.errors import SurfaceInputError
 
     if not isinstance(mesh, PolyMesh):
         if isinstance(mesh, dict):

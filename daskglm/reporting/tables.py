@@ -2,7 +2,7 @@
 
 The z map of a contrast is computed blockwise from the stored parameters (no
 refit, no run read), then thresholded and tabulated with
-:mod:`daskglm.thresholding` (nilearn's numerics).
+:mod:`daskglm.reporting.thresholding` (nilearn's numerics).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from typing import Any
 import dask
 import pandas as pd
 
-from ..graph.resources import compute as compute_graph
-from ..model import open_model
-from ..thresholding import check_threshold_params, get_clusters_table, threshold_stats_img
-from .report import contrast_z_map
+from daskglm.first_level.model import open_model
+from daskglm.graph.resources import compute as compute_graph
+from daskglm.reporting.report import contrast_z_map
+from daskglm.reporting.thresholding import check_threshold_params, get_clusters_table, threshold_stats_img
 
 __all__ = ["cluster_table_from_store"]
 

@@ -15,12 +15,12 @@ Guarantees and limits: ``docs/stores.md``.
 
 from __future__ import annotations
 
-from ..errors import StoreError
-from .keys import run_key, run_keys, run_sources, source_identity
-from .location import Location
-from .migrate import migrate_store
-from .schema import FORMAT_NAME, FORMAT_VERSION, fits_from_dataset, fits_to_dataset
-from .zarr import WriteSummary, complete_run_keys, read_dataset, read_fit, write_dataset
+from daskglm.errors import StoreError
+from daskglm.store.keys import run_key, run_keys, run_sources, source_identity
+from daskglm.store.location import Location
+from daskglm.store.migrate import migrate_store
+from daskglm.store.schema import FORMAT_NAME, FORMAT_VERSION, fits_from_dataset, fits_to_dataset
+from daskglm.store.zarr import WriteSummary, complete_run_keys, read_dataset, read_fit, write_dataset
 
 __all__ = [
     "FORMAT_NAME",

@@ -22,8 +22,8 @@ import os
 
 import numpy as np
 
-from ..errors import StoreError
-from .location import Location
+from daskglm.errors import StoreError
+from daskglm.store.location import Location
 
 __all__ = ["MAX_CHUNK_BYTES", "checksummed_encoding", "check_array_meta", "check_chunks_present",
            "VerifiedArray", "ArraySpec"]

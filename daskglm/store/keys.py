@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
-    from ..graph.state import FittedState
+    from daskglm.graph.state import FittedState
 
 __all__ = ["source_identity", "run_key", "run_keys", "run_sources"]
 

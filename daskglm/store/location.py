@@ -1,7 +1,7 @@
 """Where a store lives: a local directory or an fsspec URL, behind one small API.
 
 :class:`Location` is what the store writer and reader (and
-:mod:`daskglm.subjects`) use to list, read, write and remove the store's
+:mod:`daskglm.studies.subjects`) use to list, read, write and remove the store's
 groups and JSON documents, so that the atomicity rules of
 :mod:`daskglm.store.zarr` are written once for local disks and object stores.
 """

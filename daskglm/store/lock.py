@@ -28,8 +28,8 @@ import socket
 import time
 from collections.abc import Iterator
 
-from ..errors import StoreError
-from .location import Location
+from daskglm.errors import StoreError
+from daskglm.store.location import Location
 
 __all__ = ["LOCK_NAME", "WRITERS_DIR", "CLAIM_TTL", "commit_lock", "write_claim", "remove_claim",
            "collect_garbage", "group_stamp"]

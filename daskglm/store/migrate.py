@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import json
 
-from .location import Location
-from .read import _root_attrs, read_dataset
-from .schema import FORMAT_VERSION, FORMAT_VERSION_ATTR, RUN_KEYS_ATTR
+from daskglm.store.location import Location
+from daskglm.store.read import _root_attrs, read_dataset
+from daskglm.store.schema import FORMAT_VERSION, FORMAT_VERSION_ATTR, RUN_KEYS_ATTR
 
 __all__ = ["migrate_store"]
 
@@ -39,7 +39,7 @@ def migrate_store(path, storage_options: dict | None = None) -> tuple[int, int]:
     StoreError
         If the store is not a valid daskglm fit of a known format.
     """
-    from .zarr import write_dataset
+    from daskglm.store.zarr import write_dataset
 
     loc = Location(path, storage_options)
     ds = read_dataset(loc.url, storage_options=storage_options, allow_format_1=True)

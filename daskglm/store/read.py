@@ -20,14 +20,14 @@ import dask.array as da
 import numpy as np
 import xarray as xr
 
-from ..errors import StoreError
-from ..graph.state import FittedState
-from ..io.geometry import GEOMETRY_ATTR, geometry_from_json, mesh_variable_specs
-from ..kernels.fit import FitOptions
-from . import validate as V
-from .integrity import VerifiedArray, check_array_meta, check_chunks_present
-from .location import Location
-from .schema import (
+from daskglm.errors import StoreError
+from daskglm.graph.state import FittedState
+from daskglm.kernels.fit import FitOptions
+from daskglm.store import validate as V
+from daskglm.store.geometry import GEOMETRY_ATTR, geometry_from_json, mesh_variable_specs
+from daskglm.store.integrity import VerifiedArray, check_array_meta, check_chunks_present
+from daskglm.store.location import Location
+from daskglm.store.schema import (
     AFFINE_ATTR,
     COLUMNS_ATTR,
     COMMIT_ATTRS,

@@ -63,9 +63,9 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from .._version import __version__
-from ..graph.state import RunFit
-from ..io.geometry import GEOMETRY_ATTR, geometry_to_json, geometry_variables
+from daskglm._version import __version__
+from daskglm.graph.state import RunFit
+from daskglm.store.geometry import GEOMETRY_ATTR, geometry_to_json, geometry_variables
 
 __all__ = [
     "FORMAT_NAME",
@@ -138,7 +138,7 @@ def fits_to_dataset(
     geometry : SurfaceGeometry, CiftiGeometry or None
         A surface / CIFTI fit's geometry: recorded as JSON in the
         ``surface_geometry`` attribute, a non-standard mesh as ``mesh_*``
-        arrays (:mod:`daskglm.io.geometry`); the 1-D element mask is kept
+        arrays (:mod:`daskglm.store.geometry`); the 1-D element mask is kept
         as an (N, 1, 1) grid.
 
     Returns
@@ -209,7 +209,7 @@ def add_coordinates(ds: xr.Dataset, columns: list[list], mask: np.ndarray, affin
     * the mask's grid dims are renamed :data:`MASK_GRID_DIMS` (``x, y, z``
       name the voxels' world coordinates).
     """
-    from ..io.coords import voxel_coords
+    from daskglm.io.coords import voxel_coords
 
     grid = {"x": MASK_GRID_DIMS[0], "y": MASK_GRID_DIMS[1], "z": MASK_GRID_DIMS[2]}
     ds = ds.rename_dims({k: v for k, v in grid.items() if k in ds.dims})  # surface fits: no grid

@@ -15,8 +15,8 @@ import re
 
 import numpy as np
 
-from ..errors import StoreError
-from ..kernels.fit import FitOptions
+from daskglm.errors import StoreError
+from daskglm.kernels.fit import FitOptions
 
 __all__ = ["RUN_VARIABLES", "OPTIONAL_RUN_VARIABLES", "SHARED_VARIABLES", "check_group_name",
            "check_commit", "check_params", "check_columns", "check_affine", "check_run_sizes",

@@ -60,13 +60,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import xarray as xr
 
-from ..errors import StoreError
-from ..graph.resources import compute as compute_graph
-from .integrity import checksummed_encoding
-from .location import Location
-from .lock import collect_garbage, commit_lock, remove_claim, write_claim
-from .read import read_dataset, read_fit
-from .schema import (
+from daskglm.errors import StoreError
+from daskglm.graph.resources import compute as compute_graph
+from daskglm.store.integrity import checksummed_encoding
+from daskglm.store.location import Location
+from daskglm.store.lock import collect_garbage, commit_lock, remove_claim, write_claim
+from daskglm.store.read import read_dataset, read_fit
+from daskglm.store.schema import (
     FORMAT_ATTR,
     FORMAT_NAME,
     FORMAT_VERSION,

@@ -1,0 +1,258 @@
+"""Inputs given on the command line: contrasts (``NAME=DEFINITION`` arguments and JSON files),
+confounds files (:func:`read_confounds`) and the model parameters of ``daskglm fit``."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from daskglm.errors import UsageError
+
+__all__ = ["parse_contrast", "parse_key_values", "load_contrast_file", "contrasts_from_args", "safe_filename", "read_confounds",
+           "fit_model_params"]
+
+_NAMED = re.compile(r"^\s*([A-Za-z_][\w.+-]*)\s*=(?!=)\s*(.+)$", re.S)
+
+
+def parse_key_values(items: Sequence[str] | None, option: str) -> dict:
+    """``KEY=VALUE`` strings as a dict; values parsed as JSON when they parse (``anon=false`` → False).
+
+    The one parser of ``--storage-option`` / ``--confounds-option`` values
+    (``daskglm bids``, ``daskglm fit-subjects``).
+    """
+    out: dict = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"{option} expects KEY=VALUE, got {item!r}.")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def _parse_value(text: str):
+    text = text.strip()
+    if text.startswith("["):
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise UsageError(f"Contrast {text!r} is not a valid JSON array: {err.msg}.") from err
+        return _as_numeric(value, text)
+    return text
+
+
+def _as_numeric(value, source: str):
+    """A JSON contrast as a 1-D or 2-D float array (strings are expressions, kept)."""
+    import numpy as np
+
+    if isinstance(value, str):
+        return value
+    try:
+        arr = np.asarray(value, dtype=float)
+    except (TypeError, ValueError) as err:
+        raise UsageError(f"Contrast {source!r} must be an expression or an array of numbers.") from err
+    if arr.ndim not in (1, 2) or arr.size == 0:
+        raise UsageError(f"Contrast {source!r} must be a 1-D (t) or 2-D (F) array, got shape {arr.shape}.")
+    return arr
+
+
+def parse_contrast(text: str) -> tuple[str, Any]:
+    """``NAME=DEFINITION`` or ``DEFINITION`` -> ``(name, definition)``.
+
+    A definition is an expression over the design's column names
+    (``"audio - visual"``) or a JSON array: ``[-1, -1, 1, 1]`` (t) or
+    ``[[1, 0], [0, 1]]`` (F).  Without a name, the definition names itself.
+
+    Parameters
+    ----------
+    text : str
+        One ``CONTRAST`` argument.
+
+    Returns
+    -------
+    name : str
+    definition : str or ndarray
+        An expression, or a 1-D (t) or 2-D (F) float array.
+
+    Raises
+    ------
+    daskglm.errors.UsageError
+        For an empty contrast or an invalid array.
+    """
+    match = _NAMED.match(text)
+    if match:
+        name, definition = match.group(1), match.group(2)
+    else:
+        name, definition = text.strip(), text
+    if not definition.strip():
+        raise UsageError(f"Empty contrast in {text!r}.")
+    return name, _parse_value(definition)
+
+
+def load_contrast_file(path: str) -> dict[str, Any]:
+    """The contrasts of a JSON file mapping names to definitions (``--contrasts-file``)."""
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"The contrasts file {path!r} does not exist.")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise UsageError(f"The contrasts file {path!r} is not valid JSON: {err}.") from err
+    if not isinstance(data, dict) or not data:
+        raise UsageError(
+            f"The contrasts file {path!r} must hold a JSON object mapping names to contrasts, "
+            'e.g. {"DSt_minus_SSt": [-1, -1, 1, 1], "audio": "audio - visual"}.'
+        )
+    return {str(k): _as_numeric(v, f"{k} in {path}") for k, v in data.items()}
+
+
+def contrasts_from_args(args) -> dict[str, Any]:
+    """The contrasts of a command: ``--contrasts-file`` first, then ``CONTRAST`` arguments."""
+    contrasts: dict[str, Any] = {}
+    if getattr(args, "contrasts_file", None):
+        contrasts.update(load_contrast_file(args.contrasts_file))
+    for text in getattr(args, "contrast", None) or []:
+        name, definition = parse_contrast(text)
+        contrasts[name] = definition
+    if not contrasts:
+        raise UsageError("No contrast given: pass CONTRAST arguments or --contrasts-file.")
+    return contrasts
+
+
+def safe_filename(name: str) -> str:
+    """A contrast name usable in a file name."""
+    return re.sub(r"[^A-Za-z0-9_.+-]+", "_", name).strip("_") or "contrast"
+
+
+#: Extensions of the header-less, whitespace-separated confounds files of SPM, FSL and AFNI.
+PLAIN_CONFOUNDS_SUFFIXES = (".txt", ".par", ".1d", ".dat")
+#: Names of the columns of a header-less six-column file (rigid-body motion parameters).
+MOTION_NAMES = tuple(f"motion_{i}" for i in range(6))
+
+
+def read_confounds(path: str):
+    """A confounds file as a pandas.DataFrame, in the formats neuroimagers have.
+
+    * ``.tsv`` (tabs) and ``.csv`` (commas) with a header row, as fMRIPrep's
+      ``*_desc-confounds_timeseries.tsv``;
+    * header-less whitespace-separated numbers (SPM ``rp_*.txt``, FSL
+      ``.par``, AFNI ``.1D``; ``#`` comments skipped): six columns are the
+      motion parameters ``motion_0`` .. ``motion_5``, other counts ``col_0`` ..
+
+    Parameters
+    ----------
+    path : str
+
+    Returns
+    -------
+    pandas.DataFrame
+
+    Raises
+    ------
+    FileNotFoundError
+        If the file does not exist.
+    daskglm.errors.ConfoundsError
+        If it cannot be read as numbers, or has missing values; the message
+        names the file.
+    """
+    import numpy as np
+    import pandas as pd
+
+    from daskglm.errors import ConfoundsError
+
+    file = Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"The confounds file {path!r} does not exist.")
+    try:
+        if file.suffix.lower() in (".tsv", ".csv") or not _looks_numeric(file):
+            table = pd.read_csv(file, sep="," if file.suffix.lower() == ".csv" else "\t")
+        else:
+            values = np.loadtxt(file, comments="#", ndmin=2, dtype=np.float64)
+            names = MOTION_NAMES if values.shape[1] == 6 else [f"col_{i}" for i in range(values.shape[1])]
+            table = pd.DataFrame(values, columns=list(names))
+    except (ValueError, OSError, pd.errors.ParserError) as err:
+        raise ConfoundsError(f"Could not read the confounds file {path!r}: {err}") from err
+    if table.shape[1] == 0 or table.shape[0] == 0:
+        raise ConfoundsError(f"The confounds file {path!r} has no data.")
+    bad = [str(c) for c in table.columns if not pd.api.types.is_numeric_dtype(table[c])]
+    if bad:
+        raise ConfoundsError(
+            f"The confounds file {path!r} has non-numeric columns: {', '.join(bad[:5])}"
+            f"{' ...' if len(bad) > 5 else ''}. A file without header must hold only numbers."
+        )
+    missing = [str(c) for c in table.columns if table[c].isna().any()]
+    if missing:
+        raise ConfoundsError(
+            f"The confounds file {path!r} has missing values (n/a) in: {', '.join(missing[:5])}"
+            f"{' ...' if len(missing) > 5 else ''}; fill them (e.g. with 0, as for fMRIPrep's "
+            "derivatives) or leave those columns out."
+        )
+    return table
+
+
+def _looks_numeric(file: Path) -> bool:
+    """Whether the first non-comment line is all numbers (a header-less file)."""
+    with file.open(encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            text = line.strip()
+            if not text or text.startswith("#"):
+                continue
+            try:
+                [float(tok) for tok in text.replace(",", " ").split()]
+            except ValueError:
+                return False
+            return True
+    return False
+
+
+def fit_model_params(args) -> dict[str, Any]:
+    """``FirstLevelModel`` parameters from ``daskglm fit``'s options (see ``parser.FIT_OPTIONS``)."""
+    scaling = {"0": 0, "1": 1, "0,1": (0, 1), "none": False}[args.signal_scaling]
+    chunks = {"time": args.chunks[0], "voxel": args.chunks[1]} if args.chunks else "auto"
+    mask = False if args.mask == "none" else args.mask
+    return {
+        "t_r": args.t_r, "slice_time_ref": args.slice_time_ref, "hrf_model": args.hrf_model,
+        "drift_model": None if args.drift_model == "none" else args.drift_model,
+        "high_pass": args.high_pass, "drift_order": args.drift_order,
+        "fir_delays": list(args.fir_delays) if args.fir_delays else None, "min_onset": args.min_onset,
+        "mask_img": mask, "smoothing_fwhm": args.smoothing_fwhm, "signal_scaling": scaling,
+        "noise_model": args.noise_model, "minimize_memory": not args.keep_residuals,
+        "subject_label": args.subject_label, "whitening": args.whitening, "chunks": chunks,
+        "diagnostic_lags": args.diagnostic_lags, **_target_grid(args.target_affine, args.target_shape),
+    }
+
+
+def _target_grid(text: str | None, shape) -> dict[str, Any]:
+    """``target_affine``/``target_shape`` from ``--target-affine`` (mm, NIfTI or JSON) and ``--target-shape``."""
+    import numpy as np
+
+    shape = tuple(shape) if shape else None
+    if text is None:
+        return {"target_affine": None, "target_shape": shape}
+    try:
+        size = float(text)
+    except ValueError:
+        size = None
+    if size is not None:
+        if not size > 0:
+            raise UsageError(f"--target-affine: a voxel size must be positive, got {text!r}.")
+        return {"target_affine": np.diag([size] * 3), "target_shape": shape}
+    if text.lstrip().startswith("["):
+        try:
+            affine = np.asarray(json.loads(text), dtype=float)
+        except (json.JSONDecodeError, TypeError, ValueError) as err:
+            raise UsageError(f"--target-affine {text!r} is not a JSON matrix of numbers.") from err
+        if affine.shape not in ((3, 3), (4, 4)):
+            raise UsageError(f"--target-affine must be 3x3 or 4x4, got shape {affine.shape}.")
+        return {"target_affine": affine, "target_shape": shape}
+    if not Path(text).is_file():
+        raise FileNotFoundError(f"--target-affine {text!r} is neither a voxel size, a JSON matrix nor a file.")
+    import nibabel as nib
+
+    img = nib.load(text)
+    return {"target_affine": np.asarray(img.affine), "target_shape": shape or tuple(img.shape[:3])}

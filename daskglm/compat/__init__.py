@@ -1,0 +1,1 @@
+"""Everything daskglm takes from other packages' private corners, behind one door each."""

@@ -1,0 +1,6 @@
+"""What a GLM is made of, before any data: designs, contrasts, confounds, censoring.
+
+- :mod:`~daskglm.glm.design`: design matrices (given, or nilearn's builder from events);
+- :mod:`~daskglm.glm.contrasts`: contrast definitions (expressions, padding, per-run lists);
+- :mod:`~daskglm.glm.sample_masks`: censoring (``sample_masks``) checks and files.
+"""
