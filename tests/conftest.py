@@ -15,11 +15,16 @@
   test_model.
 - A freshly written store of a one-run fit (``good_store``), for test_store and
   test_faults.
+- Two runs of unequal widths (``unequal``, ``tests/_unequal.py``) and a good
+  two-run OLS store of them (``pristine``, copied fresh as ``store``), for the
+  store integrity, validation, migration and fault tests, the CLI's errors and
+  the contrast-code, t_r and export tests.
 """
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 import time
 import warnings
 from pathlib import Path
@@ -36,6 +41,7 @@ from daskglm import FirstLevelModel
 from daskglm.data.fiac import make_fiac_like
 from daskglm.io.nifti import FileRunSource
 from daskglm.io.runs import ArrayRunSource
+from tests._unequal import unequal_runs
 
 
 @pytest.fixture(scope="session")
@@ -271,6 +277,30 @@ def good_store(sdata, tmp_path) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         _fit(sdata, 1).to_zarr(path)
+    return path
+
+
+
+# ----------------------------------------------------- runs of unequal widths
+@pytest.fixture(scope="module")
+def unequal(tmp_path_factory) -> dict:
+    """Two runs of 60 and 80 scans whose event designs have 2 and 3 conditions (unequal widths)."""
+    return {**unequal_runs(), "root": tmp_path_factory.mktemp("unequal")}
+
+
+@pytest.fixture(scope="module")
+def pristine(unequal) -> Path:
+    path = unequal["root"] / "pristine.zarr"
+    FirstLevelModel(mask_img=unequal["mask"], noise_model="ols").fit(
+        unequal["runs"], design_matrices=unequal["designs"]).to_zarr(path)
+    return path
+
+
+@pytest.fixture
+def store(pristine, tmp_path) -> Path:
+    """A fresh copy of a good two-run OLS store (runs of 60 and 80 scans)."""
+    path = tmp_path / "fit.zarr"
+    shutil.copytree(pristine, path)
     return path
 
 

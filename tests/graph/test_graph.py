@@ -1,13 +1,22 @@
-"""The shape of the dask graphs: design-sized inputs enter once, repeated tasks stay small."""
+"""The shape of the dask graphs.
+
+Design-sized inputs enter once, repeated tasks stay small, and task names say what the
+tasks do (what the dashboard shows).
+"""
 
 from __future__ import annotations
+
+import collections
+import warnings
 
 import cloudpickle
 import dask
 import numpy as np
+from dask.utils import key_split
 
 from daskglm import FirstLevelModel
-from tests.conftest import load_designs
+from daskglm.io.dataarray import open_run
+from tests.conftest import load_designs, load_named_designs
 
 
 def test_design_enters_graph_once(fiac_small):
@@ -68,3 +77,23 @@ def test_graph_does_not_repeat_the_design(fiac_small):
     # dask's own per-block bookkeeping (rechunk pieces, blockwise tasks) is a few kB;
     # a captured design or stats array would add far more per block
     assert total < 2 * n_many * 20_000 + 200_000, (total, n_many)
+
+
+#: dask task names that say nothing on the dashboard
+OPAQUE_TASKS = {"getattr", "from-value", "call_on_stats", "call-on-stats"}
+
+
+def _task_names(collection) -> collections.Counter:
+    return collections.Counter(key_split(k) for k in dict(collection.__dask_graph__()))
+
+
+def test_dashboard_task_names_are_meaningful(fiac_small):
+    designs = load_named_designs(fiac_small)
+    model = FirstLevelModel(mask_img=fiac_small["mask"]).fit(
+        [fiac_small["func1"], fiac_small["func2"]], design_matrices=designs)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        z = model.contrast_maps([1, -1, 0, 0], volume=True)["z_score"]
+    for names in (_task_names(model.results_.beta.data), _task_names(z.data),
+                  _task_names(open_run(fiac_small["func1"]).data)):
+        assert not OPAQUE_TASKS & set(names), names

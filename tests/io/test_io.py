@@ -118,36 +118,3 @@ def test_run_of_wrong_type(vdata, no_heavy_work):
 def test_no_runs(vdata, no_heavy_work):
     with raises_fast(ValueError, "empty"):
         _model(vdata).fit([], design_matrices=[])
-
-
-def test_maps_are_written_by_isal_with_nibabels_bytes(tmp_path, monkeypatch):
-    """NiftiMap.to_filename: ISA-L gzip, same decompressed bytes as nibabel's writer; failures lose nothing."""
-    from isal import igzip
-
-    from daskglm.io.export import NiftiMap, unmask
-
-    rng = np.random.default_rng(0)
-    mask = rng.random((9, 8, 7)) > 0.5
-    img = unmask(rng.normal(size=int(mask.sum())).astype(np.float32), mask, np.diag([2.0, 2, 2, 1]), "z")
-    assert isinstance(img, NiftiMap) and isinstance(img, nib.Nifti1Image)
-    opened = []
-    original = igzip.IGzipFile.__init__
-    monkeypatch.setattr(igzip.IGzipFile, "__init__", lambda self, *a, **k: opened.append(a) or original(self, *a, **k))
-    img.to_filename(tmp_path / "ours.nii.gz")
-    assert len(opened) == 1 and opened[0][1] == "wb"  # compressed by ISA-L
-    nib.Nifti1Image(img.dataobj, img.affine, img.header).to_filename(tmp_path / "nibabel.nii.gz")
-    with gzip.open(tmp_path / "ours.nii.gz") as a, gzip.open(tmp_path / "nibabel.nii.gz") as b:
-        assert a.read() == b.read()
-    assert img.get_filename() == str(tmp_path / "ours.nii.gz")
-    img.to_filename(tmp_path / "f64.nii.gz", dtype=np.float64)  # kwargs reach to_file_map, as in nibabel
-    assert nib.load(tmp_path / "f64.nii.gz").get_data_dtype() == np.float64
-    before = (tmp_path / "ours.nii.gz").read_bytes()
-    with pytest.raises(Exception, match="bogus|data type"):
-        img.to_filename(tmp_path / "ours.nii.gz", dtype="bogus")
-    assert (tmp_path / "ours.nii.gz").read_bytes() == before  # a failed write leaves the file intact
-    reloaded = NiftiMap.from_filename(tmp_path / "ours.nii.gz")
-    reloaded.to_filename(tmp_path / "ours.nii.gz")  # saved over the file it reads from
-    np.testing.assert_array_equal(nib.load(tmp_path / "ours.nii.gz").get_fdata(), img.get_fdata())
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["f64.nii.gz", "nibabel.nii.gz", "ours.nii.gz"]
-    nib.save(img, tmp_path / "plain.nii")
-    np.testing.assert_array_equal(nib.load(tmp_path / "plain.nii").get_fdata(), img.get_fdata())

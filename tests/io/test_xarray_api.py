@@ -1,25 +1,23 @@
-"""The fit and its maps as first-class xarray: coordinates, volumes, open_run, round trips, names."""
+"""The fit and its maps as first-class xarray: coordinates, volumes, open_run, round trips, names.
+
+How a model prints is in tests/first_level/test_representation.py, the dask task names in
+tests/graph/test_graph.py.
+"""
 
 from __future__ import annotations
 
-import collections
 import warnings
 
 import nibabel as nib
 import numpy as np
 import pytest
 import xarray as xr
-from dask.utils import key_split
 from nibabel.affines import apply_affine
-from nilearn.glm.first_level import FirstLevelModel as NilearnFirstLevelModel
 
 from daskglm import FirstLevelModel, open_model
 from daskglm.io.coords import is_axis_aligned, to_volume, volume_coords
 from daskglm.io.dataarray import open_run
 from tests.conftest import load_named_designs
-
-#: dask task names that say nothing on the dashboard
-OPAQUE_TASKS = {"getattr", "from-value", "call_on_stats", "call-on-stats"}
 
 
 @pytest.fixture(scope="module")
@@ -157,25 +155,3 @@ def test_open_run_time_and_space(fiac_small, tmp_path):
     opened = open_run(tmp_path / "scaled.nii", t_r=2.0)
     assert np.issubdtype(opened.dtype, np.floating)
     np.testing.assert_allclose(opened.values, data * 0.5 + 1.0)
-
-
-def test_repr_as_nilearn():
-    params = {"t_r": 2.0, "noise_model": "ols", "smoothing_fwhm": 5, "drift_model": None}
-    assert repr(FirstLevelModel(**params)) == repr(NilearnFirstLevelModel(**params))
-    assert repr(FirstLevelModel()) == "FirstLevelModel()"
-
-
-def _task_names(collection) -> collections.Counter:
-    return collections.Counter(key_split(k) for k in dict(collection.__dask_graph__()))
-
-
-def test_dashboard_task_names_are_meaningful(fiac_small):
-    designs = load_named_designs(fiac_small)
-    model = FirstLevelModel(mask_img=fiac_small["mask"]).fit(
-        [fiac_small["func1"], fiac_small["func2"]], design_matrices=designs)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        z = model.contrast_maps([1, -1, 0, 0], volume=True)["z_score"]
-    for names in (_task_names(model.results_.beta.data), _task_names(z.data),
-                  _task_names(open_run(fiac_small["func1"]).data)):
-        assert not OPAQUE_TASKS & set(names), names

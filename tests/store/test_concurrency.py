@@ -46,7 +46,7 @@ def dataset(seed):
 WRITER = textwrap.dedent(
     """
     import sys, time, warnings
-    from tests.test_store_concurrency import dataset
+    from tests.store.test_concurrency import dataset
     warnings.simplefilter("ignore")
     from daskglm import FirstLevelModel
     store, seed, overwrite, barrier = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]

@@ -32,6 +32,7 @@ import pytest
 
 from daskglm import FirstLevelModel, open_model
 from daskglm.io.nifti import FileRunSource
+from tests._unequal import _root, _z
 from tests.conftest import _design, _fit
 
 CONTRAST = "SSt-SSp"  # a bare column name: nilearn's semantics select that column
@@ -267,3 +268,35 @@ def test_reading_a_store_does_not_change_it(good_store, reference):
     assert _store_holds(good_store, reference["old"])
     assert snapshot() == before
     shutil.rmtree(good_store)
+
+
+# ----------------------------------------------- cleanup after a commit
+def test_failed_cleanup_after_commit_keeps_the_new_fit(unequal, store, monkeypatch):
+    import daskglm.store.zarr as zarr_store
+
+    model = FirstLevelModel(mask_img=unequal["mask"], noise_model="ar1").fit(
+        unequal["runs"], design_matrices=unequal["designs"])
+
+    def failing_gc(*args, **kwargs):
+        raise OSError("permission denied while removing an old group")
+
+    monkeypatch.setattr(zarr_store, "collect_garbage", failing_gc)
+    with pytest.warns(RuntimeWarning, match="was committed, but removing its unreferenced groups failed"):
+        model.to_zarr(store, overwrite=True)
+    reread = open_model(store)
+    assert reread.noise_model == "ar1"
+    for name in _root(store)["attributes"]["daskglm_runs"]:
+        assert (store / name).is_dir(), name
+    np.testing.assert_allclose(_z(reread), _z(model), atol=1e-10)
+
+    # whatever fails once the root is written, the groups it references stay
+    def failing_after_commit(*args, **kwargs):
+        raise RuntimeError("interrupted after the commit")
+
+    monkeypatch.setattr(zarr_store, "_after_commit", failing_after_commit)
+    ols = FirstLevelModel(mask_img=unequal["mask"], noise_model="ols").fit(
+        unequal["runs"], design_matrices=unequal["designs"])
+    with pytest.raises(RuntimeError, match="interrupted after the commit"):
+        ols.to_zarr(store, overwrite=True)
+    assert open_model(store).noise_model == "ols"
+    np.testing.assert_allclose(_z(open_model(store)), _z(ols), atol=1e-10)

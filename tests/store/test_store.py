@@ -3,7 +3,8 @@
 ``open_model`` on missing paths, plain directories, NIfTI files, foreign Zarr
 groups and stores of another format raises a clear error; stores carry a
 format version that is checked on open.  Resuming: complete runs are kept, an
-interrupted fit finishes identical to a clean one.  Failed and interrupted
+interrupted fit finishes identical to a clean one.  Runs of unequal widths (scans
+and regressors) go through a store and back as nilearn fits them.  Failed and interrupted
 writes are in test_faults, stores on object storage in test_s3.
 """
 
@@ -26,6 +27,7 @@ from threadpoolctl import threadpool_limits
 from daskglm import FirstLevelModel, open_model
 from daskglm.data.fiac import make_fiac_like
 from daskglm.store.zarr import FORMAT_VERSION, RUN_MARKER, StoreError, complete_run_keys
+from tests._unequal import _z
 from tests.conftest import raises_fast
 
 
@@ -321,3 +323,32 @@ def test_interrupted_fit_resumes_to_identical_results(rdata, clean, tmp_path):
     for name in os.listdir(store):
         if name.startswith("run"):
             assert json.loads((store / name / "zarr.json").read_text())["attributes"][RUN_MARKER] is True
+
+
+# ------------------------------------------------------ runs of unequal widths
+def test_unequal_runs_through_a_store_equal_nilearn(unequal):
+    from nilearn.glm.first_level import FirstLevelModel as NilearnModel
+
+    assert unequal["designs"][0].shape[1] != unequal["designs"][1].shape[1]
+    reference = _z(NilearnModel(mask_img=unequal["mask"], minimize_memory=True).fit(
+        unequal["runs"], design_matrices=unequal["designs"]))
+    model = FirstLevelModel(mask_img=unequal["mask"]).fit(unequal["runs"],
+                                                          design_matrices=unequal["designs"])
+    store = unequal["root"] / "fit.zarr"
+    model.to_zarr(store)  # not persisted: the model reads its fit back from the store
+    np.testing.assert_allclose(_z(model), reference, atol=1e-8)
+    reopened = open_model(store)
+    assert [d.shape for d in reopened.design_matrices_] == [d.shape for d in unequal["designs"]]
+    np.testing.assert_allclose(_z(reopened), reference, atol=1e-8)
+    # resume: both runs reused, same maps
+    summary = FirstLevelModel(mask_img=unequal["mask"]).fit(
+        unequal["runs"], design_matrices=unequal["designs"]).to_zarr(store, resume=True)
+    assert summary.reused == [0, 1] and summary.written == []
+    np.testing.assert_allclose(_z(open_model(store)), reference, atol=1e-8)
+
+
+def test_unequal_runs_persisted_model_to_store(unequal, tmp_path):
+    model = FirstLevelModel(mask_img=unequal["mask"], noise_model="ols").fit(
+        unequal["runs"], design_matrices=unequal["designs"]).persist()
+    model.to_zarr(tmp_path / "fit.zarr")
+    np.testing.assert_allclose(_z(open_model(tmp_path / "fit.zarr")), _z(model), atol=1e-10)

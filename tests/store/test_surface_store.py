@@ -1,4 +1,8 @@
-"""Surface fit stores: standard meshes referenced by name, other meshes as zarr arrays, older stores read."""
+"""Surface fit stores: standard meshes referenced by name, other meshes as zarr arrays, older stores read.
+
+A mesh read from files is copied into the store; a tampered ``surface_geometry`` record is a
+store error and never makes the reader open a file.
+"""
 
 from __future__ import annotations
 
@@ -18,6 +22,7 @@ from daskglm import FirstLevelModel, open_model
 from daskglm.errors import StoreError
 from daskglm.io.gifti import SurfaceGeometry
 from daskglm.store.geometry import GEOMETRY_ATTR, STANDARD_DIGESTS, STANDARD_MESHES
+from tests._unequal import _set_root_attr
 
 N_SCANS, T_R = 24, 2.0
 
@@ -203,4 +208,64 @@ def test_corrupt_mesh_chunk_is_a_store_error(fsaverage5, tmp_path):
     chunk.write_bytes(bytes(raw))
     with warnings.catch_warnings(), pytest.raises(StoreError):
         warnings.simplefilter("ignore")
+        open_model(store)
+
+
+# ------------------------------------------------ stored surface geometry
+@pytest.fixture(scope="module")
+def surface_store(tmp_path_factory) -> Path:
+    """A surface fit on a mesh read from GIfTI files (float32 coordinates), the files removed after writing."""
+    from nilearn.conftest import _make_mesh
+    from nilearn.surface import FileMesh, PolyMesh, SurfaceImage
+
+    root = tmp_path_factory.mktemp("surface")
+    small = _make_mesh()
+    files = {}
+    for part, m in small.parts.items():
+        files[part] = root / f"{part}.surf.gii"
+        m.to_gifti(files[part])
+    mesh = PolyMesh(**{part: FileMesh(path) for part, path in files.items()})
+    rng = np.random.default_rng(5)
+    data = {part: 100 + rng.standard_normal((m.n_vertices, 40)) for part, m in small.parts.items()}
+    design = pd.DataFrame({"a": rng.standard_normal(40), "constant": 1.0})
+    model = FirstLevelModel(noise_model="ols").fit(SurfaceImage(mesh=mesh, data=data), design_matrices=design)
+    path = root / "fit.zarr"
+    model.to_zarr(path)
+    for file in files.values():
+        file.unlink()  # the store copies the mesh: it never refers to a file
+    return path
+
+
+def test_surface_mesh_is_copied_into_the_store(surface_store):
+    record = json.loads(_root(surface_store)["attributes"]["surface_geometry"])
+    assert "file" not in json.dumps(record) and set(record["arrays"]) == {"left", "right"}  # zarr arrays
+    z = open_model(surface_store).compute_contrast("a")
+    assert z.mesh.parts["left"].n_vertices == 4 and np.isfinite(np.asarray(z.data.parts["right"])).all()
+
+
+@pytest.mark.parametrize(("record", "fragment"), [
+    ({"kind": "surface", "parts": ["left"], "sizes": [4], "mesh": {"left": {"file": "/etc/hostname"}}},
+     "names no mesh file"),
+    ({"kind": "surface", "parts": ["left", "right"], "sizes": [4, 5], "standard": ["../../../etc", "pial"]},
+     "unknown standard mesh"),
+    ({"kind": "surface", "mesh": {"left": {"coordinates": [[0, 0, 0]], "faces": [[0, 1, 2]]}}}, "outside"),
+    ({"kind": "surface", "mesh": {"left": {"coordinates": [[0, 0]], "faces": [[0, 0, 0]]}}}, r"\(n, 3\)"),
+    ({"kind": "surface", "mesh": {"left": {"coordinates": [[0, 0, 0]], "faces": [[0, 0, 0]],
+                                           "faces_dtype": "<f8"}}}, "dtype"),
+    ({"kind": "cifti", "xml": "<CIFTI"}, ""),
+    ("not json", ""),
+    (7, ""),
+])
+def test_tampered_surface_geometry_is_a_store_error(surface_store, tmp_path, monkeypatch, record, fragment):
+    from nilearn import surface
+
+    store = tmp_path / "fit.zarr"
+    shutil.copytree(surface_store, store)
+    _set_root_attr(store, "surface_geometry", record if isinstance(record, (str, int)) else json.dumps(record))
+
+    def no_file_mesh(*args, **kwargs):
+        raise AssertionError("a store made the reader open a mesh file")
+
+    monkeypatch.setattr(surface, "FileMesh", no_file_mesh)
+    with pytest.raises(StoreError, match=f"fit.zarr.*surface_geometry.*{fragment}"):
         open_model(store)
