@@ -24,8 +24,8 @@ LAYERS = [
     ("daskglm.data",),  # simulators: they write files, nothing above reads them
     ("daskglm.glm",),
     ("daskglm.graph",),
+    ("daskglm.space",),  # the element space: stores record it, so it sits below them
     ("daskglm.store",),
-    ("daskglm.space",),
     ("daskglm.reporting",),
     ("daskglm.first_level",),
     ("daskglm.studies", "daskglm.reporting.tables"),

@@ -181,8 +181,7 @@ def surface_mask(args, runs: list) -> Any:
 
 def element_word(model) -> str:
     """What the fit's elements are: voxels, vertices or grayordinates."""
-    geometry = model._state.geometry
-    return "voxels" if geometry is None else ("grayordinates" if geometry.kind == "cifti" else "vertices")
+    return {"volume": "voxels", "cifti": "grayordinates"}.get(model.space_.kind, "vertices")
 
 
 def write_surface_maps(model, array: np.ndarray, out_dir: Path, stem: str, description: str) -> list[Path]:
@@ -193,8 +192,8 @@ def write_surface_maps(model, array: np.ndarray, out_dir: Path, stem: str, descr
     list of Path
         The files written.
     """
-    img = model._unmask(array, description)
-    if model._state.geometry.kind == "cifti":
+    img = model.space_.unmask(array, description)
+    if model.space_.kind == "cifti":
         path = out_dir / f"{stem}.dscalar.nii"
         img.to_filename(path)
         return [path]

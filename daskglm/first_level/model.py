@@ -29,18 +29,16 @@ from daskglm.graph.contrast import combined_contrast
 from daskglm.graph.fit import build_fit
 from daskglm.graph.resources import compute
 from daskglm.graph.state import FittedState
+from daskglm.io.views import base_source
 from daskglm.kernels.contrast import unpack_contrast_outputs
-from daskglm.kernels.fit import FitOptions
-from daskglm.space.surface import nilearn_surface_masker
+from daskglm.kernels.fit import NOISE_MODELS, FitOptions
+from daskglm.space.base import ElementSpace
 from daskglm.store.keys import run_keys, run_sources
 from daskglm.store.schema import fits_to_dataset
 from daskglm.store.zarr import read_fit, write_dataset
 
 __all__ = ["FirstLevelModel", "open_model", "NotFittedError"]
 
-#: Highest AR order accepted (``"ar1"`` .. ``"ar8"``).
-MAX_AR_ORDER = 8
-NOISE_MODELS = ("ols",) + tuple(f"ar{k}" for k in range(1, MAX_AR_ORDER + 1))
 WHITENING_MODES = ("binned", "exact")
 #: Residual autocorrelation lags stored by default with ``whitening="exact"``.
 DIAGNOSTIC_LAGS = 3
@@ -245,8 +243,10 @@ class FirstLevelModel(FirstLevelOutputs):
             (``True`` = keep).  The design rows and the data are restricted
             to the kept scans, and the AR model runs over the kept sequence
             as if it were contiguous.  Censored volumes are skipped while
-            streaming (one pass).  None: the model's ``sample_masks_``, if any
-            (:func:`daskglm.first_level_from_bids` keeps ``load_confounds``').
+            streaming (one pass).  None: the masks the confounds DataFrames carry in
+            ``attrs["sample_mask"]``, if any (:func:`daskglm.first_level_from_bids`
+            returns ``load_confounds``' that way;
+            :func:`daskglm.glm.sample_masks.sample_masks_from_confounds`).
         design_matrices : DataFrame, array, path (.npz key ``X``, .csv, .tsv), or a list
             One design per run; if given, ``events``/``confounds`` are ignored.
         bins : int, default=100
@@ -259,13 +259,14 @@ class FirstLevelModel(FirstLevelOutputs):
         options = self._fit_options()
         if bins != 100:
             raise ValueError("Only nilearn's default bins=100 is supported.")
-        sample_masks = getattr(self, "sample_masks_", None) if sample_masks is None else sample_masks
+        if sample_masks is None:  # those the confounds carry (first_level_from_bids': load_confounds')
+            from daskglm.glm.sample_masks import sample_masks_from_confounds
+
+            sample_masks = sample_masks_from_confounds(confounds)
         inputs = fit_inputs(self, run_imgs, events, confounds, sample_masks, design_matrices)
-        sources, designs, mask, fwhm = inputs.sources, inputs.designs, inputs.mask, inputs.smoothing_fwhm
-        self._state = build_fit(sources, designs, mask, options, fwhm, self.chunks,
-                                crop=inputs.crop, affine=inputs.affine)
+        self._state = build_fit(inputs.sources, inputs.designs, inputs.space, options, self.chunks)
         self._timeseries = None
-        self._masker = inputs.masker
+        self._masker = None
         return self
 
     # ------------------------------------------------------------ fitted state
@@ -295,17 +296,14 @@ class FirstLevelModel(FirstLevelOutputs):
     def mask_img_(self) -> nib.Nifti1Image:
         """The analysis mask (uint8 image on the runs' grid)."""
         self._check_fitted()
-        return self._state.mask_img
+        return self._state.space.mask_img
 
     @property
     def results_(self) -> xr.Dataset:
         """The fit as a lazy :class:`xarray.Dataset` (computes nothing)."""
         self._check_fitted()
         state = self._state
-        return fits_to_dataset(
-            list(state.runs), list(state.designs), state.mask, state.affine, self.get_params(),
-            coords=True, geometry=state.geometry,
-        )
+        return fits_to_dataset(list(state.runs), list(state.designs), state.space, self.get_params(), coords=True)
 
     @property
     def labels_(self) -> list[np.ndarray]:
@@ -321,15 +319,40 @@ class FirstLevelModel(FirstLevelOutputs):
         ``mask_img_``); it smooths as the model does.  Built on first access.
         """
         self._check_fitted()
-        if self._masker is None and self._state.geometry is not None:
-            self._masker = nilearn_surface_masker(self._state)
         if self._masker is None:
-            from nilearn.maskers import NiftiMasker
-
-            self._masker = NiftiMasker(
-                mask_img=self.mask_img_, smoothing_fwhm=self._state.smoothing_fwhm, standardize=None
-            ).fit()
+            self._masker = self._state.space.to_nilearn()
         return self._masker
+
+    @property
+    def space_(self) -> ElementSpace:
+        """The fit's element space: where its values live and how they become images.
+
+        A :class:`~daskglm.space.volume.VolumeSpace` (voxels of ``mask_img_``
+        on its grid) or a :class:`~daskglm.space.surface.SurfaceSpace`
+        (vertices of a mesh, CIFTI grayordinates).  Its ``kind``
+        (``'volume'``, ``'surface'``, ``'cifti'``), ``mask``, ``affine``,
+        ``geometry`` and ``smoothing_fwhm`` describe it; ``unmask(values)``
+        turns any in-mask array (``(V,)`` or ``(k, V)``, e.g. a column of
+        ``results_``) into an image of the fit's kind; ``to_nilearn()`` is
+        the equivalent fitted nilearn masker (``masker_``).
+        """
+        self._check_fitted()
+        return self._state.space
+
+    @property
+    def run_names_(self) -> list[str]:
+        """The name of each fitted run (its file name), or ``run-1``, ``run-2``, ... for a reopened store."""
+        self._check_fitted()
+        sources = self._state.sources or [None] * len(self._state.runs)
+        return [str(getattr(s, "name", None) or f"run-{i + 1}") for i, s in enumerate(sources)]
+
+    @property
+    def n_scans_(self) -> list[int]:
+        """Scans of each run as given, before censoring (the scans fitted for a reopened store)."""
+        self._check_fitted()
+        if not self._state.sources:
+            return [int(run.n_scans) for run in self._state.runs]
+        return [int(base_source(s).n_scans) for s in self._state.sources]
 
     @property
     def mean_img_(self) -> nib.Nifti1Image | None:
@@ -403,7 +426,7 @@ class FirstLevelModel(FirstLevelOutputs):
         computed = compute(*[maps[name].data for name in wanted])
         label = str(contrast_def)
         images = {
-            name: self._unmask(values, f"{name} of contrast {label}")
+            name: self._state.space.unmask(values, f"{name} of contrast {label}")
             for name, values in zip(wanted, computed)
         }
         return images if output_type == "all" else images[output_type]
@@ -453,10 +476,8 @@ class FirstLevelModel(FirstLevelOutputs):
         """
         self._check_fitted()
         state = self._state
-        stored_layout = fits_to_dataset(  # the store keeps no coordinates: they are rebuilt on reading
-            list(state.runs), list(state.designs), state.mask, state.affine, self.get_params(),
-            geometry=state.geometry,
-        )
+        # the store keeps no coordinates: they are rebuilt on reading
+        stored_layout = fits_to_dataset(list(state.runs), list(state.designs), state.space, self.get_params())
         result = write_dataset(
             stored_layout, store, overwrite=overwrite, compute=compute,
             storage_options=storage_options, resume=resume,

@@ -23,8 +23,6 @@ import xarray as xr
 from daskglm.errors import NotFittedError
 from daskglm.graph.resources import compute
 from daskglm.graph.timeseries import timeseries_tasks
-from daskglm.io.export import lazy_unmask_4d, unmask
-from daskglm.space.surface import surface_map
 
 __all__ = ["FirstLevelOutputs", "report_threshold"]
 
@@ -36,11 +34,6 @@ class FirstLevelOutputs:
     """Mixin: whitening diagnostics and nilearn's per-scan outputs."""
 
     _timeseries: dict | None = None
-
-    def _unmask(self, values: np.ndarray, description: str = "") -> nib.Nifti1Image:
-        if self._state.geometry is not None:  # SurfaceImage / CIFTI dscalar (daskglm.space.surface)
-            return surface_map(values, self._state.mask, self._state.geometry, description)
-        return unmask(values, self._state.mask, self._state.affine, description)
 
     def whitening_diagnostics(self, lags=None, output_type: str = "images"):
         """Residual autocorrelation before and after whitening, per voxel.
@@ -95,8 +88,8 @@ class FirstLevelOutputs:
             raise ValueError(f"output_type must be 'images' or 'dataset', got {output_type!r}.")
         before, after = compute(ds["acf_before"].data, ds["acf_after"].data)
         return {
-            "acf_before": [self._unmask(b, "OLS residual autocorrelation") for b in before],
-            "acf_after": [self._unmask(a, "whitened residual autocorrelation") for a in after],
+            "acf_before": [self._state.space.unmask(b, "OLS residual autocorrelation") for b in before],
+            "acf_after": [self._state.space.unmask(a, "whitened residual autocorrelation") for a in after],
         }
 
     def write_timeseries(self, store=None):
@@ -146,14 +139,9 @@ class FirstLevelOutputs:
         if self._timeseries is None:
             self.write_timeseries()
         group = self._timeseries["group"]
-        mask, affine = self._state.mask, self._state.affine
-        if self._state.geometry is not None:  # surface maps hold numpy data: read per run
-            return [surface_map(np.asarray(group[f"run{i}/{name}"][...]), mask, self._state.geometry, name)
-                    for i in range(len(self._state.runs))]
-        return [
-            nib.Nifti1Image(lazy_unmask_4d(da.from_zarr(group[f"run{i}/{name}"]), mask), affine)
-            for i in range(len(self._state.runs))
-        ]
+        space = self._state.space
+        return [space.unmask_series(da.from_zarr(group[f"run{i}/{name}"]), name)
+                for i in range(len(self._state.runs))]
 
     @property
     def residuals_(self) -> list[nib.Nifti1Image]:
@@ -179,7 +167,7 @@ class FirstLevelOutputs:
         self._check_fitted()
         if self._timeseries is None:
             self.write_timeseries()
-        return [self._unmask(r2[None], "r_square") for r2 in self._timeseries["r_square"]]
+        return [self._state.space.unmask(r2[None], "r_square") for r2 in self._timeseries["r_square"]]
 
     #: nilearn's ``RegressionResults`` attributes (``_get_element_wise_model_attribute``)
     _ELEMENT_WISE = ("residuals", "normalized_residuals", "predicted", "SSE", "r_square", "MSE")

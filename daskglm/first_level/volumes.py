@@ -17,7 +17,7 @@ import nibabel as nib
 import numpy as np
 import xarray as xr
 
-from daskglm.io.coords import to_volume, voxel_coords
+from daskglm.io.coords import to_volume
 
 __all__ = ["MAP_ATTRS", "contrast_attrs", "contrast_dataset", "model_volume", "mean_image"]
 
@@ -76,7 +76,7 @@ def contrast_dataset(model, maps: dict, q: int, contrast_def, stat_type: str | N
     }
     if volume:
         return xr.Dataset({name: model_volume(model, arr) for name, arr in data.items()})
-    return xr.Dataset(data, coords=voxel_coords(model._state.mask, model._state.affine))
+    return xr.Dataset(data, coords=model.space_.coords())
 
 
 def model_volume(model, values, name: str | None = None, fill_value: float = 0.0,
@@ -99,10 +99,10 @@ def model_volume(model, values, name: str | None = None, fill_value: float = 0.0
     xarray.DataArray
         Lazy when ``values`` is dask-backed.
     """
-    state = model._state
+    space = model.space_
     if isinstance(values, xr.DataArray):
         values = values.drop_vars([c for c in values.coords if "voxel" in values.coords[c].dims])
-    return to_volume(values, state.mask, state.affine, name=name, attrs=attrs, fill_value=fill_value)
+    return to_volume(values, space.mask, space.affine, name=name, attrs=attrs, fill_value=fill_value)
 
 
 def mean_image(model) -> nib.Nifti1Image | None:
@@ -116,9 +116,4 @@ def mean_image(model) -> nib.Nifti1Image | None:
     if "signal_mean" not in results:
         return None
     mean = np.asarray(results["signal_mean"].mean("run").values, dtype=np.float32)
-    state = model._state
-    out = np.zeros(state.mask.shape, dtype=np.float32)
-    out[state.mask] = mean
-    img = nib.Nifti1Image(out, state.affine)
-    img.header["descrip"] = b"daskglm mean image (signal mean over runs)"
-    return img
+    return model.space_.unmask(mean, "daskglm mean image (signal mean over runs)")

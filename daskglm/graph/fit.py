@@ -236,47 +236,33 @@ def chunk_sizes(chunks, source: RunSource, n_regressors: int) -> tuple[int, int]
 def build_fit(
     sources: list[RunSource],
     designs: list[pd.DataFrame],
-    mask: np.ndarray,
+    space,
     options: FitOptions,
-    smoothing_fwhm=None,
     chunks="auto",
-    crop: tuple[slice, slice, slice] | None = None,
-    affine: np.ndarray | None = None,
 ) -> FittedState:
     """The lazy fit of a list of runs: one streaming pass and one blockwise solve per run.
 
     Parameters
     ----------
     sources : list of RunSource
-        The runs, all on the mask's grid.
+        The runs as streamed (on the grid of the space's stream masker).
     designs : list of pandas.DataFrame
         One design per run.
-    mask : ndarray of bool
+    space : daskglm.space.base.ElementSpace
+        The fit's element space: its ``stream_masker()`` smooths and masks
+        each streamed chunk, its ``n_elements`` sizes the solve.
     options : FitOptions
         The recipe (noise model, whitening, scaling, diagnostics).
-    smoothing_fwhm : float, sequence or None
-        Validated smoothing (``None`` for none).
     chunks : 'auto' or dict
         ``{'time': volumes per read, 'voxel': voxels per solve block}``.
-    crop : tuple of 3 slices, optional
-        When the runs are streamed on a crop of the mask's grid (resampling,
-        as nilearn's masker crops the mask first): where that crop lies in
-        ``mask``.  The in-mask voxels (and their order) are the same.
-    affine : ndarray (4, 4), optional
-        The mask's affine when ``crop`` is given (default: the runs').
 
     Returns
     -------
     FittedState
         Nothing is computed: every array is a dask graph.
     """
-    stream_affine = sources[0].affine
-    affine = stream_affine if affine is None else affine
-    stream_mask = mask if crop is None else mask[crop]
-    geometry = getattr(sources[0], "geometry", None)  # surface / CIFTI runs (daskglm.space.surface)
-    token = tokenize(smoothing_fwhm, stream_mask, stream_affine, geometry)
-    parts = None if geometry is None else geometry.parts()
-    masker = masker_key(stream_mask, stream_affine, smoothing_fwhm, token, parts)
+    token = tokenize(space)
+    masker = masker_key(space, token)
     # the design tables' graph keys: they do not depend on the whitening mode for binned AR(1)
     if options.cov_kind == "table" and not options.diagnostic_lags:
         plan_key = (options.noise_model, options.n_lags)
@@ -286,7 +272,7 @@ def build_fit(
     # idle local cores: a background decompression thread, or a run cut at a gzip index; never on a
     # dask.distributed worker (a subject's fit built inside a worker task: its threads are its cores)
     background = not in_dask_worker() and sum(s.sequential for s in sources) < (os.cpu_count() or 1)
-    n_voxels = int(mask.sum())
+    n_voxels = space.n_elements
     runs = []
     for source, design in zip(sources, designs):
         X = design.to_numpy(dtype=np.float64)
@@ -299,7 +285,5 @@ def build_fit(
         )
         packed = fit_run(plan, stats, voxel_chunks(n_voxels, voxel_block))
         runs.append(run_fit(plan, packed, design.columns))
-    return FittedState(
-        runs=tuple(runs), designs=tuple(designs), mask=mask, affine=affine,
-        smoothing_fwhm=smoothing_fwhm, sources=tuple(sources), masker=masker, geometry=geometry,
-    )
+    return FittedState(runs=tuple(runs), designs=tuple(designs), space=space, sources=tuple(sources),
+                       masker=masker)

@@ -10,13 +10,10 @@ contrast graphs read it; nothing mutates it.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from dataclasses import dataclass
 from typing import Any
 
 import dask.array as da
-import nibabel as nib
-import numpy as np
 import pandas as pd
 
 from daskglm.graph.resources import persist
@@ -68,44 +65,31 @@ class FittedState:
         One per run, in input order.
     designs : tuple of pandas.DataFrame
         The design matrix of each run.
-    mask : ndarray of bool, shape (x, y, z)
-        The analysis mask; voxels are flat in its C order everywhere.
-    affine : ndarray (4, 4)
-    smoothing_fwhm : float, sequence or None
-        The smoothing applied (after validation; ``None`` for none).
+    space : daskglm.space.base.ElementSpace
+        Where the fit's values live (mask and affine, or mesh / brain-model
+        geometry; smoothing; unmasking); in-mask values are flat in the
+        mask's C order everywhere.
     sources : tuple of RunSource or None
-        The runs' inputs; ``None`` for a fit opened from a store.
+        The runs as streamed; ``None`` for a fit opened from a store.
     masker : dask.delayed.Delayed or None
-        The graph key of the run's :class:`~daskglm.kernels.masker.VolumeMasker`.
+        The graph key of the space's stream masker (``space.stream_masker()``).
     persisted : bool
         Whether the runs' arrays are computed (in memory, on the cluster or in a store).
     run_keys : tuple of str or None
         The resume keys stored with a fit opened from a store.
-    geometry : SurfaceGeometry, CiftiGeometry or None
-        The elements of a surface or CIFTI fit (``mask`` is then 1-D over
-        them); ``None`` for volumes.
     """
 
     runs: tuple[RunFit, ...]
     designs: tuple[pd.DataFrame, ...]
-    mask: np.ndarray
-    affine: np.ndarray
-    smoothing_fwhm: Any = None
+    space: Any
     sources: tuple[RunSource, ...] | None = None
     masker: Any = None
     persisted: bool = False
     run_keys: tuple[str, ...] | None = None
-    geometry: Any = None
 
     @property
     def n_voxels(self) -> int:
-        return int(np.count_nonzero(self.mask))
-
-    @functools.cached_property
-    def mask_img(self) -> nib.Nifti1Image:
-        if self.geometry is not None:  # SurfaceImage or CIFTI dscalar
-            return self.geometry.image(self.mask, "mask")
-        return nib.Nifti1Image(self.mask.astype(np.uint8), self.affine)
+        return self.space.n_elements
 
     def replace(self, **changes) -> FittedState:
         return dataclasses.replace(self, **changes)

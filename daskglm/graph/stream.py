@@ -26,7 +26,6 @@ from daskglm.graph.resources import (
 )
 from daskglm.io.base import RunSource
 from daskglm.io.runs import ArrayRunSource
-from daskglm.kernels.mesh import element_masker
 from daskglm.kernels.scaling import scale_volumes
 from daskglm.kernels.sufficient_stats import (
     RunStats,
@@ -197,6 +196,10 @@ def run_stats(
     return _tree_sum(parts)
 
 
-def masker_key(mask: np.ndarray, affine: np.ndarray, fwhm, token: str, parts=None):
-    """Graph key of the run's masker (``parts``: the surface parts of a surface run, else None)."""
-    return delayed(element_masker, pure=True, name=f"masker-{token}")(mask, affine, fwhm, parts)
+def masker_key(space, token: str):
+    """Graph key of the space's stream masker (a kernel from :mod:`daskglm.kernels`), built once per graph.
+
+    The graph holds the kernel's recipe (plain arrays), not the space.
+    """
+    factory, args = space.stream_masker_recipe()
+    return delayed(factory, pure=True, name=f"masker-{token}")(*args)

@@ -27,7 +27,14 @@ import numpy as np
 from daskglm.io.base import RunSource
 from daskglm.kernels.resample import ResamplingGrid, resample_volumes, resampled_dtype, value_range
 
-__all__ = ["CensoredRunSource", "ResampledRunSource", "run_value_range"]
+__all__ = ["CensoredRunSource", "ResampledRunSource", "run_value_range", "base_source"]
+
+
+def base_source(source: RunSource) -> RunSource:
+    """The run under its views (censored, resampled): the run as given."""
+    while isinstance(source, _RunView):
+        source = source.source
+    return source
 
 
 def run_value_range(source: RunSource, chunk: int = 16) -> tuple[float, float]:

@@ -2,10 +2,10 @@
 
 A surface or CIFTI run reaches the engine as chunks of scans laid out as
 ``(k, n_elements)``: the elements of every part (hemisphere, CIFTI brain
-structure) concatenated in the input's order.  :class:`SurfaceMasker` is the
+structure) concatenated in the input's order.  :class:`MeshMasker` is the
 surface counterpart of :class:`~daskglm.kernels.masker.VolumeMasker` (same
-``transform`` / ``n_voxels`` interface) and :func:`element_masker` is the one
-place that picks between them.
+``transform`` / ``n_voxels`` interface); the fit's element space
+(:mod:`daskglm.space`) picks between them.
 
 Smoothing follows nilearn 0.14.1's surface smoothing
 (``nilearn.image.image._smooth_surface_img``): per mesh part, the vertex
@@ -24,10 +24,10 @@ import math
 import numpy as np
 from scipy.sparse import csr_matrix
 
-from daskglm.kernels.masker import VolumeMasker, _ensure_finite
+from daskglm.kernels.masker import _ensure_finite
 
 __all__ = [
-    "SurfacePart", "SurfaceMasker", "element_masker", "smoothing_iterations", "smoothing_operator",
+    "SurfacePart", "MeshMasker", "smoothing_iterations", "smoothing_operator",
     "mesh_area",
 ]
 
@@ -87,7 +87,7 @@ def smoothing_operator(part: SurfacePart) -> csr_matrix:
     return matrix.tocsr()
 
 
-class SurfaceMasker:
+class MeshMasker:
     """Smooth (optionally, per mesh part) and mask chunks of scans laid out as (k, n_elements).
 
     Parameters
@@ -143,13 +143,3 @@ class SurfaceMasker:
                 part = matrix @ part
             scans[:, lo:hi] = part.T
         return scans[:, self.index]
-
-
-def element_masker(mask: np.ndarray, affine, smoothing_fwhm=None, parts=None):
-    """The masker of a run: :class:`SurfaceMasker` when ``parts`` are given, else :class:`VolumeMasker`.
-
-    This is the one place where the engine distinguishes surfaces from volumes.
-    """
-    if parts is not None:
-        return SurfaceMasker(mask, parts, smoothing_fwhm)
-    return VolumeMasker(mask, affine, smoothing_fwhm)

@@ -377,7 +377,7 @@ def make_glm_report(
     check_threshold_params(alpha, threshold, height_control, cluster_threshold)
     contrasts = normalize_contrasts(contrasts)
     title = title or "daskglm first-level report"
-    if model._state.geometry is not None:  # SurfaceImage fits on their mesh; CIFTI fits on mesh= if given
+    if model.space_.kind != "volume":  # SurfaceImage fits on their mesh; CIFTI fits on mesh= if given
         from daskglm.reporting.surface_report import surface_report_page
 
         height = _height_text(height_control, alpha, threshold, cluster_threshold, two_sided)

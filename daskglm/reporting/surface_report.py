@@ -121,7 +121,7 @@ def surface_report_page(model, contrasts: dict, title: str, threshold: float, al
     mesh : optional
         CIFTI fits only (:func:`cifti_report_page`): the surfaces of their cortex.
     """
-    if model._state.geometry.kind == "cifti":
+    if model.space_.kind == "cifti":
         return cifti_report_page(model, contrasts, title, threshold, alpha, cluster_threshold, height_control,
                                  two_sided, height_text, mesh=mesh)
     if mesh is not None:
@@ -138,7 +138,7 @@ def surface_report_page(model, contrasts: dict, title: str, threshold: float, al
         slug = f"contrast-{i + 1}"
         sections.append(_contrast_html(model, name, definition, slug, result))
         nav.append(f'<li><a href="#{slug}">{html.escape(name)}</a></li>')
-    geometry = model._state.geometry
+    geometry = model.space_.geometry
     counts = ", ".join(
         f"{part}: {int(np.count_nonzero(mask_img.data.parts[part]))} of {size}"
         for part, size in zip(geometry.part_names, geometry.sizes)
@@ -298,7 +298,7 @@ def _cifti_surface_figure(z: np.ndarray, thr: float, mesh, brain_models, title: 
 
 
 def _cifti_contrast_html(model, name, definition, slug, z, mask, thr, two_sided, mesh, cluster_note) -> str:
-    geometry = model._state.geometry
+    geometry = model.space_.geometry
     matrix = _fig(plotting.plot_contrast_matrix(definition, model.design_matrices_[0], title=name),
                   f"Contrast matrix of {name}", "matrix")
     shown = np.where(mask, z, 0.0)
@@ -335,9 +335,9 @@ def cifti_report_page(model, contrasts: dict, title: str, threshold: float, alph
     -------
     str
     """
-    geometry = model._state.geometry
+    geometry = model.space_.geometry
     mesh = None if mesh is None else cifti_mesh(mesh, geometry.brain_models)
-    mask = np.asarray(model._state.mask, dtype=bool)
+    mask = np.asarray(model.space_.mask, dtype=bool)
     cluster_note = ("; cluster extents are not applied to grayordinates" if cluster_threshold else "")
     sections, nav = [], []
     for i, (name, definition) in enumerate(contrasts.items()):

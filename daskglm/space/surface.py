@@ -1,9 +1,10 @@
-"""Surface and CIFTI fits: the glue between nilearn-shaped inputs and the element engine.
+"""Surface spaces: :class:`SurfaceSpace`, the mask over vertices / grayordinates, and the surface checks.
 
 The engine works on a list of in-mask *elements* (voxels, vertices or
 grayordinates).  A surface run's source (:mod:`daskglm.io.gifti`,
-:mod:`daskglm.io.cifti`) carries a ``geometry`` that knows its elements; this
-module resolves the analysis mask over them (nilearn's rules for
+:mod:`daskglm.io.cifti`) carries a ``geometry`` that knows its elements;
+:class:`SurfaceSpace` is the :class:`~daskglm.space.base.ElementSpace` over
+them.  This module also resolves the analysis mask (nilearn's rules for
 ``SurfaceImage`` runs), checks that all runs share one geometry, and turns
 in-mask values back into maps (``SurfaceImage`` or CIFTI dense scalars).
 
@@ -21,18 +22,102 @@ in-mask values back into maps (``SurfaceImage`` or CIFTI dense scalars).
 
 from __future__ import annotations
 
+import sys
 import warnings
 
 import numpy as np
 
 from daskglm.errors import MaskTypeError, MeshDimensionError, SurfaceInputError
 from daskglm.io.base import RunSource
+from daskglm.kernels.mesh import MeshMasker
+from daskglm.space.base import ElementSpace
 
 __all__ = [
-    "is_surface_source", "check_same_surface", "prepare_surface_mask", "surface_map",
-    "check_surface_smoothing", "nilearn_surface_masker", "map_geometry",
-    "check_mask_kind", "surface_smoothing",
+    "SurfaceSpace", "is_surface_source", "check_same_surface", "prepare_surface_mask", "surface_map",
+    "check_surface_smoothing", "map_geometry", "check_mask_kind", "surface_smoothing",
+    "is_nilearn_surface_masker", "is_nilearn_surface_image",
 ]
+
+
+def _is_nilearn(obj, module: str, name: str) -> bool:
+    # an instance of a nilearn class means its module is imported already: do not pay that import
+    # (nilearn.maskers pulls in scikit-learn, ~0.6 s) to find out that an object is not one
+    loaded = sys.modules.get(module)
+    return loaded is not None and isinstance(obj, getattr(loaded, name))
+
+
+def is_nilearn_surface_masker(obj) -> bool:
+    """Whether ``obj`` is a nilearn ``SurfaceMasker``."""
+    return _is_nilearn(obj, "nilearn.maskers", "SurfaceMasker")
+
+
+def is_nilearn_surface_image(obj) -> bool:
+    """Whether ``obj`` is a nilearn ``SurfaceImage``."""
+    return _is_nilearn(obj, "nilearn.surface", "SurfaceImage")
+
+
+class SurfaceSpace(ElementSpace):
+    """The in-mask elements of a mesh (both hemispheres) or of CIFTI brain models.
+
+    Parameters
+    ----------
+    mask : ndarray of bool (n_elements,)
+        Over the elements of every part, concatenated in the runs' order.
+    geometry : SurfaceGeometry or CiftiGeometry
+    smoothing_fwhm : float or None
+        Smoothing on the mesh (nilearn's), before masking.
+    affine : ndarray (4, 4), optional
+        Recorded with the fit (the runs' nominal affine; identity by default).
+    given_masker : nilearn SurfaceMasker, optional
+        The fitted masker given as ``mask_img``.
+    """
+
+    def __init__(self, mask: np.ndarray, geometry, smoothing_fwhm=None, affine: np.ndarray | None = None,
+                 given_masker=None):
+        self.mask = np.asarray(mask, dtype=bool).ravel()
+        self.geometry = geometry
+        self.smoothing_fwhm = smoothing_fwhm
+        self.affine = np.eye(4) if affine is None else np.asarray(affine, dtype=float)
+        self.given_masker = given_masker
+
+    @property
+    def kind(self) -> str:  # type: ignore[override]
+        """``'surface'`` (GIfTI / ``SurfaceImage`` meshes) or ``'cifti'`` (grayordinates)."""
+        return self.geometry.kind
+
+    def __repr__(self) -> str:
+        return f"SurfaceSpace({self.n_elements} of {self.mask.size} elements; {self.geometry.describe()})"
+
+    def _token_extra(self):
+        return self.geometry
+
+    def _mask_image(self):
+        return self.geometry.image(self.mask, "mask")
+
+    def stream_masker_recipe(self) -> tuple:
+        return MeshMasker, (self.mask, self.geometry.parts(), self.smoothing_fwhm)
+
+    def stream_sources(self, sources: list[RunSource], raw: list[RunSource]) -> list[RunSource]:
+        return list(sources)  # vertices / grayordinates: no grid to resample
+
+    def unmask(self, values, description: str = ""):
+        return surface_map(values, self.mask, self.geometry, description)
+
+    def unmask_series(self, values, description: str = ""):
+        return surface_map(np.asarray(values), self.mask, self.geometry, description)
+
+    def coords(self, dim: str = "voxel") -> dict:
+        return {}  # elements of a mesh or brain models: no grid coordinates
+
+    def to_nilearn(self):
+        """A fitted nilearn ``SurfaceMasker`` on the mask (nilearn has none for CIFTI: ``SurfaceInputError``)."""
+        if self.given_masker is not None:
+            return self.given_masker
+        if self.kind != "surface":
+            raise SurfaceInputError("nilearn has no masker for CIFTI grayordinates; use mask_img_ instead.")
+        from nilearn.maskers import SurfaceMasker
+
+        return SurfaceMasker(mask_img=self.mask_img, smoothing_fwhm=self.smoothing_fwhm).fit()
 
 
 def is_surface_source(source: RunSource) -> bool:
@@ -78,7 +163,7 @@ def check_mask_kind(mask_img, source: RunSource) -> None:
     if mask_img is None or mask_img is False:
         return
     kind = source.geometry.kind if is_surface_source(source) else "volume"
-    surface_mask = type(mask_img).__name__ in ("SurfaceImage", "SurfaceMasker")
+    surface_mask = is_nilearn_surface_image(mask_img) or is_nilearn_surface_masker(mask_img)
     if (kind == "surface") != surface_mask:
         raise MaskTypeError(
             "Mask and input images must be of compatible types.\n"
@@ -88,7 +173,7 @@ def check_mask_kind(mask_img, source: RunSource) -> None:
 
 def surface_smoothing(mask_img, fwhm):
     """The smoothing of a surface fit: a ``SurfaceMasker`` given as ``mask_img`` brings its own (nilearn)."""
-    if type(mask_img).__name__ == "SurfaceMasker":
+    if is_nilearn_surface_masker(mask_img):
         own = mask_img.smoothing_fwhm
         return own if np.ndim(own) or own is None else (float(own) or None)
     return fwhm
@@ -151,7 +236,7 @@ def prepare_surface_mask(mask_img, sources: list[RunSource]) -> np.ndarray:
         else:
             mask = _finite_vertices(sources)
     else:
-        if hasattr(mask_img, "mask_img_") or type(mask_img).__name__ == "SurfaceMasker":
+        if hasattr(mask_img, "mask_img_") or is_nilearn_surface_masker(mask_img):
             fitted = getattr(mask_img, "mask_img_", None)
             if fitted is None:
                 fitted = getattr(mask_img, "mask_img", None)
@@ -183,22 +268,6 @@ def surface_map(values: np.ndarray, mask: np.ndarray, geometry, description: str
     """
     return geometry.image(_full(values, mask), description)
 
-
-
-def nilearn_surface_masker(state):
-    """A fitted nilearn ``SurfaceMasker`` on a surface fit's mask (``FirstLevelModel.masker_``).
-
-    Raises
-    ------
-    SurfaceInputError
-        For CIFTI fits: nilearn has no CIFTI masker.
-    """
-    if state.geometry.kind != "surface":
-        raise SurfaceInputError("nilearn has no masker for CIFTI grayordinates; use mask_img_ instead.")
-    from nilearn.maskers import SurfaceMasker
-
-    fwhm = state.smoothing_fwhm
-    return SurfaceMasker(mask_img=state.mask_img, smoothing_fwhm=fwhm).fit()
 
 
 def map_geometry(img):

@@ -1,4 +1,9 @@
-"""The analysis mask: given, all voxels, or nilearn's EPI mask; and the grid checks.
+"""Volume spaces: :class:`VolumeSpace`, the analysis mask (given, all voxels, or nilearn's EPI mask), grid checks.
+
+:class:`VolumeSpace` is the :class:`~daskglm.space.base.ElementSpace` of
+NIfTI-like runs: a boolean mask on a voxel grid, its affine, the smoothing,
+and — when the runs are resampled onto the mask's grid, as nilearn's masker
+does — the crop of that grid the runs are streamed on.
 
 :func:`prepare_mask` turns ``FirstLevelModel(mask_img=...)`` into a boolean
 array on the runs' grid.  For ``mask_img=None``, nilearn's ``FirstLevelModel`` fits a ``MultiNiftiMasker(mask_strategy='epi')``
@@ -19,15 +24,97 @@ from dask import delayed
 from daskglm.errors import NiftiInputError
 from daskglm.graph.resources import compute
 from daskglm.io.base import RunSource
+from daskglm.io.coords import voxel_coords
+from daskglm.io.export import lazy_unmask_4d, unmask
 from daskglm.io.nifti import load_image
-from daskglm.space.surface import check_same_surface, is_surface_source, prepare_surface_mask
+from daskglm.io.views import ResampledRunSource, run_value_range
+from daskglm.kernels.masker import VolumeMasker
+from daskglm.kernels.resample import resampling_grid
+from daskglm.space.base import ElementSpace
 
 #: Smoothing beyond this is refused as a unit mistake.
 MAX_SMOOTHING_MM = 100.0
 
 __all__ = [
-    "validated_smoothing_fwhm", "prepare_mask", "check_grid", "check_same_geometry", "run_mean_image", "compute_epi_mask_from_runs",
+    "VolumeSpace", "validated_smoothing_fwhm", "prepare_mask", "check_grid", "check_same_geometry", "run_mean_image", "compute_epi_mask_from_runs",
 ]
+
+
+class VolumeSpace(ElementSpace):
+    """The voxels of a boolean mask on a grid (see :class:`~daskglm.space.base.ElementSpace`).
+
+    Parameters
+    ----------
+    mask : ndarray of bool (x, y, z)
+    affine : ndarray (4, 4)
+        The mask's affine.
+    smoothing_fwhm : float, sequence of 3 floats, or None
+    crop : tuple of 3 slices, optional
+        When the runs are resampled onto the mask's grid: the part of that
+        grid they are streamed on (nilearn's masker crops the mask to its
+        bounding box + 1 voxel and resamples the runs onto the crop).  The
+        in-mask voxels, and their order, are the same.
+    stream_affine : ndarray (4, 4), optional
+        The affine of the streamed runs (the crop's; default: ``affine``).
+    given_masker : nilearn NiftiMasker, optional
+        The fitted masker given as ``mask_img`` (:meth:`to_nilearn` returns it).
+    """
+
+    kind = "volume"
+
+    def __init__(self, mask: np.ndarray, affine: np.ndarray, smoothing_fwhm=None,
+                 crop: tuple[slice, slice, slice] | None = None, stream_affine: np.ndarray | None = None,
+                 given_masker=None):
+        self.mask = np.asarray(mask, dtype=bool)
+        self.affine = np.asarray(affine, dtype=float)
+        self.smoothing_fwhm = smoothing_fwhm
+        self.crop = crop
+        self.stream_affine = self.affine if stream_affine is None else np.asarray(stream_affine, dtype=float)
+        self.given_masker = given_masker
+
+    def __repr__(self) -> str:
+        return f"VolumeSpace({self.n_elements} voxels on a {self.mask.shape} grid)"
+
+    @property
+    def stream_mask(self) -> np.ndarray:
+        """The mask on the grid the runs are streamed on."""
+        return self.mask if self.crop is None else self.mask[self.crop]
+
+    def _token_extra(self):
+        return (self.crop, self.stream_affine)
+
+    def _mask_image(self) -> nib.Nifti1Image:
+        return nib.Nifti1Image(self.mask.astype(np.uint8), self.affine)
+
+    def stream_masker_recipe(self) -> tuple:
+        return VolumeMasker, (self.stream_mask, self.stream_affine, self.smoothing_fwhm)
+
+    def stream_sources(self, sources: list[RunSource], raw: list[RunSource]) -> list[RunSource]:
+        """The runs resampled onto the crop, clipped to each whole run's value range (one pass), if cropped."""
+        if self.crop is None:
+            return list(sources)
+        shape = tuple(c.stop - c.start for c in self.crop)
+        grid = resampling_grid(raw[0].spatial_shape, raw[0].affine, self.stream_affine, shape)
+        ranges = compute(*[delayed(run_value_range, pure=True)(s) for s in raw])
+        return [ResampledRunSource(s, grid, r) for s, r in zip(sources, ranges)]
+
+    def unmask(self, values, description: str = "") -> nib.Nifti1Image:
+        return unmask(values, self.mask, self.affine, description)
+
+    def unmask_series(self, values, description: str = "") -> nib.Nifti1Image:
+        import dask.array as da
+
+        return nib.Nifti1Image(lazy_unmask_4d(da.asarray(values), self.mask), self.affine)
+
+    def coords(self, dim: str = "voxel") -> dict:
+        return voxel_coords(self.mask, self.affine, dim)
+
+    def to_nilearn(self):
+        if self.given_masker is not None:
+            return self.given_masker
+        from nilearn.maskers import NiftiMasker
+
+        return NiftiMasker(mask_img=self.mask_img, smoothing_fwhm=self.smoothing_fwhm, standardize=None).fit()
 
 
 def _mean_of_run(source: RunSource, chunk: int) -> np.ndarray:
@@ -89,8 +176,6 @@ def prepare_mask(mask_img, sources: list[RunSource], grid=None) -> np.ndarray:
         The mask is off the runs' grid, holds NaN/inf, or selects no voxel.
     """
     ref = sources[0]
-    if is_surface_source(ref):  # vertices / grayordinates: daskglm.space.surface
-        return prepare_surface_mask(mask_img, sources)
     if mask_img is False:
         mask = np.ones(ref.spatial_shape if grid is None else grid.shape, dtype=bool)
     elif mask_img is None:
@@ -126,10 +211,7 @@ def _resampled_mask(img: nib.Nifti1Image, grid) -> np.ndarray:
 
 
 def check_same_geometry(sources: list[RunSource]) -> None:
-    """Every run must lie on the grid (or surface geometry) of the first (nilearn's ``check_same_fov`` message)."""
-    if is_surface_source(sources[0]):
-        check_same_surface(sources)
-        return
+    """Every run must lie on the grid of the first (nilearn's ``check_same_fov`` message)."""
     errors, details = [], []
     for i, s in enumerate(sources[1:], start=1):
         try:

@@ -43,7 +43,8 @@ from daskglm.errors import SurfaceInputError
 from daskglm.io.cifti import CiftiGeometry
 from daskglm.io.gifti import SurfaceGeometry, _loaded
 
-__all__ = ["GEOMETRY_ATTR", "STANDARD_MESHES", "STANDARD_DIGESTS", "geometry_to_json",
+__all__ = [
+    "geometry_attrs", "GEOMETRY_ATTR", "STANDARD_MESHES", "STANDARD_DIGESTS", "geometry_to_json",
            "geometry_variables", "geometry_from_json", "mesh_variable_specs", "standard_mesh"]
 
 #: root attribute of a fit store holding the geometry (absent for volume fits)
@@ -137,6 +138,11 @@ def geometry_variables(geometry) -> dict[str, tuple[tuple[str, str], np.ndarray]
         out[coords_name] = (specs[coords_name][0], coordinates)
         out[faces_name] = (specs[faces_name][0], faces)
     return out
+
+
+def geometry_attrs(geometry) -> dict[str, str]:
+    """The root attributes that record a fit's geometry: ``{GEOMETRY_ATTR: json}``; ``{}`` for volumes (None)."""
+    return {} if geometry is None else {GEOMETRY_ATTR: geometry_to_json(geometry)}
 
 
 def geometry_to_json(geometry) -> str:

@@ -140,6 +140,6 @@ def run_keys(state: FittedState, params: dict, chunks) -> list[str] | None:
     chunks = None if chunks in (None, "auto") else dict(chunks)
     return [
         run_key(ident, params, design.to_numpy(dtype=np.float64), list(design.columns),
-                state.mask, state.affine, extra={"chunks": chunks})
+                state.space.mask, state.space.affine, extra={"chunks": chunks})
         for ident, design in zip(identities, state.designs)
     ]

@@ -23,6 +23,7 @@ import xarray as xr
 from daskglm.errors import StoreError
 from daskglm.graph.state import FittedState
 from daskglm.kernels.fit import FitOptions
+from daskglm.space.build import element_space
 from daskglm.store import validate as V
 from daskglm.store.geometry import GEOMETRY_ATTR, geometry_from_json, mesh_variable_specs
 from daskglm.store.integrity import VerifiedArray, check_array_meta, check_chunks_present
@@ -287,18 +288,13 @@ def read_fit(store, storage_options: dict | None = None,
     affine = V.check_affine(url, ds.attrs, AFFINE_ATTR)
     if "signal_scaling" in params and isinstance(params["signal_scaling"], list):
         params["signal_scaling"] = tuple(params["signal_scaling"])
-    mask = np.asarray(ds["mask"].values, dtype=bool)
     geometry = _geometry(url, ds.attrs.get(GEOMETRY_ATTR), ds)  # surface / CIFTI fits
-    if geometry is not None:
-        mask = mask.reshape(-1)
+    space = element_space(ds["mask"].values, affine, geometry, params.get("smoothing_fwhm"))
     options = FitOptions(params.get("noise_model", "ar1"), 0, whitening=params.get("whitening", "binned"))
     fits, designs = fits_from_dataset(ds, columns, options.cov_kind)
     keys = json.loads(ds.attrs.get(RUN_KEYS_ATTR, "null"))
-    state = FittedState(
-        runs=tuple(fits), designs=tuple(designs), mask=mask, affine=affine,
-        smoothing_fwhm=params.get("smoothing_fwhm"), persisted=True,
-        run_keys=tuple(keys) if keys else None, geometry=geometry,
-    )
+    state = FittedState(runs=tuple(fits), designs=tuple(designs), space=space, persisted=True,
+                        run_keys=tuple(keys) if keys else None)
     return state, params
 
 

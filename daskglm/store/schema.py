@@ -65,7 +65,7 @@ import xarray as xr
 
 from daskglm._version import __version__
 from daskglm.graph.state import RunFit
-from daskglm.store.geometry import GEOMETRY_ATTR, geometry_to_json, geometry_variables
+from daskglm.store.geometry import geometry_attrs, geometry_variables
 
 __all__ = [
     "FORMAT_NAME",
@@ -113,14 +113,13 @@ TRIMMED_DIMS = {"regressor": "n_regressors", "regressor_b": "n_regressors", "sca
 
 
 def fits_to_dataset(
-    fits: list[RunFit], designs: list[pd.DataFrame], mask: np.ndarray, affine: np.ndarray,
-    params: dict, coords: bool = False, geometry=None,
+    fits: list[RunFit], designs: list[pd.DataFrame], space, params: dict, coords: bool = False,
 ) -> xr.Dataset:
     """The fit as one lazy Dataset with a ``run`` dim, in the layout of this module.
 
     With ``coords=True`` (``FirstLevelModel.results_``) the Dataset also gets
     coordinates (:func:`add_coordinates`); the store is written without
-    them, and they are rebuilt from the mask, affine and column names on
+    them, and they are rebuilt from the element space and column names on
     reading, so a round trip keeps them.
 
     Parameters
@@ -129,23 +128,22 @@ def fits_to_dataset(
         One per run.
     designs : sequence of pandas.DataFrame
         The runs' design matrices.
-    mask : ndarray of bool (x, y, z)
-    affine : ndarray (4, 4)
+    space : daskglm.space.base.ElementSpace
+        The fit's element space: its mask (a 1-D element mask is kept as an
+        (N, 1, 1) grid) and affine; a surface / CIFTI space's geometry is
+        recorded as JSON in the ``surface_geometry`` attribute, a
+        non-standard mesh as ``mesh_*`` arrays (:mod:`daskglm.store.geometry`).
     params : dict
         The model parameters (JSON-serialisable).
     coords : bool, default=False
         Add the coordinates (:func:`add_coordinates`).
-    geometry : SurfaceGeometry, CiftiGeometry or None
-        A surface / CIFTI fit's geometry: recorded as JSON in the
-        ``surface_geometry`` attribute, a non-standard mesh as ``mesh_*``
-        arrays (:mod:`daskglm.store.geometry`); the 1-D element mask is kept
-        as an (N, 1, 1) grid.
 
     Returns
     -------
     xarray.Dataset
         Lazy; runs that differ in scans or regressors are NaN-padded.
     """
+    mask, affine = space.mask, space.affine
     p_max = max(f.beta.shape[0] for f in fits)
     n_max = max(f.n_scans for f in fits)
 
@@ -174,17 +172,17 @@ def fits_to_dataset(
             "mask": (("x", "y", "z"), mask if np.ndim(mask) == 3 else np.reshape(mask, (-1, 1, 1))),
             **_acf_variables(fits),
             **_optional_run_variables(fits, ("signal_mean",)),
-            **geometry_variables(geometry),  # a non-standard mesh's arrays (io/geometry.py)
+            **geometry_variables(space.geometry),  # a non-standard mesh's arrays (store/geometry.py)
         },
         attrs={
             AFFINE_ATTR: json.dumps(np.asarray(affine).tolist()),
             COLUMNS_ATTR: json.dumps([[_jsonable(c) for c in f.columns] for f in fits]),
             PARAMS_ATTR: json.dumps(params),
             PACKAGE_VERSION_ATTR: __version__,
-            **({GEOMETRY_ATTR: geometry_to_json(geometry)} if geometry is not None else {}),
+            **geometry_attrs(space.geometry),
         },
     )
-    return add_coordinates(ds, [f.columns for f in fits], mask, affine) if coords else ds
+    return add_coordinates(ds, [f.columns for f in fits], space) if coords else ds
 
 
 #: dims of the mask in a Dataset with coordinates (``x, y, z`` name world coordinates there)
@@ -196,7 +194,7 @@ def run_labels(n_runs: int) -> list[str]:
     return [f"run-{i + 1}" for i in range(n_runs)]
 
 
-def add_coordinates(ds: xr.Dataset, columns: list[list], mask: np.ndarray, affine: np.ndarray) -> xr.Dataset:
+def add_coordinates(ds: xr.Dataset, columns: list[list], space) -> xr.Dataset:
     """Coordinates of a fit Dataset, for ``sel`` by label.
 
     * ``run``: ``run-1``, ``run-2``, ...
@@ -204,13 +202,11 @@ def add_coordinates(ds: xr.Dataset, columns: list[list], mask: np.ndarray, affin
       runs share them and they are unique; otherwise (runs that differ, or
       duplicated names as nilearn allows) a 2-D ``regressor_name`` (run,
       regressor) coordinate ("" in the padding) and positional ``regressor``.
-    * ``voxel``: voxel indices ``i, j, k`` and world ``x, y, z`` in mm
-      (:func:`daskglm.io.coords.voxel_coords`).
+    * ``voxel``: the space's coordinates (volumes: voxel indices ``i, j, k``
+      and world ``x, y, z`` in mm, :func:`daskglm.io.coords.voxel_coords`).
     * the mask's grid dims are renamed :data:`MASK_GRID_DIMS` (``x, y, z``
       name the voxels' world coordinates).
     """
-    from daskglm.io.coords import voxel_coords
-
     grid = {"x": MASK_GRID_DIMS[0], "y": MASK_GRID_DIMS[1], "z": MASK_GRID_DIMS[2]}
     ds = ds.rename_dims({k: v for k, v in grid.items() if k in ds.dims})  # surface fits: no grid
     names = [[str(c) for c in cols] for cols in columns]
@@ -223,7 +219,7 @@ def add_coordinates(ds: xr.Dataset, columns: list[list], mask: np.ndarray, affin
         table = np.array([n + [""] * (width - len(n)) for n in names], dtype=object)
         new["regressor_name"] = (("run", "regressor"), table.astype(str),
                                  {"long_name": "design matrix column of each run ('' in the padding)"})
-    new.update(voxel_coords(mask, affine))
+    new.update(space.coords())
     return ds.assign_coords(new)
 
 

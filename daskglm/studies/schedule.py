@@ -44,15 +44,9 @@ def _finished(summary):
 
 def _subject_info(model: FirstLevelModel) -> dict:
     """Runs, scans, scans kept and voxels of a lazily fitted model (computes nothing)."""
-    state = model._state
-    kept = [int(d.shape[0]) for d in state.designs]
-    scans = []
-    for source in state.sources or ():
-        while getattr(source, "source", None) is not None:  # censored / resampled views
-            source = source.source
-        scans.append(int(source.n_scans))
-    return {"runs": len(state.designs), "scans": sum(scans) or sum(kept), "scans_kept": sum(kept),
-            "voxels": int(state.n_voxels)}
+    kept = [int(d.shape[0]) for d in model.design_matrices_]
+    return {"runs": len(kept), "scans": sum(model.n_scans_), "scans_kept": sum(kept),
+            "voxels": model.n_elements_}
 
 
 def _plan(sid: str, build, root: Location, overwrite: bool, resume: bool):

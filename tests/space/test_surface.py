@@ -15,7 +15,7 @@ from nilearn.surface.utils import check_polymesh_equal
 
 from daskglm import FirstLevelModel
 from daskglm.errors import SurfaceInputError
-from daskglm.kernels.mesh import SurfaceMasker as ElementMasker
+from daskglm.kernels.mesh import MeshMasker
 from daskglm.kernels.mesh import SurfacePart
 
 N_SCANS, T_R = 60, 2.0
@@ -87,13 +87,13 @@ def test_surface_smoothing_equals_nilearn(runs):
     assert not np.allclose(a, _values(unsmoothed))
 
 
-def test_element_masker_smoothing_equals_nilearn_smooth_img(mesh, runs):
+def test_mesh_masker_smoothing_equals_nilearn_smooth_img(mesh, runs):
     from nilearn.image import smooth_img
 
     img = runs[0]
     parts = [SurfacePart(m.n_vertices, m.coordinates, m.faces) for m in mesh.parts.values()]
     mask = np.ones(sum(p.n_elements for p in parts), bool)
-    masker = ElementMasker(mask, parts, smoothing_fwhm=12.0)
+    masker = MeshMasker(mask, parts, smoothing_fwhm=12.0)
     assert all(op is not None and op[1] >= 2 for op in masker.operators)
     scans = np.concatenate([np.asarray(img.data.parts[p])[:, :5].T for p in mesh.parts], axis=1)
     ref = smooth_img(SurfaceImage(mesh=mesh, data={p: np.asarray(img.data.parts[p])[:, :5] for p in mesh.parts}), 12.0)

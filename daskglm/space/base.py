@@ -1,0 +1,104 @@
+"""The element space of a fit: the one object that knows where a fit's values live.
+
+A GLM is fitted per *element*: a voxel of a volume mask, a vertex of a mesh,
+a grayordinate of a CIFTI file.  Everything that depends on which kind of
+element a fit has — how a streamed scan is smoothed and masked, how in-mask
+values become an image again, which coordinates label them, which nilearn
+masker stands for them, how the store records them — is asked of one
+:class:`ElementSpace`, built once by ``FirstLevelModel.fit``
+(:func:`daskglm.space.build.resolve_space`) or by a store reader
+(:func:`daskglm.space.build.element_space`), and held by the fitted state.  Code elsewhere never
+branches on "volume or surface"; it calls the space.
+
+Two implementations: :class:`daskglm.space.volume.VolumeSpace` (a boolean
+mask on a voxel grid, its affine, the smoothing, and the crop of that grid
+the runs are streamed on when they are resampled) and
+:class:`daskglm.space.surface.SurfaceSpace` (a boolean mask over the elements
+of a mesh or of CIFTI brain models, and their geometry).
+"""
+
+from __future__ import annotations
+
+import functools
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+__all__ = ["ElementSpace"]
+
+
+class ElementSpace(ABC):
+    """Where a fit's values live, and how they become images again.
+
+    Attributes
+    ----------
+    kind : {'volume', 'surface', 'cifti'}
+    mask : ndarray of bool
+        ``(x, y, z)`` for volumes, ``(n_elements,)`` for surfaces and CIFTI;
+        in-mask values are flat in its C order everywhere.
+    affine : ndarray (4, 4)
+        The mask's affine (identity for surfaces).
+    smoothing_fwhm : float, sequence of 3 floats, or None
+        The smoothing applied to each scan before masking (validated).
+    geometry : SurfaceGeometry, CiftiGeometry or None
+        The mesh / brain models of a surface space (``None`` for volumes).
+    given_masker : nilearn masker or None
+        The fitted masker given as ``mask_img``, returned by :meth:`to_nilearn`.
+    """
+
+    kind: str
+    mask: np.ndarray
+    affine: np.ndarray
+    smoothing_fwhm: Any = None
+    geometry: Any = None
+    given_masker: Any = None
+
+    @property
+    def n_elements(self) -> int:
+        """Number of in-mask elements (nilearn's ``n_elements_``)."""
+        return int(np.count_nonzero(self.mask))
+
+    @functools.cached_property
+    def mask_img(self):
+        """The mask as an image of the space's kind (uint8 NIfTI, ``SurfaceImage`` or CIFTI)."""
+        return self._mask_image()
+
+    @abstractmethod
+    def _mask_image(self):
+        """The mask as an image (built once, by :attr:`mask_img`)."""
+
+    @abstractmethod
+    def stream_masker_recipe(self) -> tuple:
+        """``(kernel class, arguments)`` of the stream masker: plain arrays, light to ship to workers."""
+
+    def stream_masker(self):
+        """The kernel that smooths and masks streamed scans (pure numpy, :mod:`daskglm.kernels`)."""
+        factory, args = self.stream_masker_recipe()
+        return factory(*args)
+
+    @abstractmethod
+    def stream_sources(self, sources: list, raw: list) -> list:
+        """The runs as the engine streams them (``sources``: the censored views of ``raw``)."""
+
+    @abstractmethod
+    def unmask(self, values, description: str = ""):
+        """In-mask values ``(V,)`` or ``(k, V)`` as an image of the space's kind."""
+
+    @abstractmethod
+    def unmask_series(self, values, description: str = ""):
+        """In-mask time series ``(scans, V)`` (dask or numpy) as a 4D image, lazily where the format allows."""
+
+    @abstractmethod
+    def coords(self, dim: str = "voxel") -> dict:
+        """xarray coordinates of the in-mask elements (``name -> (dim, values, attrs)``)."""
+
+    @abstractmethod
+    def to_nilearn(self):
+        """A fitted nilearn masker equivalent to this space (the given one, if any)."""
+
+    def __dask_tokenize__(self):
+        return (type(self).__name__, self.kind, self.mask, self.affine, self.smoothing_fwhm, self._token_extra())
+
+    def _token_extra(self):
+        return None
