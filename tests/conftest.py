@@ -2,7 +2,7 @@
 
 - Small generated FIAC-like datasets (session-scoped, on disk) and the loaders
   of their design matrices.
-- The bad-input harness of test_io, test_masking, test_design, test_contrasts,
+- The bad-input harness of test_io, test_volume, test_design, test_contrasts,
   test_model and test_store: every bad input raises a user-facing exception
   (a ``ValueError``/``TypeError``/``FileNotFoundError`` subclass, never a numpy
   ``IndexError``) whose message names the problem and the offending value, within
@@ -11,7 +11,7 @@
 - Hypothesis settings and the user-error check of the property-based tests of
   test_design and test_contrasts.
 - A run with special voxels (zero, constant, partly and all non-finite) and its
-  maps from daskglm and nilearn, for the data-hygiene tests of test_masking and
+  maps from daskglm and nilearn, for the data-hygiene tests of test_volume and
   test_model.
 - A freshly written store of a one-run fit (``good_store``), for test_store and
   test_faults.

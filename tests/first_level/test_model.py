@@ -15,7 +15,7 @@
   outputs: beta = level x pinv(X) 1, dispersion 0, rho 0, hence effect 0,
   variance 0, stat 0 and z 0 for any contrast not involving the constant
   (``test_degenerate_voxels_are_quiet``).  The special-voxel run is ``hdata``
-  (``tests/conftest.py``); its non-finite values are tested in test_masking.
+  (``tests/conftest.py``); its non-finite values are tested in tests/space/test_volume.py.
 - Input files are never modified: byte checksums before and after a full
   fit, contrast, ``to_zarr`` and ``open_model`` are equal, and in-memory input
   arrays keep their NaNs.

@@ -24,7 +24,7 @@ from tests._nilearn_suites import FIRST_LEVEL_SURFACE_TESTS, NILEARN_VERSION, TE
 SOURCE = TESTS / "test_first_level.py"
 
 #: nilearn test -> why it does not test daskglm's public volume API.
-_SURFACE = "surface data (SurfaceImage / SurfaceMasker): run by tests/test_nilearn_first_level_surface.py"
+_SURFACE = "surface data (SurfaceImage / SurfaceMasker): run by tests/first_level/test_nilearn_first_level_surface.py"
 _NILEARN_FUNCTION = "tests a nilearn function that is not swapped (daskglm has no run_glm/mean_scaling)"
 DESELECTED: dict[str, str] = {
     "test_check_estimator_sklearn": "scikit-learn estimator checks and tags (not copied: needs polars)",
@@ -33,7 +33,7 @@ DESELECTED: dict[str, str] = {
     "test_run_glm_ar1": _NILEARN_FUNCTION,
     "test_run_glm_ar3": _NILEARN_FUNCTION,
     "test_run_glm_errors": _NILEARN_FUNCTION,
-    "test_glm_ar_estimates": "nilearn's private _yule_walker and run_glm (daskglm: tests/test_kernels_glm.py)",
+    "test_glm_ar_estimates": "nilearn's private _yule_walker and run_glm (daskglm: tests/kernels/test_glm.py)",
     "test_glm_ar_estimates_errors": "nilearn's private _yule_walker",
     "test_glm_random_state": "mocks sklearn KMeans inside nilearn's run_glm (daskglm bins arN per voxel)",
     "test_scaling": _NILEARN_FUNCTION,

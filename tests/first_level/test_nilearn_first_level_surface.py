@@ -1,6 +1,6 @@
 """nilearn 0.14.1's own surface ``FirstLevelModel`` tests, run against daskglm.
 
-The companion of ``tests/test_nilearn_first_level.py`` (which deselects these
+The companion of ``tests/first_level/test_nilearn_first_level.py`` (which deselects these
 tests): the installed ``nilearn/glm/tests/test_first_level.py`` is executed
 here, the public API it tests is swapped for daskglm's (``FirstLevelModel``,
 ``compute_fixed_effects``), and only its surface tests (:data:`SURFACE_TESTS`)

@@ -1,4 +1,4 @@
-"""Streaming sufficient statistics (``kernels.stats``) and their affine rescaling.
+"""Streaming sufficient statistics (``kernels.sufficient_stats``) and their affine rescaling.
 
 Statistics accumulated over arbitrary time chunks equal sums over the whole
 series; rescaling the data per voxel (``kernels.scaling``) maps the statistics

@@ -1,6 +1,6 @@
 """Height control, cluster extent and cluster tables (nilearn's, on exported maps).
 
-Cluster tables computed from stores are in test_reporting.
+Cluster tables computed from stores are in test_report.
 """
 
 from __future__ import annotations

@@ -261,7 +261,7 @@ def test_cli_fit_and_contrast_on_cifti(cifti_runs, tmp_path, capsys):
     assert z.header.get_axis(1) == cifti_runs["bm"]
     expected = FirstLevelModel().fit(run["path"], design_matrices=run["X"]).compute_contrast("a - b")
     np.testing.assert_allclose(np.asarray(z.dataobj), np.asarray(expected.dataobj), rtol=1e-6, atol=1e-6)
-    # the report of a CIFTI fit: without a mesh, tables per brain structure (tests/test_surface_cli.py)
+    # the report of a CIFTI fit: without a mesh, tables per brain structure (tests/cli/test_surfaces.py)
     assert main(["report", str(store), "a - b", "-o", str(tmp_path / "r.html"), "--no-progress"]) == 0
     page = (tmp_path / "r.html").read_text()
     assert "Brain structures" in page and "CORTEX_LEFT" in page and "Surface panels need a mesh" in page

@@ -15,8 +15,7 @@ from nilearn.surface.utils import check_polymesh_equal
 
 from daskglm import FirstLevelModel
 from daskglm.errors import SurfaceInputError
-from daskglm.kernels.mesh import MeshMasker
-from daskglm.kernels.mesh import SurfacePart
+from daskglm.kernels.mesh import MeshMasker, SurfacePart
 
 N_SCANS, T_R = 60, 2.0
 

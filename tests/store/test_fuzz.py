@@ -143,7 +143,7 @@ targets = st.one_of(
 )
 
 
-#: More examples locally: DASKGLM_FUZZ_EXAMPLES=1000 pytest tests/test_store_fuzz.py
+#: More examples locally: DASKGLM_FUZZ_EXAMPLES=1000 pytest tests/store/test_fuzz.py
 EXAMPLES = int(os.environ.get("DASKGLM_FUZZ_EXAMPLES", "60"))
 
 
