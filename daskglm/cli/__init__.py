@@ -1,4 +1,5 @@
-"""``daskglm`` command line: ``demo``, ``fit``, ``contrast``, ``report``, ``fit-subjects`` and ``bids``.
+"""``daskglm`` command line: ``demo``, ``fit``, ``contrast``, ``report``, ``fit-subjects``, ``migrate``,
+``group`` and ``bids``.
 
 Thin by design: each subcommand parses its options, calls the public API and
 shows progress (dask's :class:`~dask.diagnostics.ProgressBar` with a local
@@ -11,11 +12,18 @@ stderr and exit code 2; ``--traceback`` shows the full traceback instead.
 failed, with one ``daskglm fit-subjects: error: ...`` line per failure.
 
 - :mod:`~daskglm.cli.parser`: the argument parser (:func:`build_parser`);
-- :mod:`~daskglm.cli.commands`: the subcommand handlers;
+- :mod:`~daskglm.cli.commands`: the handlers of ``demo``, ``fit``, ``contrast``, ``report``,
+  ``fit-subjects`` and ``migrate``;
 - :mod:`~daskglm.cli.runtime`: scheduler, progress, warnings and the error policy;
-- :mod:`~daskglm.cli.values`: contrasts given as text (:func:`parse_contrast`);
+- :mod:`~daskglm.cli.values`: what the given values mean: contrasts as text or JSON
+  (:func:`parse_contrast`), ``KEY=VALUE`` options, ``fit``'s options as model parameters;
+- :mod:`~daskglm.cli.surfaces`: GIfTI and CIFTI runs, meshes, surface masks and maps of
+  ``fit``, ``contrast`` and ``report``;
+- :mod:`~daskglm.cli.demo`: ``daskglm demo``, the seed workflow on simulated FIAC-like data;
+- :mod:`~daskglm.cli.group`: ``daskglm group``, a group analysis straight from a study store;
 - :mod:`~daskglm.cli.bids`: ``daskglm bids`` (a BIDS study into one store, exit status 1 if a
-  subject failed).
+  subject failed);
+- ``python -m daskglm.cli`` (:mod:`~daskglm.cli.__main__`) runs :func:`main`.
 """
 
 from __future__ import annotations

@@ -1,10 +1,25 @@
-"""Reading runs and writing images.
+"""Reading runs and writing images: one module per format, the transport (fsspec URLs) apart.
 
-- :mod:`~daskglm.io.base`: :class:`RunSource`, what a run is to the engine
-  (geometry plus chunked volume reads) — the seam for new formats;
-- :mod:`~daskglm.io.nifti`: ``.nii`` (memory-mapped) and ``.nii.gz`` (one ISA-L
-  stream) files, :func:`load_image`;
-- :mod:`~daskglm.io.runs`: :func:`as_run_source` for paths, images and arrays;
+- :mod:`~daskglm.io.base`: :class:`RunSource`, what a run is to the engine (geometry plus
+  chunked scan reads) — the seam for new formats;
+- :mod:`~daskglm.io.nifti`: ``.nii`` (memory-mapped) and ``.nii.gz`` (one ISA-L stream) runs,
+  :func:`load_image`;
+- :mod:`~daskglm.io.gzindex`: seek indexes into ``.nii.gz`` runs (optional ``rapidgzip``), so
+  their time chunks are read independently;
+- :mod:`~daskglm.io.gifti`: surface runs (nilearn ``SurfaceImage``, GIfTI hemispheres) and
+  their :class:`SurfaceGeometry`;
+- :mod:`~daskglm.io.cifti`: CIFTI-2 dense runs (``.dtseries.nii``) and dense scalar maps;
+- :mod:`~daskglm.io.remote`: runs at fsspec URLs (object storage, HTTP), streamed, never
+  downloaded whole;
+- :mod:`~daskglm.io.runs`: :func:`as_run_source`, any run input (paths, URLs, images, arrays)
+  as a :class:`RunSource`;
+- :mod:`~daskglm.io.views`: views of a run: its kept scans (censoring), its volumes on another grid;
+- :mod:`~daskglm.io.timing`: the repetition time, read from a run's header and checked;
 - :mod:`~daskglm.io.dataarray`: :func:`open_run`, a run as a lazy ``xarray.DataArray``;
-- :mod:`~daskglm.io.export`: in-mask values back to NIfTI images.
+- :mod:`~daskglm.io.timing`: the repetition time read from headers, and every ``t_r`` check;
+- :mod:`~daskglm.io.coords`: xarray coordinates of voxels and volumes (``i, j, k`` and world
+  ``x, y, z``);
+- :mod:`~daskglm.io.maps`: the in-mask values of effect maps already on a mask's grid (group level);
+- :mod:`~daskglm.io.export`: in-mask values back to NIfTI images (eager or lazy), with ASCII-safe
+  descriptions.
 """

@@ -1,10 +1,15 @@
-"""What a run is to the engine: geometry plus chunked volume reads.
+"""What a run is to the engine: geometry plus chunked scan reads.
 
-:class:`RunSource` is the seam between storage formats and the engine: a
-reader (NIfTI today; GIfTI, CIFTI and object storage next) subclasses it and
-yields volumes ``t0..t1`` as a ``(k, nz, ny, nx)`` array (the C-order view of
-NIfTI's Fortran-ordered volumes, so a volume is one contiguous block).
-Nothing is read when a source is created.
+:class:`RunSource` is the seam between storage formats and the engine; every
+reader subclasses it: NIfTI files (:mod:`~daskglm.io.nifti`), surface images
+and GIfTI files (:mod:`~daskglm.io.gifti`), CIFTI-2 dense runs
+(:mod:`~daskglm.io.cifti`), runs at fsspec URLs (:mod:`~daskglm.io.remote`),
+in-memory arrays (:mod:`~daskglm.io.runs`) and the censored or resampled
+views of a run (:mod:`~daskglm.io.views`).  A source yields scans ``t0..t1``
+as a ``(k, nz, ny, nx)`` array for volumes (the C-order view of NIfTI's
+Fortran-ordered volumes, so a volume is one contiguous block) and as
+``(k, n_elements)`` for surfaces and CIFTI.  Nothing is read when a source is
+created.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Lazy NIfTI runs: header-only opening, chunked volume reads, dask/xarray views.
+"""Lazy NIfTI runs: header-only opening and chunked volume reads (the xarray view: :mod:`.dataarray`).
 
 A run is described by a :class:`RunSource` that knows its shape, affine and
 how to read volumes ``t0..t1`` as a ``(k, nz, ny, nx)`` array (the C-order view

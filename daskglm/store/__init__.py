@@ -3,6 +3,8 @@
 - :mod:`~daskglm.store.location`: :class:`Location`, a local directory or an fsspec URL;
 - :mod:`~daskglm.store.keys`: resume identity (:func:`run_key`, :func:`run_keys`);
 - :mod:`~daskglm.store.schema`: the fit as an :class:`xarray.Dataset`, and the format constants;
+- :mod:`~daskglm.store.geometry`: the surface or CIFTI geometry of a fit (standard meshes by
+  name, other meshes as arrays);
 - :mod:`~daskglm.store.zarr`: atomic, resumable writes (:func:`write_dataset`);
 - :mod:`~daskglm.store.read`: validated, checksum-verified reads (:func:`read_dataset`,
   :func:`read_fit`), with :mod:`~daskglm.store.validate` (schema) and

@@ -3,7 +3,7 @@
 - :mod:`~daskglm.studies.bids.layout`: local datasets, and local views of datasets on object storage;
 - :mod:`~daskglm.studies.bids.first_level`: :func:`first_level_from_bids` (sample masks kept);
 - :mod:`~daskglm.studies.bids.study`: :func:`fit_bids`, every subject into one study store;
-- :mod:`~daskglm.studies.bids.derivatives`: BIDS derivatives out, named as nilearn's ``save_glm_to_bids``;
+- :mod:`~daskglm.studies.bids.derivatives`: BIDS derivatives out, named as nilearn's ``save_glm_to_bids``.
 
 The submodules are imported on use (they pull in nilearn's BIDS tools).
 """
