@@ -1,4 +1,4 @@
-"""Concurrent writers of one store, with real processes (issue 11, item 2).
+"""Concurrent writers of one store, with real processes.
 
 - several processes ``to_zarr(p, overwrite=True)`` at the same moment: every
   one succeeds, the store then holds exactly one writer's complete fit, and

@@ -1,4 +1,4 @@
-"""Fuzzing the store reader over tampered attributes and array metadata (issue 11, item 4).
+"""Fuzzing the store reader over tampered attributes and array metadata.
 
 Each example copies a good store, replaces one attribute (of the root, a run
 group or the shared group), one field inside a JSON-text attribute, or one
