@@ -164,3 +164,46 @@ def test_every_exception_is_exported():
     classes = {name for name, obj in vars(errors).items()
                if isinstance(obj, type) and issubclass(obj, BaseException) and obj.__module__ == errors.__name__}
     assert classes - set(errors.__all__) == set(), classes - set(errors.__all__)
+
+
+#: The estimator's package: the only code that may read a model's private fitted state.
+ESTIMATOR_PACKAGE = "daskglm.first_level"
+PRIVATE_MODEL_ATTRS = ("_state", "_unmask", "_masker", "_timeseries")
+
+
+def _private_model_reads(source: str) -> list[str]:
+    """``x._state``-style attribute accesses (not ``self._state`` on a class's own state)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr in PRIVATE_MODEL_ATTRS:
+            owner = node.value
+            if not (isinstance(owner, ast.Name) and owner.id == "self"):
+                found.append(f"line {node.lineno}: .{node.attr}")
+    return found
+
+
+def test_private_state_read_checker_catches_a_violation():
+    assert _private_model_reads("def f(model):\n    return model._state.space\n") == ["line 2: ._state"]
+    assert _private_model_reads("class A:\n    def f(self):\n        return self._state\n") == []
+
+
+def test_no_private_model_state_outside_the_estimator_package():
+    """Reports, stores, studies, group and CLI read the fitted-state interface (``space_``, ...), not ``_state``."""
+    offenders = []
+    for m, p in MODULES.items():
+        if m == ESTIMATOR_PACKAGE or m.startswith(ESTIMATOR_PACKAGE + "."):
+            continue
+        offenders += [f"{m}: {hit}" for hit in _private_model_reads(p.read_text())]
+    assert not offenders, "\n".join(offenders)
+
+
+def test_no_volume_or_surface_branch_outside_the_space():
+    """Only daskglm.space decides what a run's elements are (``geometry is None`` / ``is_surface_source``)."""
+    pattern = ("geometry is None", "geometry is not None", "is_surface_source(")
+    # the store records a space's optional geometry (absent for volumes): that is its file format
+    allowed = ("daskglm.space", "daskglm.store.geometry")
+    offenders = [
+        f"{m}: {needle}" for m, p in MODULES.items() if not m.startswith(allowed)
+        for needle in pattern if needle in p.read_text()
+    ]
+    assert not offenders, "\n".join(offenders)

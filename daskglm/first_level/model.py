@@ -18,6 +18,7 @@ import nibabel as nib
 import numpy as np
 import xarray as xr
 
+import daskglm.compat.nilearn  # noqa: F401  (the nilearn version check: one line if unsupported)
 from daskglm.errors import NotFittedError
 from daskglm.first_level.inputs import fit_inputs, key_params
 from daskglm.first_level.outputs import FirstLevelOutputs, report_threshold
@@ -92,14 +93,29 @@ class FirstLevelModel(FirstLevelOutputs):
         Residual autocorrelation lags (1..k) kept as whitening diagnostics
         (:meth:`whitening_diagnostics`).  ``None``: 3 for
         ``whitening='exact'``, 0 (none, nilearn's statistics pass) for binned.
-    **nilearn_kwargs
-        nilearn parameters without effect here (``memory``, ``verbose``,
-        ``n_jobs``, ``reports``, ...) are accepted and ignored.
+    memory, memory_level, verbose, n_jobs, subject_label, random_state, reports
+        nilearn's parameters, accepted so that nilearn code runs unchanged;
+        they have no effect on the fit (dask schedules the work; nothing is
+        cached on disk but the store you write).  ``subject_label`` is kept
+        with the fit.
+    standardize : False or None
+        nilearn's masker standardization of each voxel's time series; only
+        ``False``/``None`` (nilearn's default) is supported — signal scaling
+        is ``signal_scaling``.
 
     Attributes
     ----------
     design_matrices_ : list of pandas.DataFrame
-    mask_img_ : nibabel.Nifti1Image
+    mask_img_ : nibabel.Nifti1Image, SurfaceImage or CIFTI image
+    space_ : daskglm.space.base.ElementSpace
+        Where the fit's values live (mask / mesh, affine, smoothing), and
+        ``space_.unmask`` to turn any in-mask array into an image.
+    run_names_, n_scans_ : list
+        The fitted runs' names and scan counts (before censoring).
+    mean_img_ : image or None
+        The runs' mean signal over the mask (the reports' background).
+    masker_ : nilearn NiftiMasker or SurfaceMasker
+        The equivalent fitted nilearn masker (the one given as ``mask_img``, if any).
     results_ : xarray.Dataset
         Lazy dataset of the fit (layout: :mod:`daskglm.store.schema`).
     labels_ : list of ndarray
@@ -194,6 +210,11 @@ class FirstLevelModel(FirstLevelOutputs):
     # ----------------------------------------------------------- validation
     def _fit_options(self) -> FitOptions:
         """The validated fit recipe (parameters are read, never modified)."""
+        if self.standardize not in (False, None):
+            raise ValueError(
+                f"standardize={self.standardize!r} is not supported: daskglm fits the signal as nilearn's "
+                "default (standardize=False); for percent signal change use signal_scaling=0."
+            )
         if self.noise_model not in NOISE_MODELS:
             raise ValueError(
                 f"Unknown noise_model {self.noise_model!r}; choose one of {list(NOISE_MODELS)}."
@@ -341,7 +362,7 @@ class FirstLevelModel(FirstLevelOutputs):
 
     @property
     def run_names_(self) -> list[str]:
-        """The name of each fitted run (its file name), or ``run-1``, ``run-2``, ... for a reopened store."""
+        """The name of each fitted run (its path or URL, or an image's name), ``run-<i>`` for a reopened store."""
         self._check_fitted()
         sources = self._state.sources or [None] * len(self._state.runs)
         return [str(getattr(s, "name", None) or f"run-{i + 1}") for i, s in enumerate(sources)]

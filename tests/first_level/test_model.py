@@ -335,3 +335,17 @@ def test_designs_with_as_many_columns_as_scans_fit_as_nilearn(n_regressors, nois
     else:  # n < p: negative residual degrees of freedom, variance and stat undefined in both
         for name in ("stat", "effect_variance"):
             assert np.isnan(a[name]).all() and np.isnan(b[name]).all(), name
+
+
+@pytest.mark.parametrize("standardize", [True, "zscore_sample", "psc"])
+def test_standardize_is_refused_not_ignored(vdata, standardize):
+    """nilearn's masker would z-score each voxel; daskglm does not, so it says so instead of ignoring it."""
+    model = FirstLevelModel(mask_img=vdata["mask"], standardize=standardize)
+    with pytest.raises(ValueError, match="standardize=.* is not supported"):
+        model.fit(vdata["func1"], design_matrices=vdata["design1"])
+
+
+def test_standardize_false_and_none_fit(vdata):
+    for value in (False, None):
+        model = FirstLevelModel(mask_img=vdata["mask"], standardize=value, noise_model="ols")
+        assert model.fit(vdata["func1"], design_matrices=vdata["design1"]).n_elements_ > 0
