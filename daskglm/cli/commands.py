@@ -27,10 +27,10 @@ from daskglm.cli.values import (
     contrasts_from_args,
     fit_model_params,
     parse_key_values,
-    read_confounds,
     safe_filename,
 )
 from daskglm.errors import UsageError
+from daskglm.io.timing import check_runs_t_r
 from daskglm.studies.subjects import failure_message, fit_subjects, load_spec
 
 __all__ = ["OUTPUT_SUFFIX", "cmd_demo", "cmd_fit", "cmd_contrast", "cmd_report", "cmd_fit_subjects",
@@ -98,7 +98,8 @@ def _fit_inputs(args, runs: list) -> dict[str, Any]:
     return {
         "design_matrices": list(args.design) if args.design else None,
         "events": list(args.events) if args.events else None,
-        "confounds": _confounds(args.confounds, runs) if args.confounds else None,
+        # read by the model, as from Python (daskglm.glm.confounds: TSV/CSV, rp_*.txt, .par, .1D)
+        "confounds": list(args.confounds) if args.confounds else None,
         "sample_masks": _sample_masks(args, runs),
     }
 
@@ -126,24 +127,6 @@ def _sample_masks(args, runs: list) -> list | None:
     return masks
 
 
-def _confounds(files: Sequence[str], runs: Sequence[str]) -> list:
-    """The confounds files read (:func:`read_confounds`), one row per scan of their run."""
-    from daskglm.errors import ConfoundsError
-    from daskglm.io.runs import as_run_source
-
-    tables = []
-    for path, run in zip(files, runs):
-        table = read_confounds(path)
-        n_scans = as_run_source(run).n_scans  # header only, any run format
-        if len(table) != n_scans:
-            raise ConfoundsError(
-                f"The confounds file {path!r} has {len(table)} rows, but its run {run!r} has {n_scans} "
-                "scans; give one row per scan (without a header row for rp_*.txt / .par / .1D files)."
-            )
-        tables.append(table)
-    return tables
-
-
 def _check_mask_grid(mask: str, run: str) -> None:
     """A mask on another grid than the runs: one line that says how to fix it."""
     import nibabel as nib
@@ -165,23 +148,6 @@ def _check_mask_grid(mask: str, run: str) -> None:
     )
 
 
-def _check_t_r(runs: Sequence[str], t_r: float | None) -> None:
-    """Warn when ``--t-r`` differs from the repetition time in a run's header (:func:`check_t_r`)."""
-    import nibabel as nib
-
-    from daskglm.io.dataarray import check_t_r, header_t_r
-
-    if t_r is None:
-        return
-    for path in runs:
-        if not isinstance(path, str):  # GIfTI runs: no repetition time in their header
-            continue
-        header = getattr(nib.load(path), "header", None)
-        if not hasattr(header, "get_zooms"):  # CIFTI, GIfTI: the series step is checked by the reader
-            continue
-        check_t_r(t_r, header_t_r(header), repr(str(path)), given="--t-r ", used_by="the design")
-
-
 @command()
 def cmd_fit(args) -> int:
     """``daskglm fit``: fit runs and write the fit store."""
@@ -193,8 +159,8 @@ def cmd_fit(args) -> int:
     if out.exists() and not args.overwrite:
         raise UsageError(f"The store {str(out)!r} exists; pass --overwrite to replace it.")
     check_writable(out, directory=True)  # fail fast: before anything is computed
-    if args.events:
-        _check_t_r(runs, args.t_r)
+    if args.events:  # a --t-r that differs from a run's header: a warning
+        check_runs_t_r(runs, args.t_r, given="--t-r ", used_by="the design")
     model = FirstLevelModel(**{**fit_model_params(args), "mask_img": surface_mask(args, runs)})
     model.fit(runs, **inputs)
     persist_with_progress(model, args.client, not args.no_progress)

@@ -1,4 +1,9 @@
-"""The ``daskglm`` argument parser: one sub-parser per command.
+"""The ``daskglm`` argument parser (argparse): what the command line accepts, one sub-parser per command.
+
+This module declares the commands, options, choices and help texts; what
+the given strings mean (contrast definitions, ``KEY=VALUE`` options, the
+``FirstLevelModel`` parameters of ``daskglm fit``) is read by
+:mod:`daskglm.cli.values`, and each command runs in :mod:`daskglm.cli.commands`.
 
 Every command gets ``--scheduler`` and ``--progress``/``--no-progress`` from
 :func:`common_options` (progress bars by default only when stderr is a
@@ -19,7 +24,9 @@ from daskglm.cli.commands import cmd_contrast, cmd_demo, cmd_fit, cmd_fit_subjec
 from daskglm.cli.group import add_group
 from daskglm.cli.runtime import PROG
 from daskglm.cli.surfaces import MESH_TYPES
+from daskglm.cli.values import SIGNAL_SCALINGS
 from daskglm.glm.contrasts import OUTPUT_TYPES
+from daskglm.kernels.fit import MAX_AR_ORDER, NOISE_MODELS
 
 __all__ = ["build_parser", "common_options", "resolve_progress", "add_demo", "add_fit", "add_contrast",
            "add_report", "add_fit_subjects", "FIT_OPTIONS", "FIT_EXCLUDED"]
@@ -215,11 +222,12 @@ def add_fit(sub) -> argparse.ArgumentParser:
     model.add_argument("--smoothing-fwhm", type=float, metavar="MM",
                        help="Gaussian smoothing FWHM in mm (GIfTI runs: nilearn's surface smoothing on the "
                             "mesh; not available for CIFTI runs, which hold no mesh)")
-    model.add_argument("--signal-scaling", choices=("0", "1", "0,1", "none"), default="0",
+    model.add_argument("--signal-scaling", choices=tuple(SIGNAL_SCALINGS), default="0",
+                       metavar="{0,1,'0,1',none}",
                        help="0: percent signal change per voxel (nilearn's default); 1: per scan; "
                             "'0,1': both; none: no scaling")
-    model.add_argument("--noise-model", choices=("ols", *(f"ar{k}" for k in range(1, 9))), default="ar1",
-                       metavar="{ols,ar1,...,ar8}", help="noise model")
+    model.add_argument("--noise-model", choices=NOISE_MODELS, default="ar1",
+                       metavar=f"{{ols,ar1,...,ar{MAX_AR_ORDER}}}", help="noise model")
     model.add_argument("--whitening", choices=("binned", "exact"), default="binned",
                        help="'binned': nilearn's AR(1) bins; 'exact': per-voxel bias-corrected AR(p) "
                             "(nominal false-positive rates, docs/statistics.md)")

@@ -1,5 +1,13 @@
-"""Inputs given on the command line: contrasts (``NAME=DEFINITION`` arguments and JSON files),
-confounds files (:func:`read_confounds`) and the model parameters of ``daskglm fit``."""
+"""What the command line's values mean: option strings turned into Python objects.
+
+:mod:`daskglm.cli.parser` declares what the command line accepts (argparse:
+options, choices, help); this module reads what was given: contrasts
+(``NAME=DEFINITION`` arguments and JSON files), ``KEY=VALUE`` options,
+``daskglm fit``'s options as ``FirstLevelModel`` parameters
+(:func:`fit_model_params`, :data:`SIGNAL_SCALINGS`) and ``--target-affine``.
+Confounds files are read by the Python API's reader
+(:func:`daskglm.glm.confounds.read_confounds`), the same for both.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +19,8 @@ from typing import Any
 
 from daskglm.errors import UsageError
 
-__all__ = ["parse_contrast", "parse_key_values", "load_contrast_file", "contrasts_from_args", "safe_filename", "read_confounds",
-           "fit_model_params"]
+__all__ = ["parse_contrast", "parse_key_values", "load_contrast_file", "contrasts_from_args", "safe_filename",
+           "fit_model_params", "SIGNAL_SCALINGS"]
 
 _NAMED = re.compile(r"^\s*([A-Za-z_][\w.+-]*)\s*=(?!=)\s*(.+)$", re.S)
 
@@ -129,90 +137,13 @@ def safe_filename(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.+-]+", "_", name).strip("_") or "contrast"
 
 
-#: Extensions of the header-less, whitespace-separated confounds files of SPM, FSL and AFNI.
-PLAIN_CONFOUNDS_SUFFIXES = (".txt", ".par", ".1d", ".dat")
-#: Names of the columns of a header-less six-column file (rigid-body motion parameters).
-MOTION_NAMES = tuple(f"motion_{i}" for i in range(6))
-
-
-def read_confounds(path: str):
-    """A confounds file as a pandas.DataFrame, in the formats neuroimagers have.
-
-    * ``.tsv`` (tabs) and ``.csv`` (commas) with a header row, as fMRIPrep's
-      ``*_desc-confounds_timeseries.tsv``;
-    * header-less whitespace-separated numbers (SPM ``rp_*.txt``, FSL
-      ``.par``, AFNI ``.1D``; ``#`` comments skipped): six columns are the
-      motion parameters ``motion_0`` .. ``motion_5``, other counts ``col_0`` ..
-
-    Parameters
-    ----------
-    path : str
-
-    Returns
-    -------
-    pandas.DataFrame
-
-    Raises
-    ------
-    FileNotFoundError
-        If the file does not exist.
-    daskglm.errors.ConfoundsError
-        If it cannot be read as numbers, or has missing values; the message
-        names the file.
-    """
-    import numpy as np
-    import pandas as pd
-
-    from daskglm.errors import ConfoundsError
-
-    file = Path(path)
-    if not file.is_file():
-        raise FileNotFoundError(f"The confounds file {path!r} does not exist.")
-    try:
-        if file.suffix.lower() in (".tsv", ".csv") or not _looks_numeric(file):
-            table = pd.read_csv(file, sep="," if file.suffix.lower() == ".csv" else "\t")
-        else:
-            values = np.loadtxt(file, comments="#", ndmin=2, dtype=np.float64)
-            names = MOTION_NAMES if values.shape[1] == 6 else [f"col_{i}" for i in range(values.shape[1])]
-            table = pd.DataFrame(values, columns=list(names))
-    except (ValueError, OSError, pd.errors.ParserError) as err:
-        raise ConfoundsError(f"Could not read the confounds file {path!r}: {err}") from err
-    if table.shape[1] == 0 or table.shape[0] == 0:
-        raise ConfoundsError(f"The confounds file {path!r} has no data.")
-    bad = [str(c) for c in table.columns if not pd.api.types.is_numeric_dtype(table[c])]
-    if bad:
-        raise ConfoundsError(
-            f"The confounds file {path!r} has non-numeric columns: {', '.join(bad[:5])}"
-            f"{' ...' if len(bad) > 5 else ''}. A file without header must hold only numbers."
-        )
-    missing = [str(c) for c in table.columns if table[c].isna().any()]
-    if missing:
-        raise ConfoundsError(
-            f"The confounds file {path!r} has missing values (n/a) in: {', '.join(missing[:5])}"
-            f"{' ...' if len(missing) > 5 else ''}; fill them (e.g. with 0, as for fMRIPrep's "
-            "derivatives) or leave those columns out."
-        )
-    return table
-
-
-def _looks_numeric(file: Path) -> bool:
-    """Whether the first non-comment line is all numbers (a header-less file)."""
-    with file.open(encoding="utf-8", errors="replace") as handle:
-        for line in handle:
-            text = line.strip()
-            if not text or text.startswith("#"):
-                continue
-            try:
-                [float(tok) for tok in text.replace(",", " ").split()]
-            except ValueError:
-                return False
-            return True
-    return False
+#: ``--signal-scaling`` values and the ``signal_scaling`` each gives.
+SIGNAL_SCALINGS = {"0": 0, "1": 1, "0,1": (0, 1), "none": False}
 
 
 def fit_model_params(args) -> dict[str, Any]:
     """``FirstLevelModel`` parameters from ``daskglm fit``'s options (see ``parser.FIT_OPTIONS``)."""
-    scaling = {"0": 0, "1": 1, "0,1": (0, 1), "none": False}[args.signal_scaling]
+    scaling = SIGNAL_SCALINGS[args.signal_scaling]
     chunks = {"time": args.chunks[0], "voxel": args.chunks[1]} if args.chunks else "auto"
     mask = False if args.mask == "none" else args.mask
     return {

@@ -32,7 +32,9 @@ in the first row of derivatives, FD and DVARS.  A few framewise-displacement
 spikes make ``load_confounds``' scrubbing remove scans.  Each run's signal is
 a baseline, AR(1) noise, a motion-correlated term, a non-steady-state rise in
 the first scans, and ``face``/``house`` responses of known amplitude
-(:data:`ACTIVATIONS`) in two blobs.
+(:data:`ACTIVATIONS`) in two blobs.  Events, grids, noise and the NIfTI writer
+are shared with the FIAC-like simulator (:mod:`daskglm.data.events`,
+:mod:`daskglm.data.volumes`).
 """
 
 from __future__ import annotations
@@ -40,11 +42,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from daskglm.data.fiac import write_nifti_stream
+from daskglm.data.events import response, spaced_events, task_regressors
+from daskglm.data.volumes import ar1_noise, centred_affine, ellipsoid, save_mask, sphere, write_nifti_stream
 
 __all__ = ["make_bids_dataset", "cifti_brain_models", "cifti_areas", "ACTIVATIONS", "CONDITIONS", "CIFTI_AREAS"]
 
@@ -61,33 +63,24 @@ CIFTI_AREAS = {
 }
 CIFTI_SPACES = ("fsLR",)
 _N_NONSTEADY = 2
+#: AR(1) coefficient of the noise.
+_NOISE_AR = 0.3
 _COMPCOR = {"a_comp_cor": ("combined", 5), "c_comp_cor": ("CSF", 2), "w_comp_cor": ("WM", 2)}
 
 
-def _affine(shape, voxel_size: float) -> np.ndarray:
-    affine = np.diag([voxel_size, voxel_size, voxel_size, 1.0])
-    affine[:3, 3] = -voxel_size * (np.asarray(shape) - 1) / 2
-    return affine
-
-
-def _ellipsoid(shape, shift) -> np.ndarray:
-    grid = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
-    r = sum(((g - d) / 0.9) ** 2 for g, d in zip(grid, shift))
-    return r <= 1.0
+def _brain(shape, shift) -> np.ndarray:
+    """A subject's brain: a sphere of radius 0.9 in grid coordinates from -1 to 1, shifted by ``shift``."""
+    return ellipsoid(shape, (0.9, 0.9, 0.9), shift)
 
 
 def _blob(shape, centre) -> np.ndarray:
-    grid = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
-    radius = max(1.5, 0.15 * min(shape))
-    return sum((g - c * (s - 1)) ** 2 for g, c, s in zip(grid, centre, shape)) <= radius**2
+    return sphere(shape, centre, max(1.5, 0.15 * min(shape)))
 
 
-def _events(n_scans: int, t_r: float, rng: np.random.Generator) -> pd.DataFrame:
-    onsets = np.arange(4 * t_r, (n_scans - 6) * t_r, 3.5 * t_r)
-    kinds = np.resize(np.array(CONDITIONS), len(onsets))
-    rng.shuffle(kinds)
-    return pd.DataFrame({"onset": onsets.round(2), "duration": np.full(len(onsets), 2.0),
-                         "trial_type": kinds})
+def _motion_and_drift(conf: pd.DataFrame, n_scans: int) -> tuple[np.ndarray, np.ndarray]:
+    """The motion-correlated term and the linear drift, in % of the baseline."""
+    motion = conf["trans_x"].to_numpy() * 30 + conf["rot_z"].to_numpy() * 500
+    return motion, np.linspace(-0.5, 0.5, n_scans)
 
 
 def _confounds(n_scans: int, rng: np.random.Generator, spikes) -> tuple[pd.DataFrame, dict]:
@@ -138,22 +131,15 @@ def _confounds(n_scans: int, rng: np.random.Generator, spikes) -> tuple[pd.DataF
 
 def _run_volumes(shape, n_scans, t_r, events, conf, brain, rng):
     """The run's data (x, y, z, t) as float32: baseline, AR(1) noise, motion, non-steady state, tasks."""
-    from nilearn.glm.first_level import make_first_level_design_matrix
-
-    frame_times = np.arange(n_scans) * t_r
-    regressors = make_first_level_design_matrix(frame_times, events, drift_model=None)
+    regressors = task_regressors(events, n_scans, t_r, drift_model=None)
     baseline = np.where(brain, 800.0 + 100 * rng.random(shape), 20.0 + 5 * rng.random(shape))
     data = np.empty((*shape, n_scans))
-    noise = rng.normal(0, 1.0, (*shape, n_scans))
-    for t in range(1, n_scans):
-        noise[..., t] += 0.3 * noise[..., t - 1]
+    noise = ar1_noise(rng, (*shape, n_scans), -1, _NOISE_AR)
     signal = np.zeros((*shape, n_scans))
     for spec in ACTIVATIONS.values():
         blob = _blob(shape, spec["centre"]) & brain
-        response = sum(a * regressors[c].to_numpy() for c, a in spec["amplitudes"].items())
-        signal[blob] += response
-    motion = conf["trans_x"].to_numpy() * 30 + conf["rot_z"].to_numpy() * 500
-    drift = np.linspace(-0.5, 0.5, n_scans)
+        signal[blob] += response(regressors, spec["amplitudes"])
+    motion, drift = _motion_and_drift(conf, n_scans)
     data[:] = baseline[..., None] * (1 + (signal + motion + drift) / 100) + 4 * noise
     data[..., :_N_NONSTEADY] *= 1.15
     data[~brain] = baseline[~brain][:, None] + noise[~brain]
@@ -182,7 +168,7 @@ def cifti_brain_models(n_vertices: int = 400, volume_shape: tuple[int, int, int]
         raise ValueError(f"n_vertices must be at least 20, got {n_vertices}.")
     cortex = np.ones(n_vertices, dtype=bool)
     cortex[int(0.45 * n_vertices): int(0.55 * n_vertices)] = False  # the medial wall
-    affine = _affine(volume_shape, 2.0)
+    affine = centred_affine(volume_shape, 2.0)
     left, right = np.zeros(volume_shape, bool), np.zeros(volume_shape, bool)
     half = volume_shape[0] // 2
     left[:half, 1:-1, 1:-1] = True
@@ -206,20 +192,14 @@ def cifti_areas(brain_models) -> dict[str, np.ndarray]:
 
 def _run_grayordinates(brain_models, n_scans, t_r, events, conf, rng) -> np.ndarray:
     """A CIFTI run's (time, grayordinate) data, float32: the volume runs' model on every grayordinate."""
-    from nilearn.glm.first_level import make_first_level_design_matrix
-
-    regressors = make_first_level_design_matrix(np.arange(n_scans) * t_r, events, drift_model=None)
+    regressors = task_regressors(events, n_scans, t_r, drift_model=None)
     n_el = len(brain_models)
     baseline = 800.0 + 100 * rng.random(n_el)
-    noise = rng.normal(0, 1.0, (n_scans, n_el))
-    for t in range(1, n_scans):
-        noise[t] += 0.3 * noise[t - 1]
+    noise = ar1_noise(rng, (n_scans, n_el), 0, _NOISE_AR)
     signal = np.zeros((n_scans, n_el))
     for name, where in cifti_areas(brain_models).items():
-        amplitudes = ACTIVATIONS[name]["amplitudes"]
-        signal[:, where] += sum(a * regressors[c].to_numpy() for c, a in amplitudes.items())[:, None]
-    motion = conf["trans_x"].to_numpy() * 30 + conf["rot_z"].to_numpy() * 500
-    drift = np.linspace(-0.5, 0.5, n_scans)
+        signal[:, where] += response(regressors, ACTIVATIONS[name]["amplitudes"])[:, None]
+    motion, drift = _motion_and_drift(conf, n_scans)
     data = baseline * (1 + (signal + (motion + drift)[:, None]) / 100) + 4 * noise
     data[:_N_NONSTEADY] *= 1.15
     return data.astype(np.float32)
@@ -309,13 +289,13 @@ def make_bids_dataset(
                  "GeneratedBy": [{"Name": "daskglm.data.bids"}]})
     subjects = [f"{i + 1:02d}" for i in range(n_subjects)]
     (root / "participants.tsv").write_text("participant_id\n" + "".join(f"sub-{s}\n" for s in subjects))
-    affine = _affine(shape, voxel_size)
+    affine = centred_affine(shape, voxel_size)
     brain_models = cifti_brain_models(n_vertices) if cifti else None
     runs: dict[str, list[str]] = {}
     spikes_of: dict[str, list[int]] = {}
     sessions = [f"ses-{k + 1}" for k in range(n_sessions)] or [None]
     for sub in subjects:
-        brain = _ellipsoid(shape, rng.uniform(-0.05, 0.05, 3))
+        brain = _brain(shape, rng.uniform(-0.05, 0.05, 3))
         runs[sub] = []
         for ses in sessions:
             for run in range(1, n_runs + 1):
@@ -325,7 +305,7 @@ def make_bids_dataset(
                 raw_dir, out_dir = root / rel, deriv / rel
                 raw_dir.mkdir(parents=True, exist_ok=True)
                 out_dir.mkdir(parents=True, exist_ok=True)
-                events = _events(n_scans, t_r, rng)
+                events = spaced_events(n_scans, t_r, rng, CONDITIONS)
                 events.to_csv(raw_dir / f"{stem}_events.tsv", sep="\t", index=False)
                 spikes = sorted(int(s) for s in rng.choice(np.arange(10, n_scans - 5), 2, replace=False))
                 conf, meta = _confounds(n_scans, rng, spikes)
@@ -346,8 +326,7 @@ def make_bids_dataset(
                 write_nifti_stream(bold, (*shape, n_scans), affine,
                                    (data[..., t] for t in range(n_scans)), t_r=t_r)
                 _write_json(out_dir / f"{stem}_space-{space}_desc-preproc_bold.json", sidecar)
-                nib.save(nib.Nifti1Image(brain.astype(np.uint8), affine),
-                         out_dir / f"{stem}_space-{space}_desc-brain_mask.nii.gz")
+                save_mask(out_dir / f"{stem}_space-{space}_desc-brain_mask.nii.gz", brain, affine)
                 runs[sub].append(str(bold))
                 spikes_of[str(bold)] = spikes
     out = {"root": str(root), "derivatives": str(deriv), "derivatives_folder": derivatives_folder,

@@ -8,7 +8,9 @@ different sentence) in blocks, plus the first sentence of each block, a cosine
 drift basis and a constant - 13 columns, as in nilearn's example.
 
 Runs are written volume by volume (gzip through ISA-L), so datasets larger
-than memory can be generated.
+than memory can be generated.  The events, grids and the NIfTI writer are
+shared with the BIDS simulator: :mod:`daskglm.data.events`,
+:mod:`daskglm.data.volumes`.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ import json
 import os
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
+
+from daskglm.data.events import block_events, task_regressors
+from daskglm.data.volumes import centred_affine, ellipsoid, save_mask, sphere, write_nifti_stream
 
 __all__ = [
     "make_fiac_like",
@@ -27,7 +31,6 @@ __all__ = [
     "fiac_affine",
     "FIAC_CONDITIONS",
     "FIAC_CUT_COORDS",
-    "write_nifti_stream",
 ]
 
 FIAC_CONDITIONS = ("SSt-SSp", "SSt-DSp", "DSt-SSp", "DSt-DSp")
@@ -57,94 +60,36 @@ def fiac_affine(shape, voxel_size: float, coordinates: str = "fiac") -> np.ndarr
     script runs unchanged.  ``"centred"``: the field of view centred on 0 mm,
     closer to MNI space (for glass brains).
     """
-    affine = np.diag([-voxel_size, voxel_size, voxel_size, 1.0])
-    if coordinates == "centred":
-        affine[:3, 3] = -np.diag(affine)[:3] * (np.asarray(shape) - 1) / 2
-    elif coordinates == "fiac":
+    affine = centred_affine(shape, voxel_size, flip_x=True)
+    if coordinates == "fiac":
         centre = np.asarray(REGIONS["sentence_repetition"]["centre"]) * (np.asarray(shape) - 1)
         affine[:3, 3] = np.asarray(FIAC_CUT_COORDS) - np.diag(affine)[:3] * np.round(centre)
-    else:
+    elif coordinates != "centred":
         raise ValueError(f"coordinates must be 'fiac' or 'centred', got {coordinates!r}.")
     return affine
 
 
-def _events(n_scans: int, t_r: float, rng: np.random.Generator) -> pd.DataFrame:
-    """Blocks of six sentences, conditions in shuffled order, FIAC-like timing."""
-    rows = []
-    t = 8.0
-    total = n_scans * t_r - 20.0
-    while t < total:
-        for cond in rng.permutation(FIAC_CONDITIONS):
-            if t >= total:
-                break
-            rows.append((t, 2.0, "FirstSt"))
-            rows.append((t + 3.0, 15.0, str(cond)))
-            t += 18.0 + 4.5 + rng.uniform(0, 4)
-    return pd.DataFrame(rows, columns=["onset", "duration", "trial_type"])
-
-
 def _design(n_scans: int, t_r: float, events: pd.DataFrame) -> pd.DataFrame:
-    from nilearn.glm.first_level import make_first_level_design_matrix
-
-    frame_times = np.arange(n_scans) * t_r
     # SPM's 128 s high-pass cut-off: with FIAC's 191 scans at TR 2.5 s this gives
     # 7 cosine drifts, hence nilearn's example's 13 columns (5 conditions, 7
     # drifts, constant).  Shorter runs get fewer drifts.
-    design = make_first_level_design_matrix(
-        frame_times, events, hrf_model="spm", drift_model="cosine", high_pass=1.0 / 128
-    )
+    design = task_regressors(events, n_scans, t_r, hrf_model="spm", drift_model="cosine", high_pass=1.0 / 128)
     conds = [*FIAC_CONDITIONS, "FirstSt"]
     drifts = [c for c in design.columns if c.startswith("drift")]
     return design[conds + drifts + ["constant"]]
 
 
+#: The simulated brain: an ellipsoid in grid coordinates running from -1 to 1 (:func:`_brain_mask`).
+BRAIN_RADII, BRAIN_CENTRE = (0.88, 0.94, 0.86), (0.0, 0.0, -0.04)
+
+
 def _brain_mask(shape) -> np.ndarray:
-    grid = np.meshgrid(*[np.linspace(-1, 1, s) for s in shape], indexing="ij")
-    r = (grid[0] / 0.88) ** 2 + (grid[1] / 0.94) ** 2 + ((grid[2] + 0.04) / 0.86) ** 2
-    return r <= 1.0
+    return ellipsoid(shape, BRAIN_RADII, BRAIN_CENTRE)
 
 
 def _region_masks(shape) -> dict[str, np.ndarray]:
-    grid = np.meshgrid(*[np.arange(s) for s in shape], indexing="ij")
     radius = max(2.0, 0.09 * min(shape))
-    out = {}
-    for name, spec in REGIONS.items():
-        centre = [c * (s - 1) for c, s in zip(spec["centre"], shape)]
-        d2 = sum((g - c) ** 2 for g, c in zip(grid, centre))
-        out[name] = d2 <= radius**2
-    return out
-
-
-def nifti_header(shape, affine, dtype=np.float32, t_r: float | None = None) -> nib.Nifti1Header:
-    hdr = nib.Nifti1Header()
-    hdr.set_data_shape(shape)
-    hdr.set_data_dtype(dtype)
-    hdr.set_qform(affine, code=1)
-    hdr.set_sform(affine, code=1)
-    hdr.set_xyzt_units("mm", "sec")
-    if t_r is not None and len(shape) == 4:
-        zooms = list(hdr.get_zooms())
-        zooms[3] = t_r
-        hdr.set_zooms(zooms)
-    return hdr
-
-
-def write_nifti_stream(path, shape, affine, volumes, dtype=np.float32, t_r=None, compresslevel=1):
-    """Write a 4D NIfTI volume by volume (``volumes`` yields (x, y, z) arrays)."""
-    hdr = nifti_header(shape, affine, dtype, t_r)
-    hdr["vox_offset"] = 352
-    path = Path(path)
-    if str(path).endswith(".gz"):
-        from isal import igzip
-
-        fh = igzip.open(path, "wb", compresslevel=compresslevel)
-    else:
-        fh = open(path, "wb")
-    with fh:
-        block = hdr.binaryblock
-        fh.write(block + b"\x00" * (352 - len(block)))
-        for vol in volumes:
-            fh.write(np.asarray(vol, dtype=np.dtype(dtype).newbyteorder("<")).tobytes(order="F"))
+    return {name: sphere(shape, spec["centre"], radius) for name, spec in REGIONS.items()}
 
 
 def make_fiac_like(
@@ -210,7 +155,7 @@ def make_fiac_like(
     ext = ".nii.gz" if compress else ".nii"
     result: dict = {"t_r": t_r}
     for run in range(1, n_runs + 1):
-        events = _events(n_scans, t_r, rng)
+        events = block_events(n_scans, t_r, rng, FIAC_CONDITIONS)
         design = _design(n_scans, t_r, events)
         events_path = out / f"run{run}_events.tsv"
         events.to_csv(events_path, sep="\t", index=False)
@@ -236,12 +181,12 @@ def make_fiac_like(
         result[f"design_matrix{run}"] = str(design_path)
         result[f"events{run}"] = str(events_path)
     mask_path = out / f"mask{ext}"
-    nib.save(nib.Nifti1Image(brain.astype(np.uint8), affine), mask_path)
+    save_mask(mask_path, brain, affine)
     result["mask"] = str(mask_path)
     truth = {}
     for name, m in regions.items():
         p = out / f"truth_{name}{ext}"
-        nib.save(nib.Nifti1Image(m.astype(np.uint8), affine), p)
+        save_mask(p, m, affine)
         truth[name] = str(p)
     result["ground_truth"] = truth
     result["description"] = (

@@ -11,7 +11,7 @@ from daskglm.io.nifti import load_image
 from daskglm.kernels.contrast import fixed_effects_params
 from daskglm.space.surface import map_geometry, surface_map
 
-__all__ = ["compute_fixed_effects", "fixed_effects_maps"]
+__all__ = ["compute_fixed_effects", "fixed_effects_maps", "surface_fixed_effects", "check_fixed_effects_inputs"]
 
 
 def _masked(img, mask: np.ndarray, what: str, ref_affine) -> da.Array:
@@ -30,15 +30,25 @@ def _masked(img, mask: np.ndarray, what: str, ref_affine) -> da.Array:
     return data.vindex[coords].astype(np.float64)
 
 
-def _fixed_block(contrasts, variances, precision_weighted, dofs):
-    return np.stack(fixed_effects_params(contrasts, variances, precision_weighted, dofs))
+def check_fixed_effects_inputs(contrast_imgs, variance_imgs, dofs=None) -> list[float]:
+    """The one check of ``compute_fixed_effects``' arguments, for volume and surface maps alike.
 
+    Parameters
+    ----------
+    contrast_imgs, variance_imgs : sequence
+        One contrast and one variance map per run.
+    dofs : sequence of float, optional
+        Degrees of freedom per run.
 
-def fixed_effects_maps(contrast_imgs, variance_imgs, mask, precision_weighted=False, dofs=None):
-    """Lazy in-mask fixed-effects arrays ``(contrast, variance, stat, z)``.
+    Returns
+    -------
+    list of float
+        ``dofs``, or nilearn's default of 100 per run.
 
-    Same numerics as nilearn's ``compute_fixed_effects`` (see
-    :func:`daskglm.kernels.contrast.fixed_effects_params`).
+    Raises
+    ------
+    ValueError
+        No contrast map, or counts that differ (nilearn's messages).
     """
     n_runs = len(contrast_imgs)
     if n_runs == 0:
@@ -49,12 +59,27 @@ def fixed_effects_maps(contrast_imgs, variance_imgs, mask, precision_weighted=Fa
             f"variance images ({len(variance_imgs)})."
         )
     if dofs is None:
-        dofs = [100] * n_runs
-    elif len(dofs) != n_runs:
+        return [100] * n_runs
+    if len(dofs) != n_runs:
         raise ValueError(
             f"The number of degrees of freedom ({len(dofs)}) differs from the number of "
             f"contrast images ({n_runs})."
         )
+    return list(dofs)
+
+
+def _fixed_block(contrasts, variances, precision_weighted, dofs):
+    return np.stack(fixed_effects_params(contrasts, variances, precision_weighted, dofs))
+
+
+def fixed_effects_maps(contrast_imgs, variance_imgs, mask, precision_weighted=False, dofs=None):
+    """Lazy in-mask fixed-effects arrays ``(contrast, variance, stat, z)``.
+
+    Same numerics as nilearn's ``compute_fixed_effects`` (see
+    :func:`daskglm.kernels.contrast.fixed_effects_params`).
+    """
+    dofs = check_fixed_effects_inputs(contrast_imgs, variance_imgs, dofs)
+    n_runs = len(contrast_imgs)
     mask_arr, affine = _mask_array(mask, contrast_imgs)
     cons = da.stack([_masked(c, mask_arr, "contrast image", affine) for c in contrast_imgs])
     vars_ = da.stack([_masked(v, mask_arr, "variance image", affine) for v in variance_imgs])
@@ -126,17 +151,7 @@ def surface_fixed_effects(contrast_imgs, variance_imgs, mask=None, precision_wei
     tuple of 4 maps
         Contrast, variance, stat and z, on the maps' geometry.
     """
-    n_runs = len(contrast_imgs)
-    if n_runs != len(variance_imgs):
-        raise ValueError(
-            f"The number of contrast images ({n_runs}) differs from the number of "
-            f"variance images ({len(variance_imgs)})."
-        )
-    if dofs is not None and len(dofs) != n_runs:
-        raise ValueError(
-            f"The number of degrees of freedom ({len(dofs)}) differs from the number of "
-            f"contrast images ({n_runs})."
-        )
+    dofs = check_fixed_effects_inputs(contrast_imgs, variance_imgs, dofs)
     geometry = map_geometry(contrast_imgs[0])
     cons = np.stack([geometry.values(c, "contrast image") for c in contrast_imgs])
     vars_ = np.stack([geometry.values(v, "variance image") for v in variance_imgs])
@@ -147,7 +162,5 @@ def surface_fixed_effects(contrast_imgs, variance_imgs, mask=None, precision_wei
             fitted = getattr(mask, "mask_img_", None)
             mask = fitted if fitted is not None else mask.mask_img
         keep = geometry.mask_from_image(mask)
-    if dofs is None:
-        dofs = [100] * len(contrast_imgs)
     params = fixed_effects_params(cons[:, keep], vars_[:, keep], bool(precision_weighted), np.asarray(dofs, float))
     return tuple(surface_map(p, keep, geometry) for p in params)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import warnings
 from pathlib import Path
@@ -11,7 +10,9 @@ import numpy as np
 import pandas as pd
 
 from daskglm.errors import DesignError
-from daskglm.io.remote import is_url, read_remote_bytes
+from daskglm.glm.confounds import confounds_columns
+from daskglm.glm.tables import read_delimited, read_table_bytes, table_name
+from daskglm.io.timing import check_t_r, check_t_r_in_seconds
 
 __all__ = [
     "DesignError", "load_design", "build_design", "run_designs", "frame_times", "check_design",
@@ -153,22 +154,17 @@ def frame_times(n_scans: int, t_r: float, slice_time_ref: float = 0.0) -> np.nda
     return np.linspace(start, end, n_scans)
 
 
-def _load_table(obj, what: str, index: int) -> pd.DataFrame:
+def _load_events(obj, index: int) -> pd.DataFrame:
+    """A run's events: a DataFrame, or a TSV/CSV file at a path or URL (:mod:`daskglm.glm.tables`)."""
     if isinstance(obj, pd.DataFrame):
         return obj
-    if is_url(obj):  # events/confounds on object storage: small, read by the client
-        sep = "," if obj.lower().endswith(".csv") else "\t"
-        return pd.read_csv(io.BytesIO(read_remote_bytes(obj)), sep=sep)
     if isinstance(obj, (str, os.PathLike)):
-        path = Path(obj)
-        if not path.exists():
-            raise FileNotFoundError(f"The {what} file {str(path)!r} does not exist.")
-        sep = "," if path.suffix.lower() == ".csv" else "\t"
+        data = read_table_bytes(obj, "events")
         try:
-            return pd.read_csv(path, sep=sep)
+            return read_delimited(data, obj)
         except Exception as err:
-            raise DesignError(f"Could not read the {what} file {str(path)!r}: {err}") from err
-    raise TypeError(f"The {what} of run {index} must be a DataFrame or a path, got {type(obj).__name__}.")
+            raise DesignError(f"Could not read the events file {table_name(obj)!r}: {err}") from err
+    raise TypeError(f"The events of run {index} must be a DataFrame or a path, got {type(obj).__name__}.")
 
 
 def build_design(
@@ -186,28 +182,19 @@ def build_design(
     min_onset,
     index: int = 0,
 ) -> pd.DataFrame:
-    """One run's design with nilearn's ``make_first_level_design_matrix``."""
+    """One run's design with nilearn's ``make_first_level_design_matrix``.
+
+    ``confounds`` (a table, an array or a file) become design columns with
+    :func:`daskglm.glm.confounds.confounds_columns` (files read by
+    :func:`~daskglm.glm.confounds.read_confounds`: TSV/CSV, ``rp_*.txt``,
+    ``.par``, ``.1D``); ``events`` is a table or a TSV/CSV file.
+    """
     from nilearn.glm.first_level import make_first_level_design_matrix
 
     conf_matrix, conf_names = None, None
-    if confounds is not None:
-        if isinstance(confounds, (str, os.PathLike)):
-            confounds = _load_table(confounds, "confounds", index)
-        if isinstance(confounds, pd.DataFrame):
-            conf_names = [str(c) for c in confounds.columns]
-            conf_matrix = confounds.to_numpy(dtype=np.float64)
-        else:
-            conf_matrix = np.asarray(confounds, dtype=np.float64)
-            if conf_matrix.ndim == 1:
-                conf_matrix = conf_matrix[:, None]
-            conf_names = [f"confound_{i}" for i in range(conf_matrix.shape[1])]
-        if conf_matrix.shape[0] != n_scans:
-            raise DesignError(  # nilearn's message first; checked before the events, as nilearn
-                f"Rows in confounds does not match n_scans in run_img at index {index}. "
-                f"The confounds of run {index} have {conf_matrix.shape[0]} rows "
-                f"but the run has {n_scans} scans."
-            )
-    events_df = _load_table(events, "events", index) if events is not None else None
+    if confounds is not None:  # checked before the events, as nilearn
+        conf_matrix, conf_names = confounds_columns(confounds, n_scans, index)
+    events_df = _load_events(events, index) if events is not None else None
     if events_df is not None:
         missing = {"onset", "duration"} - set(events_df.columns)
         if missing:
@@ -284,43 +271,27 @@ def run_designs(sources, events, confounds, design_matrices, params: dict) -> li
     return designs
 
 
-#: Longest plausible repetition time (s); longer ones are taken for milliseconds.
-MAX_T_R = 100.0
-
-
 def check_runs_and_t_r(sources, t_r, from_events: bool) -> None:
     """Check ``t_r`` and the runs' lengths before any design is built.
 
-    nilearn's types and messages for ``t_r`` (``TypeError`` for a non-number,
-    ``ValueError`` "'t_r' must be positive"); a ``t_r`` above
-    :data:`MAX_T_R` seconds is refused when designs are built from events
-    (it is almost surely in milliseconds); a run of fewer than 2 volumes is
-    refused by name.
+    ``t_r`` by :func:`daskglm.io.timing.check_t_r` (nilearn's types and
+    messages) and, when designs are built from events,
+    :func:`daskglm.io.timing.check_t_r_in_seconds` (milliseconds refused); a
+    run of fewer than 2 volumes is refused by name.
 
     Raises
     ------
     TypeError, DesignError
     """
-    if t_r is not None:
-        if isinstance(t_r, bool) or not isinstance(t_r, (int, float, np.integer, np.floating)):
-            raise TypeError(f"'t_r' must be of type(s): 'float, int'.\nGot: '{t_r.__class__.__name__}'")
-        if not np.isfinite(t_r):
-            raise DesignError(f"'t_r' must be a finite number of seconds. Got {t_r} instead.")
-        if t_r <= 0:
-            raise DesignError(f"'t_r' must be positive. Got {t_r} instead.")
+    check_t_r(t_r)
     for i, s in enumerate(sources):
         if s.n_scans < 2:
             raise DesignError(
                 f"Run {i} ({s.name}) has {s.n_scans} volume(s); a GLM needs at least 2 scans per run "
                 "(is it a 3D image or a single volume?)."
             )
-    if from_events and t_r is not None and t_r > MAX_T_R:
-        longest = max(s.n_scans for s in sources) * float(t_r)
-        raise DesignError(
-            f"t_r={t_r:g} s gives a run of {longest / 3600:.3g} hours; is it in milliseconds? "
-            f"Give the repetition time in seconds (e.g. t_r={t_r / 1000:g} for "
-            f"{max(s.n_scans for s in sources)} scans of {t_r:g} ms)."
-        )
+    if from_events and t_r is not None:
+        check_t_r_in_seconds(t_r, max(s.n_scans for s in sources))
 
 
 def _designs_from_events(sources, events, confounds, params: dict) -> list[pd.DataFrame]:
@@ -328,10 +299,8 @@ def _designs_from_events(sources, events, confounds, params: dict) -> list[pd.Da
     t_r = params["t_r"]
     if events is None:
         raise ValueError("events or design matrices must be provided")
-    if t_r is None:
+    if t_r is None:  # its value was checked by check_runs_and_t_r
         raise ValueError("t_r not given to FirstLevelModel object to compute design from events")
-    if not isinstance(t_r, (int, float, np.number)) or not t_r > 0:
-        raise ValueError(f"t_r must be a positive number of seconds, got {t_r!r}.")
     events_list = per_run(events, n_runs, "events")
     confounds_list = per_run(confounds, n_runs, "confounds") if confounds is not None else [None] * n_runs
     design_params = {name: params[name] for name in DESIGN_PARAMS}

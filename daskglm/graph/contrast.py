@@ -15,14 +15,20 @@ import numpy as np
 from daskglm.errors import ContrastError
 from daskglm.glm.contrasts import contrast_kind, pad_contrast
 from daskglm.graph.state import RunFit
-from daskglm.kernels.contrast import contrast_block, contrast_outputs, fixed_effect_sum, stack_contrast_block
+from daskglm.kernels.contrast import (
+    ContrastLayout,
+    contrast_block,
+    contrast_outputs,
+    fixed_effect_sum,
+    stack_contrast_block,
+)
 
 __all__ = ["run_contrast", "contrast_statistics", "combined_contrast"]
 
 
 def run_contrast(fit: RunFit, con: np.ndarray, stat_type: str, dim: int) -> tuple[da.Array, da.Array]:
     """Lazy effect ((V,) for t, (q, V) for F) and variance (V,) of one run's contrast."""
-    q = dim if stat_type == "F" else 1
+    layout = ContrastLayout.for_contrast(stat_type, dim)
     if fit.cov_kind == "table":  # binned: each voxel's covariance is a row of the table
         kernel, args = _contrast_block_packed, (fit.cov_index, "v", fit.cov_table, "kpq",
                                                 con, None, stat_type, None)
@@ -33,22 +39,21 @@ def run_contrast(fit: RunFit, con: np.ndarray, stat_type: str, dim: int) -> tupl
         )
     packed = da.blockwise(
         kernel, "rv", fit.beta, "pv", fit.dispersion, "v", *args,
-        new_axes={"r": q + 1}, dtype=np.float64, concatenate=True,
+        new_axes={"r": layout.n_effect_variance_rows}, dtype=np.float64, concatenate=True,
     )
-    effect = packed[:q] if stat_type == "F" else packed[0]
-    return effect, packed[q]
+    return layout.split_effect_variance(packed, squeeze=stat_type != "F")
 
 
 def _stack_contrast_packed(beta, dispersion, ar_coef, gram_stack, con, stat_type, exact, df):
     effect, variance = stack_contrast_block(
         beta, dispersion, ar_coef, gram_stack, con, stat_type, exact, df if exact else None
     )
-    return np.concatenate([np.atleast_2d(effect), variance[None]])
+    return ContrastLayout.pack_effect_variance(effect, variance)
 
 
 def _contrast_block_packed(beta, dispersion, cov_index, cov_table, con, stat_type):
     effect, variance = contrast_block(beta, dispersion, cov_index.astype(np.intp), cov_table, con, stat_type)
-    return np.concatenate([np.atleast_2d(effect), variance[None]])
+    return ContrastLayout.pack_effect_variance(effect, variance)
 
 
 def _outputs_block(effect, variance, dof, stat_type, dim):
@@ -57,12 +62,12 @@ def _outputs_block(effect, variance, dof, stat_type, dim):
 
 
 def contrast_statistics(effect: da.Array, variance: da.Array, dof: float, stat_type: str, dim: int) -> da.Array:
-    """Lazy packed maps ``[effect (q), variance, stat, p, z]`` from effect and variance."""
+    """Lazy packed maps (:class:`~daskglm.kernels.contrast.ContrastLayout`) from effect and variance."""
     if effect.ndim == 1:
         effect = effect[None]
     return da.map_blocks(
         _outputs_block, effect, variance, float(dof), stat_type, dim,
-        dtype=np.float64, chunks=((effect.shape[0] + 4,), effect.chunks[1]),
+        dtype=np.float64, chunks=((ContrastLayout(effect.shape[0]).n_rows,), effect.chunks[1]),
     )
 
 
@@ -107,4 +112,4 @@ def combined_contrast(runs, cons: list[np.ndarray], stat_type=None) -> tuple[da.
         warnings.warn("Running approximate fixed effects on F statistics.", UserWarning, stacklevel=4)
     effect, variance = fixed_effect_sum(effects, variances)
     packed = contrast_statistics(effect, variance, sum(dofs), run_type, dim)
-    return packed, packed.shape[0] - 4
+    return packed, ContrastLayout.for_contrast(run_type, dim).q

@@ -11,7 +11,13 @@ from __future__ import annotations
 import dask.array as da
 import numpy as np
 
-from daskglm.kernels.second_level import OLSDesign, mixed_contrast_outputs, ols_contrast_outputs
+from daskglm.kernels.contrast import ContrastLayout
+from daskglm.kernels.second_level import (
+    MIXED_EXTRA_ROWS,
+    OLSDesign,
+    mixed_contrast_outputs,
+    ols_contrast_outputs,
+)
 
 __all__ = ["stack_rows", "voxel_block_size", "ols_contrast", "mixed_contrast"]
 
@@ -32,15 +38,15 @@ def stack_rows(rows: list[da.Array]) -> da.Array:
 
 def ols_contrast(Y: da.Array, design: OLSDesign, con: np.ndarray, stat_type: str, dim: int) -> da.Array:
     """Lazy packed maps ``[effect (q), variance, stat, p, z]`` of an OLS group contrast."""
-    q = dim if stat_type == "F" else 1
+    layout = ContrastLayout.for_contrast(stat_type, dim)
     return da.map_blocks(ols_contrast_outputs, Y, design, con, stat_type, dim, dtype=np.float64,
-                         chunks=((q + 4,), Y.chunks[1]))
+                         chunks=((layout.n_rows,), Y.chunks[1]))
 
 
 def mixed_contrast(Y: da.Array, Vw: da.Array, design: OLSDesign, con: np.ndarray, stat_type: str,
                    dim: int) -> da.Array:
     """Lazy packed maps ``[effect (q), variance, stat, p, z, σ²_between]`` (mixed effects)."""
-    q = dim if stat_type == "F" else 1
+    layout = ContrastLayout.for_contrast(stat_type, dim, MIXED_EXTRA_ROWS)
     Vw = Vw.rechunk(Y.chunks)
     return da.map_blocks(mixed_contrast_outputs, Y, Vw, design.X, con, stat_type, dim, design.df,
-                         dtype=np.float64, chunks=((q + 5,), Y.chunks[1]))
+                         dtype=np.float64, chunks=((layout.n_rows,), Y.chunks[1]))

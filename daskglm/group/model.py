@@ -25,16 +25,14 @@ import pandas as pd
 from nilearn.glm.second_level import SecondLevelModel as _NilearnSecondLevelModel
 
 from daskglm.errors import GroupInputError
-from daskglm.glm.contrasts import expression_to_contrast_vector
+from daskglm.glm.contrasts import OUTPUT_TYPES, expression_to_contrast_vector
 from daskglm.graph.resources import compute
 from daskglm.group.graph import mixed_contrast, ols_contrast, stack_rows
 from daskglm.group.inputs import GroupInput, effect_items, resolve_input, sample_map, subject_maps
-from daskglm.kernels.second_level import OLSDesign
+from daskglm.kernels.contrast import ContrastLayout
+from daskglm.kernels.second_level import MIXED_EXTRA_ROWS, OLSDesign
 
 __all__ = ["SecondLevelModel", "GroupContrast", "second_level_con_val"]
-
-OUTPUT_TYPES = ("z_score", "stat", "p_value", "effect_size", "effect_variance")
-
 
 class GroupContrast(NamedTuple):
     """A contrast's lazy graph (:meth:`SecondLevelModel.contrast_graph`)."""
@@ -47,10 +45,7 @@ class GroupContrast(NamedTuple):
 
     def maps(self, values: np.ndarray) -> dict[str, np.ndarray]:
         """Computed ``packed`` values by output type (nilearn's shapes: F effects stay 2-D)."""
-        q = self.q
-        return {"effect_size": values[:q] if self.stat_type == "F" else values[0],
-                "effect_variance": values[q], "stat": values[q + 1], "p_value": values[q + 2],
-                "z_score": values[q + 3]}
+        return ContrastLayout(self.q).unpack(values, squeeze=self.stat_type != "F")
 
 
 class SecondLevelModel(_NilearnSecondLevelModel):
@@ -242,7 +237,8 @@ list of fitted FirstLevelModel (nilearn's or daskglm's), or a daskglm study stor
             self.results_ = {0.0: None}
         maps = graph.maps(values)
         if self._variance_input is not None:
-            self.between_variance_ = self.masker_.inverse_transform(values[q + 4])
+            between = ContrastLayout(q, MIXED_EXTRA_ROWS).unpack(values)["between_variance"]
+            self.between_variance_ = self.masker_.inverse_transform(between)
         wanted = list(OUTPUT_TYPES) if output_type == "all" else [output_type]
         outputs = {}
         for name in wanted:

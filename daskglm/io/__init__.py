@@ -14,9 +14,8 @@
 - :mod:`~daskglm.io.runs`: :func:`as_run_source`, any run input (paths, URLs, images, arrays)
   as a :class:`RunSource`;
 - :mod:`~daskglm.io.views`: views of a run: its kept scans (censoring), its volumes on another grid;
-- :mod:`~daskglm.io.timing`: the repetition time, read from a run's header and checked;
+- :mod:`~daskglm.io.timing`: the repetition time, read from a run's header, and every ``t_r`` check;
 - :mod:`~daskglm.io.dataarray`: :func:`open_run`, a run as a lazy ``xarray.DataArray``;
-- :mod:`~daskglm.io.timing`: the repetition time read from headers, and every ``t_r`` check;
 - :mod:`~daskglm.io.coords`: xarray coordinates of voxels and volumes (``i, j, k`` and world
   ``x, y, z``);
 - :mod:`~daskglm.io.maps`: the in-mask values of effect maps already on a mask's grid (group level);

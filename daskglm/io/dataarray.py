@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
-
 import dask.array as da
 import numpy as np
 import xarray as xr
@@ -16,24 +14,13 @@ from daskglm.io.coords import volume_coords, volume_dims
 from daskglm.io.nifti import FileRunSource
 from daskglm.io.remote import RemoteRunSource, is_url
 from daskglm.io.runs import as_run_source
+from daskglm.io.timing import header_t_r, reconcile_t_r
 
-__all__ = ["open_run", "header_t_r", "check_t_r"]
-
-#: Seconds per unit of the NIfTI ``xyzt_units`` time field.
-_TIME_UNITS = {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}
+__all__ = ["open_run"]
 
 
 def _read_xyzt(source, t0: int, t1: int) -> np.ndarray:
     return source.read(t0, t1).transpose(3, 2, 1, 0)
-
-
-def header_t_r(header) -> float | None:
-    """The repetition time in seconds from a NIfTI header (``pixdim[4]`` in its time unit), or None."""
-    zooms = header.get_zooms()
-    if len(zooms) < 4 or not zooms[3] > 0:
-        return None
-    unit = header.get_xyzt_units()[1]
-    return float(zooms[3]) * _TIME_UNITS.get(unit, 1.0)
 
 
 def open_run(path_or_img, chunks: int | str = "auto", t_r: float | None = None,
@@ -52,7 +39,8 @@ def open_run(path_or_img, chunks: int | str = "auto", t_r: float | None = None,
         Volumes per dask chunk.
     t_r : float, optional
         Repetition time in seconds, for the ``time`` coordinate; default:
-        the header's (a warning tells when a given ``t_r`` differs from it).
+        the header's (a warning tells when a given ``t_r`` differs from it;
+        :func:`daskglm.io.timing.reconcile_t_r`).
         Without either, ``time`` counts scans.
     storage_options : dict, optional
         fsspec options when ``path_or_img`` is a URL (``s3://...``; e.g. ``{"anon": True}``);
@@ -104,7 +92,7 @@ def open_run(path_or_img, chunks: int | str = "auto", t_r: float | None = None,
     elif isinstance(source, RemoteRunSource):
         attrs["filename"] = source.url
         from_header = header_t_r(source.header)
-    t_r = check_t_r(t_r, from_header, attrs.get("filename", "the image"), stacklevel=3)
+    t_r = reconcile_t_r(t_r, from_header, attrs.get("filename", "the image"), stacklevel=3)
     time_attrs = {"long_name": "scan onset", "units": "s", "standard_name": "time", "axis": "T"}
     if t_r is not None:
         attrs["t_r"] = t_r
@@ -117,52 +105,3 @@ def open_run(path_or_img, chunks: int | str = "auto", t_r: float | None = None,
     coords["scan"] = ("time", np.arange(n), {"long_name": "scan index", "units": "1"})
     dims = (*volume_dims(source.affine), "time")
     return xr.DataArray(data, dims=dims, coords=coords, attrs=attrs, name="bold")
-
-
-def check_t_r(t_r: float | None, from_header: float | None, where: str, *, given: str = "t_r=",
-              used_by: str = "the time coordinate", stacklevel: int = 2) -> float | None:
-    """The repetition time to use: the given one (warning when it differs from the header's) or the header's.
-
-    The one check of a given ``t_r`` against a run's header, used by
-    :func:`open_run` and by the ``daskglm fit`` command line.
-
-    Parameters
-    ----------
-    t_r : float or None
-        The given repetition time in seconds.
-    from_header : float or None
-        The header's (:func:`header_t_r`).
-    where : str
-        The run, for the message.
-    given, used_by : str
-        How the message names the given value (``"t_r="``, ``"--t-r "``) and what uses it.
-    stacklevel : int
-        Of the warning, counted from the caller of this function.
-
-    Returns
-    -------
-    float or None
-        ``t_r`` when given, else ``from_header``.
-
-    Warns
-    -----
-    UserWarning
-        When the two differ by more than 0.1 %.
-
-    Raises
-    ------
-    ValueError
-        A given ``t_r`` that is not a positive number.
-    """
-    if t_r is None:
-        return from_header
-    t_r = float(t_r)
-    if not t_r > 0:
-        raise ValueError(f"t_r must be a positive number of seconds, got {t_r!r}.")
-    if from_header is not None and abs(from_header - t_r) > 1e-3 * max(t_r, from_header):
-        warnings.warn(
-            f"{given}{t_r:g} differs from the repetition time in the header of {where} "
-            f"({from_header:g} s); {used_by} uses {t_r:g} s. Check which one is right.",
-            UserWarning, stacklevel=stacklevel + 1,
-        )
-    return t_r

@@ -59,6 +59,8 @@ __all__ = [
     "ContrastStatistics",
     "z_score",
     "fixed_effects_params",
+    "CONTRAST_MAPS",
+    "ContrastLayout",
     "contrast_outputs",
     "unpack_contrast_outputs",
 ]
@@ -430,10 +432,116 @@ def fixed_effects_params(
     return effect, variance, stat, z_score(*stats.sf_cdf(stat))
 
 
+#: The maps of a contrast, in the order of their rows in :class:`ContrastLayout`.
+CONTRAST_MAPS = ("effect_size", "effect_variance", "stat", "p_value", "z_score")
+
+
+@dataclass(frozen=True)
+class ContrastLayout:
+    """Rows of a contrast's packed maps: ``[effect (q), variance, stat, p, z, *extra]``.
+
+    The one place that knows them: :func:`contrast_outputs` packs them, the
+    dask graphs size their blocks with :attr:`n_rows` and the estimators
+    split them with :meth:`unpack`.  One run's effect and variance alone are
+    the first ``q + 1`` rows (:meth:`pack_effect_variance`,
+    :meth:`split_effect_variance`).
+
+    Parameters
+    ----------
+    q : int
+        Effect rows: 1 for a t contrast, the contrast's rows for F.
+    extra : tuple of str, default=()
+        Names of the rows after ``z`` (mixed effects: ``("between_variance",)``).
+    """
+
+    q: int
+    extra: tuple[str, ...] = ()
+
+    @classmethod
+    def for_contrast(cls, stat_type: str, dim: int, extra: tuple[str, ...] = ()) -> ContrastLayout:
+        """The layout of a ``stat_type`` contrast of ``dim`` rows (``q = dim`` for F, 1 for t)."""
+        return cls(dim if stat_type == "F" else 1, tuple(extra))
+
+    @property
+    def n_rows(self) -> int:
+        """Length of the packed array's first axis."""
+        return self.q + len(CONTRAST_MAPS) - 1 + len(self.extra)
+
+    @property
+    def n_effect_variance_rows(self) -> int:
+        """Rows of one run's packed effect and variance (:meth:`pack_effect_variance`)."""
+        return self.q + 1
+
+    def row(self, name: str) -> int:
+        """The row of a one-row map (``effect_variance`` .. ``z_score``) or of an extra row."""
+        names = CONTRAST_MAPS[1:] + self.extra
+        if name not in names:
+            raise KeyError(f"{name!r} is not a one-row map of this layout ({', '.join(names)}).")
+        return self.q + names.index(name)
+
+    @staticmethod
+    def pack_effect_variance(effect: np.ndarray, variance: np.ndarray) -> np.ndarray:
+        """One block's effect (``(V,)`` or ``(q, V)``) and variance as rows ``[effect (q), variance]``."""
+        return np.concatenate([np.atleast_2d(effect), variance[None]])
+
+    def pack(self, effect: np.ndarray, variance: np.ndarray, *rows: np.ndarray) -> np.ndarray:
+        """One block's maps as the packed rows.
+
+        Parameters
+        ----------
+        effect : ndarray, shape (V,) or (q, V)
+        variance : ndarray, shape (V,)
+        *rows : ndarray, shape (V,)
+            ``stat``, ``p_value``, ``z_score`` and the extra rows, in order.
+
+        Returns
+        -------
+        ndarray, shape (n_rows, V)
+        """
+        packed = np.concatenate([self.pack_effect_variance(effect, variance), *(r[None] for r in rows)])
+        if packed.shape[0] != self.n_rows:
+            raise ValueError(f"packed {packed.shape[0]} rows, the layout has {self.n_rows}")
+        return packed
+
+    def _effect(self, packed, squeeze: bool | None):
+        squeeze = self.q == 1 if squeeze is None else squeeze
+        return packed[0] if squeeze else packed[: self.q]
+
+    def split_effect_variance(self, packed, squeeze: bool | None = None) -> tuple:
+        """``(effect, variance)`` of rows ``[effect (q), variance, ...]``, by slicing only (numpy or dask).
+
+        ``squeeze``: the effect as ``(V,)`` (its first row) rather than
+        ``(q, V)``; default: when ``q == 1``.
+        """
+        return self._effect(packed, squeeze), packed[self.q]
+
+    def unpack(self, packed, squeeze: bool | None = None) -> dict:
+        """Split packed maps by name, by slicing only (numpy or dask).
+
+        Parameters
+        ----------
+        packed : array, shape (n_rows, V)
+        squeeze : bool, optional
+            ``effect_size`` as ``(V,)`` rather than ``(q, V)``; default: when
+            ``q == 1`` (an F contrast of one row then gives ``(V,)`` too; pass
+            ``stat_type != "F"`` to keep F effects 2-D as nilearn's second level).
+
+        Returns
+        -------
+        dict
+            :data:`CONTRAST_MAPS` (``effect_size`` ``(V,)`` or ``(q, V)``, the
+            others ``(V,)``), then the extra rows by name.
+        """
+        out = {"effect_size": self._effect(packed, squeeze)}
+        for name in CONTRAST_MAPS[1:] + self.extra:
+            out[name] = packed[self.row(name)]
+        return out
+
+
 def contrast_outputs(
-    effect: np.ndarray, variance: np.ndarray, dof: float, stat_type: str, dim: int
+    effect: np.ndarray, variance: np.ndarray, dof: float, stat_type: str, dim: int, *extra: np.ndarray
 ) -> np.ndarray:
-    """All five maps of a contrast packed as rows ``[effect (q), variance, stat, p, z]``.
+    """All five maps of a contrast packed as :class:`ContrastLayout` rows ``[effect (q), variance, stat, p, z]``.
 
     Parameters
     ----------
@@ -444,20 +552,23 @@ def contrast_outputs(
     stat_type : {'t', 'F'}
     dim : int
         Contrast rows ``q``.
+    *extra : ndarray, shape (V,)
+        Rows packed after ``z`` (e.g. mixed effects' between-subject variance).
 
     Returns
     -------
-    ndarray, shape (q + 4, V)
+    ndarray, shape (q + 4 + len(extra), V)
     """
     stats = ContrastStatistics(effect, variance, dof, stat_type, dim)
     stat = stats.stat()
     p_value, one_minus_p = stats.sf_cdf(stat)
     z = z_score(p_value, one_minus_p)
-    return np.concatenate([np.atleast_2d(effect), variance[None], stat[None], p_value[None], z[None]])
+    layout = ContrastLayout(np.atleast_2d(effect).shape[0], tuple(f"extra_{i}" for i in range(len(extra))))
+    return layout.pack(effect, variance, stat, p_value, z, *extra)
 
 
 def unpack_contrast_outputs(packed, dim: int) -> dict:
-    """Split :func:`contrast_outputs`' rows by map name, by slicing only (numpy or dask).
+    """Split :func:`contrast_outputs`' rows by map name: ``ContrastLayout(dim).unpack(packed)``.
 
     Parameters
     ----------
@@ -471,10 +582,4 @@ def unpack_contrast_outputs(packed, dim: int) -> dict:
         ``effect_size`` (``(V,)`` for ``dim = 1``, else ``(q, V)``),
         ``effect_variance``, ``stat``, ``p_value``, ``z_score`` (each ``(V,)``).
     """
-    return {
-        "effect_size": packed[0] if dim == 1 else packed[:dim],
-        "effect_variance": packed[dim],
-        "stat": packed[dim + 1],
-        "p_value": packed[dim + 2],
-        "z_score": packed[dim + 3],
-    }
+    return ContrastLayout(dim).unpack(packed)

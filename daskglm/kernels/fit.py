@@ -46,6 +46,8 @@ from daskglm.kernels.scaling import affine_transform_stats, scales_statistics, s
 from daskglm.kernels.sufficient_stats import RunStats
 
 __all__ = [
+    "MAX_AR_ORDER",
+    "NOISE_MODELS",
     "FitOptions",
     "ResultLayout",
     "scaled_stats",
@@ -53,6 +55,12 @@ __all__ = [
     "fit_block",
     "constant_voxels",
 ]
+
+#: Highest AR order of a noise model (``"ar1"`` .. ``"ar8"``): what the model accepts, the
+#: command line offers and a store may declare.
+MAX_AR_ORDER = 8
+#: The noise models, in order: ``"ols"``, then ``"ar1"`` .. ``"ar{MAX_AR_ORDER}"``.
+NOISE_MODELS = ("ols",) + tuple(f"ar{k}" for k in range(1, MAX_AR_ORDER + 1))
 
 
 @dataclass(frozen=True)

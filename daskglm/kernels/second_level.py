@@ -27,7 +27,10 @@ from __future__ import annotations
 import numpy as np
 
 __all__ = ["OLSDesign", "ols_design", "ols_block", "reml_between_variance", "mixed_contrast_block",
-           "ols_contrast_outputs", "mixed_contrast_outputs"]
+           "ols_contrast_outputs", "mixed_contrast_outputs", "MIXED_EXTRA_ROWS"]
+
+#: The row a mixed-effects contrast packs after ``z`` (:class:`daskglm.kernels.contrast.ContrastLayout`).
+MIXED_EXTRA_ROWS = ("between_variance",)
 
 #: Fisher-scoring iterations and relative tolerance of the REML search.
 REML_MAX_ITER = 50
@@ -191,4 +194,4 @@ def mixed_contrast_outputs(Y: np.ndarray, Vw: np.ndarray, X: np.ndarray, con: np
     from daskglm.kernels.contrast import contrast_outputs
 
     effect, variance, s2 = mixed_contrast_block(Y, Vw, X, con, stat_type)
-    return np.concatenate([contrast_outputs(effect, variance, df, stat_type, dim), s2[None]])
+    return contrast_outputs(effect, variance, df, stat_type, dim, s2)

@@ -16,11 +16,10 @@ import re
 import numpy as np
 
 from daskglm.errors import StoreError
-from daskglm.kernels.fit import FitOptions
+from daskglm.kernels.fit import NOISE_MODELS, FitOptions
 
 __all__ = ["RUN_VARIABLES", "OPTIONAL_RUN_VARIABLES", "SHARED_VARIABLES", "check_group_name",
-           "check_commit", "check_params", "check_columns", "check_affine", "check_run_sizes",
-           "MAX_AR_ORDER"]
+           "check_commit", "check_params", "check_columns", "check_affine", "check_run_sizes"]
 
 #: per-run variables: dims and dtype kinds
 RUN_VARIABLES = {
@@ -40,7 +39,6 @@ OPTIONAL_RUN_VARIABLES = {
     "signal_mean": (("voxel",), "f"),
 }
 SHARED_VARIABLES = {"mask": (("x", "y", "z"), "b")}
-MAX_AR_ORDER = 8
 #: Bounds of the declared sizes (far above any real fit).
 MAX_SCANS, MAX_REGRESSORS, MAX_LAGS, MAX_GRID = 10**7, 10**5, 1000, 4096
 #: Largest grid of a mask (a 0.5 mm whole-head grid has ~6e7 voxels).
@@ -97,7 +95,7 @@ def check_params(store: str, attrs: dict, name: str) -> dict:
         if isinstance(value, (dict,)):
             raise _err(store, f"{name}.{key}", "must be a number, string, list or null")
     noise = params.get("noise_model", "ar1")
-    valid = ["ols"] + [f"ar{k}" for k in range(1, MAX_AR_ORDER + 1)]
+    valid = list(NOISE_MODELS)
     if noise not in valid:
         raise _err(store, f"{name}.noise_model", f"{noise!r:.40} is not one of {valid}")
     whitening = params.get("whitening", "binned")

@@ -295,39 +295,6 @@ def test_fit_with_fir_delays_and_spm_motion_confounds(fiac_small, tmp_path, caps
     assert "Completed" not in err  # stderr is not a terminal: no progress bar
 
 
-@pytest.mark.parametrize("name, text, columns", [
-    ("rp_sub.txt", "0.1 0.2 0.3 0.01 0.02 0.03\n0.2 0.1 0.0 0.0 0.01 0.02\n", [f"motion_{i}" for i in range(6)]),
-    ("prefiltered_func_data_mcf.par", "0 0 0 0.1 0.2 0.3\n0 0 0 0.1 0.2 0.4\n", [f"motion_{i}" for i in range(6)]),
-    ("outliers.1D", "# AFNI\n1 0 0\n0 1 0\n", ["col_0", "col_1", "col_2"]),
-    ("conf.tsv", "csf\twm\n1.0\t2.0\n1.5\t2.5\n", ["csf", "wm"]),
-    ("conf.csv", "csf,wm\n1.0,2.0\n1.5,2.5\n", ["csf", "wm"]),
-])
-def test_read_confounds_formats(tmp_path, name, text, columns):
-    from daskglm.cli.values import read_confounds
-
-    path = tmp_path / name
-    path.write_text(text)
-    table = read_confounds(str(path))
-    assert list(table.columns) == columns and table.shape == (2, len(columns))
-    assert table.dtypes.map(lambda d: d.kind == "f").all()
-
-
-@pytest.mark.parametrize("text, match", [
-    ("0.1 0.2 abc\n0.1 0.2 0.3\n", "non-numeric|Could not read"),
-    ("csf\twm\nn/a\t2.0\n1.5\t2.5\n", "missing values"),
-    ("a b\n", "no data"),
-])
-def test_read_confounds_errors_name_the_file(tmp_path, text, match):
-    from daskglm.cli.values import read_confounds
-    from daskglm.errors import ConfoundsError
-
-    path = tmp_path / "rp_bad.txt"
-    path.write_text(text)
-    with pytest.raises(ConfoundsError, match=match) as info:
-        read_confounds(str(path))
-    assert str(path) in str(info.value)
-
-
 def test_cli_confounds_error_is_one_line_naming_the_file(fiac_small, tmp_path, capsys):
     bad = tmp_path / "rp_broken.par"
     bad.write_text("0.1 0.2 x 0 0 0\n")

@@ -81,3 +81,26 @@ def test_input_errors_name_the_problem(run_maps):
         compute_fixed_effects(effects[:2] + [_img(np.zeros(SHAPE), np.eye(4))], variances, mask)
     with pytest.raises(NiftiInputError, match="empty"):
         compute_fixed_effects(effects, variances, nib.Nifti1Image(np.zeros(SHAPE, np.uint8), AFFINE))
+
+
+def test_volume_and_surface_maps_get_the_same_argument_checks(run_maps):
+    """One check (``check_fixed_effects_inputs``) for both kinds of maps, nilearn's messages."""
+    from nilearn.surface import InMemoryMesh, PolyMesh, SurfaceImage
+
+    from daskglm.first_level.fixed_effects import check_fixed_effects_inputs, surface_fixed_effects
+
+    coords = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
+    faces = np.array([[0, 1, 2], [0, 1, 3], [0, 2, 3], [1, 2, 3]])
+    mesh = PolyMesh(left=InMemoryMesh(coords, faces), right=InMemoryMesh(coords, faces))
+    rng = np.random.default_rng(0)
+    maps = [SurfaceImage(mesh, {"left": rng.normal(size=4), "right": rng.normal(size=4)}) for _ in range(3)]
+    effects, variances, mask = run_maps
+    assert check_fixed_effects_inputs(effects, variances) == [100, 100, 100]
+    assert check_fixed_effects_inputs(effects, variances, np.array([4, 5, 6])) == [4, 5, 6]
+    for fixed_effects, contrasts in ((compute_fixed_effects, effects), (surface_fixed_effects, maps)):
+        with pytest.raises(ValueError, match="No contrast images"):
+            fixed_effects([], [])
+        with pytest.raises(ValueError, match=r"contrast images \(3\) differs .* variance images \(2\)"):
+            fixed_effects(contrasts, contrasts[:2])
+        with pytest.raises(ValueError, match=r"degrees of freedom \(2\) differs .* contrast images \(3\)"):
+            fixed_effects(contrasts, contrasts, dofs=[10, 20])

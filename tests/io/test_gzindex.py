@@ -12,7 +12,8 @@ import dask
 import numpy as np
 import pytest
 
-from daskglm.data.fiac import fiac_affine, write_nifti_stream
+from daskglm.data.fiac import fiac_affine
+from daskglm.data.volumes import write_nifti_stream
 from daskglm.errors import NiftiInputError
 from daskglm.graph import stream
 from daskglm.graph.stream import masker_key, run_stats

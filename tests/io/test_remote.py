@@ -24,7 +24,7 @@ pytestmark = pytest.mark.usefixtures("one_blas_thread")
 @pytest.fixture(scope="module")
 def remote(s3, tmp_path_factory):
     """A .nii.gz run, the same run as .nii, a truncated .nii, mask, events and confounds, uploaded."""
-    from daskglm.data.fiac import write_nifti_stream
+    from daskglm.data.volumes import write_nifti_stream
 
     rng = np.random.default_rng(0)
     root = tmp_path_factory.mktemp("remote")

@@ -20,6 +20,8 @@ from nilearn.glm.first_level import run_glm
 
 from daskglm.kernels.ar import N_BINS, OLS_BIN
 from daskglm.kernels.contrast import (
+    CONTRAST_MAPS,
+    ContrastLayout,
     calibrated_variance,
     contrast_block,
     contrast_outputs,
@@ -270,3 +272,41 @@ def test_contrast_block_f_effect_is_nilearn_whitened_effect():
     ref = np.real(spl.sqrtm(np.linalg.inv(F_CON @ G @ F_CON.T))) @ (F_CON @ beta)
     np.testing.assert_allclose(effect, ref, rtol=1e-10)
     np.testing.assert_array_equal(variance, np.ones(7))
+
+
+# ------------------------------------------------------------ the packed rows
+@pytest.mark.parametrize(("stat_type", "dim"), [("t", 1), ("F", 1), ("F", 3)])
+def test_contrast_layout_is_what_contrast_outputs_packs(stat_type, dim):
+    rng = np.random.default_rng(3)
+    layout = ContrastLayout.for_contrast(stat_type, dim)
+    effect = rng.normal(size=(dim, N_VOX)) if stat_type == "F" else rng.normal(size=N_VOX)
+    variance = rng.uniform(0.5, 2.0, N_VOX)
+    packed = contrast_outputs(effect, variance, 40.0, stat_type, dim)
+    assert packed.shape == (layout.n_rows, N_VOX) == (dim + 4, N_VOX)
+    maps = layout.unpack(packed, squeeze=stat_type != "F")
+    assert tuple(maps) == CONTRAST_MAPS
+    np.testing.assert_array_equal(maps["effect_size"], effect)
+    np.testing.assert_array_equal(maps["effect_variance"], variance)
+    assert all(maps[name].shape == (N_VOX,) for name in CONTRAST_MAPS[1:])
+    for name in CONTRAST_MAPS[1:]:  # the function the first-level model calls: the same rows
+        np.testing.assert_array_equal(unpack_contrast_outputs(packed, dim)[name], maps[name])
+    both = ContrastLayout.pack_effect_variance(effect, variance)
+    assert both.shape[0] == layout.n_effect_variance_rows
+    split_effect, split_variance = layout.split_effect_variance(both, squeeze=stat_type != "F")
+    np.testing.assert_array_equal(split_effect, effect)
+    np.testing.assert_array_equal(split_variance, variance)
+
+
+def test_contrast_layout_extra_rows_and_squeeze():
+    rng = np.random.default_rng(4)
+    effect, variance, extra = rng.normal(size=(1, N_VOX)), rng.uniform(1, 2, N_VOX), rng.uniform(0, 1, N_VOX)
+    packed = contrast_outputs(effect, variance, 20.0, "F", 1, extra)
+    layout = ContrastLayout.for_contrast("F", 1, ("between_variance",))
+    assert packed.shape[0] == layout.n_rows == 6 and layout.row("between_variance") == 5
+    np.testing.assert_array_equal(layout.unpack(packed)["between_variance"], extra)
+    assert layout.unpack(packed)["effect_size"].shape == (N_VOX,)  # q == 1: squeezed by default
+    assert layout.unpack(packed, squeeze=False)["effect_size"].shape == (1, N_VOX)  # F kept 2-D on request
+    with pytest.raises(KeyError, match="effect_size"):
+        layout.row("effect_size")
+    with pytest.raises(ValueError, match="layout has 6"):
+        layout.pack(effect, variance, extra)
