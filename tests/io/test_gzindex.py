@@ -20,6 +20,7 @@ from daskglm.graph.stream import masker_key, run_stats
 from daskglm.io import gzindex
 from daskglm.io.nifti import FileRunSource
 from daskglm.kernels.sufficient_stats import stacked_design
+from daskglm.space.volume import VolumeSpace
 
 pytest.importorskip("rapidgzip")
 
@@ -93,7 +94,7 @@ def test_indexed_statistics_equal_the_streamed_ones(tmp_path, index_cache, fwhm,
     rng = np.random.default_rng(2)
     X = np.column_stack([rng.standard_normal((N_SCANS, 3)), np.ones(N_SCANS)])
     n_lags = 2
-    masker = masker_key(mask, affine, fwhm, f"m{fwhm}")
+    masker = masker_key(VolumeSpace(mask, affine, fwhm), f"m{fwhm}")
     stack = stacked_design(X, n_lags)
     monkeypatch.setattr(stream, "worker_threads", lambda: 3)  # three pieces
     streamed = run_stats(source, masker, stack, n_lags, 16, per_volume, "s", background=False)
@@ -121,7 +122,7 @@ def test_without_rapidgzip_the_run_is_streamed(tmp_path, index_cache, monkeypatc
     assert not source.indexable
     X = np.ones((100, 1))
     monkeypatch.setattr(stream, "worker_threads", lambda: 4)
-    stats = run_stats(source, masker_key(np.ones(SHAPE, bool), source.affine, None, "m"),
+    stats = run_stats(source, masker_key(VolumeSpace(np.ones(SHAPE, bool), source.affine), "m"),
                       stacked_design(X, 1), 1, 8, True, "t", background=True)
     assert not any(str(k).startswith("gzip-index-") for k in dict(stats.dask))
 
