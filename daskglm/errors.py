@@ -22,6 +22,7 @@ __all__ = [
     "MeshDimensionError",
     "GroupInputError",
     "SampleMaskError",
+    "NilearnVersionError",
 ]
 
 
@@ -75,6 +76,10 @@ class ConfoundsError(DesignError):
 
 class MaskTypeError(TypeError):
     """A surface mask given for volume runs, or a volume mask for surface runs (nilearn's TypeError)."""
+
+
+class NilearnVersionError(ImportError):
+    """The installed nilearn is outside the range daskglm supports (:mod:`daskglm.compat.nilearn`)."""
 
 
 try:  # nilearn's class, so that code catching it keeps working

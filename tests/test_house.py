@@ -207,3 +207,150 @@ def test_no_volume_or_surface_branch_outside_the_space():
         for needle in pattern if needle in p.read_text()
     ]
     assert not offenders, "\n".join(offenders)
+
+
+#: The one module that may import nilearn's private helpers (``daskglm/compat/nilearn.py``).
+COMPAT_PACKAGE = "daskglm.compat"
+
+
+def _is_nilearn(module: str | None) -> bool:
+    return bool(module) and module.split(".")[0] == "nilearn"
+
+
+def _private_nilearn_imports(source: str) -> list[str]:
+    """Imports of nilearn's private corners: a ``_``-prefixed module component or an imported ``_`` name."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [f"line {node.lineno}: import {a.name}" for a in node.names
+                      if _is_nilearn(a.name) and any(part.startswith("_") for part in a.name.split("."))]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and _is_nilearn(node.module):
+            private_module = any(part.startswith("_") for part in node.module.split("."))
+            found += [f"line {node.lineno}: from {node.module} import {a.name}" for a in node.names
+                      if private_module or a.name.startswith("_")]
+    return found
+
+
+def _nilearn_names(tree: ast.AST) -> set[str]:
+    """Names bound to nilearn modules, classes or functions by import statements (anywhere in the module)."""
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if _is_nilearn(a.name):
+                    names.add(a.asname or a.name.split(".")[0])
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and _is_nilearn(node.module):
+            names.update(a.asname or a.name for a in node.names)
+    return names
+
+
+def _root_name(node: ast.AST) -> str | None:
+    """``a`` of ``a.b.c`` / ``a.b[0].c`` (None when the chain starts elsewhere, e.g. at a call)."""
+    while isinstance(node, (ast.Attribute, ast.Subscript)):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _nilearn_attribute_assignments(source: str) -> list[str]:
+    """Assignments (``=``, ``+=``, ``del``, ``setattr``/``delattr``) to attributes of nilearn's modules/objects."""
+    tree = ast.parse(source)
+    nilearn_names = _nilearn_names(tree)
+    found = []
+
+    def check(target: ast.AST, lineno: int) -> None:
+        if isinstance(target, (ast.Tuple, ast.List)):
+            for elt in target.elts:
+                check(elt, lineno)
+        elif isinstance(target, (ast.Attribute, ast.Subscript)) and _root_name(target) in nilearn_names:
+            found.append(f"line {lineno}: {ast.unparse(target)}")
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Assign):
+            for target in node.targets:
+                check(target, node.lineno)
+        elif isinstance(node, (ast.AugAssign, ast.AnnAssign)):
+            check(node.target, node.lineno)
+        elif isinstance(node, ast.Delete):
+            for target in node.targets:
+                check(target, node.lineno)
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+              and node.func.id in ("setattr", "delattr") and node.args):
+            obj = node.args[0]
+            if _root_name(obj) in nilearn_names:
+                found.append(f"line {node.lineno}: {node.func.id}({ast.unparse(obj)}, ...)")
+    return sorted(found, key=lambda hit: int(hit.split(":")[0].removeprefix("line ")))
+
+
+PLANTED_NILEARN_VIOLATIONS = '''
+import nilearn
+import nilearn._utils.glm
+from nilearn.glm._base import BaseGLM
+from nilearn.glm.first_level import first_level as module
+from nilearn.maskers import NiftiMasker
+
+
+def patch(fn):
+    from nilearn.glm.first_level.first_level import _list_valid_subjects
+
+    module._get_processed_imgs = fn
+    nilearn.glm.first_level.x, other = fn, 1
+    NiftiMasker.fit += 1
+    module.__dict__["_get_masks_files"] = fn
+    setattr(module, "_get_masks_files", fn)
+    del module.first_level_from_bids
+    return _list_valid_subjects
+'''
+
+CLEAN_NILEARN_USE = '''
+from nilearn.interfaces.bids import get_bids_files
+from nilearn.maskers import NiftiMasker
+
+
+class Model(NiftiMasker):
+    def fit(self):
+        self.mask_img_ = None
+
+
+def use(masker_type):
+    masker = NiftiMasker(smoothing_fwhm=None)
+    masker.smoothing_fwhm = 4
+    setattr(masker, "verbose", 0)
+    files = get_bids_files("/data")
+    files[0] = None
+    return masker, files
+'''
+
+
+def test_nilearn_rules_catch_planted_violations():
+    assert _private_nilearn_imports(PLANTED_NILEARN_VIOLATIONS) == [
+        "line 3: import nilearn._utils.glm",
+        "line 4: from nilearn.glm._base import BaseGLM",
+        "line 10: from nilearn.glm.first_level.first_level import _list_valid_subjects",
+    ]
+    assert _nilearn_attribute_assignments(PLANTED_NILEARN_VIOLATIONS) == [
+        "line 12: module._get_processed_imgs",
+        "line 13: nilearn.glm.first_level.x",
+        "line 14: NiftiMasker.fit",
+        "line 15: module.__dict__['_get_masks_files']",
+        "line 16: setattr(module, ...)",
+        "line 17: module.first_level_from_bids",
+    ]
+    assert _private_nilearn_imports(CLEAN_NILEARN_USE) == []
+    assert _nilearn_attribute_assignments(CLEAN_NILEARN_USE) == []
+
+
+def test_no_private_nilearn_import_outside_compat():
+    """nilearn's private helpers are imported in daskglm/compat/ only (one door, one place to update)."""
+    offenders = []
+    for m, p in MODULES.items():
+        if m == COMPAT_PACKAGE or m.startswith(COMPAT_PACKAGE + "."):
+            continue
+        offenders += [f"{m}: {hit}" for hit in _private_nilearn_imports(p.read_text())]
+    assert not offenders, "\n".join(offenders)
+
+
+def test_no_assignment_to_nilearn_attributes():
+    """daskglm never patches nilearn at run time (compat included: it wraps, it does not swap)."""
+    offenders = [f"{m}: {hit}" for m, p in MODULES.items()
+                 for hit in _nilearn_attribute_assignments(p.read_text())]
+    assert not offenders, "\n".join(offenders)

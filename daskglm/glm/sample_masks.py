@@ -9,6 +9,13 @@ same while streaming (:class:`daskglm.io.views.CensoredRunSource`).
 
 Divergence: the kept indices must be strictly increasing (nilearn would also
 accept a reordering or repetition of scans, which no censoring produces).
+
+Sample masks travel with the confounds they come from: fMRIPrep's
+``load_confounds`` returns both, and :func:`daskglm.first_level_from_bids`
+returns each run's confounds DataFrame with its sample mask in
+``DataFrame.attrs["sample_mask"]`` (:func:`with_sample_mask`);
+``FirstLevelModel.fit`` reads them back (:func:`sample_masks_from_confounds`)
+when it is given no ``sample_masks``.
 """
 
 from __future__ import annotations
@@ -21,7 +28,11 @@ import pandas as pd
 
 from daskglm.errors import SampleMaskError
 
-__all__ = ["check_sample_masks", "censor_design", "read_sample_mask", "drop_initial"]
+__all__ = ["check_sample_masks", "censor_design", "read_sample_mask", "drop_initial", "SAMPLE_MASK_ATTR",
+           "with_sample_mask", "sample_masks_from_confounds"]
+
+#: The ``DataFrame.attrs`` key of a confounds table's sample mask.
+SAMPLE_MASK_ATTR = "sample_mask"
 
 
 def _as_indices(mask, run: int, n_runs: int, n_scans: int) -> np.ndarray:
@@ -154,3 +165,55 @@ def drop_initial(n_drop: int, n_scans: int, kept=None) -> np.ndarray:
         kept = np.asarray(kept)
         kept = np.flatnonzero(kept) if kept.dtype == bool else kept.astype(np.int64)
     return kept[kept >= n_drop]
+
+
+def with_sample_mask(confounds: pd.DataFrame, sample_mask) -> pd.DataFrame:
+    """Attach a run's sample mask to its confounds table (``confounds.attrs["sample_mask"]``), in place.
+
+    Parameters
+    ----------
+    confounds : pandas.DataFrame
+        One run's confounds (one row per scan).
+    sample_mask : array of int, or None
+        The kept scans, as ``load_confounds`` returns them; None (nothing
+        dropped) removes the entry.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``confounds`` itself.  The mask is stored as a tuple of ints: pandas
+        compares ``attrs`` when it concatenates frames (an array there would
+        make ``pd.concat`` of two runs' confounds raise), and ``to_parquet``
+        writes them as JSON.
+    """
+    if sample_mask is None:
+        confounds.attrs.pop(SAMPLE_MASK_ATTR, None)
+    else:
+        confounds.attrs[SAMPLE_MASK_ATTR] = tuple(int(i) for i in np.asarray(sample_mask).ravel())
+    return confounds
+
+
+def sample_masks_from_confounds(confounds) -> list[np.ndarray | None] | None:
+    """The sample masks that confounds tables carry (``attrs["sample_mask"]``), for ``fit``.
+
+    Parameters
+    ----------
+    confounds : DataFrame, array, path, None, or a list of them
+        ``FirstLevelModel.fit``'s ``confounds`` (one entry per run).
+
+    Returns
+    -------
+    list of (ndarray of int64 or None), or None
+        Per run, the mask its DataFrame carries.  A run whose DataFrame
+        carries none, next to runs that do, keeps all its rows' scans
+        (``arange(len(frame))``: nilearn accepts no ``None`` among sample
+        masks); other runs without one give None.  None overall when no run
+        carries a mask (nothing is censored).
+    """
+    runs = list(confounds) if isinstance(confounds, (list, tuple)) else [confounds]
+    masks = [run.attrs.get(SAMPLE_MASK_ATTR) if isinstance(run, pd.DataFrame) else None for run in runs]
+    if all(mask is None for mask in masks):
+        return None
+    return [np.asarray(mask, dtype=np.int64) if mask is not None
+            else (np.arange(len(run)) if isinstance(run, pd.DataFrame) else None)
+            for mask, run in zip(masks, runs)]

@@ -24,6 +24,17 @@ import numpy as np
 import pandas as pd
 from nilearn.glm.second_level import SecondLevelModel as _NilearnSecondLevelModel
 
+from daskglm.compat.nilearn import (
+    check_group_confounds,
+    check_mask_fits_images,
+    check_parameter_in_allowed,
+    check_params,
+    contrast_value,
+    contrasts_as_dict,
+    embedded_masker,
+    load_tables,
+    pad_contrast,
+)
 from daskglm.errors import GroupInputError
 from daskglm.glm.contrasts import OUTPUT_TYPES, expression_to_contrast_vector
 from daskglm.graph.resources import compute
@@ -33,6 +44,7 @@ from daskglm.kernels.contrast import ContrastLayout
 from daskglm.kernels.second_level import MIXED_EXTRA_ROWS, OLSDesign
 
 __all__ = ["SecondLevelModel", "GroupContrast", "second_level_con_val"]
+
 
 class GroupContrast(NamedTuple):
     """A contrast's lazy graph (:meth:`SecondLevelModel.contrast_graph`)."""
@@ -103,10 +115,7 @@ list of fitted FirstLevelModel (nilearn's or daskglm's), or a daskglm study stor
         -------
         SecondLevelModel
         """
-        from nilearn._utils.glm import check_and_load_tables
-        from nilearn._utils.param_validation import check_params
-        from nilearn.glm.first_level.design_matrix import make_second_level_design_matrix
-        from nilearn.glm.second_level.second_level import _check_confounds
+        from nilearn.glm.second_level import make_second_level_design_matrix
 
         check_params(self.__dict__)
         self.second_level_input_ = None
@@ -116,7 +125,7 @@ list of fitted FirstLevelModel (nilearn's or daskglm's), or a daskglm study stor
         self.between_variance_ = None
         self._fit_cache()
         group = resolve_input(second_level_input, confounds, design_matrix, subjects, storage_options)
-        _check_confounds(confounds)
+        check_group_confounds(confounds)
         self._reset_report()
         self._group = group
         self._variance_input = _check_variance_input(variance_input, group)
@@ -128,7 +137,7 @@ list of fitted FirstLevelModel (nilearn's or daskglm's), or a daskglm study stor
                                       "to be provided.")
             design_matrix = make_second_level_design_matrix(group.labels, confounds)
         else:
-            design_matrix = check_and_load_tables(design_matrix, "design_matrix")[0]
+            design_matrix = load_tables(design_matrix, "design_matrix")[0]
         self.design_matrix_ = design_matrix
         if group.kind != "dataframe":
             _check_rows(group.items, design_matrix)
@@ -139,15 +148,12 @@ list of fitted FirstLevelModel (nilearn's or daskglm's), or a daskglm study stor
         return self
 
     def _fit_masker(self, group: GroupInput) -> None:
-        from nilearn._utils.masker_validation import check_compatibility_mask_and_images
-        from nilearn.maskers.masker_validation import check_embedded_masker
-
         given = self.mask_img is not None
         sample = None if given and group.uses_models else (
             group.items[0] if given and group.kind == "images" else sample_map(group))
         if sample is not None:
-            check_compatibility_mask_and_images(self.mask_img, sample)
-        self.masker_ = check_embedded_masker(self, "nii")
+            check_mask_fits_images(self.mask_img, sample)
+        self.masker_ = embedded_masker(self, "nii")
         self.masker_.memory_level = self.memory_level
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*Generation of a mask.*")
@@ -220,7 +226,6 @@ list of fitted FirstLevelModel (nilearn's or daskglm's), or a daskglm study stor
         -------
         Nifti1Image, or dict of them for ``'all'``
         """
-        from nilearn._utils.param_validation import check_parameter_in_allowed
         from sklearn.utils.validation import check_is_fitted
 
         check_is_fitted(self)
@@ -256,9 +261,7 @@ list of fitted FirstLevelModel (nilearn's or daskglm's), or a daskglm study stor
 
     def _generate_report_content(self, contrasts, *args, **kwargs):
         """nilearn's report content, with string contrasts parsed by daskglm (never evaluated)."""
-        from nilearn._utils.glm import coerce_to_dict
-
-        contrasts = coerce_to_dict(contrasts)
+        contrasts = contrasts_as_dict(contrasts)
         if contrasts is None or not hasattr(self, "design_matrix_"):  # no contrast, or not fitted: nilearn's
             return super()._generate_report_content(contrasts, *args, **kwargs)
         vectors = {name: second_level_con_val(con, self.design_matrix_) if isinstance(con, str) else con
@@ -273,7 +276,7 @@ list of fitted FirstLevelModel (nilearn's or daskglm's), or a daskglm study stor
 
 
 def second_level_con_val(second_level_contrast, design_matrix: pd.DataFrame) -> np.ndarray:
-    """nilearn's ``_get_con_val``, with expressions parsed by :mod:`daskglm.glm.contrasts`.
+    """nilearn's second-level contrast value, with expressions parsed by :mod:`daskglm.glm.contrasts`.
 
     nilearn evaluates string contrasts with ``DataFrame.eval``; here they are
     parsed (:func:`daskglm.glm.contrasts.expression_to_contrast_vector`), so a
@@ -284,18 +287,13 @@ def second_level_con_val(second_level_contrast, design_matrix: pd.DataFrame) -> 
     ContrastError
         A string that is not a linear combination of the design's columns.
     """
-    from nilearn.glm.second_level.second_level import _get_con_val
-
     if isinstance(second_level_contrast, str):
         return expression_to_contrast_vector(second_level_contrast, [str(c) for c in design_matrix.columns])
-    return _get_con_val(second_level_contrast, design_matrix)
+    return contrast_value(second_level_contrast, design_matrix)
 
 
 def _contrast(con_val, stat_type, n_columns: int) -> tuple[np.ndarray, str, int]:
     """nilearn's contrast checks: (padded contrast, stat type, dimension)."""
-    from nilearn._utils.param_validation import check_parameter_in_allowed
-    from nilearn.glm._utils import pad_contrast
-
     con = np.asarray(con_val, dtype=np.float64)
     dim = con.shape[0] if con.ndim > 1 else 1
     if stat_type is None:

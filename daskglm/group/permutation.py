@@ -26,6 +26,7 @@ import dask
 import dask.array as da
 import numpy as np
 
+from daskglm.compat.nilearn import check_group_confounds, check_params, load_tables
 from daskglm.errors import GroupInputError
 from daskglm.graph.resources import compute, persist
 from daskglm.group.graph import stack_rows
@@ -118,9 +119,7 @@ def _spatial_level(Yn, design, perms, mask, two_sided, tfce, threshold_t):
 def _group_data(second_level_input, confounds, design_matrix, first_level_contrast, masker, subjects,
                 storage_options):
     group = resolve_input(second_level_input, None, design_matrix, subjects, storage_options)
-    from nilearn.glm.second_level.second_level import _check_confounds
-
-    _check_confounds(confounds)
+    check_group_confounds(confounds)
     given = masker.mask_img is not None
     sample = None if given and group.uses_models else (
         group.items[0] if given and group.kind == "images" else sample_map(group))
@@ -167,8 +166,6 @@ smoothing_fwhm, model_intercept, n_perm, two_sided_test, random_state, n_jobs, v
         and ``tfce``/``logp_max_tfce``, ``size``/``logp_max_size``/
         ``mass``/``logp_max_mass`` as requested.
     """
-    from nilearn._utils.glm import check_and_load_tables
-    from nilearn._utils.param_validation import check_params
     from sklearn.utils import check_random_state
 
     check_params({k: v for k, v in locals().items() if k not in ("uncorrected", "subjects", "storage_options")})
@@ -183,7 +180,7 @@ smoothing_fwhm, model_intercept, n_perm, two_sided_test, random_state, n_jobs, v
                                   f"Got {design_matrix.__class__.__name__}")
     items, models = _group_data(second_level_input, confounds, design_matrix, first_level_contrast, masker,
                                 subjects, storage_options)
-    design_matrix = check_and_load_tables(design_matrix, "design_matrix")[0]
+    design_matrix = load_tables(design_matrix, "design_matrix")[0]
     contrast = second_level_con_val(second_level_contrast, design_matrix)
     if len(items) != design_matrix.shape[0]:
         raise GroupInputError("'design_matrix' does not match the number of maps considered. "

@@ -18,6 +18,7 @@ import daskglm
 from daskglm import FirstLevelModel, first_level_from_bids, fit_bids, open_subject
 from daskglm.cli import main
 from daskglm.data.bids import make_bids_dataset
+from daskglm.glm.sample_masks import sample_masks_from_confounds
 from daskglm.studies.bids.derivatives import derivative_filenames
 from daskglm.studies.subjects import read_status
 from tests.conftest import quiet
@@ -72,11 +73,12 @@ def test_first_level_from_bids_is_nilearns_with_sample_masks(ds, strategy):
         assert (model.t_r, model.slice_time_ref) == (nl_model.t_r, nl_model.slice_time_ref) == (2.0, 0.5)
         expected, masks = _nilearn_with_masks(ds, imgs, events, confounds, strategy, nl_model.mask_img,
                                               nl_model.t_r, nl_model.slice_time_ref)
-        for kept, got in zip(masks, model.sample_masks_):
+        carried = sample_masks_from_confounds(confounds)  # the confounds' attrs["sample_mask"]
+        for kept, got in zip(masks, carried):
             np.testing.assert_array_equal(kept, got)
-        n_dropped = 50 - len(model.sample_masks_[0])
+        n_dropped = 50 - len(carried[0])
         assert n_dropped == (2 + 2 if "scrub" in strategy["confounds_strategy"] else 2)  # non-steady (+ FD spikes)
-        z = _z(model, imgs, events, confounds)  # plain fit: uses sample_masks_
+        z = _z(model, imgs, events, confounds)  # plain fit: uses the masks the confounds carry
         inside = np.asarray(model.mask_img_.dataobj) > 0
         assert _close(z, expected, inside) >= 0.999
         # the sample masks matter: nilearn without them is a different fit
@@ -91,7 +93,7 @@ def test_first_level_from_bids_without_strategy_matches_nilearn(ds):
     models, imgs, events, confounds = quiet(first_level_from_bids, ds["root"], "faces", **kwargs)
     ref = quiet(nilearn_first_level_from_bids, ds["root"], "faces", **kwargs)
     assert len(imgs[0]) == 1 and "ses-1" in imgs[0][0] and confounds == [None]
-    assert models[0].sample_masks_ is None
+    assert sample_masks_from_confounds(confounds[0]) is None
     z = _z(models[0], imgs[0], events[0])
     expected = _z(ref[0][0], imgs[0], events[0])
     assert _close(z, expected, np.asarray(models[0].mask_img_.dataobj) > 0) >= 0.999

@@ -7,7 +7,7 @@ whose runs are rewritten with a baseline, a task effect per vertex and noise
 (nilearn's are zero-mean noise, which mean scaling cannot handle).  The models
 daskglm returns, fitted, give ``SurfaceImage`` z maps equal to nilearn's on
 >= 99.9 % of the vertices within 1e-3: with ``load_confounds``' confounds and
-sample masks (which daskglm keeps as ``sample_masks_``; nilearn's models are
+sample masks (which daskglm keeps on the confounds, ``attrs["sample_mask"]``; nilearn's models are
 fitted with them passed explicitly), and without confounds (nilearn's models
 as returned).
 """
@@ -29,6 +29,7 @@ from nilearn.interfaces.fmriprep import load_confounds
 from nilearn.surface import SurfaceImage
 
 import daskglm
+from daskglm.glm.sample_masks import sample_masks_from_confounds
 from tests.conftest import quiet
 
 N_VERTICES = 10242  # fsaverage5, per hemisphere
@@ -95,9 +96,10 @@ def test_fsaverage5_models_equal_nilearns_with_sample_masks(dataset, noise_model
                                           for run in _left_runs(dataset, model.subject_label)))
         for got, frame in zip(run_confounds, expected_confounds):
             pd.testing.assert_frame_equal(got, frame)
-        # fMRIPrep's non-steady-state volume is censored (kept as sample_masks_)
-        assert [len(kept) for kept in model.sample_masks_] == [29, 29]
-        for kept, got in zip(masks, model.sample_masks_):
+        # fMRIPrep's non-steady-state volume is censored (the mask rides on each run's confounds)
+        carried = sample_masks_from_confounds(run_confounds)
+        assert [len(kept) for kept in carried] == [29, 29]
+        for kept, got in zip(masks, carried):
             np.testing.assert_array_equal(kept, got)
         ours = _z(model, runs, run_events, run_confounds)
         ref = NilearnModel(t_r=T_R, slice_time_ref=0.0, noise_model=noise_model)
@@ -115,7 +117,7 @@ def test_fsaverage5_models_without_confounds_equal_nilearns(dataset):
     models, imgs, events, confounds = quiet(daskglm.first_level_from_bids, dataset, "main", **kwargs)
     ref_models, ref_imgs, ref_events, ref_confounds = quiet(nilearn_first_level_from_bids, dataset, "main",
                                                              **kwargs)
-    assert confounds == ref_confounds == [None] and models[0].sample_masks_ is None
+    assert confounds == ref_confounds == [None] and sample_masks_from_confounds(confounds[0]) is None
     for name in ("subject_label", "t_r", "slice_time_ref", "noise_model", "hrf_model", "signal_scaling"):
         assert getattr(models[0], name) == getattr(ref_models[0], name), name
     ours = _z(models[0], imgs[0], events[0])

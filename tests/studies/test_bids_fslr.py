@@ -26,6 +26,7 @@ from nilearn.interfaces.fmriprep import load_confounds
 import daskglm
 from daskglm.cli import main
 from daskglm.data.bids import make_bids_dataset
+from daskglm.glm.sample_masks import sample_masks_from_confounds
 from tests.conftest import quiet
 
 SPACE = "fsLR"
@@ -103,7 +104,8 @@ def test_models_with_scrubbing_equal_run_glm(ds, noise_model):
         frames, masks = zip(*(load_confounds(r, **SCRUB) for r in runs))  # one run at a time
         for got, frame in zip(run_confounds, frames):
             pd.testing.assert_frame_equal(got, frame)
-        for got, kept, run in zip(model.sample_masks_, masks, runs):  # non-steady state + FD spikes
+        carried = sample_masks_from_confounds(run_confounds)  # the confounds' attrs["sample_mask"]
+        for got, kept, run in zip(carried, masks, runs):  # non-steady state + FD spikes
             np.testing.assert_array_equal(got, kept)
             assert len(kept) == ds["n_scans"] - 2 - len(ds["spikes"][run])
         model.fit(runs, run_events, run_confounds)
@@ -123,7 +125,7 @@ def test_models_with_scrubbing_equal_run_glm(ds, noise_model):
 def test_models_without_confounds_equal_run_glm(ds):
     models, imgs, events, confounds = quiet(daskglm.first_level_from_bids, ds["root"], "faces", space_label=SPACE,
                                              sub_labels=["02"], noise_model="ar1", confounds_strategy=None)
-    assert confounds == [None] and models[0].sample_masks_ is None
+    assert confounds == [None] and sample_masks_from_confounds(confounds[0]) is None
     z = _values(quiet(models[0].fit(imgs[0], events[0]).compute_contrast, CONTRAST))
     assert _agreement(z, _reference(imgs[0], events[0], None, None, "ar1")["z_score"]) >= 0.999
 
@@ -194,29 +196,29 @@ def test_cli_bids_fslr(ds, study, tmp_path, capsys):
     np.testing.assert_allclose(_values(written), z, rtol=1e-6)
 
 
-def test_cifti_queries_are_per_thread_and_always_restored(monkeypatch):
-    """The swapped lookups act only inside the block's own thread, and nilearn's come back, even on error."""
+def test_fslr_queries_leave_nilearn_untouched(ds):
+    """Our CIFTI query swaps nothing in nilearn: nilearn's own query, in another thread meanwhile, still
+    finds no ``bold.nii*`` run for fsLR, and nilearn's module holds the same functions afterwards."""
     import threading
 
     from nilearn.glm.first_level import first_level as module
+    from nilearn.glm.first_level import first_level_from_bids as nilearn_first_level_from_bids
 
-    from daskglm.studies.bids.first_level import cifti_queries
-
-    def nilearn_masks(**kwargs):
-        return "nilearn"
-
-    monkeypatch.setattr(module, "_get_masks_files", nilearn_masks)
+    before = dict(vars(module))
     seen = {}
-    with cifti_queries("fsLR"):
-        assert module._get_masks_files(space_label="fsLR") == []  # ours: CIFTI runs need no mask
-        worker = threading.Thread(target=lambda: seen.update(other=module._get_masks_files(space_label="fsLR")))
-        worker.start()
-        worker.join()
-        with cifti_queries("fsLR"):  # nested blocks
-            assert module._get_masks_files(space_label="fsLR") == []
-        assert module._get_masks_files(space_label="fsLR") == []
-    assert seen["other"] == "nilearn"  # another thread, no block of its own: nilearn's lookup
-    assert module._get_masks_files is nilearn_masks
-    with pytest.raises(RuntimeError, match="boom"), cifti_queries("fsLR"):
-        raise RuntimeError("boom")
-    assert module._get_masks_files is nilearn_masks
+
+    def nilearn_query():
+        try:
+            quiet(nilearn_first_level_from_bids, ds["root"], "faces", space_label=SPACE, confounds_strategy=None)
+        except ValueError as err:
+            seen["nilearn"] = str(err)
+
+    worker = threading.Thread(target=nilearn_query)
+    worker.start()
+    _, imgs, _, _ = quiet(daskglm.first_level_from_bids, ds["root"], "faces", space_label=SPACE,
+                          confounds_strategy=None)
+    worker.join()
+    assert imgs == [ds["runs"][s] for s in ds["subjects"]]
+    assert "No BOLD files found" in seen["nilearn"]
+    assert vars(module).keys() == before.keys()
+    assert all(vars(module)[name] is value for name, value in before.items())

@@ -11,6 +11,7 @@ import pytest
 from daskglm import first_level_from_bids, fit_bids, open_subject
 from daskglm.cli import main
 from daskglm.data.bids import make_bids_dataset
+from daskglm.glm.sample_masks import sample_masks_from_confounds
 from daskglm.io.remote import RemoteRunSource
 from daskglm.studies.subjects import read_status
 
@@ -66,7 +67,7 @@ def test_first_level_from_bids_on_s3_streams_remote_runs(study):
     assert all(isinstance(r, RemoteRunSource) and str(r).startswith("s3://fits/ds/derivatives/sub-02/")
                for r in imgs[0])
     assert len(imgs[0]) == len(events[0]) == len(confounds[0]) == 2
-    assert models[0].t_r == 2.0 and models[0].sample_masks_ is not None
+    assert models[0].t_r == 2.0 and sample_masks_from_confounds(confounds[0]) is not None
 
 
 def test_cli_bids_on_s3(study, capsys):

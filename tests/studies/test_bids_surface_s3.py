@@ -62,7 +62,7 @@ def fsaverage5(s3, tmp_path_factory) -> dict:
     import pandas as pd
     from nilearn._utils.data_gen import create_fake_bids_dataset
 
-    from tests.test_bids_fsaverage5 import N_VERTICES, _add_signal
+    from tests.studies.test_bids_fsaverage5 import N_VERTICES, _add_signal
 
     base = tmp_path_factory.mktemp("fsaverage5_s3")
     root = create_fake_bids_dataset(base_dir=base, n_sub=2, n_ses=0, tasks=["main"], n_runs=[2],

@@ -30,6 +30,13 @@ from pathlib import Path
 import numpy as np
 
 from daskglm._version import __version__
+from daskglm.compat.nilearn import (
+    bids_entities,
+    clean_contrast_name,
+    contrasts_as_dict,
+    create_bids_filename,
+    surface_map_filename,
+)
 
 __all__ = ["save_bids_derivatives", "derivative_filenames", "surface_filenames"]
 
@@ -38,8 +45,6 @@ _STATS = (("effect_size", "effect"), ("stat", None), ("effect_variance", "varian
 
 
 def _entities_to_include() -> list[str]:
-    from nilearn.interfaces.bids.utils import bids_entities
-
     entities = [*bids_entities()["raw"], *bids_entities()["derivatives"]]
     return [e for e in entities if e not in ("part", "echo", "hemi", "desc")] + ["contrast", "stat"]
 
@@ -69,9 +74,7 @@ def derivative_filenames(run_names: list[str], contrasts: dict, extension: str =
         ``sub`` (folder), ``mask``, ``maps`` (``{name: {output_type: file}}``),
         ``designs`` (one ``.tsv`` per run).
     """
-    from nilearn.glm._base import _clean_contrast_name
     from nilearn.interfaces.bids import parse_bids_filename
-    from nilearn.interfaces.bids.utils import create_bids_filename
 
     include = _entities_to_include()
     run_entities = [parse_bids_filename(str(n).rsplit("/", 1)[-1])["entities"] for n in run_names]
@@ -86,7 +89,7 @@ def derivative_filenames(run_names: list[str], contrasts: dict, extension: str =
     maps = {}
     for name, definition in contrasts.items():
         fields = {"prefix": None, "suffix": "statmap", "extension": extension,
-                  "entities": {**entities, "contrast": _clean_contrast_name(name)}}
+                  "entities": {**entities, "contrast": clean_contrast_name(name)}}
         maps[name] = {}
         for output, label in _STATS:
             fields["entities"]["stat"] = label or _stat_type(definition)
@@ -105,12 +108,10 @@ def surface_filenames(filename: str, img) -> dict:
     """nilearn's per-hemisphere GIfTI names of a ``SurfaceImage`` map: ``{part: file}``.
 
     ``hemi-L`` / ``hemi-R`` and ``den-<vertices>`` are added in BIDS order
-    (nilearn's ``_generate_filename_surface_file``).
+    (nilearn's, :func:`daskglm.compat.nilearn.surface_map_filename`).
     """
-    from nilearn.glm.io import _generate_filename_surface_file
-
     labels = {"left": "L", "right": "R"}
-    return {part: _generate_filename_surface_file(filename, labels[part], img.mesh.parts[part].n_vertices)
+    return {part: surface_map_filename(filename, labels[part], img.mesh.parts[part].n_vertices)
             for part in img.mesh.parts}
 
 
@@ -180,9 +181,7 @@ def save_bids_derivatives(model, out_dir, contrasts: dict, run_names: list[str] 
     the same names; ``SurfaceImage`` fits write one GIfTI file per hemisphere
     (``hemi-L`` / ``hemi-R``, ``den-<vertices>``), as nilearn's ``save_glm_to_bids``.
     """
-    from nilearn._utils.glm import coerce_to_dict
-
-    contrasts = coerce_to_dict(contrasts)
+    contrasts = contrasts_as_dict(contrasts)
     model._check_fitted()
     if run_names is None:  # the inputs of a fit (a reopened store has none: names by position)
         sources = model._state.sources or [None] * len(model.design_matrices_)

@@ -1,7 +1,7 @@
 """A BIDS study in one dask graph: :func:`fit_bids`.
 
-Each subject is queried with :func:`daskglm.first_level_from_bids` (nilearn's
-queries, sample masks kept) on its own, so that a subject with missing or
+Each subject is queried as :func:`daskglm.first_level_from_bids` queries it
+(nilearn's steps, sample masks kept on the confounds) on its own, so that a subject with missing or
 inconsistent files fails alone, and handed to :func:`daskglm.studies.subjects.fit_models`
 as soon as it is queried (on a cluster, one task per subject builds and fits it
 on a worker while the client queries the next; its BIDS derivatives are the
@@ -28,15 +28,10 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from daskglm.compat.nilearn import list_valid_subjects, split_confounds_kwargs
 from daskglm.errors import SubjectsError
 from daskglm.graph.resources import active_client, in_dask_worker
-from daskglm.io.gifti import is_surface_image
-from daskglm.studies.bids.first_level import (
-    _confounds_kwargs,
-    _left_hemisphere_runs,
-    first_level_from_bids,
-    query_view,
-)
+from daskglm.studies.bids.first_level import first_level_from_bids, query_subjects
 from daskglm.studies.bids.layout import dataset_view
 from daskglm.studies.schedule import resolve_schedule
 from daskglm.studies.subjects import SubjectsResult, _subject_id, fit_models, open_subject
@@ -55,9 +50,7 @@ BIDS_QUERY_PARAMS = (
 
 
 def _subject_labels(view, derivatives_folder: str, sub_labels, exclude_subjects) -> list[str]:
-    from nilearn.glm.first_level.first_level import _list_valid_subjects
-
-    labels = _list_valid_subjects(view.root / derivatives_folder, list(sub_labels or []))
+    labels = list_valid_subjects(view.root / derivatives_folder, list(sub_labels or []))
     labels = sorted(set(labels) - set(exclude_subjects or []))
     if not labels:
         raise FileNotFoundError(f"No subject found in {view.url_of(view.root / derivatives_folder)}.")
@@ -65,7 +58,12 @@ def _subject_labels(view, derivatives_folder: str, sub_labels, exclude_subjects)
 
 
 def _query(view, sid: str, task_label: str, query: dict, quiet: bool):
-    """One subject's model and fit arguments (nilearn's warnings shown for the first subject only)."""
+    """One subject's model, fit arguments and run names (nilearn's warnings shown for the first subject only).
+
+    The run names are the runs' files (the ``hemi-L`` file of a GIfTI pair)
+    as paths or URLs: they name the subject's runs in the store and its BIDS
+    derivatives.
+    """
     defaults = {name: p.default for name, p in inspect.signature(first_level_from_bids).parameters.items()
                 if p.default is not inspect.Parameter.empty and name != "storage_options"}
     confounds = {k: v for k, v in query.items() if k.startswith("confounds_")}
@@ -74,8 +72,9 @@ def _query(view, sid: str, task_label: str, query: dict, quiet: bool):
     with warnings.catch_warnings():
         if quiet:
             warnings.simplefilter("ignore")
-        models, imgs, events, conf = query_view(view, params, confounds)
-    return models[0], imgs[0], events[0], conf[0]
+        (subject,) = query_subjects(view, params, confounds)
+    names = [view.url_of(path) for path in subject.run_files]
+    return (subject.model, subject.run_imgs, subject.events, subject.confounds), names
 
 
 def _nilearn_mask_sharing(model, mask_img, shared):
@@ -95,13 +94,6 @@ def _nilearn_mask_sharing(model, mask_img, shared):
     return model.mask_img if not isinstance(model.mask_img, str) and model.mask_img is not None else None
 
 
-def _run_names(view, params: dict, sid: str, imgs) -> list[str]:
-    """The runs' names (in the store, for BIDS derivative names): a surface run's is its hemi-L file."""
-    if any(is_surface_image(img) for img in imgs):
-        return [view.url_of(p) for p in _left_hemisphere_runs(view, params, sid)]
-    return [str(img) for img in imgs]
-
-
 def _builder(model, imgs, events, confounds, extra_params: dict, shared_mask: bool = False):
     """The subject's fit, built where it runs (a worker, under schedule ``'subjects'``).
 
@@ -118,7 +110,7 @@ def _builder(model, imgs, events, confounds, extra_params: dict, shared_mask: bo
             model.mask_img = shared_mask
         for name, value in extra_params.items():
             setattr(model, name, value)
-        return model.fit(imgs, events, confounds)  # with the model's sample_masks_
+        return model.fit(imgs, events, confounds)  # with the sample masks the confounds carry
     return build
 
 
@@ -126,8 +118,7 @@ def _queried(view, labels, task_label: str, query: dict, run_names: dict):
     """``(id, (model, imgs, events, confounds) or exception)`` per subject, queried as the fit asks for it."""
     for i, sid in enumerate(labels):
         try:
-            found = _query(view, sid, task_label, query, quiet=i > 0)
-            run_names[_subject_id(sid)] = _run_names(view, {**query, "task_label": task_label}, sid, found[1])
+            found, run_names[_subject_id(sid)] = _query(view, sid, task_label, query, quiet=i > 0)
         except Exception as err:
             yield _subject_id(sid), err
         else:
@@ -243,7 +234,7 @@ def fit_bids(
         confounds = {"confounds_strategy": tuple(confounds_strategy)}
         confounds.update({f"confounds_{k}": v for k, v in (confounds_kwargs or {}).items()})
     query.update(confounds)
-    _confounds_kwargs(dict(confounds))  # validate early
+    split_confounds_kwargs(dict(confounds))  # validate early
     run_names = {}
     with dataset_view(dataset, task_label, storage_options) as view:
         labels = _subject_labels(view, derivatives_folder, sub_labels, exclude_subjects)
