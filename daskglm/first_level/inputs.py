@@ -61,27 +61,27 @@ def _warn_ignored_design_parameters(model) -> None:
 def fit_inputs(model, run_imgs, events, confounds, sample_masks, design_matrices) -> FitInputs:
     """Validate ``fit``'s arguments and build the engine's inputs (reads headers only).
 
-    The element space is resolved first, as nilearn prepares its mask
-    first (nilearn's EPI mask, for ``mask_img=None``, reads the runs), then
-    the designs and the kept scans; the runs are streamed as the space says
-    (resampled onto its crop, if any).
+    The kept scans are checked first (they fix what is streamed), then the
+    element space is resolved, as nilearn prepares its mask before the
+    designs (nilearn's EPI mask, for ``mask_img=None``, reads the runs); it
+    also says how the runs are streamed (resampled onto its crop, if any).
+    Then the designs, restricted to the kept scans.
     """
     runs = run_imgs if isinstance(run_imgs, (list, tuple)) else [run_imgs]
     if len(runs) == 0:
         raise ValueError("run_imgs is empty; give at least one 4D image.")
     raw = [as_run_source(r, i) for i, r in enumerate(runs)]
-    space = resolve_space(model, raw)  # nilearn prepares the mask first too
+    kept = check_sample_masks(sample_masks, [s.n_scans for s in raw])
+    views = raw if kept is None else [s if k is None else CensoredRunSource(s, k) for s, k in zip(raw, kept)]
+    space, sources = resolve_space(model, raw, views)
     design_params = {name: getattr(model, name) for name in DESIGN_PARAMS}
     if design_matrices is not None:
         _warn_ignored_design_parameters(model)
     designs = run_designs(raw, events, confounds, design_matrices, design_params)
-    kept = check_sample_masks(sample_masks, [s.n_scans for s in raw])
-    views: list[RunSource] = list(raw)
     if kept is not None:
         designs = [censor_design(d, k) for d, k in zip(designs, kept)]
-        views = [s if k is None else CensoredRunSource(s, k) for s, k in zip(views, kept)]
     _warn_no_residual_df(designs)
-    return FitInputs(space.stream_sources(views, raw), designs, space, kept)
+    return FitInputs(sources, designs, space, kept)
 
 
 def _warn_no_residual_df(designs: list[pd.DataFrame]) -> None:

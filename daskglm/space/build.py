@@ -146,8 +146,9 @@ def _check_masker_options(masker) -> None:
         )
 
 
-def resolve_space(estimator, raw: list[RunSource]) -> ElementSpace:
-    """The element space of a fit (its ``stream_sources`` are the runs as the engine streams them).
+def resolve_space(estimator, raw: list[RunSource], views: list[RunSource] | None = None
+                  ) -> tuple[ElementSpace, list[RunSource]]:
+    """The element space of a fit, and the runs as the engine streams them.
 
     Parameters
     ----------
@@ -156,12 +157,16 @@ def resolve_space(estimator, raw: list[RunSource]) -> ElementSpace:
         ``target_shape`` (:func:`masker_params`).
     raw : list of RunSource
         The runs as given.
+    views : list of RunSource, optional
+        The runs as they are read (e.g. censored views of ``raw``); default ``raw``.
 
     Returns
     -------
-    ElementSpace
-        The mask, affine, smoothing, and the crop of the mask's grid the runs
-        are resampled onto (volumes) or the geometry (surfaces).
+    (ElementSpace, list of RunSource)
+        The space (mask, affine, smoothing, and the crop of the mask's grid
+        the runs are resampled onto, or the geometry of surfaces) and the
+        runs to stream: ``views``, resampled onto the crop when there is one
+        (:meth:`~daskglm.space.base.ElementSpace.stream_sources`).
 
     Raises
     ------
@@ -172,7 +177,8 @@ def resolve_space(estimator, raw: list[RunSource]) -> ElementSpace:
     params = masker_params(estimator)
     fwhm = validated_smoothing_fwhm(params.smoothing_fwhm)
     build = _surface_space if is_surface_source(raw[0]) else _volume_space
-    return build(params, estimator.mask_img, fwhm, raw)
+    space = build(params, estimator.mask_img, fwhm, raw)
+    return space, space.stream_sources(raw if views is None else views, raw)
 
 
 def _surface_space(params: MaskerParams, given_mask_img, fwhm, raw: list[RunSource]) -> SurfaceSpace:
