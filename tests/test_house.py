@@ -168,7 +168,7 @@ def test_every_exception_is_exported():
 
 #: The estimator's package: the only code that may read a model's private fitted state.
 ESTIMATOR_PACKAGE = "daskglm.first_level"
-PRIVATE_MODEL_ATTRS = ("_state", "_unmask", "_masker", "_timeseries")
+PRIVATE_MODEL_ATTRS = ("_state", "_unmask", "_masker", "_timeseries", "_check_fitted", "_fit_options", "_PARAM_NAMES")
 
 
 def _private_model_reads(source: str) -> list[str]:

@@ -180,7 +180,6 @@ def cmd_fit(args) -> int:
 @command()
 def cmd_contrast(args) -> int:
     """``daskglm contrast``: contrasts from a fit store, written to NIfTI."""
-    from daskglm.io.export import unmask
 
     contrasts = contrasts_from_args(args)
     model = _open_store(args.store)
@@ -198,16 +197,15 @@ def cmd_contrast(args) -> int:
                 lazy.append(maps[output_type].data)
                 keys.append((name, output_type))
     values = compute_with_progress(*lazy, client=args.client, show=not args.no_progress)
-    if model._state.geometry is not None:  # CIFTI: .dscalar.nii; GIfTI: one .func.gii per hemisphere
+    if model.space_.kind != "volume":  # CIFTI: .dscalar.nii; GIfTI: one .func.gii per hemisphere
         for (name, output_type), array in zip(keys, values):
             stem = f"{safe_filename(name)}_{OUTPUT_SUFFIX[output_type]}"
             for path in write_surface_maps(model, array, out_dir, stem, f"{output_type} of {name}"):
                 print(path)
         return 0
-    mask = model.mask_img_.get_fdata() != 0
     for (name, output_type), array in zip(keys, values):
         path = out_dir / f"{safe_filename(name)}_{OUTPUT_SUFFIX[output_type]}.nii.gz"
-        unmask(array, mask, model.mask_img_.affine, f"{output_type} of {name}").to_filename(path)
+        model.space_.unmask(array, f"{output_type} of {name}").to_filename(path)
         print(path)
     return 0
 
@@ -238,8 +236,8 @@ def cmd_report(args) -> int:
 
 def _report_mesh(model, spec: list[str], mesh_type: str):
     """``daskglm report --mesh``: the surfaces a CIFTI fit's cortex is drawn on."""
-    geometry = model._state.geometry
-    if geometry is None or geometry.kind != "cifti":
+    geometry = model.space_.geometry
+    if model.space_.kind != "cifti":
         raise UsageError("--mesh goes with CIFTI fits (a surface fit's store keeps its mesh; volume fits "
                          "have none).")
     from daskglm.reporting.surface_report import CORTEX

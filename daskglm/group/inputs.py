@@ -110,9 +110,8 @@ def _surface_kind(obj) -> str | None:
         return "a GIfTI image"
     if is_cifti(obj):
         return "a CIFTI-2 image"
-    if isinstance(obj, DaskFirstLevelModel) and obj.__sklearn_is_fitted__() \
-            and obj._state.geometry is not None:
-        return f"a FirstLevelModel fitted on {_GEOMETRY_NAMES.get(obj._state.geometry.kind, 'surface')} data"
+    if isinstance(obj, DaskFirstLevelModel) and obj.__sklearn_is_fitted__() and obj.space_.kind != "volume":
+        return f"a FirstLevelModel fitted on {_GEOMETRY_NAMES.get(obj.space_.kind, 'surface')} data"
     if _is_model(obj) and not isinstance(obj, DaskFirstLevelModel):
         from nilearn.maskers import SurfaceMasker
 
@@ -332,9 +331,9 @@ def _same_voxels(model, masker) -> bool:
     if masker.target_affine is not None or masker.target_shape is not None:
         return False
     group_mask = np.asarray(masker.mask_img_.dataobj).astype(bool)
-    state = model._state
-    return state.mask.shape == group_mask.shape and np.array_equal(state.mask, group_mask) and np.allclose(
-        state.affine, masker.mask_img_.affine)
+    space = model.space_
+    return space.mask.shape == group_mask.shape and np.array_equal(space.mask, group_mask) and np.allclose(
+        space.affine, masker.mask_img_.affine)
 
 
 def _model_row(model, masker, contrast, output_type: str, n_voxels: int) -> da.Array:

@@ -131,7 +131,7 @@ def _write_map(img, folder: Path, filename: str, surface: bool, dtype=None) -> l
     return list(names.values())
 
 
-_EXTENSIONS = {None: "nii.gz", "cifti": "dscalar.nii", "surface": "gii"}
+_EXTENSIONS = {"volume": "nii.gz", "cifti": "dscalar.nii", "surface": "gii"}
 
 
 def _dataset_description(out: Path, sources: list[str]) -> None:
@@ -182,12 +182,9 @@ def save_bids_derivatives(model, out_dir, contrasts: dict, run_names: list[str] 
     (``hemi-L`` / ``hemi-R``, ``den-<vertices>``), as nilearn's ``save_glm_to_bids``.
     """
     contrasts = contrasts_as_dict(contrasts)
-    model._check_fitted()
     if run_names is None:  # the inputs of a fit (a reopened store has none: names by position)
-        sources = model._state.sources or [None] * len(model.design_matrices_)
-        run_names = [str(getattr(s, "name", f"run-{i + 1}")) for i, s in enumerate(sources)]
-    geometry = model._state.geometry
-    kind = None if geometry is None else geometry.kind
+        run_names = model.run_names_
+    kind = model.space_.kind
     surface = kind == "surface"
     names = derivative_filenames(run_names, contrasts, _EXTENSIONS[kind])
     out = Path(out_dir).absolute()
