@@ -30,15 +30,12 @@ from daskglm.cli.values import (
     safe_filename,
 )
 from daskglm.errors import UsageError
+from daskglm.glm.contrasts import OUTPUT_SUFFIX
 from daskglm.io.timing import check_runs_t_r
 from daskglm.studies.subjects import failure_message, fit_subjects, load_spec
 
 __all__ = ["OUTPUT_SUFFIX", "cmd_demo", "cmd_fit", "cmd_contrast", "cmd_report", "cmd_fit_subjects",
            "cmd_migrate"]
-
-#: File suffix of each output type (z maps named as in nilearn's example).
-OUTPUT_SUFFIX = {"z_score": "z_map", "stat": "stat_map", "p_value": "p_map",
-                 "effect_size": "effect_size", "effect_variance": "effect_variance"}
 
 #: ``fit-subjects`` reports any failure as ``daskglm fit-subjects: error: <type>: <message>``
 #: with exit status 1, the status it also returns when some subjects failed.

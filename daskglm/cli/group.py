@@ -15,11 +15,9 @@ from pathlib import Path
 from daskglm.cli.runtime import command, compute_with_progress, local_progress
 from daskglm.cli.values import safe_filename
 from daskglm.errors import UsageError
+from daskglm.glm.contrasts import OUTPUT_SUFFIX
 
 __all__ = ["add_group", "cmd_group"]
-
-SUFFIX = {"z_score": "z_map", "stat": "stat_map", "p_value": "p_map",
-          "effect_size": "effect_size", "effect_variance": "effect_variance"}
 
 
 def add_group(sub, parents: list, formatter_class) -> argparse.ArgumentParser:
@@ -90,7 +88,7 @@ def _parametric(model, args, out: Path, name: str) -> None:
     for kind, data in graph.maps(values).items():
         img = model.masker_.inverse_transform(data)
         img.header["descrip"] = f"{kind} of contrast {graph.con_val}"
-        img.to_filename(out / f"{name}_{SUFFIX[kind]}.nii.gz")
+        img.to_filename(out / f"{name}_{OUTPUT_SUFFIX[kind]}.nii.gz")
 
 
 def _permutations(args, design, out: Path, name: str) -> None:

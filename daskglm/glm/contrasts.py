@@ -23,6 +23,7 @@ from daskglm.errors import ContrastError
 
 __all__ = [
     "OUTPUT_TYPES",
+    "OUTPUT_SUFFIX",
     "ContrastError",
     "expression_to_contrast_vector",
     "as_contrast_matrix",
@@ -33,6 +34,9 @@ __all__ = [
 
 #: The maps a contrast gives, in nilearn's ``output_type`` names.
 OUTPUT_TYPES = ("z_score", "stat", "p_value", "effect_size", "effect_variance")
+#: The file suffix of each output type (z maps named as in nilearn's example: ``<contrast>_z_map.nii.gz``).
+OUTPUT_SUFFIX = {"z_score": "z_map", "stat": "stat_map", "p_value": "p_map",
+                 "effect_size": "effect_size", "effect_variance": "effect_variance"}
 
 
 def expression_to_contrast_vector(expression: str, columns: list[str]) -> np.ndarray:
