@@ -258,6 +258,9 @@ class FirstLevelModel(FirstLevelOutputs):
         events : DataFrame, path, or list of them, optional
             One events table per run (``onset``, ``duration``, ``trial_type``).
         confounds : DataFrame, array, path, or list of them, optional
+            One per run; a path (or URL) is a TSV/CSV with a header, or a
+            header-less SPM ``rp_*.txt`` / FSL ``.par`` / AFNI ``.1D`` file
+            (:func:`daskglm.glm.confounds.read_confounds`).
         sample_masks : array, or list of arrays (one per run), optional
             Scans to keep (censoring / scrubbing), as nilearn: per run an
             array of kept scan indices (increasing) or a boolean mask
