@@ -249,6 +249,9 @@ def test_fit_bids_on_a_distributed_cluster(ds, study, tmp_path):
                         confounds_kwargs={"motion": "basic", "scrub": 0, "fd_threshold": 0.5},
                         contrasts={"face-house": CONTRAST}, bids_out=tmp_path / "out", schedule="subjects")
     assert list(result.completed) == ["01"] and list(result.failed) == ["02"]
+    # the worker's fit used the sample masks the confounds carried into the task
+    kept = read_status(study["store"])["01"]["scans_kept"]
+    assert result.status["01"]["scans_kept"] == kept < result.status["01"]["scans"]
     np.testing.assert_array_equal(_z(open_subject(tmp_path / "d.zarr", "01")),
                                   _z(open_subject(study["store"], "01")))
     # the derivatives, written by the workers, are the ones written without a cluster
