@@ -9,6 +9,7 @@ from daskglm.errors import NiftiInputError
 from daskglm.graph.resources import compute
 from daskglm.io.nifti import load_image
 from daskglm.kernels.contrast import fixed_effects_params
+from daskglm.space.base import masker_mask
 from daskglm.space.surface import map_geometry, surface_map
 
 __all__ = ["compute_fixed_effects", "fixed_effects_maps", "surface_fixed_effects", "check_fixed_effects_inputs"]
@@ -99,9 +100,7 @@ def _mask_array(mask, contrast_imgs):
         ref = load_image(contrast_imgs[0], "contrast image")
         data = np.asarray(ref.dataobj)
         return (data != 0) & np.isfinite(data), ref.affine
-    if hasattr(mask, "mask_img_"):  # a fitted nilearn masker
-        mask = mask.mask_img_
-    img = load_image(mask, "mask")
+    img = load_image(masker_mask(mask), "mask")
     arr = np.asarray(img.dataobj) != 0
     if not arr.any():
         raise NiftiInputError("The mask is empty: it selects no voxel.")
@@ -158,9 +157,6 @@ def surface_fixed_effects(contrast_imgs, variance_imgs, mask=None, precision_wei
     if mask is None:
         keep = np.isfinite(cons[0])
     else:
-        if hasattr(mask, "mask_img_") or type(mask).__name__ == "SurfaceMasker":
-            fitted = getattr(mask, "mask_img_", None)
-            mask = fitted if fitted is not None else mask.mask_img
-        keep = geometry.mask_from_image(mask)
+        keep = geometry.mask_from_image(masker_mask(mask))
     params = fixed_effects_params(cons[:, keep], vars_[:, keep], bool(precision_weighted), np.asarray(dofs, float))
     return tuple(surface_map(p, keep, geometry) for p in params)

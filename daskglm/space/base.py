@@ -20,12 +20,13 @@ of a mesh or of CIFTI brain models, and their geometry).
 from __future__ import annotations
 
 import functools
+import sys
 from abc import ABC, abstractmethod
 from typing import Any
 
 import numpy as np
 
-__all__ = ["ElementSpace"]
+__all__ = ["ElementSpace", "masker_mask"]
 
 
 class ElementSpace(ABC):
@@ -102,3 +103,30 @@ class ElementSpace(ABC):
 
     def _token_extra(self):
         return None
+
+
+def _is_nilearn_masker(obj) -> bool:
+    # an instance of a nilearn masker means nilearn.maskers is imported already: do not pay that
+    # import (scikit-learn, ~0.6 s) to find out that a path or an image is not one
+    maskers = sys.modules.get("nilearn.maskers")
+    return maskers is not None and isinstance(obj, (maskers.BaseMasker, maskers.SurfaceMasker))
+
+
+def masker_mask(mask):
+    """The mask image of a nilearn masker given where a mask is expected; anything else as it is.
+
+    A fitted masker gives its ``mask_img_``, an unfitted one the ``mask_img``
+    it was built with (nilearn's maskers accept both where a mask goes).
+
+    Raises
+    ------
+    ValueError
+        A masker that holds no mask (an unfitted masker built without one).
+    """
+    if not (hasattr(mask, "mask_img_") or _is_nilearn_masker(mask)):
+        return mask
+    fitted = getattr(mask, "mask_img_", None)
+    own = fitted if fitted is not None else getattr(mask, "mask_img", None)
+    if own is None:
+        raise ValueError(f"The {type(mask).__name__} given as a mask holds no mask; fit it first.")
+    return own

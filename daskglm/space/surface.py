@@ -30,7 +30,7 @@ import numpy as np
 from daskglm.errors import MaskTypeError, MeshDimensionError, SurfaceInputError
 from daskglm.io.base import RunSource
 from daskglm.kernels.mesh import MeshMasker
-from daskglm.space.base import ElementSpace
+from daskglm.space.base import ElementSpace, masker_mask
 
 __all__ = [
     "SurfaceSpace", "is_surface_source", "check_same_surface", "prepare_surface_mask", "surface_map",
@@ -236,13 +236,10 @@ def prepare_surface_mask(mask_img, sources: list[RunSource]) -> np.ndarray:
         else:
             mask = _finite_vertices(sources)
     else:
-        if hasattr(mask_img, "mask_img_") or is_nilearn_surface_masker(mask_img):
-            fitted = getattr(mask_img, "mask_img_", None)
-            if fitted is None:
-                fitted = getattr(mask_img, "mask_img", None)
-            if fitted is None:
-                raise SurfaceInputError("The SurfaceMasker given as mask_img has no mask; fit it first.")
-            mask_img = fitted
+        try:
+            mask_img = masker_mask(mask_img)
+        except ValueError as err:
+            raise SurfaceInputError(str(err)) from err
         mask = geometry.mask_from_image(mask_img)
     if not mask.any():
         raise SurfaceInputError("The mask is empty: it selects no vertex.")

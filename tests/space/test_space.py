@@ -185,3 +185,17 @@ def test_space_unmask_gives_the_contrast_image(two_runs):
     z = two_runs.compute_contrast(contrast, output_type="z_score")
     values = two_runs.contrast_maps(contrast)["z_score"].values
     np.testing.assert_array_equal(two_runs.space_.unmask(values).get_fdata(), z.get_fdata())
+
+
+def test_masker_mask_takes_a_maskers_mask(volume_space, mesh):
+    from daskglm.space.base import masker_mask
+
+    img = volume_space.mask_img
+    assert masker_mask(img) is img and masker_mask("mask.nii.gz") == "mask.nii.gz"
+    fitted = NiftiMasker(mask_img=img).fit()
+    assert masker_mask(fitted) is fitted.mask_img_
+    assert masker_mask(NiftiMasker(mask_img=img)) is img  # unfitted: the mask it was built with
+    surface_mask = SurfaceSpace(np.ones(20484, bool), SurfaceGeometry(mesh)).mask_img
+    assert masker_mask(SurfaceMasker(mask_img=surface_mask)) is surface_mask
+    with pytest.raises(ValueError, match="SurfaceMasker given as a mask holds no mask"):
+        masker_mask(SurfaceMasker())
