@@ -33,6 +33,8 @@ __all__ = ["check_sample_masks", "censor_design", "read_sample_mask", "drop_init
 
 #: The ``DataFrame.attrs`` key of a confounds table's sample mask.
 SAMPLE_MASK_ATTR = "sample_mask"
+#: ``attrs`` key of the number of rows the sample mask was made for (a trimmed table is caught)
+SAMPLE_MASK_ROWS_ATTR = "sample_mask_rows"
 
 
 def _as_indices(mask, run: int, n_runs: int, n_scans: int) -> np.ndarray:
@@ -188,8 +190,10 @@ def with_sample_mask(confounds: pd.DataFrame, sample_mask) -> pd.DataFrame:
     """
     if sample_mask is None:
         confounds.attrs.pop(SAMPLE_MASK_ATTR, None)
+        confounds.attrs.pop(SAMPLE_MASK_ROWS_ATTR, None)
     else:
         confounds.attrs[SAMPLE_MASK_ATTR] = tuple(int(i) for i in np.asarray(sample_mask).ravel())
+        confounds.attrs[SAMPLE_MASK_ROWS_ATTR] = len(confounds)
     return confounds
 
 
@@ -209,9 +213,25 @@ def sample_masks_from_confounds(confounds) -> list[np.ndarray | None] | None:
         (``arange(len(frame))``: nilearn accepts no ``None`` among sample
         masks); other runs without one give None.  None overall when no run
         carries a mask (nothing is censored).
+
+    Raises
+    ------
+    SampleMaskError
+        A table whose rows are no longer the ones its mask was made for
+        (pandas keeps ``attrs`` through slicing and ``concat``): a stale list
+        of scans would censor the wrong ones.
     """
     runs = list(confounds) if isinstance(confounds, (list, tuple)) else [confounds]
     masks = [run.attrs.get(SAMPLE_MASK_ATTR) if isinstance(run, pd.DataFrame) else None for run in runs]
+    for i, (mask, run) in enumerate(zip(masks, runs)):
+        rows = run.attrs.get(SAMPLE_MASK_ROWS_ATTR) if mask is not None else None
+        if rows is not None and rows != len(run):
+            raise SampleMaskError(
+                f"The confounds table of run {i + 1} carries a sample mask made for {rows} scans but has "
+                f"{len(run)} rows (sliced or concatenated after first_level_from_bids?); pass "
+                "sample_masks= explicitly, or drop the carried mask with "
+                "daskglm.glm.sample_masks.with_sample_mask(table, None)."
+            )
     if all(mask is None for mask in masks):
         return None
     return [np.asarray(mask, dtype=np.int64) if mask is not None

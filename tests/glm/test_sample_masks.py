@@ -233,3 +233,18 @@ def test_censored_fit_builds_lazily(cdata, no_heavy_work):
         cdata["paths"][".nii.gz"], events=cdata["events"], confounds=cdata["confounds"],
         sample_masks=cdata["keep"])
     assert [f.n_scans for f in model._state.runs] == [int(k.sum()) for k in cdata["keep"]]
+
+
+def test_a_carried_sample_mask_that_no_longer_fits_its_table_is_refused():
+    """pandas keeps attrs through slicing and concat: a stale scan list must not censor the wrong scans."""
+    from daskglm.errors import SampleMaskError
+    from daskglm.glm.sample_masks import sample_masks_from_confounds, with_sample_mask
+
+    table = with_sample_mask(pd.DataFrame({"a": np.arange(10.0)}), np.arange(2, 10))
+    np.testing.assert_array_equal(sample_masks_from_confounds([table])[0], np.arange(2, 10))
+    assert table.iloc[2:].attrs["sample_mask"] == tuple(range(2, 10))  # pandas carries it along
+    with pytest.raises(SampleMaskError, match="made for 10 scans but has 8 rows"):
+        sample_masks_from_confounds([table.iloc[2:]])
+    with pytest.raises(SampleMaskError, match="run 1 carries a sample mask made for 10 scans but has 20"):
+        sample_masks_from_confounds(pd.concat([table, table]))
+    assert sample_masks_from_confounds([with_sample_mask(table.iloc[2:].copy(), None)]) is None
