@@ -19,12 +19,12 @@ import numpy as np
 import pandas as pd
 
 from daskglm.glm.design import DESIGN_PARAMS, run_designs
-from daskglm.glm.sample_masks import censor_design, check_sample_masks
+from daskglm.glm.sample_masks import censor_design, check_sample_masks, sample_masks_from_confounds
 from daskglm.io.base import RunSource
 from daskglm.io.runs import as_run_source
 from daskglm.io.views import CensoredRunSource
 from daskglm.space.base import ElementSpace
-from daskglm.space.build import resolve_space
+from daskglm.space.build import plan_space
 
 __all__ = ["FitInputs", "fit_inputs", "key_params"]
 
@@ -59,28 +59,35 @@ def _warn_ignored_design_parameters(model) -> None:
 
 
 def fit_inputs(model, run_imgs, events, confounds, sample_masks, design_matrices) -> FitInputs:
-    """Validate ``fit``'s arguments and build the engine's inputs (reads headers only).
+    """Validate ``fit``'s arguments and build the engine's inputs.
 
-    The kept scans are checked first (they fix what is streamed), then the
-    element space is resolved, as nilearn prepares its mask before the
-    designs (nilearn's EPI mask, for ``mask_img=None``, reads the runs); it
-    also says how the runs are streamed (resampled onto its crop, if any).
-    Then the designs, restricted to the kept scans.
+    In nilearn's order, and reading no data until everything cheap is
+    checked: the runs' headers; the masker's decisions and checks
+    (:func:`daskglm.space.build.plan_space`: one grid or mesh, a mask of the
+    runs' kind, smoothing); the designs and the kept scans (``sample_masks``,
+    or those the confounds carry); then the element space itself
+    (:meth:`~daskglm.space.build.SpacePlan.build`: a given mask, or nilearn's
+    EPI mask from the runs, and the runs as streamed: censored, resampled
+    onto the mask's crop when its grid is not theirs).
     """
     runs = run_imgs if isinstance(run_imgs, (list, tuple)) else [run_imgs]
     if len(runs) == 0:
         raise ValueError("run_imgs is empty; give at least one 4D image.")
     raw = [as_run_source(r, i) for i, r in enumerate(runs)]
-    kept = check_sample_masks(sample_masks, [s.n_scans for s in raw])
-    views = raw if kept is None else [s if k is None else CensoredRunSource(s, k) for s, k in zip(raw, kept)]
-    space, sources = resolve_space(model, raw, views)
+    plan = plan_space(model, raw)
     design_params = {name: getattr(model, name) for name in DESIGN_PARAMS}
     if design_matrices is not None:
         _warn_ignored_design_parameters(model)
     designs = run_designs(raw, events, confounds, design_matrices, design_params)
+    n_scans = [s.n_scans for s in raw]
+    if sample_masks is None and design_matrices is None:  # given designs ignore the confounds and their masks
+        sample_masks = sample_masks_from_confounds(confounds, n_scans)
+    kept = check_sample_masks(sample_masks, n_scans)
+    views = raw if kept is None else [s if k is None else CensoredRunSource(s, k) for s, k in zip(raw, kept)]
     if kept is not None:
         designs = [censor_design(d, k) for d, k in zip(designs, kept)]
     _warn_no_residual_df(designs)
+    space, sources = plan.build(views)
     return FitInputs(sources, designs, space, kept)
 
 
@@ -101,11 +108,7 @@ def key_params(model) -> dict:
     """The model parameters for resume keys, with the smoothing actually applied.
 
     A masker given as ``mask_img`` brings its own ``smoothing_fwhm``; the
-    key must change with it even though the model's parameter does not.
+    key must change with it even though the model's parameter does not
+    (:meth:`FirstLevelModel._stored_params`).
     """
-    params = model.get_params()
-    state = model._state
-    if state is not None and state.space.given_masker is not None:
-        fwhm = state.space.smoothing_fwhm
-        params["smoothing_fwhm"] = np.asarray(fwhm).tolist() if fwhm is not None else None
-    return params
+    return model._stored_params()

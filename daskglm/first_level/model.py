@@ -207,6 +207,18 @@ class FirstLevelModel(FirstLevelOutputs):
             params[name] = value
         return params
 
+    def _stored_params(self) -> dict:
+        """:meth:`get_params` with the smoothing actually applied (a given masker brings its own).
+
+        What stores record and resume keys hash, so that a reopened model, and
+        its ``masker_``, smooth as the fit did.
+        """
+        params = self.get_params()
+        if self._state is not None:
+            fwhm = self._state.space.smoothing_fwhm
+            params["smoothing_fwhm"] = np.asarray(fwhm).tolist() if fwhm is not None else None
+        return params
+
     # ----------------------------------------------------------- validation
     def _fit_options(self) -> FitOptions:
         """The validated fit recipe (parameters are read, never modified)."""
@@ -283,10 +295,6 @@ class FirstLevelModel(FirstLevelOutputs):
         options = self._fit_options()
         if bins != 100:
             raise ValueError("Only nilearn's default bins=100 is supported.")
-        if sample_masks is None:  # those the confounds carry (first_level_from_bids': load_confounds')
-            from daskglm.glm.sample_masks import sample_masks_from_confounds
-
-            sample_masks = sample_masks_from_confounds(confounds)
         inputs = fit_inputs(self, run_imgs, events, confounds, sample_masks, design_matrices)
         self._state = build_fit(inputs.sources, inputs.designs, inputs.space, options, self.chunks)
         self._timeseries = None
@@ -327,7 +335,7 @@ class FirstLevelModel(FirstLevelOutputs):
         """The fit as a lazy :class:`xarray.Dataset` (computes nothing)."""
         self._check_fitted()
         state = self._state
-        return fits_to_dataset(list(state.runs), list(state.designs), state.space, self.get_params(), coords=True)
+        return fits_to_dataset(list(state.runs), list(state.designs), state.space, self._stored_params(), coords=True)
 
     @property
     def labels_(self) -> list[np.ndarray]:
@@ -385,7 +393,7 @@ class FirstLevelModel(FirstLevelOutputs):
         It comes from the fit's streaming pass (the per-run ``signal_mean``
         kept in the store), so nothing is read again; reports draw maps on it.
         """
-        self._check_fitted()
+        self.persist()  # computed once, as labels_: not a second streaming pass per access
         return mean_image(self)
 
     @property
@@ -501,7 +509,7 @@ class FirstLevelModel(FirstLevelOutputs):
         self._check_fitted()
         state = self._state
         # the store keeps no coordinates: they are rebuilt on reading
-        stored_layout = fits_to_dataset(list(state.runs), list(state.designs), state.space, self.get_params())
+        stored_layout = fits_to_dataset(list(state.runs), list(state.designs), state.space, self._stored_params())
         result = write_dataset(
             stored_layout, store, overwrite=overwrite, compute=compute,
             storage_options=storage_options, resume=resume,

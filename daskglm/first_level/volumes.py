@@ -17,8 +17,6 @@ import nibabel as nib
 import numpy as np
 import xarray as xr
 
-from daskglm.io.coords import to_volume
-
 __all__ = ["MAP_ATTRS", "contrast_attrs", "contrast_dataset", "model_volume", "mean_image"]
 
 #: CF-style attributes of each contrast output (``long_name``, ``units``).
@@ -102,7 +100,7 @@ def model_volume(model, values, name: str | None = None, fill_value: float = 0.0
     space = model.space_
     if isinstance(values, xr.DataArray):
         values = values.drop_vars([c for c in values.coords if "voxel" in values.coords[c].dims])
-    return to_volume(values, space.mask, space.affine, name=name, attrs=attrs, fill_value=fill_value)
+    return space.as_volume(values, name=name, attrs=attrs, fill_value=fill_value)
 
 
 def mean_image(model) -> nib.Nifti1Image | None:

@@ -197,13 +197,16 @@ def with_sample_mask(confounds: pd.DataFrame, sample_mask) -> pd.DataFrame:
     return confounds
 
 
-def sample_masks_from_confounds(confounds) -> list[np.ndarray | None] | None:
+def sample_masks_from_confounds(confounds, n_scans: list[int] | None = None) -> list[np.ndarray | None] | None:
     """The sample masks that confounds tables carry (``attrs["sample_mask"]``), for ``fit``.
 
     Parameters
     ----------
     confounds : DataFrame, array, path, None, or a list of them
         ``FirstLevelModel.fit``'s ``confounds`` (one entry per run).
+    n_scans : list of int, optional
+        The runs' scan counts: a run whose confounds carry no mask, next to
+        runs that do, keeps all its scans (``arange(n_scans)``).
 
     Returns
     -------
@@ -234,6 +237,10 @@ def sample_masks_from_confounds(confounds) -> list[np.ndarray | None] | None:
             )
     if all(mask is None for mask in masks):
         return None
-    return [np.asarray(mask, dtype=np.int64) if mask is not None
-            else (np.arange(len(run)) if isinstance(run, pd.DataFrame) else None)
-            for mask, run in zip(masks, runs)]
+    def every_scan(i, run):
+        if n_scans is not None and i < len(n_scans):
+            return np.arange(n_scans[i])
+        return np.arange(len(run)) if isinstance(run, pd.DataFrame) else None
+
+    return [np.asarray(mask, dtype=np.int64) if mask is not None else every_scan(i, run)
+            for i, (mask, run) in enumerate(zip(masks, runs))]

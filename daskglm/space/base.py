@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["ElementSpace", "masker_mask"]
+__all__ = ["ElementSpace", "masker_mask", "is_nilearn_masker", "is_nilearn_instance"]
 
 
 class ElementSpace(ABC):
@@ -91,6 +91,10 @@ class ElementSpace(ABC):
         """In-mask time series ``(scans, V)`` (dask or numpy) as a 4D image, lazily where the format allows."""
 
     @abstractmethod
+    def as_volume(self, values, name: str | None = None, attrs: dict | None = None, fill_value: float = 0.0):
+        """In-mask values ``(..., V)`` as a labelled volume ``xarray.DataArray`` (volumes only)."""
+
+    @abstractmethod
     def coords(self, dim: str = "voxel") -> dict:
         """xarray coordinates of the in-mask elements (``name -> (dim, values, attrs)``)."""
 
@@ -98,18 +102,38 @@ class ElementSpace(ABC):
     def to_nilearn(self):
         """A fitted nilearn masker equivalent to this space (the given one, if any)."""
 
-    def __dask_tokenize__(self):
-        return (type(self).__name__, self.kind, self.mask, self.affine, self.smoothing_fwhm, self._token_extra())
+    def __dask_tokenize__(self) -> str:
+        # dask's tokenize hashes the arrays' bytes (a tuple returned as is would be hashed by its str(),
+        # which numpy abbreviates for large masks)
+        from dask.base import tokenize
+
+        return tokenize(type(self).__name__, self.kind, self.mask, self.affine, self.smoothing_fwhm,
+                        self._token_extra())
 
     def _token_extra(self):
         return None
 
 
-def _is_nilearn_masker(obj) -> bool:
-    # an instance of a nilearn masker means nilearn.maskers is imported already: do not pay that
-    # import (scikit-learn, ~0.6 s) to find out that a path or an image is not one
-    maskers = sys.modules.get("nilearn.maskers")
-    return maskers is not None and isinstance(obj, (maskers.BaseMasker, maskers.SurfaceMasker))
+def _frozen(array: np.ndarray) -> np.ndarray:
+    """``array``, read-only: a fitted space never changes (spaces copy what they are given)."""
+    array.flags.writeable = False
+    return array
+
+
+def is_nilearn_instance(obj, module: str, *names: str) -> bool:
+    """Whether ``obj`` is an instance of nilearn's ``module.name`` (for any of ``names``).
+
+    An instance of a nilearn class means its module is imported already, so
+    this never imports nilearn (``nilearn.maskers`` pulls in scikit-learn,
+    ~0.6 s) to find out that a path or an image is not one.
+    """
+    loaded = sys.modules.get(module)
+    return loaded is not None and isinstance(obj, tuple(getattr(loaded, n) for n in names))
+
+
+def is_nilearn_masker(obj) -> bool:
+    """Whether ``obj`` is a nilearn masker (``NiftiMasker``, ``MultiNiftiMasker``, ``SurfaceMasker``, ...)."""
+    return is_nilearn_instance(obj, "nilearn.maskers", "BaseMasker", "SurfaceMasker")
 
 
 def masker_mask(mask):
@@ -123,7 +147,7 @@ def masker_mask(mask):
     ValueError
         A masker that holds no mask (an unfitted masker built without one).
     """
-    if not (hasattr(mask, "mask_img_") or _is_nilearn_masker(mask)):
+    if not is_nilearn_masker(mask):
         return mask
     fitted = getattr(mask, "mask_img_", None)
     own = fitted if fitted is not None else getattr(mask, "mask_img", None)

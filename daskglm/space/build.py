@@ -5,11 +5,14 @@ the model's parameters (``mask_img``, ``smoothing_fwhm``, ``target_affine``,
 ``target_shape``), or to the fitted masker given as ``mask_img``, whose mask,
 smoothing and target grid then take over the model's; for ``SurfaceImage``
 runs, to a ``SurfaceMasker``.  :func:`resolve_space` makes the same decisions
-for the streaming engine, in one place:
+for the streaming engine, in one place, in two steps — :func:`plan_space`
+(checks and decisions, no data read) and :meth:`SpacePlan.build` (the mask
+and the streamed runs), so that a bad design, checked in between, fails
+before any data is read:
 
 - the masker recipe (:class:`MaskerParams`, :func:`masker_params`): a given
-  fitted ``NiftiMasker`` / ``SurfaceMasker`` and its options, with nilearn's
-  warnings and errors;
+  fitted ``NiftiMasker`` / ``SurfaceMasker``, its mask, smoothing and options,
+  with nilearn's warnings and errors;
 - the runs' kind and grid checks (one geometry, a mask of the runs' kind);
 - the smoothing (validated; a surface needs a mesh and a scalar FWHM);
 - the target grid (``target_affine``/``target_shape``, or a mask on another
@@ -23,7 +26,6 @@ for the streaming engine, in one place:
 from __future__ import annotations
 
 import inspect
-import sys
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -32,7 +34,7 @@ import numpy as np
 
 from daskglm.io.base import RunSource
 from daskglm.kernels.resample import ResamplingGrid, resampling_grid
-from daskglm.space.base import ElementSpace
+from daskglm.space.base import ElementSpace, is_nilearn_masker, masker_mask
 from daskglm.space.surface import (
     SurfaceSpace,
     check_mask_kind,
@@ -40,11 +42,10 @@ from daskglm.space.surface import (
     check_surface_smoothing,
     is_surface_source,
     prepare_surface_mask,
-    surface_smoothing,
 )
 from daskglm.space.volume import VolumeSpace, check_same_geometry, prepare_mask, validated_smoothing_fwhm
 
-__all__ = ["MaskerParams", "masker_params", "resolve_space", "element_space"]
+__all__ = ["MaskerParams", "masker_params", "SpacePlan", "plan_space", "element_space"]
 
 #: Signal-cleaning options of a given masker that the GLM does not apply.
 _UNSUPPORTED_MASKER_OPTIONS = ("detrend", "low_pass", "high_pass")
@@ -71,15 +72,11 @@ class MaskerParams:
     given_masker: Any = None
 
 
-def _is_nifti_masker(obj) -> bool:
-    # a NiftiMasker instance means nilearn.maskers is imported already: do not pay that import
-    # (scikit-learn, ~0.6 s) to find out that a path or an image is not one
-    maskers = sys.modules.get("nilearn.maskers")
-    return maskers is not None and isinstance(obj, maskers.NiftiMasker)
-
-
 def masker_params(estimator) -> MaskerParams:
     """nilearn's ``_prepare_mask`` decisions for an estimator's ``mask_img`` and masker parameters.
+
+    A fitted ``NiftiMasker`` or ``SurfaceMasker`` given as ``mask_img`` brings
+    its mask, smoothing and target grid (nilearn: ``masker_`` is that masker).
 
     Parameters
     ----------
@@ -91,26 +88,27 @@ def masker_params(estimator) -> MaskerParams:
     Raises
     ------
     sklearn.exceptions.NotFittedError
-        An unfitted ``NiftiMasker`` (nilearn's "not fitted" ``ValueError``).
+        An unfitted masker (nilearn's "not fitted" ``ValueError``).
     ValueError
         A masker with temporal filtering or detrending, which the GLM would skip.
     """
     mask_img = estimator.mask_img
     own = MaskerParams(mask_img, estimator.smoothing_fwhm, estimator.target_affine, estimator.target_shape)
-    if not _is_nifti_masker(mask_img):
+    if not is_nilearn_masker(mask_img):
         return own
     if getattr(mask_img, "mask_img_", "not_none") is None:
         # nilearn's edge case: a fitted masker without mask: its parameters
         # override the estimator's (with nilearn's warning) and an EPI mask is computed
         _warn_overridden_parameters(estimator, mask_img)
         _check_masker_options(mask_img)
-        return MaskerParams(None, mask_img.smoothing_fwhm, mask_img.target_affine, mask_img.target_shape)
+        return MaskerParams(None, mask_img.smoothing_fwhm, getattr(mask_img, "target_affine", None),
+                            getattr(mask_img, "target_shape", None))
     from sklearn.utils.validation import check_is_fitted
 
     check_is_fitted(mask_img)
     _check_masker_options(mask_img)
-    return MaskerParams(mask_img.mask_img_, mask_img.smoothing_fwhm, mask_img.target_affine,
-                        mask_img.target_shape, given_masker=mask_img)
+    return MaskerParams(masker_mask(mask_img), mask_img.smoothing_fwhm, getattr(mask_img, "target_affine", None),
+                        getattr(mask_img, "target_shape", None), given_masker=mask_img)
 
 
 def _warn_overridden_parameters(estimator, masker) -> None:
@@ -146,9 +144,56 @@ def _check_masker_options(masker) -> None:
         )
 
 
-def resolve_space(estimator, raw: list[RunSource], views: list[RunSource] | None = None
-                  ) -> tuple[ElementSpace, list[RunSource]]:
-    """The element space of a fit, and the runs as the engine streams them.
+@dataclass
+class SpacePlan:
+    """nilearn's masker decisions for a fit, made and checked before any data is read.
+
+    :func:`plan_space` makes it before the designs are built (nilearn checks
+    the runs' kinds and the mask's type first); :meth:`build` then reads what
+    it must — a given mask, nilearn's EPI mask from the runs' means, the runs'
+    value ranges for resampling — so that a bad design fails before any of it.
+
+    Attributes
+    ----------
+    params : MaskerParams
+    smoothing_fwhm : float, sequence or None
+        Validated (a surface's: a scalar, with a mesh to smooth on).
+    raw : list of RunSource
+        The runs as given (one grid, or one mesh / set of brain models).
+    """
+
+    params: MaskerParams
+    smoothing_fwhm: Any
+    raw: list
+
+    def build(self, views: list[RunSource] | None = None) -> tuple[ElementSpace, list[RunSource]]:
+        """The element space and the runs as the engine streams them.
+
+        Parameters
+        ----------
+        views : list of RunSource, optional
+            The runs as they are read (censored views of ``raw``); default ``raw``.
+
+        Returns
+        -------
+        (ElementSpace, list of RunSource)
+            The space (mask, affine, smoothing, and the crop of the mask's
+            grid the runs are resampled onto, or the geometry of surfaces)
+            and the runs to stream: ``views``, resampled onto the crop when
+            there is one.
+
+        Raises
+        ------
+        NiftiInputError, SurfaceInputError
+            A mask off the runs' grid or geometry, non-finite, or empty.
+        """
+        build = _surface_space if is_surface_source(self.raw[0]) else _volume_space
+        space = build(self.params, self.smoothing_fwhm, self.raw)
+        return space, space.stream_sources(self.raw if views is None else views, self.raw)
+
+
+def plan_space(estimator, raw: list[RunSource]) -> SpacePlan:
+    """The checks and decisions of an estimator's masker, before any data is read.
 
     Parameters
     ----------
@@ -157,46 +202,44 @@ def resolve_space(estimator, raw: list[RunSource], views: list[RunSource] | None
         ``target_shape`` (:func:`masker_params`).
     raw : list of RunSource
         The runs as given.
-    views : list of RunSource, optional
-        The runs as they are read (e.g. censored views of ``raw``); default ``raw``.
 
     Returns
     -------
-    (ElementSpace, list of RunSource)
-        The space (mask, affine, smoothing, and the crop of the mask's grid
-        the runs are resampled onto, or the geometry of surfaces) and the
-        runs to stream: ``views``, resampled onto the crop when there is one
-        (:meth:`~daskglm.space.base.ElementSpace.stream_sources`).
+    SpacePlan
 
     Raises
     ------
-    NiftiInputError, SurfaceInputError, MaskTypeError, ValueError, TypeError
-        Runs on different grids or meshes, a mask of another kind or grid, an
-        empty mask, bad smoothing.
+    NiftiInputError, SurfaceInputError, MeshDimensionError
+        Runs on different grids or meshes.
+    MaskTypeError
+        A mask (or masker) of another kind than the runs (nilearn's ``TypeError``).
+    ValueError, TypeError
+        Bad smoothing, an unfitted masker, a masker with signal cleaning.
     """
     params = masker_params(estimator)
     fwhm = validated_smoothing_fwhm(params.smoothing_fwhm)
-    build = _surface_space if is_surface_source(raw[0]) else _volume_space
-    space = build(params, estimator.mask_img, fwhm, raw)
-    return space, space.stream_sources(raw if views is None else views, raw)
-
-
-def _surface_space(params: MaskerParams, given_mask_img, fwhm, raw: list[RunSource]) -> SurfaceSpace:
-    """Vertices / grayordinates: one geometry, a surface mask, smoothing on a mesh."""
     ref = raw[0]
-    check_same_surface(raw)
-    check_mask_kind(given_mask_img, ref)
-    fwhm = surface_smoothing(params.mask_img, fwhm)
-    check_surface_smoothing(fwhm, ref)
+    if is_surface_source(ref):
+        check_same_surface(raw)
+        check_mask_kind(estimator.mask_img, ref)
+        check_surface_smoothing(fwhm, ref)
+    else:
+        check_same_geometry(raw)
+        check_mask_kind(estimator.mask_img, ref)
+        _target_grid(params, ref)  # nilearn's target-grid errors, before any data is read
+    return SpacePlan(params, fwhm, list(raw))
+
+
+def _surface_space(params: MaskerParams, fwhm, raw: list[RunSource]) -> SurfaceSpace:
+    """Vertices / grayordinates: the mask over the runs' geometry."""
+    ref = raw[0]
     mask = prepare_surface_mask(params.mask_img, raw)
     return SurfaceSpace(mask, ref.geometry, fwhm, affine=ref.affine, given_masker=params.given_masker)
 
 
-def _volume_space(params: MaskerParams, given_mask_img, fwhm, raw: list[RunSource]) -> VolumeSpace:
-    """Voxels: one grid, a volume mask on the target grid (if any), nilearn's crop when resampling."""
+def _volume_space(params: MaskerParams, fwhm, raw: list[RunSource]) -> VolumeSpace:
+    """Voxels: a volume mask on the target grid (if any), nilearn's crop when resampling."""
     ref = raw[0]
-    check_same_geometry(raw)
-    check_mask_kind(given_mask_img, ref)
     grid = _target_grid(params, ref)
     mask_grid = grid if grid is not None else _mask_grid(params.mask_img, ref)
     mask = prepare_mask(params.mask_img, raw, mask_grid)

@@ -22,7 +22,6 @@ in-mask values back into maps (``SurfaceImage`` or CIFTI dense scalars).
 
 from __future__ import annotations
 
-import sys
 import warnings
 
 import numpy as np
@@ -30,30 +29,23 @@ import numpy as np
 from daskglm.errors import MaskTypeError, MeshDimensionError, SurfaceInputError
 from daskglm.io.base import RunSource
 from daskglm.kernels.mesh import MeshMasker
-from daskglm.space.base import ElementSpace, masker_mask
+from daskglm.space.base import ElementSpace, _frozen, is_nilearn_instance, masker_mask
 
 __all__ = [
     "SurfaceSpace", "is_surface_source", "check_same_surface", "prepare_surface_mask", "surface_map",
-    "check_surface_smoothing", "map_geometry", "check_mask_kind", "surface_smoothing",
+    "check_surface_smoothing", "map_geometry", "check_mask_kind",
     "is_nilearn_surface_masker", "is_nilearn_surface_image",
 ]
 
 
-def _is_nilearn(obj, module: str, name: str) -> bool:
-    # an instance of a nilearn class means its module is imported already: do not pay that import
-    # (nilearn.maskers pulls in scikit-learn, ~0.6 s) to find out that an object is not one
-    loaded = sys.modules.get(module)
-    return loaded is not None and isinstance(obj, getattr(loaded, name))
-
-
 def is_nilearn_surface_masker(obj) -> bool:
     """Whether ``obj`` is a nilearn ``SurfaceMasker``."""
-    return _is_nilearn(obj, "nilearn.maskers", "SurfaceMasker")
+    return is_nilearn_instance(obj, "nilearn.maskers", "SurfaceMasker")
 
 
 def is_nilearn_surface_image(obj) -> bool:
     """Whether ``obj`` is a nilearn ``SurfaceImage``."""
-    return _is_nilearn(obj, "nilearn.surface", "SurfaceImage")
+    return is_nilearn_instance(obj, "nilearn.surface", "SurfaceImage")
 
 
 class SurfaceSpace(ElementSpace):
@@ -74,7 +66,7 @@ class SurfaceSpace(ElementSpace):
 
     def __init__(self, mask: np.ndarray, geometry, smoothing_fwhm=None, affine: np.ndarray | None = None,
                  given_masker=None):
-        self.mask = np.asarray(mask, dtype=bool).ravel()
+        self.mask = _frozen(np.array(mask, dtype=bool).ravel())
         self.geometry = geometry
         self.smoothing_fwhm = smoothing_fwhm
         self.affine = np.eye(4) if affine is None else np.asarray(affine, dtype=float)
@@ -89,7 +81,7 @@ class SurfaceSpace(ElementSpace):
         return f"SurfaceSpace({self.n_elements} of {self.mask.size} elements; {self.geometry.describe()})"
 
     def _token_extra(self):
-        return self.geometry
+        return self.geometry.digest()
 
     def _mask_image(self):
         return self.geometry.image(self.mask, "mask")
@@ -105,6 +97,12 @@ class SurfaceSpace(ElementSpace):
 
     def unmask_series(self, values, description: str = ""):
         return surface_map(np.asarray(values), self.mask, self.geometry, description)
+
+    def as_volume(self, values, name: str | None = None, attrs: dict | None = None, fill_value: float = 0.0):
+        raise SurfaceInputError(
+            f"A {self.kind} fit has no voxel grid to make volumes on; use space_.unmask(values) for "
+            "its maps, or the (voxel) arrays as they are."
+        )
 
     def coords(self, dim: str = "voxel") -> dict:
         return {}  # elements of a mesh or brain models: no grid coordinates
@@ -169,14 +167,6 @@ def check_mask_kind(mask_img, source: RunSource) -> None:
             "Mask and input images must be of compatible types.\n"
             f"Got a mask of type {type(mask_img).__name__} for {kind} runs."
         )
-
-
-def surface_smoothing(mask_img, fwhm):
-    """The smoothing of a surface fit: a ``SurfaceMasker`` given as ``mask_img`` brings its own (nilearn)."""
-    if is_nilearn_surface_masker(mask_img):
-        own = mask_img.smoothing_fwhm
-        return own if np.ndim(own) or own is None else (float(own) or None)
-    return fwhm
 
 
 def check_surface_smoothing(fwhm, source: RunSource) -> None:

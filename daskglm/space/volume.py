@@ -24,13 +24,13 @@ from dask import delayed
 from daskglm.errors import NiftiInputError
 from daskglm.graph.resources import compute
 from daskglm.io.base import RunSource
-from daskglm.io.coords import voxel_coords
+from daskglm.io.coords import to_volume, voxel_coords
 from daskglm.io.export import lazy_unmask_4d, unmask
 from daskglm.io.nifti import load_image
 from daskglm.io.views import ResampledRunSource, run_value_range
 from daskglm.kernels.masker import VolumeMasker
 from daskglm.kernels.resample import resampling_grid
-from daskglm.space.base import ElementSpace
+from daskglm.space.base import ElementSpace, _frozen
 
 #: Smoothing beyond this is refused as a unit mistake.
 MAX_SMOOTHING_MM = 100.0
@@ -65,8 +65,8 @@ class VolumeSpace(ElementSpace):
     def __init__(self, mask: np.ndarray, affine: np.ndarray, smoothing_fwhm=None,
                  crop: tuple[slice, slice, slice] | None = None, stream_affine: np.ndarray | None = None,
                  given_masker=None):
-        self.mask = np.asarray(mask, dtype=bool)
-        self.affine = np.asarray(affine, dtype=float)
+        self.mask = _frozen(np.array(mask, dtype=bool))
+        self.affine = _frozen(np.array(affine, dtype=float))
         self.smoothing_fwhm = smoothing_fwhm
         self.crop = crop
         self.stream_affine = self.affine if stream_affine is None else np.asarray(stream_affine, dtype=float)
@@ -105,6 +105,9 @@ class VolumeSpace(ElementSpace):
         import dask.array as da
 
         return nib.Nifti1Image(lazy_unmask_4d(da.asarray(values), self.mask), self.affine)
+
+    def as_volume(self, values, name: str | None = None, attrs: dict | None = None, fill_value: float = 0.0):
+        return to_volume(values, self.mask, self.affine, name=name, attrs=attrs, fill_value=fill_value)
 
     def coords(self, dim: str = "voxel") -> dict:
         return voxel_coords(self.mask, self.affine, dim)

@@ -196,3 +196,12 @@ def test_load_design_missing_file(tmp_path):
     path = tmp_path / "nope.csv"
     with pytest.raises(FileNotFoundError, match="nope.csv"):
         load_design(path, 0)
+
+
+@pytest.mark.parametrize("masking", [{"mask_img": None}, {"target_affine": np.diag([4.0, 4.0, 4.0])}])
+def test_a_bad_design_fails_before_any_data_is_read(vdata, no_heavy_work, masking):
+    """nilearn's EPI mask and the resampling range pass read the runs: a bad events table must fail first."""
+    events = pd.DataFrame({"onset": [0.0, 10.0], "trial_type": ["a", "b"]})  # no duration column
+    model = FirstLevelModel(t_r=2.0, **masking)
+    with pytest.raises(ValueError, match="duration"):
+        model.fit(vdata["func1"], events=events)

@@ -199,3 +199,97 @@ def test_masker_mask_takes_a_maskers_mask(volume_space, mesh):
     assert masker_mask(SurfaceMasker(mask_img=surface_mask)) is surface_mask
     with pytest.raises(ValueError, match="SurfaceMasker given as a mask holds no mask"):
         masker_mask(SurfaceMasker())
+
+
+# --------------------------------------------------------------------- review follow-ups
+def test_tokens_see_every_voxel_and_equal_geometries(mesh):
+    """Graph keys hash the mask's bytes (numpy abbreviates a large mask's str) and the mesh's digest."""
+    a = np.zeros((20, 20, 20), bool)
+    a[5:15, 5:15, 5:15] = True
+    b = a.copy()
+    b[10, 10, 10] = False  # one interior voxel
+    assert dask.base.tokenize(VolumeSpace(a, np.eye(4))) != dask.base.tokenize(VolumeSpace(b, np.eye(4)))
+    mask = np.ones(20484, bool)
+    one, two = SurfaceSpace(mask, SurfaceGeometry(mesh)), SurfaceSpace(mask.copy(), SurfaceGeometry(mesh))
+    assert dask.base.tokenize(one) == dask.base.tokenize(two)
+    assert dask.base.tokenize(one) != dask.base.tokenize(SurfaceSpace(mask, SurfaceGeometry(mesh), 5.0))
+
+
+def test_a_space_is_frozen_and_owns_its_mask(volume_space):
+    given = np.ones((3, 3, 3), bool)
+    space = VolumeSpace(given, np.eye(4))
+    given[0, 0, 0] = False  # the caller's array stays the caller's
+    assert space.mask.all()
+    with pytest.raises(ValueError, match="read-only"):
+        space.mask[0, 0, 0] = False
+
+
+def test_surface_space_has_no_volume(mesh):
+    space = SurfaceSpace(np.ones(20484, bool), SurfaceGeometry(mesh))
+    with pytest.raises(SurfaceInputError, match="no voxel grid"):
+        space.as_volume(np.zeros(20484))
+
+
+def _surface_fit(mesh, masker, tmp_path=None):
+    from tests.space.test_surface import events, surface_run
+
+    model = FirstLevelModel(t_r=2.0, mask_img=masker)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return model.fit([surface_run(mesh, 1)], events=[events(1)])
+
+
+def test_a_given_surface_masker_is_the_fit_masker_and_its_smoothing_counts(mesh, tmp_path):
+    from tests.space.test_surface import surface_run
+
+    img = surface_run(mesh, 1)
+    plain = _surface_fit(mesh, SurfaceMasker(smoothing_fwhm=None).fit(img))
+    smoothed_masker = SurfaceMasker(smoothing_fwhm=6.0).fit(img)
+    smoothed = _surface_fit(mesh, smoothed_masker)
+    assert smoothed.masker_ is smoothed_masker  # nilearn: masker_ is the given masker
+    assert smoothed.space_.smoothing_fwhm == 6.0 and plain.space_.smoothing_fwhm is None
+    from daskglm.first_level.inputs import key_params
+    from daskglm.store.keys import run_keys
+
+    keys = [run_keys(m._state, key_params(m), m.chunks) for m in (plain, smoothed)]
+    assert keys[0] != keys[1]  # a resume never reuses the unsmoothed fit for the smoothed one
+    smoothed.to_zarr(tmp_path / "s.zarr")
+    reopened = open_model(tmp_path / "s.zarr")
+    assert reopened.space_.smoothing_fwhm == 6.0 and reopened.masker_.smoothing_fwhm == 6.0
+    with pytest.raises(ValueError, match="not fitted|fit"):
+        _surface_fit(mesh, SurfaceMasker(smoothing_fwhm=6.0))  # nilearn refuses an unfitted masker
+
+
+def test_a_given_nifti_maskers_smoothing_survives_the_store(fiac_small, tmp_path):
+    designs = load_named_designs(fiac_small)
+    masker = NiftiMasker(mask_img=fiac_small["mask"], smoothing_fwhm=6.0).fit()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = FirstLevelModel(mask_img=masker).fit(fiac_small["func1"], design_matrices=designs[0])
+    model.to_zarr(tmp_path / "fit.zarr")
+    reopened = open_model(tmp_path / "fit.zarr")
+    assert reopened.space_.smoothing_fwhm == 6.0
+    assert reopened.masker_.smoothing_fwhm == 6.0
+    assert reopened.smoothing_fwhm == 6.0
+
+
+class _StreamCounter(dask.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.streamed = 0
+
+    def _posttask(self, key, result, dsk, state, worker_id):
+        name = key[0] if isinstance(key, tuple) else key
+        self.streamed += str(name).startswith(("_stream_stats", "_file_chunk_stats", "_array_chunk_stats"))
+
+
+def test_mean_img_streams_the_runs_once(fiac_small):
+    designs = load_named_designs(fiac_small)
+    model = FirstLevelModel(mask_img=fiac_small["mask"]).fit(fiac_small["func1"], design_matrices=designs[0])
+    with _StreamCounter() as counter:
+        first = model.mean_img_
+        once = counter.streamed
+        second = model.mean_img_
+        model.compute_contrast(np.eye(designs[0].shape[1])[0])
+    assert once >= 1 and counter.streamed == once
+    np.testing.assert_array_equal(first.get_fdata(), second.get_fdata())
