@@ -5,7 +5,8 @@ inputs without reading volume data (except nilearn's EPI mask for
 ``mask_img=None``): the runs as sources (:func:`daskglm.io.runs.as_run_source`),
 the designs (:mod:`daskglm.glm.design`), the kept scans
 (:mod:`daskglm.glm.sample_masks`, censored views from :mod:`daskglm.io.views`)
-and the element space (:func:`daskglm.space.build.resolve_space`: the mask,
+and the element space (:func:`daskglm.space.build.plan_space`, then
+:meth:`~daskglm.space.build.SpacePlan.build`: the mask,
 smoothing and target grid, and the runs resampled onto it when needed).
 """
 

@@ -1,7 +1,8 @@
 """``FirstLevelModel``: nilearn's API over the streaming dask engine.
 
-This module validates parameters and hands the work down: designs to
-:mod:`daskglm.glm.design`, the mask to :mod:`daskglm.space.volume`, the lazy fit to
+This module validates parameters and hands the work down: what ``fit``
+streams to :mod:`daskglm.first_level.inputs` (designs: :mod:`daskglm.glm`; the
+element space, mask and smoothing: :mod:`daskglm.space`), the lazy fit to
 :func:`daskglm.graph.fit.build_fit` (a frozen
 :class:`~daskglm.graph.state.FittedState`), contrasts to
 :mod:`daskglm.glm.contrasts` (definitions) and :mod:`daskglm.graph.contrast`
@@ -61,10 +62,12 @@ class FirstLevelModel(FirstLevelOutputs):
     hrf_model, drift_model, high_pass, drift_order, fir_delays, min_onset
         Passed to nilearn's ``make_first_level_design_matrix`` when designs are
         built from events.
-    mask_img : path, Nifti1Image, NiftiMasker, False or None
-        ``None``: nilearn's EPI mask; ``False``: every voxel; a fitted
-        ``NiftiMasker``: its mask, smoothing and target grid, as nilearn (it is
-        ``masker_``).  A mask on another grid resamples the runs onto it.
+    mask_img : path, Nifti1Image, NiftiMasker, SurfaceImage, SurfaceMasker, False or None
+        ``None``: nilearn's EPI mask (surfaces: the vertices finite in every
+        scan); ``False``: every element; a fitted ``NiftiMasker`` /
+        ``SurfaceMasker``: its mask, smoothing and target grid, as nilearn (it
+        is ``masker_``).  A volume mask on another grid resamples the runs
+        onto it.  CIFTI runs take a CIFTI mask over their brain models.
     target_affine, target_shape : ndarray (3, 3) or (4, 4), tuple of 3 int
         Runs resampled volume by volume while streaming (nilearn's numerics).
     smoothing_fwhm : float or None
@@ -326,7 +329,7 @@ class FirstLevelModel(FirstLevelOutputs):
 
     @property
     def mask_img_(self) -> nib.Nifti1Image:
-        """The analysis mask (uint8 image on the runs' grid)."""
+        """The analysis mask: a uint8 NIfTI on the runs' grid, a ``SurfaceImage``, or CIFTI dense scalars."""
         self._check_fitted()
         return self._state.space.mask_img
 
@@ -345,10 +348,12 @@ class FirstLevelModel(FirstLevelOutputs):
 
     @property
     def masker_(self):
-        """A fitted nilearn ``NiftiMasker`` on the analysis mask, as nilearn's model has.
+        """The fitted nilearn masker of the fit, as nilearn's model has (``space_.to_nilearn()``).
 
-        For code that uses ``model.masker_`` (``transform``, ``inverse_transform``,
-        ``mask_img_``); it smooths as the model does.  Built on first access.
+        The masker given as ``mask_img``, or a ``NiftiMasker`` / ``SurfaceMasker``
+        on the analysis mask that smooths as the model does (built on first
+        access), for code that uses ``transform``, ``inverse_transform``,
+        ``mask_img_``.  CIFTI fits have none (nilearn has no CIFTI masker).
         """
         self._check_fitted()
         if self._masker is None:
@@ -398,7 +403,7 @@ class FirstLevelModel(FirstLevelOutputs):
 
     @property
     def n_elements_(self) -> int:
-        """Number of voxels in the mask (nilearn's ``n_elements_``)."""
+        """Number of in-mask elements: voxels, vertices or grayordinates (nilearn's ``n_elements_``)."""
         self._check_fitted()
         return self._state.n_voxels
 

@@ -4,11 +4,14 @@ A GLM is fitted per *element*: a voxel of a volume mask, a vertex of a mesh,
 a grayordinate of a CIFTI file.  Everything that depends on which kind of
 element a fit has — how a streamed scan is smoothed and masked, how in-mask
 values become an image again, which coordinates label them, which nilearn
-masker stands for them, how the store records them — is asked of one
-:class:`ElementSpace`, built once by ``FirstLevelModel.fit``
-(:func:`daskglm.space.build.resolve_space`) or by a store reader
-(:func:`daskglm.space.build.element_space`), and held by the fitted state.  Code elsewhere never
-branches on "volume or surface"; it calls the space.
+masker stands for them — is asked of one :class:`ElementSpace`, built once
+by ``FirstLevelModel.fit`` (:func:`daskglm.space.build.plan_space`, then
+:meth:`~daskglm.space.build.SpacePlan.build`) or by a store reader
+(:func:`daskglm.space.build.element_space`, from the mask, affine and
+geometry the store records), and held by the fitted state.  No code outside
+:mod:`daskglm.space` inspects a run or a fit to tell volumes from surfaces;
+code that writes or draws maps in a kind's own format (NIfTI, GIfTI, CIFTI)
+reads the space's ``kind``.
 
 Two implementations: :class:`daskglm.space.volume.VolumeSpace` (a boolean
 mask on a voxel grid, its affine, the smoothing, and the crop of that grid

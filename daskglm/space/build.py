@@ -4,7 +4,7 @@ nilearn's ``FirstLevelModel`` hands its runs to a ``NiftiMasker`` built from
 the model's parameters (``mask_img``, ``smoothing_fwhm``, ``target_affine``,
 ``target_shape``), or to the fitted masker given as ``mask_img``, whose mask,
 smoothing and target grid then take over the model's; for ``SurfaceImage``
-runs, to a ``SurfaceMasker``.  :func:`resolve_space` makes the same decisions
+runs, to a ``SurfaceMasker``.  This module makes the same decisions
 for the streaming engine, in one place, in two steps — :func:`plan_space`
 (checks and decisions, no data read) and :meth:`SpacePlan.build` (the mask
 and the streamed runs), so that a bad design, checked in between, fails
