@@ -181,7 +181,7 @@ def surface_mask(args, runs: list) -> Any:
 
 def element_word(model) -> str:
     """What the fit's elements are: voxels, vertices or grayordinates."""
-    return {"volume": "voxels", "cifti": "grayordinates"}.get(model.space_.kind, "vertices")
+    return model.space_.element_name
 
 
 def write_surface_maps(model, array: np.ndarray, out_dir: Path, stem: str, description: str) -> list[Path]:
@@ -197,7 +197,7 @@ def write_surface_maps(model, array: np.ndarray, out_dir: Path, stem: str, descr
         path = out_dir / f"{stem}.dscalar.nii"
         img.to_filename(path)
         return [path]
-    from nilearn.surface.surface import data_to_gifti  # nilearn's GIfTI writer
+    from daskglm.compat.nilearn import write_gifti_data as data_to_gifti  # nilearn's GIfTI writer
 
     paths = []
     for part in img.mesh.parts:  # each part written by name (PolyData.to_filename reads hemi-L/R off the stem)

@@ -58,6 +58,9 @@ class ElementSpace(ABC):
     geometry: Any = None
     given_masker: Any = None
 
+    #: what the elements are called, for messages: ``"voxels"``, ``"vertices"``, ``"grayordinates"``
+    element_name: str = "elements"
+
     @property
     def n_elements(self) -> int:
         """Number of in-mask elements (nilearn's ``n_elements_``)."""

@@ -77,6 +77,11 @@ class SurfaceSpace(ElementSpace):
         """``'surface'`` (GIfTI / ``SurfaceImage`` meshes) or ``'cifti'`` (grayordinates)."""
         return self.geometry.kind
 
+    @property
+    def element_name(self) -> str:  # type: ignore[override]
+        """``'vertices'`` of a mesh, ``'grayordinates'`` of CIFTI brain models."""
+        return "grayordinates" if self.kind == "cifti" else "vertices"
+
     def __repr__(self) -> str:
         return f"SurfaceSpace({self.n_elements} of {self.mask.size} elements; {self.geometry.describe()})"
 

@@ -61,6 +61,7 @@ class VolumeSpace(ElementSpace):
     """
 
     kind = "volume"
+    element_name = "voxels"
 
     def __init__(self, mask: np.ndarray, affine: np.ndarray, smoothing_fwhm=None,
                  crop: tuple[slice, slice, slice] | None = None, stream_affine: np.ndarray | None = None,

@@ -293,3 +293,12 @@ def test_mean_img_streams_the_runs_once(fiac_small):
         model.compute_contrast(np.eye(designs[0].shape[1])[0])
     assert once >= 1 and counter.streamed == once
     np.testing.assert_array_equal(first.get_fdata(), second.get_fdata())
+
+
+def test_element_names(volume_space, mesh):
+    from tests.space.test_cifti import brain_models
+
+    assert volume_space.element_name == "voxels"
+    assert SurfaceSpace(np.ones(20484, bool), SurfaceGeometry(mesh)).element_name == "vertices"
+    cifti = CiftiGeometry(brain_models())
+    assert SurfaceSpace(np.ones(cifti.n_elements, bool), cifti).element_name == "grayordinates"
