@@ -209,7 +209,8 @@ def test_no_volume_or_surface_branch_outside_the_space():
     assert not offenders, "\n".join(offenders)
 
 
-#: The one module that may import nilearn's private helpers (``daskglm/compat/nilearn.py``).
+#: The one module that may import nilearn's private helpers and undocumented modules
+#: (``daskglm/compat/nilearn.py``).
 COMPAT_PACKAGE = "daskglm.compat"
 
 
@@ -353,4 +354,115 @@ def test_no_assignment_to_nilearn_attributes():
     """daskglm never patches nilearn at run time (compat included: it wraps, it does not swap)."""
     offenders = [f"{m}: {hit}" for m, p in MODULES.items()
                  for hit in _nilearn_attribute_assignments(p.read_text())]
+    assert not offenders, "\n".join(offenders)
+
+
+# --------------------------------------------------- nilearn's undocumented modules, through compat only
+def _nilearn_public_names(module: str) -> frozenset[str] | None:
+    """``module.__all__`` (what nilearn documents there), or None if it is not importable or has none."""
+    import importlib
+
+    try:
+        found = importlib.import_module(module)
+    except ImportError:
+        return None
+    names = getattr(found, "__all__", None)
+    return None if names is None else frozenset(names)
+
+
+def _documented_nilearn_module(module: str) -> bool:
+    """Whether each component of ``nilearn.a.b`` is a public name of its parent package (its ``__all__``).
+
+    nilearn lists its documented modules in its packages' ``__all__`` (``nilearn.__all__`` has
+    ``glm``, ``surface``, ``maskers``, ...; ``nilearn.glm.__all__`` has ``first_level``); a module
+    it does not list there (``nilearn.surface.surface``, ``nilearn.glm.io``,
+    ``nilearn.interfaces.bids.utils``) is an implementation module whose content may move in any
+    release.
+    """
+    parts = module.split(".")
+    for depth in range(1, len(parts)):
+        public = _nilearn_public_names(".".join(parts[:depth]))
+        if public is None or parts[depth] not in public:
+            return False
+    return True
+
+
+def _undocumented_nilearn_imports(source: str) -> list[str]:
+    """Imports of nilearn modules it does not document, and of names its documented modules do not list.
+
+    ``import nilearn.x.y`` / ``from nilearn.x.y import ...``: every component must be documented
+    (:func:`_documented_nilearn_module`); ``from nilearn.x import name``: ``name`` must be in
+    ``nilearn.x.__all__`` when the module has one (so ``from nilearn.surface import surface``,
+    the undocumented module under a public package, is caught too), else not ``_``-prefixed.
+    """
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [f"line {node.lineno}: import {a.name}" for a in node.names
+                      if _is_nilearn(a.name) and not _documented_nilearn_module(a.name)]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and _is_nilearn(node.module):
+            if not _documented_nilearn_module(node.module):
+                found += [f"line {node.lineno}: from {node.module} import {a.name}" for a in node.names]
+                continue
+            public = _nilearn_public_names(node.module)
+            found += [f"line {node.lineno}: from {node.module} import {a.name}" for a in node.names
+                      if (a.name not in public if public is not None else a.name.startswith("_"))]
+    return found
+
+
+PLANTED_UNDOCUMENTED_NILEARN = '''
+import nilearn.surface.surface
+from nilearn.surface.surface import data_to_gifti
+from nilearn.surface import surface
+import nilearn.glm.io as glm_io
+from nilearn.glm.first_level import first_level
+
+
+def use():
+    from nilearn.interfaces.bids.utils import bids_entities
+    from nilearn.maskers.masker_validation import check_embedded_masker
+    from nilearn.no_such_module import anything
+    return data_to_gifti, surface, glm_io, first_level, bids_entities, check_embedded_masker, anything
+'''
+
+DOCUMENTED_NILEARN_USE = '''
+import nilearn
+import nilearn.glm.first_level
+from nilearn import plotting
+from nilearn.exceptions import MeshDimensionError
+from nilearn.glm.first_level import make_first_level_design_matrix
+from nilearn.interfaces.bids import get_bids_files
+from nilearn.masking import compute_multi_epi_mask
+from nilearn.surface import PolyMesh, SurfaceImage
+'''
+
+
+def test_undocumented_nilearn_rule_catches_planted_violations():
+    assert _undocumented_nilearn_imports(PLANTED_UNDOCUMENTED_NILEARN) == [
+        "line 2: import nilearn.surface.surface",
+        "line 3: from nilearn.surface.surface import data_to_gifti",
+        "line 4: from nilearn.surface import surface",
+        "line 5: import nilearn.glm.io",
+        "line 6: from nilearn.glm.first_level import first_level",
+        "line 10: from nilearn.interfaces.bids.utils import bids_entities",
+        "line 11: from nilearn.maskers.masker_validation import check_embedded_masker",
+        "line 12: from nilearn.no_such_module import anything",
+    ]
+    assert _undocumented_nilearn_imports(DOCUMENTED_NILEARN_USE) == []
+    # the private corners are undocumented too (and a submodule imported by name from a public package)
+    assert _undocumented_nilearn_imports(PLANTED_NILEARN_VIOLATIONS) == [
+        "line 3: import nilearn._utils.glm",
+        "line 4: from nilearn.glm._base import BaseGLM",
+        "line 5: from nilearn.glm.first_level import first_level",
+        "line 10: from nilearn.glm.first_level.first_level import _list_valid_subjects",
+    ]
+
+
+def test_no_undocumented_nilearn_import_outside_compat():
+    """Modules nilearn does not document are reached through daskglm/compat/ only, as its private ones."""
+    offenders = []
+    for m, p in MODULES.items():
+        if m == COMPAT_PACKAGE or m.startswith(COMPAT_PACKAGE + "."):
+            continue
+        offenders += [f"{m}: {hit}" for hit in _undocumented_nilearn_imports(p.read_text())]
     assert not offenders, "\n".join(offenders)

@@ -7,7 +7,11 @@ scheduler, :func:`distributed.progress` under a ``distributed`` client).
 Mistakes in the user's input (a missing file, a bad contrast, an invalid
 option; the library raises ``ValueError``, ``TypeError`` or
 ``FileNotFoundError`` for them) end with a one-line ``daskglm: error: ...`` on
-stderr and exit code 2; ``--traceback`` shows the full traceback instead.
+stderr and exit code 2; ``--traceback`` shows the full traceback instead.  So
+does a nilearn outside the supported range
+(:class:`~daskglm.errors.NilearnVersionError`): the parser, which imports
+every command and so nilearn's version check, is imported when :func:`main`
+runs, not when this package is.
 ``fit-subjects`` exits with 1 when its spec cannot be used or a subject
 failed, with one ``daskglm fit-subjects: error: ...`` line per failure.
 
@@ -31,13 +35,24 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from daskglm.cli.parser import build_parser, common_options, resolve_progress
-from daskglm.cli.runtime import USAGE_STATUS, compute_with_progress
+from daskglm.cli.runtime import PROG, USAGE_STATUS, compute_with_progress, one_line
 from daskglm.cli.values import parse_contrast
-from daskglm.errors import UsageError
+from daskglm.errors import NilearnVersionError, UsageError
 
 __all__ = ["main", "build_parser", "common_options", "compute_with_progress", "parse_contrast",
            "UsageError"]
+
+#: Names of :mod:`daskglm.cli.parser` served from here on first use (PEP 562): the parser imports
+#: every command, and with them nilearn's version check, which :func:`main` reports in one line.
+_PARSER_NAMES = ("build_parser", "common_options", "resolve_progress")
+
+
+def __getattr__(name: str):
+    if name in _PARSER_NAMES:
+        from daskglm.cli import parser
+
+        return getattr(parser, name)
+    raise AttributeError(f"module 'daskglm.cli' has no attribute {name!r}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -57,6 +72,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     import matplotlib
 
     matplotlib.use("Agg")
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        from daskglm.cli.parser import build_parser, resolve_progress
+    except NilearnVersionError as err:
+        if "--traceback" in argv:
+            raise
+        print(f"{PROG}: error: {one_line(err)}", file=sys.stderr)
+        return USAGE_STATUS
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

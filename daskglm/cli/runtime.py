@@ -7,8 +7,9 @@
   distributed client, if any, is passed to the handler as ``args.client``;
 - warnings are shown once each, as one ``daskglm: warning: ...`` line;
 - mistakes in the user's input (the library raises ``ValueError``,
-  ``TypeError`` or ``FileNotFoundError`` for them) and every ``OSError``
-  (permission, read-only file system, no space left) end with one
+  ``TypeError`` or ``FileNotFoundError`` for them), every ``OSError``
+  (permission, read-only file system, no space left) and an unsupported
+  nilearn (:class:`~daskglm.errors.NilearnVersionError`) end with one
   ``daskglm: error: ...`` line on stderr and exit status 2 (an
   :class:`ErrorPolicy` may say otherwise for its command's own errors);
   ``--traceback`` shows the full traceback instead; Ctrl-C exits with 130.
@@ -25,7 +26,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from daskglm.errors import UsageError
+from daskglm.errors import NilearnVersionError, UsageError
 
 __all__ = [
     "PROG",
@@ -46,8 +47,9 @@ LOCAL_SCHEDULERS = ("threads", "processes", "synchronous")
 #: Seconds of work before a local progress bar appears.
 PROGRESS_MINIMUM = 0.5
 #: Exceptions that are the user's mistake or the environment's (every OSError: permission,
-#: read-only file system, no space left, ...): one line, no traceback.
-USER_ERRORS = (ValueError, TypeError, OSError)
+#: read-only file system, no space left, ...; a nilearn outside the supported range): one line,
+#: no traceback.
+USER_ERRORS = (ValueError, TypeError, OSError, NilearnVersionError)
 #: Exit status of a usage error.
 USAGE_STATUS = 2
 #: Exit status after Ctrl-C.

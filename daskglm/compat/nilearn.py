@@ -5,34 +5,55 @@ and BIDS queries by calling nilearn's own helpers.  Many of them are private
 (``nilearn._utils...``, ``nilearn.glm._base``, underscore-named functions of
 ``nilearn.glm.first_level.first_level``) or live in modules nilearn does not
 document (``nilearn.interfaces.bids.utils``, ``nilearn.interfaces.bids.query``,
-``nilearn.maskers.masker_validation``).  This module is the only one in daskglm
-that imports them: each gets a small wrapper named for what it does, so a
-nilearn release that moves or changes one breaks here, in one place, and
-``tests/test_house.py`` keeps it so.
+``nilearn.maskers.masker_validation``, ``nilearn.surface.surface``,
+``nilearn.glm.io``).  This module is the only one in daskglm that imports
+them: each gets a small wrapper named for what it does, so a nilearn release
+that moves or changes one breaks here, in one place, and
+``tests/test_house.py`` keeps it so (no private and no undocumented nilearn
+module imported anywhere else).
 
 No wrapper imports nilearn's submodules at module level: importing this module
 costs the import of the top-level ``nilearn`` package (well under a
-millisecond) and runs :func:`check_nilearn_version`.  Every daskglm module that
-uses nilearn beyond its top-level package imports this module (directly or
-through another daskglm module), so a nilearn outside
-:data:`NILEARN_REQUIREMENT` fails on first use with one line
-(:class:`~daskglm.errors.NilearnVersionError`), while ``import daskglm`` stays
-free of nilearn.
+millisecond) and runs :func:`check_nilearn_version`, so a nilearn outside
+:data:`NILEARN_REQUIREMENT` fails with one line
+(:class:`~daskglm.errors.NilearnVersionError`; ``daskglm: error: ...`` and exit
+status 2 on the command line).  The check runs wherever this module is
+imported, which is at import time of:
+
+- the estimator (:mod:`daskglm.first_level.model`: ``FirstLevelModel``,
+  ``open_model``) and :mod:`daskglm.first_level.fixed_effects`;
+- the group level (:mod:`daskglm.group`);
+- the studies (:mod:`daskglm.studies.subjects`, :mod:`daskglm.studies.bids.first_level`,
+  :mod:`daskglm.studies.bids.study`);
+- the command line's parser (:mod:`daskglm.cli.parser`, which imports every
+  command; :func:`daskglm.cli.main` imports it and reports the error).
+
+That is every public name of ``daskglm`` but ``open_run`` (which meets
+nilearn only in the ``SurfaceImage`` a caller made with their own nilearn),
+and ``tests/compat/test_nilearn.py`` checks it.  It is enough because the
+other modules that call nilearn (the simulators in ``data/``,
+``glm/design.py``, ``io/gifti.py``, ``space/``, ``store/geometry.py``,
+``reporting/``) call only its documented API, inside functions, and are
+reached through those entry points; imported on their own, they skip the
+check (an unsupported nilearn then fails with nilearn's own error where a
+call needs something it lacks).  ``import daskglm`` stays free of nilearn.
 
 daskglm never assigns to an attribute of a nilearn module or object at run time.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import nilearn
+from packaging.specifiers import SpecifierSet
+from packaging.version import InvalidVersion, Version
 
 from daskglm.errors import NilearnVersionError
 
 __all__ = [
-    "NILEARN_MIN_VERSION", "NILEARN_MAX_VERSION", "NILEARN_REQUIREMENT", "check_nilearn_version",
+    "NILEARN_MIN_VERSION", "NILEARN_MAX_VERSION", "NILEARN_REQUIREMENT", "NILEARN_SPECIFIER",
+    "check_nilearn_version",
     "check_params", "check_parameter_in_allowed", "load_tables", "contrasts_as_dict",
     "clean_contrast_name", "pad_contrast", "contrast_value", "check_group_confounds",
     "check_mask_fits_images", "embedded_masker",
@@ -40,7 +61,7 @@ __all__ = [
     "check_first_level_from_bids_args", "split_confounds_kwargs", "list_valid_subjects",
     "report_found_files", "check_bids_image_list", "find_events_files", "check_confounds_files",
     "check_masks_files", "check_repetition_time", "check_slice_time_ref", "infer_repetition_time",
-    "infer_slice_timing_start_time",
+    "infer_slice_timing_start_time", "write_gifti_data",
 ]
 
 #: Lowest supported nilearn (the one CI tests; nilearn's own test suites run against daskglm on it).
@@ -49,34 +70,37 @@ NILEARN_MIN_VERSION = "0.14.1"
 NILEARN_MAX_VERSION = "0.15"
 #: The requirement, as written in pyproject.toml's ``[project] dependencies``.
 NILEARN_REQUIREMENT = f"nilearn>={NILEARN_MIN_VERSION},<{NILEARN_MAX_VERSION}"
-
-
-def _release(version: str) -> tuple[int, ...]:
-    """The leading release numbers of a version string (``"0.14.1.dev3+g1"`` -> ``(0, 14, 1)``)."""
-    match = re.match(r"\s*v?(\d+(?:\.\d+)*)", version)
-    if match is None:
-        return ()
-    return tuple(int(part) for part in match.group(1).split("."))
+#: :data:`NILEARN_REQUIREMENT`'s version specifiers, as pip reads them.
+NILEARN_SPECIFIER = SpecifierSet(f">={NILEARN_MIN_VERSION},<{NILEARN_MAX_VERSION}")
 
 
 def check_nilearn_version(version: str | None = None) -> None:
     """Raise if the installed nilearn is outside :data:`NILEARN_REQUIREMENT`.
 
+    The version is judged as pip judges an installed distribution against
+    the requirement (PEP 440, :mod:`packaging`; pre-releases allowed when
+    inside the range): ``0.14.2rc1``, ``0.14.2.dev3`` and ``0.14.1+local`` are
+    in; ``0.14.1rc1`` and ``0.14.1.dev3`` come *before* 0.14.1 and are out, as
+    is ``0.15.0rc1`` (a pre-release of the excluded 0.15).
+
     Parameters
     ----------
     version : str, optional
-        The version to check; default ``nilearn.__version__``.  Development
-        builds of a supported release (``0.14.1.dev3``) are accepted.
+        The version to check; default ``nilearn.__version__``.
 
     Raises
     ------
     NilearnVersionError
         An :class:`ImportError` whose message is one line naming both versions
-        and the ``pip`` command that fixes the environment.
+        and the ``pip`` command that fixes the environment (also for a
+        version string that is not a PEP 440 version).
     """
     version = nilearn.__version__ if version is None else version
-    release = _release(version)
-    if release and _release(NILEARN_MIN_VERSION) <= release < _release(NILEARN_MAX_VERSION):
+    try:
+        supported = NILEARN_SPECIFIER.contains(Version(str(version)), prereleases=True)
+    except InvalidVersion:
+        supported = False
+    if supported:
         return
     raise NilearnVersionError(
         f"daskglm needs {NILEARN_REQUIREMENT} (it calls nilearn helpers that change between minor "
@@ -168,6 +192,25 @@ def embedded_masker(estimator, masker_type: str = "nii"):
     from nilearn.maskers.masker_validation import check_embedded_masker
 
     return check_embedded_masker(estimator, masker_type)
+
+
+def write_gifti_data(data, path) -> None:
+    """One mesh part's values written as a GIfTI data file, as nilearn writes them.
+
+    nilearn's ``data_to_gifti`` (``nilearn.surface.surface``, a module nilearn
+    does not document): ``float64`` stored as ``float32``, wider or unsigned
+    integers as ``int32`` / ``uint8``, one data array.
+
+    Parameters
+    ----------
+    data : ndarray
+        The part's values (one per vertex).
+    path : str or path
+        The ``.func.gii`` / ``.gii`` file to write.
+    """
+    from nilearn.surface.surface import data_to_gifti
+
+    data_to_gifti(data, path)
 
 
 # --------------------------------------------------------------------- BIDS names

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any, TypeAlias
+
 import dask.array as da
 import numpy as np
 
+import daskglm.compat.nilearn  # noqa: F401  (the nilearn version check: masks and maps may be nilearn's)
 from daskglm.errors import NiftiInputError
 from daskglm.graph.resources import compute
 from daskglm.io.nifti import load_image
@@ -12,7 +16,15 @@ from daskglm.kernels.contrast import fixed_effects_params
 from daskglm.space.base import masker_mask
 from daskglm.space.surface import map_geometry, surface_map
 
-__all__ = ["compute_fixed_effects", "fixed_effects_maps", "surface_fixed_effects", "check_fixed_effects_inputs"]
+__all__ = ["compute_fixed_effects", "fixed_effects_maps", "surface_fixed_effects", "check_fixed_effects_inputs",
+           "MapInput", "MaskInput"]
+
+#: A contrast or variance map: a path, a ``Nifti1Image``, a nilearn ``SurfaceImage`` or a CIFTI-2
+#: dense scalar image (``Any``: nilearn's and nibabel's classes are not imported to be named).
+MapInput: TypeAlias = Any
+#: A mask: a path, a ``Nifti1Image``, a fitted ``NiftiMasker``, a ``SurfaceImage``, a ``SurfaceMasker``,
+#: a CIFTI-2 mask, or None.
+MaskInput: TypeAlias = Any
 
 
 def _masked(img, mask: np.ndarray, what: str, ref_affine) -> da.Array:
@@ -31,7 +43,8 @@ def _masked(img, mask: np.ndarray, what: str, ref_affine) -> da.Array:
     return data.vindex[coords].astype(np.float64)
 
 
-def check_fixed_effects_inputs(contrast_imgs, variance_imgs, dofs=None) -> list[float]:
+def check_fixed_effects_inputs(contrast_imgs: Sequence[MapInput], variance_imgs: Sequence[MapInput],
+                               dofs: Sequence[float] | None = None) -> list[float]:
     """The one check of ``compute_fixed_effects``' arguments, for volume and surface maps alike.
 
     Parameters
@@ -73,11 +86,35 @@ def _fixed_block(contrasts, variances, precision_weighted, dofs):
     return np.stack(fixed_effects_params(contrasts, variances, precision_weighted, dofs))
 
 
-def fixed_effects_maps(contrast_imgs, variance_imgs, mask, precision_weighted=False, dofs=None):
-    """Lazy in-mask fixed-effects arrays ``(contrast, variance, stat, z)``.
+def fixed_effects_maps(
+    contrast_imgs: Sequence[MapInput],
+    variance_imgs: Sequence[MapInput],
+    mask: MaskInput,
+    precision_weighted: bool = False,
+    dofs: Sequence[float] | None = None,
+) -> tuple[da.Array, da.Array, da.Array, da.Array, np.ndarray, np.ndarray]:
+    """Lazy in-mask fixed-effects arrays of volume maps.
 
     Same numerics as nilearn's ``compute_fixed_effects`` (see
     :func:`daskglm.kernels.contrast.fixed_effects_params`).
+
+    Parameters
+    ----------
+    contrast_imgs, variance_imgs : sequence of path or Nifti1Image
+        One 3D contrast and one variance map per run, on the mask's grid.
+    mask : path, Nifti1Image, fitted NiftiMasker, or None
+        None: the voxels non-zero and finite in the first contrast map.
+    precision_weighted : bool, default=False
+        Weight runs by inverse variance.
+    dofs : sequence of float, optional
+        Degrees of freedom per run (default 100 each, as nilearn).
+
+    Returns
+    -------
+    contrast, variance, stat, z : dask.array.Array, shape (n_voxels,)
+        Lazy, one value per in-mask voxel.
+    mask : ndarray of bool (x, y, z)
+    affine : ndarray (4, 4)
     """
     dofs = check_fixed_effects_inputs(contrast_imgs, variance_imgs, dofs)
     n_runs = len(contrast_imgs)
@@ -107,8 +144,14 @@ def _mask_array(mask, contrast_imgs):
     return arr, img.affine
 
 
-def compute_fixed_effects(contrast_imgs, variance_imgs, mask=None, precision_weighted=False,
-                          dofs=None, return_z_score=True):
+def compute_fixed_effects(
+    contrast_imgs: Sequence[MapInput],
+    variance_imgs: Sequence[MapInput],
+    mask: MaskInput = None,
+    precision_weighted: bool = False,
+    dofs: Sequence[float] | None = None,
+    return_z_score: bool = True,
+) -> tuple[Any, ...]:
     """Fixed effects of per-run contrasts, as nilearn's ``compute_fixed_effects``.
 
     Parameters
@@ -120,10 +163,14 @@ def compute_fixed_effects(contrast_imgs, variance_imgs, mask=None, precision_wei
         Weight runs by inverse variance.
     dofs : sequence of float, optional
         Degrees of freedom per run (default 100 each, as nilearn).
+    return_z_score : bool, default=True
+        Also return the z map (nilearn's default).
 
     Returns
     -------
     fixed_fx_contrast_img, fixed_fx_variance_img, fixed_fx_stat_img, fixed_fx_z_score_img
+        Images of the maps' kind (``Nifti1Image``, ``SurfaceImage`` or CIFTI-2 dense scalars); the z
+        map only with ``return_z_score``.
     """
     from daskglm.io.export import unmask
 
@@ -138,12 +185,28 @@ def compute_fixed_effects(contrast_imgs, variance_imgs, mask=None, precision_wei
     return images if return_z_score else images[:3]
 
 
-def surface_fixed_effects(contrast_imgs, variance_imgs, mask=None, precision_weighted=False, dofs=None):
+def surface_fixed_effects(
+    contrast_imgs: Sequence[MapInput],
+    variance_imgs: Sequence[MapInput],
+    mask: MaskInput = None,
+    precision_weighted: bool = False,
+    dofs: Sequence[float] | None = None,
+) -> tuple[Any, Any, Any, Any]:
     """nilearn's ``compute_fixed_effects`` on surface maps (``SurfaceImage`` or CIFTI dense scalars).
 
     ``mask=None`` keeps the elements finite in the first contrast map (nilearn's
     ``SurfaceMasker`` fitted on it); a ``SurfaceImage`` mask or a ``SurfaceMasker``
     (or, for CIFTI, a CIFTI mask) restricts them.
+
+    Parameters
+    ----------
+    contrast_imgs, variance_imgs : sequence of SurfaceImage or CIFTI-2 dense scalar images
+        One contrast and one variance map per run, on one geometry.
+    mask : SurfaceImage, SurfaceMasker, CIFTI-2 image, or None
+    precision_weighted : bool, default=False
+        Weight runs by inverse variance.
+    dofs : sequence of float, optional
+        Degrees of freedom per run (default 100 each, as nilearn).
 
     Returns
     -------

@@ -27,7 +27,7 @@ from daskglm.errors import SurfaceInputError
 from daskglm.io.base import RunSource
 from daskglm.kernels.mesh import SurfacePart
 
-__all__ = ["SurfaceGeometry", "SurfaceImageRunSource", "GiftiRunSource", "is_surface_image"]
+__all__ = ["SurfaceGeometry", "SurfaceImageRunSource", "GiftiRunSource", "is_surface_image", "loaded_mesh"]
 
 
 def is_surface_image(obj) -> bool:
@@ -38,7 +38,23 @@ def is_surface_image(obj) -> bool:
     return surface is not None and isinstance(obj, surface.SurfaceImage)
 
 
-def _loaded(mesh):
+def loaded_mesh(mesh):
+    """A mesh part with its coordinates and faces in memory.
+
+    nilearn's ``FileMesh`` (a mesh part read from a ``.surf.gii`` file, as
+    ``load_fsaverage`` returns) is read into an ``InMemoryMesh`` with its
+    ``loaded()``; an ``InMemoryMesh`` is returned as it is.
+
+    Parameters
+    ----------
+    mesh : nilearn.surface.SurfaceMesh
+        One part of a ``PolyMesh`` (``mesh.parts["left"]``).
+
+    Returns
+    -------
+    nilearn.surface.InMemoryMesh
+        ``coordinates`` ``(n_vertices, 3)``, ``faces`` ``(n_faces, 3)``, ``n_vertices``.
+    """
     return mesh.loaded() if hasattr(mesh, "loaded") else mesh
 
 
@@ -69,7 +85,7 @@ class SurfaceGeometry:
     def parts(self) -> list[SurfacePart]:
         """One :class:`SurfacePart` per mesh part, with its coordinates and faces."""
         if self._parts is None:
-            meshes = [_loaded(self.mesh.parts[p]) for p in self.part_names]
+            meshes = [loaded_mesh(self.mesh.parts[p]) for p in self.part_names]
             self._parts = [SurfacePart(m.n_vertices, m.coordinates, m.faces) for m in meshes]
         return self._parts
 

@@ -41,7 +41,7 @@ from nibabel import cifti2
 
 from daskglm.errors import SurfaceInputError
 from daskglm.io.cifti import CiftiGeometry
-from daskglm.io.gifti import SurfaceGeometry, _loaded
+from daskglm.io.gifti import SurfaceGeometry, loaded_mesh
 
 __all__ = [
     "geometry_attrs", "GEOMETRY_ATTR", "STANDARD_MESHES", "STANDARD_DIGESTS", "geometry_to_json",
@@ -105,7 +105,7 @@ def _standard(geometry: SurfaceGeometry):
 def _mesh_arrays(geometry: SurfaceGeometry):
     """``(part, coordinates, faces)`` of each mesh part, in the mesh's own dtypes."""
     for name in geometry.part_names:
-        part = _loaded(geometry.mesh.parts[name])
+        part = loaded_mesh(geometry.mesh.parts[name])
         yield name, np.asarray(part.coordinates), np.asarray(part.faces)
 
 

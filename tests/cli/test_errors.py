@@ -120,3 +120,46 @@ def test_check_writable_probes_for_real(tmp_path):
     with pytest.raises(OSError):
         check_writable(blocker / "fit.zarr", directory=True)
 
+
+
+def test_an_unsupported_nilearn_in_a_command_is_one_line_exit_2(capsys):
+    """NilearnVersionError is a user-facing error of every command (USER_ERRORS): one line, no traceback."""
+    import argparse
+
+    from daskglm.cli.runtime import USER_ERRORS, command
+    from daskglm.errors import NilearnVersionError
+
+    assert NilearnVersionError in USER_ERRORS
+
+    @command()
+    def handler(args):
+        raise NilearnVersionError("daskglm needs nilearn>=0.14.1,<0.15 ... but nilearn 0.12.0 is installed")
+
+    assert handler(argparse.Namespace(scheduler=None)) == 2
+    err = capsys.readouterr().err
+    assert err == "daskglm: error: daskglm needs nilearn>=0.14.1,<0.15 ... but nilearn 0.12.0 is installed\n"
+    with pytest.raises(NilearnVersionError):
+        handler(argparse.Namespace(scheduler=None, traceback=True))
+
+
+def test_the_command_line_with_an_unsupported_nilearn_says_so_in_one_line(tmp_path):
+    """``daskglm ...`` under another nilearn: one ``daskglm: error:`` line, exit 2 (not an import traceback)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")])}
+    code = ("import sys\nimport nilearn\nnilearn.__version__ = '0.12.0'\nfrom daskglm.cli import main\n"
+            "sys.exit(main(sys.argv[1:]))\n")
+    args = ["fit", "run.nii", "--t-r", "2", "-o", str(tmp_path / "fit.zarr")]
+    done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, env=env,
+                          cwd=tmp_path, check=False)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        "daskglm: error: daskglm needs nilearn>=0.14.1,<0.15 (it calls nilearn helpers that change between "
+        "minor releases) but nilearn 0.12.0 is installed; run: pip install 'nilearn>=0.14.1,<0.15'"]
+    traced = subprocess.run([sys.executable, "-c", code, *args, "--traceback"], capture_output=True, text=True,
+                            env=env, cwd=tmp_path, check=False)
+    assert traced.returncode == 1 and "Traceback" in traced.stderr

@@ -43,12 +43,46 @@ def test_installed_nilearn_is_supported():
     compat.check_nilearn_version()
 
 
-@pytest.mark.parametrize("version", ["0.14.1", "0.14.2", "0.14.1.dev12+g3f2a1b", "0.14.10"])
+#: Pre-releases and development builds as PEP 440 orders them: ``0.14.2.dev3`` and ``0.14.2rc1`` come
+#: after 0.14.1 (in), ``0.14.1.dev12`` and ``0.14.1rc1`` before it (out), ``0.15.0rc1`` before 0.15
+#: but a pre-release of the excluded release (out, as ``<0.15`` means to pip).
+INSIDE = ["0.14.1", "0.14.2", "0.14.10", "0.14.2.dev3", "0.14.2rc1", "0.14.1.post1", "0.14.1+local.1"]
+OUTSIDE = ["0.11.1", "0.12.0", "0.14.0", "0.14.1.dev12+g3f2a1b", "0.14.1rc1", "0.15.0", "0.15.0rc1",
+           "0.15.0.dev4", "1.0", "unknown", ""]
+
+
+@pytest.mark.parametrize("version", INSIDE)
 def test_versions_inside_the_range_pass(version):
     compat.check_nilearn_version(version)
 
 
-@pytest.mark.parametrize("version", ["0.11.1", "0.12.0", "0.14.0", "0.15.0", "0.15.0rc1", "1.0", "unknown"])
+def test_versions_are_judged_as_pip_judges_the_requirement():
+    """pip accepts an installed version when the requirement's specifier contains it, pre-releases allowed."""
+    from packaging.requirements import Requirement
+    from packaging.version import InvalidVersion, Version
+
+    specifier = Requirement(compat.NILEARN_REQUIREMENT).specifier
+    assert specifier == compat.NILEARN_SPECIFIER
+    for version in INSIDE + OUTSIDE:
+        try:
+            pip_accepts = specifier.contains(Version(version), prereleases=True)
+        except InvalidVersion:
+            pip_accepts = False
+        try:
+            compat.check_nilearn_version(version)
+            ours = True
+        except NilearnVersionError:
+            ours = False
+        assert ours == pip_accepts == (version in INSIDE), version
+
+
+def test_packaging_is_a_declared_dependency():
+    """The check uses ``packaging`` (a nilearn dependency too): daskglm declares it itself."""
+    deps = [re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0] for r in _pyproject()["project"]["dependencies"]]
+    assert "packaging" in deps
+
+
+@pytest.mark.parametrize("version", OUTSIDE)
 def test_other_versions_fail_with_one_line(version, monkeypatch):
     monkeypatch.setattr(nilearn, "__version__", version)
     with pytest.raises(NilearnVersionError) as caught:
@@ -64,11 +98,21 @@ def _run(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
 
 
+def _entry_points() -> list[str]:
+    """The modules of ``daskglm``'s public names, but ``open_run`` (compat's docstring), and the CLI's parser."""
+    import daskglm
+
+    exports = daskglm._EXPORTS  # the package's own table of its public names
+    return sorted({"daskglm" + module for name, module in exports.items() if name != "open_run"}
+                  | {"daskglm.cli.parser"})
+
+
 def test_first_use_with_another_nilearn_fails_at_import_with_one_line():
-    """``import daskglm`` stays free of the check; the first nilearn-using import raises one line."""
+    """``import daskglm`` stays free of the check; importing any public entry point raises one line."""
     fake = "import nilearn\nnilearn.__version__ = '0.12.0'\n"
     assert _run(fake + "import daskglm\nprint(daskglm.__version__)").returncode == 0
-    for module in ("daskglm.first_level.model", "daskglm.studies.bids.first_level", "daskglm.group.model"):
+    assert "daskglm.first_level.fixed_effects" in _entry_points()
+    for module in _entry_points():
         done = _run(fake + f"import {module}")
         assert done.returncode == 1, (module, done.stderr)
         last = done.stderr.strip().splitlines()[-1]
