@@ -47,6 +47,7 @@ import pandas as pd
 
 from daskglm.data.events import response, spaced_events, task_regressors
 from daskglm.data.volumes import ar1_noise, centred_affine, ellipsoid, save_mask, sphere, write_nifti_stream
+from daskglm.io.cifti import is_cifti_space
 
 __all__ = ["make_bids_dataset", "cifti_brain_models", "cifti_areas", "ACTIVATIONS", "CONDITIONS", "CIFTI_AREAS"]
 
@@ -61,7 +62,6 @@ CIFTI_AREAS = {
     "face_area": dict(cortex=("CIFTI_STRUCTURE_CORTEX_LEFT", 0.1, 0.25), volume="CIFTI_STRUCTURE_THALAMUS_LEFT"),
     "house_area": dict(cortex=("CIFTI_STRUCTURE_CORTEX_RIGHT", 0.6, 0.75), volume="CIFTI_STRUCTURE_THALAMUS_RIGHT"),
 }
-CIFTI_SPACES = ("fsLR",)
 _N_NONSTEADY = 2
 #: AR(1) coefficient of the noise.
 _NOISE_AR = 0.3
@@ -255,7 +255,8 @@ def make_bids_dataset(
     shape : tuple of int
         Voxel grid; ``n_scans`` volumes per run, ``t_r`` seconds apart.
     space : str
-        Space label of the derivatives; ``"fsLR"``: CIFTI-2 dense time series
+        Space label of the derivatives; ``"fsLR"`` (a label the BIDS query reads as CIFTI,
+        :func:`daskglm.io.cifti.is_cifti_space`): CIFTI-2 dense time series
         (``shape`` and ``voxel_size`` are then unused).
     derivatives_folder : str
         Folder of the derivatives under the root (nilearn's ``derivatives_folder``).
@@ -277,7 +278,7 @@ def make_bids_dataset(
         (``{bold path: scans with FD spikes}``); for CIFTI runs also ``cifti``
         (True), ``brain_models`` and ``areas`` (:func:`cifti_areas`).
     """
-    cifti = space in CIFTI_SPACES
+    cifti = is_cifti_space(space)
     root = Path(path).absolute()
     deriv = root / derivatives_folder
     rng = np.random.default_rng(seed)

@@ -34,9 +34,12 @@ from daskglm.errors import SurfaceInputError
 from daskglm.io.base import RunSource
 from daskglm.kernels.mesh import SurfacePart
 
-__all__ = ["CiftiGeometry", "CiftiRunSource", "RemoteCiftiRunSource", "is_cifti", "open_cifti_run", "CIFTI_SUFFIXES"]
+__all__ = ["CiftiGeometry", "CiftiRunSource", "RemoteCiftiRunSource", "is_cifti", "is_cifti_space",
+           "open_cifti_run", "CIFTI_SUFFIXES", "CIFTI_SPACES"]
 
 CIFTI_SUFFIXES = (".dtseries.nii", ".dscalar.nii", ".dlabel.nii")
+#: BIDS ``space`` labels whose fMRIPrep runs are CIFTI-2 dense time series (``_bold.dtseries.nii``).
+CIFTI_SPACES = ("fsLR",)
 #: bytes of one memory-mapped grayordinate block while a window is copied
 BLOCK_BYTES = 32 * 2**20
 #: bytes of one window of scans (the engine streams windows front to back)
@@ -48,6 +51,28 @@ def is_cifti(obj) -> bool:
     if isinstance(obj, cifti2.Cifti2Image):
         return True
     return isinstance(obj, (str, os.PathLike)) and str(obj).endswith(CIFTI_SUFFIXES)
+
+
+def is_cifti_space(space_label) -> bool:
+    """Whether a BIDS ``space`` label names CIFTI-2 runs: it starts with one of :data:`CIFTI_SPACES`.
+
+    The one test of both sides of a study: the BIDS query looks for
+    ``_bold.dtseries.nii`` runs under such a label
+    (:func:`daskglm.studies.bids.query.run_files`), and the simulator writes
+    them (:func:`daskglm.data.bids.make_bids_dataset`).  A prefix, not an
+    exact match, so that fMRIPrep's ``fsLR`` and labels built on it are
+    CIFTI alike for both; anything but a string (``None``: nilearn's
+    GIfTI default) is not.
+
+    Parameters
+    ----------
+    space_label : str or None
+
+    Returns
+    -------
+    bool
+    """
+    return isinstance(space_label, str) and space_label.startswith(CIFTI_SPACES)
 
 
 class CiftiGeometry:

@@ -80,6 +80,17 @@ def _agreement(ours: np.ndarray, ref: np.ndarray, tol: float = 1e-3) -> float:
     return float(((np.abs(ours - ref) < tol) | (np.isnan(ours) & np.isnan(ref))).mean())
 
 
+def test_one_test_says_which_space_labels_are_cifti():
+    """The simulator writes CIFTI runs for the labels the query looks for them under: one function says which."""
+    import daskglm.data.bids
+    import daskglm.studies.bids.query
+    from daskglm.io.cifti import is_cifti_space
+
+    assert daskglm.data.bids.is_cifti_space is daskglm.studies.bids.query.is_cifti_space is is_cifti_space
+    assert is_cifti_space(SPACE) and is_cifti_space("fsLR32k")
+    assert not any(is_cifti_space(label) for label in (None, "", "fsaverage5", "MNI152NLin2009cAsym", "T1w", 1))
+
+
 def test_generated_runs_are_fmriprep_named_reduced_cifti(ds):
     run = Path(ds["runs"]["01"][0])
     assert run.name == "sub-01_task-faces_run-1_space-fsLR_den-91k_bold.dtseries.nii"

@@ -5,7 +5,7 @@ nilearn 0.14.1's ``first_level_from_bids`` finds volume runs
 these queries find the same files with the same filters, checks and
 ``verbose`` listings, and also:
 
-- fMRIPrep's CIFTI-2 runs (``space_label="fsLR"``:
+- fMRIPrep's CIFTI-2 runs (``space_label="fsLR"``, :func:`daskglm.io.cifti.is_cifti_space`:
   ``*_space-fsLR_den-91k_bold.dtseries.nii``), which need no brain mask (their
   brain models are the mask);
 - GIfTI runs of a dataset on object storage as their ``hemi-L`` paths (the
@@ -36,17 +36,10 @@ from daskglm.compat.nilearn import (
 )
 from daskglm.errors import SurfaceInputError
 from daskglm.glm.sample_masks import with_sample_mask
+from daskglm.io.cifti import is_cifti_space
 
-__all__ = ["CIFTI_SPACES", "is_cifti_space", "is_gifti_space", "RunFiles", "image_filters", "run_files",
-           "mask_files", "confounds_files", "load_run_confounds"]
-
-#: Space labels whose fMRIPrep runs are CIFTI-2 dense time series (``_bold.dtseries.nii``).
-CIFTI_SPACES = ("fsLR",)
-
-
-def is_cifti_space(space_label) -> bool:
-    """Whether a space label names CIFTI-2 runs (:data:`CIFTI_SPACES`: fMRIPrep's ``fsLR``)."""
-    return isinstance(space_label, str) and space_label.startswith(CIFTI_SPACES)
+__all__ = ["is_gifti_space", "RunFiles", "image_filters", "run_files", "mask_files", "confounds_files",
+           "load_run_confounds"]
 
 
 def is_gifti_space(space_label) -> bool:
