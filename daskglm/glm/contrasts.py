@@ -20,6 +20,7 @@ import warnings
 import numpy as np
 
 from daskglm.errors import ContrastError
+from daskglm.kernels.contrast import OUTPUT_TYPES  # defined with the packed rows; re-exported for the API
 
 __all__ = [
     "OUTPUT_TYPES",
@@ -32,11 +33,8 @@ __all__ = [
     "per_run_contrasts",
 ]
 
-#: The maps a contrast gives, in nilearn's ``output_type`` names.
-OUTPUT_TYPES = ("z_score", "stat", "p_value", "effect_size", "effect_variance")
 #: The file suffix of each output type (z maps named as in nilearn's example: ``<contrast>_z_map.nii.gz``).
-OUTPUT_SUFFIX = {"z_score": "z_map", "stat": "stat_map", "p_value": "p_map",
-                 "effect_size": "effect_size", "effect_variance": "effect_variance"}
+OUTPUT_SUFFIX = dict(zip(OUTPUT_TYPES, ("z_map", "stat_map", "p_map", "effect_size", "effect_variance")))
 
 
 def expression_to_contrast_vector(expression: str, columns: list[str]) -> np.ndarray:

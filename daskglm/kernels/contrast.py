@@ -60,6 +60,7 @@ __all__ = [
     "z_score",
     "fixed_effects_params",
     "CONTRAST_MAPS",
+    "OUTPUT_TYPES",
     "ContrastLayout",
     "contrast_outputs",
     "unpack_contrast_outputs",
@@ -432,8 +433,12 @@ def fixed_effects_params(
     return effect, variance, stat, z_score(*stats.sf_cdf(stat))
 
 
-#: The maps of a contrast, in the order of their rows in :class:`ContrastLayout`.
-CONTRAST_MAPS = ("effect_size", "effect_variance", "stat", "p_value", "z_score")
+#: The maps a contrast gives, named and ordered as nilearn's ``output_type`` (``"all"`` returns them
+#: in this order); the one definition of the names (``daskglm.glm.contrasts`` re-exports it).
+OUTPUT_TYPES = ("z_score", "stat", "p_value", "effect_size", "effect_variance")
+#: The same maps in the order of their rows in :class:`ContrastLayout`: the effect and its variance,
+#: then the statistic and its p-value, the z score last.
+CONTRAST_MAPS = (*OUTPUT_TYPES[3:], *OUTPUT_TYPES[1:3], OUTPUT_TYPES[0])
 
 
 @dataclass(frozen=True)

@@ -310,3 +310,25 @@ def test_contrast_layout_extra_rows_and_squeeze():
         layout.row("effect_size")
     with pytest.raises(ValueError, match="layout has 6"):
         layout.pack(effect, variance, extra)
+
+
+def test_output_types_are_nilearns_and_name_the_packed_rows():
+    """One definition of the five maps: nilearn's names and ``"all"`` order; the packed rows, reordered."""
+    import pandas as pd
+    from nilearn.glm.first_level import FirstLevelModel as NilearnModel
+
+    from daskglm.glm.contrasts import OUTPUT_SUFFIX
+    from daskglm.glm.contrasts import OUTPUT_TYPES as API_OUTPUT_TYPES
+    from daskglm.kernels.contrast import OUTPUT_TYPES
+
+    rng = np.random.default_rng(0)
+    img = nib.Nifti1Image((100 + rng.normal(size=(2, 2, 2, 20))).astype(np.float32), np.eye(4))
+    design = pd.DataFrame({"a": rng.normal(size=20), "constant": np.ones(20)})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        maps = NilearnModel(mask_img=False).fit(img, design_matrices=design).compute_contrast(
+            "a", output_type="all")
+    assert tuple(maps) == OUTPUT_TYPES
+    assert API_OUTPUT_TYPES is OUTPUT_TYPES and tuple(OUTPUT_SUFFIX) == OUTPUT_TYPES
+    assert sorted(CONTRAST_MAPS) == sorted(OUTPUT_TYPES)
+    assert CONTRAST_MAPS == ("effect_size", "effect_variance", "stat", "p_value", "z_score")
