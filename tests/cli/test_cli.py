@@ -270,7 +270,7 @@ def test_fit_options_reach_the_model(fiac_small):
     }
     from daskglm import FirstLevelModel
 
-    FirstLevelModel(**params)._fit_options()  # a valid model
+    FirstLevelModel(**params)._fit_options()  # a valid model: fit's own parameter checks, without data
     grid = fit_model_params(build_parser().parse_args(["fit", "r.nii", "-o", "x", "--target-affine",
                                                        str(fiac_small["mask"])]))
     mask = nib.load(fiac_small["mask"])

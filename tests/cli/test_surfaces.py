@@ -123,7 +123,7 @@ def test_cli_gifti_masks_mesh_files_and_report(gifti, tmp_path):
     args[i : i + 1] = [str(fs5.parts["left"].file_path), str(fs5.parts["right"].file_path)]  # mesh files
     assert main(args) == 0
     model = open_model(store)
-    assert model.n_elements_ == N_FS5 and model._state.runs[0].n_scans == N_SCANS - 2
+    assert model.n_elements_ == N_FS5 and len(model.design_matrices_[0]) == N_SCANS - 2  # scans fitted
     mask = SurfaceImage(mesh=fs5, data={"left": masks[0], "right": masks[1]})
     runs = gifti["runs"]
     with warnings.catch_warnings():

@@ -216,5 +216,6 @@ def test_resume_keys_follow_the_maskers_smoothing():
     for fwhm in (None, 4.0):
         model = FirstLevelModel(mask_img=NiftiMasker(mask, smoothing_fwhm=fwhm).fit())
         model.fit(fmri[0], design_matrices=designs[0])
+        # the resume keys are the store's engine internals: they are computed from the fitted state
         keys.append(run_keys(model._state, key_params(model), "auto")[0])
     assert keys[0] != keys[1]
