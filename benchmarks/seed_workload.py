@@ -4,7 +4,8 @@ Usage: python seed_workload.py {nilearn,daskglm} DATASET_DIR OUT_DIR
 
 Fits the two runs together (smoothing_fwhm=5, AR(1), the dataset's mask and
 design matrices) and writes the eight contrasts of nilearn's two-runs example
-as NIfTI z maps, exactly as the example does.  Only the import differs.
+(:func:`daskglm.data.fiac.seed_contrasts`, for both engines) as NIfTI z maps,
+exactly as the example does.  Only the FirstLevelModel import differs.
 """
 
 import json
@@ -19,6 +20,8 @@ engine, data_dir, out_dir = sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3])
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from daskglm.data.fiac import seed_contrasts  # noqa: E402
+
 if engine == "nilearn":
     from nilearn.glm.first_level import FirstLevelModel
 elif engine == "daskglm":
@@ -32,17 +35,7 @@ design_matrices = [pd.DataFrame(np.load(data[f"design_matrix{i}"])["X"]) for i i
 fmri_glm = FirstLevelModel(mask_img=data["mask"], smoothing_fwhm=5, minimize_memory=True)
 fmri_glm = fmri_glm.fit(fmri_imgs, design_matrices=design_matrices)
 
-n_columns = design_matrices[0].shape[1]
-contrasts = {
-    "SStSSp_minus_DStDSp": np.array([[1, 0, 0, -1]]),
-    "DStDSp_minus_SStSSp": np.array([[-1, 0, 0, 1]]),
-    "DSt_minus_SSt": np.array([[-1, -1, 1, 1]]),
-    "DSp_minus_SSp": np.array([[-1, 1, -1, 1]]),
-    "DSt_minus_SSt_for_DSp": np.array([[0, -1, 0, 1]]),
-    "DSp_minus_SSp_for_DSt": np.array([[0, 0, -1, 1]]),
-    "Deactivation": np.array([[-1, -1, -1, -1, 4]]),
-    "Effects_of_interest": np.eye(n_columns)[:5, :],
-}
+contrasts = seed_contrasts(design_matrices[0].shape[1])
 out_dir.mkdir(parents=True, exist_ok=True)
 for contrast_id, contrast_val in contrasts.items():
     z_map = fmri_glm.compute_contrast(contrast_val, output_type="z_score")

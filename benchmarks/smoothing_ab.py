@@ -24,7 +24,7 @@ import time
 import numpy as np
 from scipy.ndimage import gaussian_filter1d
 
-from daskglm.data.fiac import _brain_mask, fiac_affine
+from daskglm.data.fiac import brain_mask, fiac_affine
 from daskglm.kernels import masker as km
 
 
@@ -56,7 +56,7 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args(argv)
     shape = tuple(args.shape)
-    m = km.VolumeMasker(_brain_mask(shape), fiac_affine(shape, args.voxel), args.fwhm)
+    m = km.VolumeMasker(brain_mask(shape), fiac_affine(shape, args.voxel), args.fwhm)
     rng = np.random.default_rng(0)
     volumes = (1000 + 100 * rng.standard_normal((args.chunk, *shape[::-1]))).astype(np.float32)
     candidates = {"scipy-inplace": _scipy_inplace, "scipy-buffers": _with_engine(False)}

@@ -44,20 +44,9 @@ data = make_fiac_like(output_dir / "data", shape=(32, 38, 32), n_scans=191)
 fmri_imgs = [data["func1"], data["func2"]]
 
 # %%
-# Create a mean image for plotting purpose.  daskglm streams the run once,
-# chunk by chunk, instead of loading it whole.
-import nibabel as nib
-import numpy as np
-
-from daskglm.io.runs import as_run_source
-from daskglm.space.volume import run_mean_image
-
-source = as_run_source(fmri_imgs[0])
-mean_img_ = nib.Nifti1Image(run_mean_image(source).compute().astype(np.float32), source.affine)
-
-# %%
 # The design matrices were pre-computed, we simply put them in a list of
 # DataFrames.
+import numpy as np
 import pandas as pd
 
 design_files = [data["design_matrix1"], data["design_matrix2"]]
@@ -78,6 +67,7 @@ fmri_glm = FirstLevelModel(
 # ------------------------------------------------
 # Cut through the simulated "sentence repetition" region, which responds to
 # DSt (different sentence) more than to SSt.
+import nibabel as nib
 from nilearn import plotting
 
 truth = nib.load(data["ground_truth"]["sentence_repetition"])
@@ -89,6 +79,14 @@ contrast_id = "DSt_minus_SSt"
 # Compute the statistics for the first run.
 contrast_val = [[-1, -1, 1, 1]]
 fmri_glm_run_1 = fmri_glm.fit(fmri_imgs[0], design_matrices=design_matrices[0])
+
+# %%
+# The mean image for plotting purpose: the fit's ``mean_img_``, the time mean
+# of the first run over the mask, kept by the fit's one streaming pass (nilearn's
+# example computes it apart, with ``mean_img``, loading the run whole).  Take it
+# now: ``fmri_glm`` is refitted to the second run below.
+mean_img_ = fmri_glm_run_1.mean_img_
+
 summary_statistics_run_1 = fmri_glm_run_1.compute_contrast(
     contrast_val,
     output_type="all",
@@ -170,17 +168,12 @@ plotting.plot_stat_map(
 # %%
 # Compute a range of contrasts across both runs
 # ---------------------------------------------
+# The eight contrasts of nilearn's example (seven t contrasts and an F
+# contrast), as :func:`daskglm.data.fiac.seed_contrasts` holds them.
+from daskglm.data.fiac import seed_contrasts
+
 n_columns = design_matrices[0].shape[1]
-contrasts = {
-    "SStSSp_minus_DStDSp": np.array([[1, 0, 0, -1]]),
-    "DStDSp_minus_SStSSp": np.array([[-1, 0, 0, 1]]),
-    "DSt_minus_SSt": np.array([[-1, -1, 1, 1]]),
-    "DSp_minus_SSp": np.array([[-1, 1, -1, 1]]),
-    "DSt_minus_SSt_for_DSp": np.array([[0, -1, 0, 1]]),
-    "DSp_minus_SSp_for_DSt": np.array([[0, 0, -1, 1]]),
-    "Deactivation": np.array([[-1, -1, -1, -1, 4]]),
-    "Effects_of_interest": np.eye(n_columns)[:5, :],  # An F-contrast
-}
+contrasts = seed_contrasts(n_columns)
 
 # %%
 # Compute the contrasts and write the z maps.

@@ -10,6 +10,9 @@
   ``no_heavy_work`` fixture makes any volume read or dask computation fail.
 - Hypothesis settings and the user-error check of the property-based tests of
   test_design and test_contrasts.
+- :func:`sigkilled_at_exit`: the child processes of the kill tests of
+  test_store, test_concurrency and test_faults are SIGKILLed and reaped
+  whatever happens.
 - A run with special voxels (zero, constant, partly and all non-finite) and its
   maps from daskglm and nilearn, for the data-hygiene tests of test_volume and
   test_model.
@@ -25,6 +28,8 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
+import subprocess
 import time
 import warnings
 from pathlib import Path
@@ -164,6 +169,23 @@ def raises_fast(exc_type, *fragments: str):
     for fragment in fragments:
         assert fragment.lower() in message.lower(), f"{fragment!r} not in message: {message!r}"
     assert elapsed < MAX_SECONDS, f"took {elapsed:.1f}s to raise"
+
+
+@contextlib.contextmanager
+def sigkilled_at_exit(proc: subprocess.Popen, timeout: float = 30):
+    """Run the block while ``proc`` (a test's child process) may live; then SIGKILL and reap it.
+
+    Whatever the block does (it may fail, or the child may have exited), no
+    child outlives the test: on leaving, a running ``proc`` gets ``SIGKILL``
+    and is waited for (``timeout`` seconds, then an error rather than a hung
+    test).  Afterwards ``proc.returncode`` is ``-SIGKILL`` if it was killed.
+    """
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=timeout)
 
 
 def _model(vdata, **kwargs) -> FirstLevelModel:

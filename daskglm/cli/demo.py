@@ -8,7 +8,8 @@ fitting" step by step, with :func:`daskglm.data.fiac.make_fiac_like` in place of
 2. fit each run alone and compute ``DSt_minus_SSt``;
 3. combine the two runs with :func:`daskglm.compute_fixed_effects`;
 4. fit both runs at once and compute the same contrast;
-5. compute the eight contrasts of the example (seven t, one F), write their z
+5. compute the eight contrasts of the example (seven t, one F:
+   :func:`daskglm.data.fiac.seed_contrasts`), write their z
    maps to NIfTI and plot them;
 6. write the fit store and the HTML report.
 
@@ -36,7 +37,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-__all__ = ["run_demo", "seed_contrasts", "DEMO_SHAPE", "DEMO_N_SCANS"]
+__all__ = ["run_demo", "DEMO_SHAPE", "DEMO_N_SCANS"]
 
 #: Grid of the demo (3 mm voxels): small enough for ~30 s on two cores.
 DEMO_SHAPE = (32, 38, 32)
@@ -46,20 +47,6 @@ DEMO_N_SCANS = 191
 RUN_CONTRAST = "DSt_minus_SSt"
 #: Contrasts also drawn as glass brains (~2 s each, so not all eight).
 GLASS_BRAINS = ("DSt_minus_SSt", "Effects_of_interest")
-
-
-def seed_contrasts(n_columns: int) -> dict[str, np.ndarray]:
-    """The eight contrasts of nilearn's two-runs example (the last is an F contrast)."""
-    return {
-        "SStSSp_minus_DStDSp": np.array([[1, 0, 0, -1]]),
-        "DStDSp_minus_SStSSp": np.array([[-1, 0, 0, 1]]),
-        "DSt_minus_SSt": np.array([[-1, -1, 1, 1]]),
-        "DSp_minus_SSp": np.array([[-1, 1, -1, 1]]),
-        "DSt_minus_SSt_for_DSp": np.array([[0, -1, 0, 1]]),
-        "DSp_minus_SSp_for_DSt": np.array([[0, 0, -1, 1]]),
-        "Deactivation": np.array([[-1, -1, -1, -1, 4]]),
-        "Effects_of_interest": np.eye(n_columns)[:5, :],
-    }
 
 
 def _load_designs(data: dict) -> list[pd.DataFrame]:
@@ -192,7 +179,7 @@ def run_demo(
         ``z_maps`` (contrast -> NIfTI path), ``plots`` (list of PNG paths),
         ``mean_img``, ``store`` and ``report`` (paths).
     """
-    from daskglm.data.fiac import make_fiac_like
+    from daskglm.data.fiac import make_fiac_like, seed_contrasts
     from daskglm.first_level.model import FirstLevelModel
     from daskglm.reporting.plotting import plot_ar_coefficients, plot_design_matrix, save_figure
 

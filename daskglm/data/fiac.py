@@ -29,6 +29,8 @@ __all__ = [
     "make_fiac_like",
     "fetch_fiac_first_level",
     "fiac_affine",
+    "brain_mask",
+    "seed_contrasts",
     "FIAC_CONDITIONS",
     "FIAC_CUT_COORDS",
 ]
@@ -79,12 +81,53 @@ def _design(n_scans: int, t_r: float, events: pd.DataFrame) -> pd.DataFrame:
     return design[conds + drifts + ["constant"]]
 
 
-#: The simulated brain: an ellipsoid in grid coordinates running from -1 to 1 (:func:`_brain_mask`).
+#: The simulated brain: an ellipsoid in grid coordinates running from -1 to 1 (:func:`brain_mask`).
 BRAIN_RADII, BRAIN_CENTRE = (0.88, 0.94, 0.86), (0.0, 0.0, -0.04)
 
 
-def _brain_mask(shape) -> np.ndarray:
+def brain_mask(shape: tuple[int, int, int]) -> np.ndarray:
+    """The simulated brain on a grid of ``shape``: the mask :func:`make_fiac_like` writes.
+
+    Parameters
+    ----------
+    shape : tuple of 3 int
+
+    Returns
+    -------
+    ndarray of bool, shape ``shape``
+        The ellipsoid :data:`BRAIN_RADII` around :data:`BRAIN_CENTRE`, in grid
+        coordinates running from -1 to 1 along each axis.
+    """
     return ellipsoid(shape, BRAIN_RADII, BRAIN_CENTRE)
+
+
+def seed_contrasts(n_columns: int) -> dict[str, np.ndarray]:
+    """The eight contrasts of nilearn's two-runs example, for FIAC's design.
+
+    The first five design columns are the conditions (:data:`FIAC_CONDITIONS`
+    and ``FirstSt``); the last contrast is an F contrast over them.
+
+    Parameters
+    ----------
+    n_columns : int
+        Columns of the design matrix (13 for FIAC's: 5 conditions, the drifts,
+        the constant).
+
+    Returns
+    -------
+    dict of str to ndarray
+        Contrast name to weights, in the example's order.
+    """
+    return {
+        "SStSSp_minus_DStDSp": np.array([[1, 0, 0, -1]]),
+        "DStDSp_minus_SStSSp": np.array([[-1, 0, 0, 1]]),
+        "DSt_minus_SSt": np.array([[-1, -1, 1, 1]]),
+        "DSp_minus_SSp": np.array([[-1, 1, -1, 1]]),
+        "DSt_minus_SSt_for_DSp": np.array([[0, -1, 0, 1]]),
+        "DSp_minus_SSp_for_DSt": np.array([[0, 0, -1, 1]]),
+        "Deactivation": np.array([[-1, -1, -1, -1, 4]]),
+        "Effects_of_interest": np.eye(n_columns)[:5, :],  # an F contrast
+    }
 
 
 def _region_masks(shape) -> dict[str, np.ndarray]:
@@ -143,7 +186,7 @@ def make_fiac_like(
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     affine = fiac_affine(shape, voxel_size, coordinates)
-    brain = _brain_mask(shape)
+    brain = brain_mask(shape)
     regions = _region_masks(shape)
     regions = {k: v & brain for k, v in regions.items()}
     grid = np.meshgrid(*[np.linspace(0, 1, s) for s in shape], indexing="ij")

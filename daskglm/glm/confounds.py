@@ -37,10 +37,8 @@ import pandas as pd
 from daskglm.errors import ConfoundsError
 from daskglm.glm.tables import read_delimited, read_table_bytes, table_name
 
-__all__ = ["read_confounds", "confounds_columns", "PLAIN_CONFOUNDS_SUFFIXES", "MOTION_NAMES"]
+__all__ = ["read_confounds", "confounds_columns", "MOTION_NAMES"]
 
-#: Extensions of the header-less, whitespace-separated confounds files of SPM, FSL and AFNI.
-PLAIN_CONFOUNDS_SUFFIXES = (".txt", ".par", ".1d", ".dat")
 #: Names of the columns of a header-less six-column file (rigid-body motion parameters).
 MOTION_NAMES = tuple(f"motion_{i}" for i in range(6))
 

@@ -15,7 +15,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -31,6 +30,7 @@ import pytest
 from daskglm import FirstLevelModel, open_model
 from daskglm.store.location import Location
 from daskglm.store.lock import WRITERS_DIR, commit_lock, group_stamp
+from tests.conftest import sigkilled_at_exit
 
 
 def dataset(seed):
@@ -191,18 +191,12 @@ def test_killed_lock_holder_does_not_block(references, tmp_path):
                                                        os.environ.get("PYTHONPATH", "")]))
     proc = subprocess.Popen([sys.executable, str(script), str(store)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, env=env)
-    try:
+    with sigkilled_at_exit(proc):  # killed while it holds the lock
         assert proc.stdout.readline().decode().strip() == "locked", proc.stderr.read().decode()
         loc = Location(store)
         with pytest.raises(Exception, match="commit lock"):
             with commit_lock(loc, timeout=0.3):
                 pass
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     start = time.monotonic()
     img2, X2 = dataset(2)
     FirstLevelModel(mask_img=False, noise_model="ols").fit(img2, design_matrices=X2).to_zarr(

@@ -33,7 +33,7 @@ import pytest
 from daskglm import FirstLevelModel, open_model
 from daskglm.io.nifti import FileRunSource
 from tests._unequal import _root, _z
-from tests.conftest import _design, _fit
+from tests.conftest import _design, _fit, sigkilled_at_exit
 
 CONTRAST = "SSt-SSp"  # a bare column name: nilearn's semantics select that column
 
@@ -219,18 +219,11 @@ def _kill_writer_midway(sdata, store: Path, tmp_path: Path, mode: str) -> str:
          str(store), str(flag), mode],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
     )
-    try:
+    with sigkilled_at_exit(proc):  # killed at the fault point (if it has not finished)
         deadline = time.monotonic() + 60
         while not flag.exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         state = flag.read_text() if flag.exists() else "no flag"
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     if state == "no flag":
         pytest.fail(f"the writer never reached the fault point: {proc.stderr.read().decode()[-2000:]}")
     assert proc.returncode == -signal.SIGKILL or state == "finished", proc.stderr.read().decode()[-2000:]

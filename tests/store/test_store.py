@@ -28,7 +28,7 @@ from daskglm import FirstLevelModel, open_model
 from daskglm.data.fiac import make_fiac_like
 from daskglm.store.zarr import FORMAT_VERSION, RUN_MARKER, StoreError, complete_run_keys
 from tests._unequal import _z
-from tests.conftest import raises_fast
+from tests.conftest import raises_fast, sigkilled_at_exit
 
 
 # ---------------------------------------------------------------- open_model
@@ -300,15 +300,9 @@ def test_interrupted_fit_resumes_to_identical_results(rdata, clean, tmp_path):
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True,
         cwd=str(Path(__file__).resolve().parents[2]),
     )
-    try:
+    with sigkilled_at_exit(proc):  # killed mid-fit
         line = proc.stdout.readline()  # blocks until the first run group is complete
         assert line.startswith("run complete"), line + proc.stderr.read()[-2000:]
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     assert proc.returncode == -signal.SIGKILL
     # killed mid-fit: one run complete, nothing committed, readers refuse the store
     assert len(complete_run_keys(store)) == 1
