@@ -34,7 +34,7 @@ import numpy as np
 
 from daskglm.io.base import RunSource
 from daskglm.kernels.resample import ResamplingGrid, resampling_grid
-from daskglm.space.base import ElementSpace, is_nilearn_masker, masker_mask
+from daskglm.space.base import ElementSpace, is_nilearn_instance, masker_mask
 from daskglm.space.surface import (
     SurfaceSpace,
     check_mask_kind,
@@ -94,7 +94,7 @@ def masker_params(estimator) -> MaskerParams:
     """
     mask_img = estimator.mask_img
     own = MaskerParams(mask_img, estimator.smoothing_fwhm, estimator.target_affine, estimator.target_shape)
-    if not is_nilearn_masker(mask_img):
+    if not is_nilearn_instance(mask_img, "nilearn.maskers", "NiftiMasker", "SurfaceMasker"):  # nilearn's two
         return own
     if getattr(mask_img, "mask_img_", "not_none") is None:
         # nilearn's edge case: a fitted masker without mask: its parameters
