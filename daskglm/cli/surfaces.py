@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from daskglm.errors import SurfaceInputError, UsageError
+from daskglm.io.gifti import HEMI_LABELS, write_surface_parts
 
 __all__ = ["MESH_TYPES", "GIFTI_SUFFIXES", "fit_runs", "load_mesh", "surface_mask", "write_surface_maps",
            "element_word"]
@@ -33,7 +34,6 @@ MESH_TYPES = ("pial", "white_matter", "inflated", "sphere", "flat")
 #: suffixes of GIfTI files
 GIFTI_SUFFIXES = (".gii", ".gii.gz")
 _PARTS = ("left", "right")
-_HEMI = {"left": "L", "right": "R"}
 
 
 def _check_exists(paths, what: str) -> None:
@@ -197,11 +197,5 @@ def write_surface_maps(model, array: np.ndarray, out_dir: Path, stem: str, descr
         path = out_dir / f"{stem}.dscalar.nii"
         img.to_filename(path)
         return [path]
-    from daskglm.compat.nilearn import write_gifti_data as data_to_gifti  # nilearn's GIfTI writer
-
-    paths = []
-    for part in img.mesh.parts:  # each part written by name (PolyData.to_filename reads hemi-L/R off the stem)
-        path = out_dir / f"{stem}_hemi-{_HEMI[part]}.func.gii"
-        data_to_gifti(np.asarray(img.data.parts[part]), path)
-        paths.append(path)
-    return paths
+    paths = {part: out_dir / f"{stem}_hemi-{HEMI_LABELS[part]}.func.gii" for part in img.mesh.parts}
+    return write_surface_parts(img, paths)

@@ -27,7 +27,11 @@ from daskglm.errors import SurfaceInputError
 from daskglm.io.base import RunSource
 from daskglm.kernels.mesh import SurfacePart
 
-__all__ = ["SurfaceGeometry", "SurfaceImageRunSource", "GiftiRunSource", "is_surface_image", "loaded_mesh"]
+__all__ = ["SurfaceGeometry", "SurfaceImageRunSource", "GiftiRunSource", "is_surface_image", "loaded_mesh",
+           "HEMI_LABELS", "write_surface_parts"]
+
+#: BIDS ``hemi-`` labels of a ``SurfaceImage``'s parts
+HEMI_LABELS = {"left": "L", "right": "R"}
 
 
 def is_surface_image(obj) -> bool:
@@ -386,3 +390,29 @@ class GiftiRunSource(RunSource):
             st = path.stat()
             ident[part] = {"path": str(path.resolve()), "size": st.st_size, "mtime": st.st_mtime}
         return ident
+
+
+def write_surface_parts(img, paths: dict, dtype=None) -> list[Path]:
+    """Write each part of a ``SurfaceImage`` map to its own GIfTI file, as nilearn writes them.
+
+    Parameters
+    ----------
+    img : nilearn.surface.SurfaceImage
+    paths : dict
+        ``{part: path}``, e.g. ``{"left": ".../x_hemi-L.func.gii", "right": ...}``.
+    dtype : numpy dtype, optional
+        Cast the values first (a mask: ``uint8``, as nilearn; GIfTI has no bool).
+
+    Returns
+    -------
+    list of Path
+        The files written, in ``paths``' order.
+    """
+    from daskglm.compat.nilearn import write_gifti_data
+
+    written = []
+    for part, path in paths.items():
+        values = np.asarray(img.data.parts[part])
+        write_gifti_data(values if dtype is None else values.astype(dtype), path)
+        written.append(Path(path))
+    return written

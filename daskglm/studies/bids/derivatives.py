@@ -37,6 +37,7 @@ from daskglm.compat.nilearn import (
     create_bids_filename,
     surface_map_filename,
 )
+from daskglm.io.gifti import HEMI_LABELS, write_surface_parts
 
 __all__ = ["save_bids_derivatives", "derivative_filenames", "surface_filenames"]
 
@@ -110,8 +111,7 @@ def surface_filenames(filename: str, img) -> dict:
     ``hemi-L`` / ``hemi-R`` and ``den-<vertices>`` are added in BIDS order
     (nilearn's, :func:`daskglm.compat.nilearn.surface_map_filename`).
     """
-    labels = {"left": "L", "right": "R"}
-    return {part: surface_map_filename(filename, labels[part], img.mesh.parts[part].n_vertices)
+    return {part: surface_map_filename(filename, HEMI_LABELS[part], img.mesh.parts[part].n_vertices)
             for part in img.mesh.parts}
 
 
@@ -120,14 +120,8 @@ def _write_map(img, folder: Path, filename: str, surface: bool, dtype=None) -> l
     if not surface:
         img.to_filename(folder / filename)
         return [filename]
-    from nilearn.surface import PolyData
-
-    data = img.data
-    if dtype is not None:  # the mask: uint8, as nilearn (GIfTI has no bool)
-        data = PolyData(**{part: np.asarray(v).astype(dtype) for part, v in data.parts.items()})
     names = surface_filenames(filename, img)
-    for name in names.values():
-        data.to_filename(folder / name)  # the part named by hemi-L / hemi-R in the file name
+    write_surface_parts(img, {part: folder / name for part, name in names.items()}, dtype)
     return list(names.values())
 
 
