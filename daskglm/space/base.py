@@ -85,8 +85,12 @@ class ElementSpace(ABC):
         return factory(*args)
 
     @abstractmethod
-    def stream_sources(self, sources: list, raw: list) -> list:
-        """The runs as the engine streams them (``sources``: the censored views of ``raw``)."""
+    def stream_sources(self, views: list, raw: list) -> list:
+        """The runs as the engine streams them, from ``views`` (the runs as read: censored views of ``raw``).
+
+        A volume space cropped for resampling reads each whole run once here
+        (its value range, which nilearn's resampling clips to).
+        """
 
     @abstractmethod
     def unmask(self, values, description: str = ""):

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from daskglm.io.base import RunSource
+from daskglm.io.nifti import load_image
 from daskglm.kernels.resample import ResamplingGrid, resampling_grid
 from daskglm.space.base import ElementSpace, is_nilearn_instance, masker_mask
 from daskglm.space.surface import (
@@ -240,9 +241,12 @@ def _surface_space(params: MaskerParams, fwhm, raw: list[RunSource]) -> SurfaceS
 def _volume_space(params: MaskerParams, fwhm, raw: list[RunSource]) -> VolumeSpace:
     """Voxels: a volume mask on the target grid (if any), nilearn's crop when resampling."""
     ref = raw[0]
+    given = params.mask_img
+    if given is not None and given is not False:
+        given = load_image(given, "mask")  # once: a mask at a URL is downloaded once
     grid = _target_grid(params, ref)
-    mask_grid = grid if grid is not None else _mask_grid(params.mask_img, ref)
-    mask = prepare_mask(params.mask_img, raw, mask_grid)
+    mask_grid = grid if grid is not None else _mask_grid(given, ref)
+    mask = prepare_mask(given, raw, mask_grid)
     if mask_grid is None or _on_grid(mask_grid, ref):
         return VolumeSpace(mask, ref.affine, fwhm, given_masker=params.given_masker)
     # nilearn's masker crops the mask (bounding box + 1 voxel) and resamples the
@@ -271,8 +275,6 @@ def _mask_grid(mask_img, ref: RunSource) -> ResamplingGrid | None:
     """The grid of a given mask when it differs from the runs' (nilearn then resamples the runs)."""
     if mask_img is None or mask_img is False:
         return None
-    from daskglm.io.nifti import load_image
-
     img = load_image(mask_img, "mask")
     shape = tuple(img.shape[:3])
     if shape == tuple(ref.spatial_shape) and np.allclose(img.affine, ref.affine):

@@ -94,8 +94,8 @@ class SurfaceSpace(ElementSpace):
     def stream_masker_recipe(self) -> tuple:
         return MeshMasker, (self.mask, self.geometry.parts(), self.smoothing_fwhm)
 
-    def stream_sources(self, sources: list[RunSource], raw: list[RunSource]) -> list[RunSource]:
-        return list(sources)  # vertices / grayordinates: no grid to resample
+    def stream_sources(self, views: list[RunSource], raw: list[RunSource]) -> list[RunSource]:
+        return list(views)  # vertices / grayordinates: no grid to resample
 
     def unmask(self, values, description: str = ""):
         return surface_map(values, self.mask, self.geometry, description)

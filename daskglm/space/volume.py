@@ -90,14 +90,14 @@ class VolumeSpace(ElementSpace):
     def stream_masker_recipe(self) -> tuple:
         return VolumeMasker, (self.stream_mask, self.stream_affine, self.smoothing_fwhm)
 
-    def stream_sources(self, sources: list[RunSource], raw: list[RunSource]) -> list[RunSource]:
+    def stream_sources(self, views: list[RunSource], raw: list[RunSource]) -> list[RunSource]:
         """The runs resampled onto the crop, clipped to each whole run's value range (one pass), if cropped."""
         if self.crop is None:
-            return list(sources)
+            return list(views)
         shape = tuple(c.stop - c.start for c in self.crop)
         grid = resampling_grid(raw[0].spatial_shape, raw[0].affine, self.stream_affine, shape)
         ranges = compute(*[delayed(run_value_range, pure=True)(s) for s in raw])
-        return [ResampledRunSource(s, grid, r) for s, r in zip(sources, ranges)]
+        return [ResampledRunSource(s, grid, r) for s, r in zip(views, ranges)]
 
     def unmask(self, values, description: str = "") -> nib.Nifti1Image:
         return unmask(values, self.mask, self.affine, description)
