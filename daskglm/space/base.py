@@ -108,9 +108,13 @@ class ElementSpace(ABC):
     def coords(self, dim: str = "voxel") -> dict:
         """xarray coordinates of the in-mask elements (``name -> (dim, values, attrs)``)."""
 
-    @abstractmethod
     def to_nilearn(self):
-        """A fitted nilearn masker equivalent to this space (the given one, if any)."""
+        """A fitted nilearn masker equivalent to this space: the one given as ``mask_img``, or a new one."""
+        return self.given_masker if self.given_masker is not None else self._nilearn_masker()
+
+    @abstractmethod
+    def _nilearn_masker(self):
+        """A new fitted nilearn masker on the space's mask, smoothing as the fit."""
 
     def __dask_tokenize__(self) -> str:
         # dask's tokenize hashes the arrays' bytes (a tuple returned as is would be hashed by its str(),

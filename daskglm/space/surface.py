@@ -112,10 +112,8 @@ class SurfaceSpace(ElementSpace):
     def coords(self, dim: str = "voxel") -> dict:
         return {}  # elements of a mesh or brain models: no grid coordinates
 
-    def to_nilearn(self):
+    def _nilearn_masker(self):
         """A fitted nilearn ``SurfaceMasker`` on the mask (nilearn has none for CIFTI: ``SurfaceInputError``)."""
-        if self.given_masker is not None:
-            return self.given_masker
         if self.kind != "surface":
             raise SurfaceInputError("nilearn has no masker for CIFTI grayordinates; use mask_img_ instead.")
         from nilearn.maskers import SurfaceMasker

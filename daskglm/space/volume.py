@@ -113,9 +113,7 @@ class VolumeSpace(ElementSpace):
     def coords(self, dim: str = "voxel") -> dict:
         return voxel_coords(self.mask, self.affine, dim)
 
-    def to_nilearn(self):
-        if self.given_masker is not None:
-            return self.given_masker
+    def _nilearn_masker(self):
         from nilearn.maskers import NiftiMasker
 
         return NiftiMasker(mask_img=self.mask_img, smoothing_fwhm=self.smoothing_fwhm, standardize=None).fit()
