@@ -172,19 +172,24 @@ PRIVATE_MODEL_ATTRS = ("_state", "_unmask", "_masker", "_timeseries", "_check_fi
 
 
 def _private_model_reads(source: str) -> list[str]:
-    """``x._state``-style attribute accesses (not ``self._state`` on a class's own state)."""
+    """``x._state``-style accesses, also through ``getattr`` (not ``self._state`` on a class's own state)."""
     found = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Attribute) and node.attr in PRIVATE_MODEL_ATTRS:
             owner = node.value
             if not (isinstance(owner, ast.Name) and owner.id == "self"):
                 found.append(f"line {node.lineno}: .{node.attr}")
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+              and node.func.id in ("getattr", "setattr", "hasattr") and len(node.args) >= 2
+              and isinstance(node.args[1], ast.Constant) and node.args[1].value in PRIVATE_MODEL_ATTRS):
+            found.append(f"line {node.lineno}: {node.func.id}(..., {node.args[1].value!r})")
     return found
 
 
 def test_private_state_read_checker_catches_a_violation():
     assert _private_model_reads("def f(model):\n    return model._state.space\n") == ["line 2: ._state"]
     assert _private_model_reads("class A:\n    def f(self):\n        return self._state\n") == []
+    assert _private_model_reads("x = getattr(model, '_state', None)\n") == ["line 1: getattr(..., '_state')"]
 
 
 def test_no_private_model_state_outside_the_estimator_package():
