@@ -51,3 +51,17 @@ def without_estimator_checks(text: str, first_test_after: str) -> str:
 def first_level_source() -> str:
     """nilearn's test_first_level.py, ready to execute."""
     return without_estimator_checks((TESTS / "test_first_level.py").read_text(), "def test_glm_fit_unfitted_masker")
+
+
+def drop_deselected(namespace: dict, deselected: dict, sources: list[Path]) -> None:
+    """Remove the deselected nilearn tests from a module's namespace, after checking each one exists.
+
+    A deselected name that none of ``sources`` defines is a stale entry (nilearn
+    renamed or dropped the test): fail at import rather than deselect nothing.
+    Tests blanked out with the estimator checks are absent already.
+    """
+    texts = [path.read_text() for path in sources]
+    missing = sorted(name for name in deselected if not any(f"def {name}(" in text for text in texts))
+    assert not missing, f"deselected tests that nilearn's modules do not define (stale DESELECTED): {missing}"
+    for name in deselected:
+        namespace.pop(name, None)

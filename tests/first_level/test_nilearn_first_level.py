@@ -19,7 +19,13 @@ import nilearn
 import pytest
 
 import daskglm
-from tests._nilearn_suites import FIRST_LEVEL_SURFACE_TESTS, NILEARN_VERSION, TESTS, first_level_source
+from tests._nilearn_suites import (
+    FIRST_LEVEL_SURFACE_TESTS,
+    NILEARN_VERSION,
+    TESTS,
+    drop_deselected,
+    first_level_source,
+)
 
 SOURCE = TESTS / "test_first_level.py"
 
@@ -60,11 +66,7 @@ exec(compile(first_level_source(), str(SOURCE), "exec"), globals())  # noqa: S10
 FirstLevelModel = daskglm.FirstLevelModel  # noqa: F811
 compute_fixed_effects = daskglm.compute_fixed_effects  # noqa: F811
 
-# every deselected name is a test of nilearn's module (some are blanked out with the estimator checks)
-_missing = sorted(name for name in DESELECTED if f"def {name}(" not in SOURCE.read_text())
-assert not _missing, f"deselected tests that nilearn's module does not define (stale DESELECTED): {_missing}"
-for _name in DESELECTED:
-    globals().pop(_name, None)
+drop_deselected(globals(), DESELECTED, [SOURCE])
 
 
 def test_deselected_tests_are_listed():

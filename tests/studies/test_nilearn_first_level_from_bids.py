@@ -22,6 +22,7 @@ import nilearn
 import pytest
 
 import daskglm
+from tests._nilearn_suites import drop_deselected
 
 NILEARN_VERSION = "0.14.1"
 SOURCE = Path(nilearn.__file__).parent / "glm" / "tests" / "test_first_level_from_bids.py"
@@ -42,11 +43,7 @@ exec(compile(SOURCE.read_text(), str(SOURCE), "exec"), globals())  # noqa: S102
 FirstLevelModel = daskglm.FirstLevelModel  # noqa: F811
 first_level_from_bids = daskglm.first_level_from_bids  # noqa: F811
 
-# every deselected name is a test of nilearn's module
-_missing = sorted(name for name in DESELECTED if f"def {name}(" not in SOURCE.read_text())
-assert not _missing, f"deselected tests that nilearn's module does not define (stale DESELECTED): {_missing}"
-for _name in DESELECTED:
-    globals().pop(_name, None)
+drop_deselected(globals(), DESELECTED, [SOURCE])
 
 
 def test_deselected_tests_are_listed():
