@@ -161,11 +161,14 @@ class SpacePlan:
         Validated (a surface's: a scalar, with a mesh to smooth on).
     raw : list of RunSource
         The runs as given (one grid, or one mesh / set of brain models).
+    target_grid : ResamplingGrid or None
+        The grid of ``target_affine``/``target_shape`` (volumes), if given.
     """
 
     params: MaskerParams
     smoothing_fwhm: Any
     raw: list
+    target_grid: ResamplingGrid | None = None
 
     def build(self, views: list[RunSource] | None = None) -> tuple[ElementSpace, list[RunSource]]:
         """The element space and the runs as the engine streams them.
@@ -188,8 +191,10 @@ class SpacePlan:
         NiftiInputError, SurfaceInputError
             A mask off the runs' grid or geometry, non-finite, or empty.
         """
-        build = _surface_space if is_surface_source(self.raw[0]) else _volume_space
-        space = build(self.params, self.smoothing_fwhm, self.raw)
+        if is_surface_source(self.raw[0]):
+            space = _surface_space(self.params, self.smoothing_fwhm, self.raw)
+        else:
+            space = _volume_space(self.params, self.smoothing_fwhm, self.raw, self.target_grid)
         return space, space.stream_sources(self.raw if views is None else views, self.raw)
 
 
@@ -224,11 +229,10 @@ def plan_space(estimator, raw: list[RunSource]) -> SpacePlan:
         check_same_surface(raw)
         check_mask_kind(estimator.mask_img, ref)
         check_surface_smoothing(fwhm, ref)
-    else:
-        check_same_geometry(raw)
-        check_mask_kind(estimator.mask_img, ref)
-        _target_grid(params, ref)  # nilearn's target-grid errors, before any data is read
-    return SpacePlan(params, fwhm, list(raw))
+        return SpacePlan(params, fwhm, list(raw))
+    check_same_geometry(raw)
+    check_mask_kind(estimator.mask_img, ref)
+    return SpacePlan(params, fwhm, list(raw), _target_grid(params, ref))  # nilearn's grid errors, now
 
 
 def _surface_space(params: MaskerParams, fwhm, raw: list[RunSource]) -> SurfaceSpace:
@@ -238,13 +242,12 @@ def _surface_space(params: MaskerParams, fwhm, raw: list[RunSource]) -> SurfaceS
     return SurfaceSpace(mask, ref.geometry, fwhm, affine=ref.affine, given_masker=params.given_masker)
 
 
-def _volume_space(params: MaskerParams, fwhm, raw: list[RunSource]) -> VolumeSpace:
+def _volume_space(params: MaskerParams, fwhm, raw: list[RunSource], grid: ResamplingGrid | None) -> VolumeSpace:
     """Voxels: a volume mask on the target grid (if any), nilearn's crop when resampling."""
     ref = raw[0]
     given = params.mask_img
     if given is not None and given is not False:
         given = load_image(given, "mask")  # once: a mask at a URL is downloaded once
-    grid = _target_grid(params, ref)
     mask_grid = grid if grid is not None else _mask_grid(given, ref)
     mask = prepare_mask(given, raw, mask_grid)
     if mask_grid is None or _on_grid(mask_grid, ref):
