@@ -27,7 +27,7 @@ from daskglm.io.views import CensoredRunSource
 from daskglm.space.base import ElementSpace
 from daskglm.space.build import plan_space
 
-__all__ = ["FitInputs", "fit_inputs", "key_params"]
+__all__ = ["FitInputs", "fit_inputs"]
 
 
 @dataclass
@@ -103,13 +103,3 @@ def _warn_no_residual_df(designs: list[pd.DataFrame]) -> None:
                 "values are undefined (NaN, or 0 statistics when n == p).",
                 RuntimeWarning, stacklevel=4,
             )
-
-
-def key_params(model) -> dict:
-    """The model parameters for resume keys, with the smoothing actually applied.
-
-    A masker given as ``mask_img`` brings its own ``smoothing_fwhm``; the
-    key must change with it even though the model's parameter does not
-    (:meth:`FirstLevelModel._stored_params`).
-    """
-    return model._stored_params()

@@ -21,7 +21,7 @@ import xarray as xr
 
 import daskglm.compat.nilearn  # noqa: F401  (the nilearn version check: one line if unsupported)
 from daskglm.errors import NotFittedError
-from daskglm.first_level.inputs import fit_inputs, key_params
+from daskglm.first_level.inputs import fit_inputs
 from daskglm.first_level.outputs import FirstLevelOutputs, report_threshold
 from daskglm.first_level.representation import estimator_repr
 from daskglm.first_level.volumes import contrast_dataset, mean_image, model_volume
@@ -518,7 +518,7 @@ class FirstLevelModel(FirstLevelOutputs):
         result = write_dataset(
             stored_layout, store, overwrite=overwrite, compute=compute,
             storage_options=storage_options, resume=resume,
-            run_keys=run_keys(state, key_params(self), self.chunks), run_sources=run_sources(state),
+            run_keys=run_keys(state, self._stored_params(), self.chunks), run_sources=run_sources(state),
         )
         if compute and not state.persisted:
             stored, _ = read_fit(store, storage_options=storage_options)

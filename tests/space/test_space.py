@@ -248,10 +248,9 @@ def test_a_given_surface_masker_is_the_fit_masker_and_its_smoothing_counts(mesh,
     smoothed = _surface_fit(mesh, smoothed_masker)
     assert smoothed.masker_ is smoothed_masker  # nilearn: masker_ is the given masker
     assert smoothed.space_.smoothing_fwhm == 6.0 and plain.space_.smoothing_fwhm is None
-    from daskglm.first_level.inputs import key_params
     from daskglm.store.keys import run_keys
 
-    keys = [run_keys(m._state, key_params(m), m.chunks) for m in (plain, smoothed)]
+    keys = [run_keys(m._state, m._stored_params(), m.chunks) for m in (plain, smoothed)]
     assert keys[0] != keys[1]  # a resume never reuses the unsmoothed fit for the smoothed one
     smoothed.to_zarr(tmp_path / "s.zarr")
     reopened = open_model(tmp_path / "s.zarr")

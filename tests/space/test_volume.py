@@ -208,7 +208,6 @@ def test_epi_mask_of_a_tiny_image_is_a_clear_error():
 def test_resume_keys_follow_the_maskers_smoothing():
     from nilearn.maskers import NiftiMasker
 
-    from daskglm.first_level.inputs import key_params
     from daskglm.store.keys import run_keys
 
     mask, fmri, designs = _fake()
@@ -217,5 +216,5 @@ def test_resume_keys_follow_the_maskers_smoothing():
         model = FirstLevelModel(mask_img=NiftiMasker(mask, smoothing_fwhm=fwhm).fit())
         model.fit(fmri[0], design_matrices=designs[0])
         # the resume keys are the store's engine internals: they are computed from the fitted state
-        keys.append(run_keys(model._state, key_params(model), "auto")[0])
+        keys.append(run_keys(model._state, model._stored_params(), "auto")[0])
     assert keys[0] != keys[1]
