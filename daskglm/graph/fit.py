@@ -271,7 +271,7 @@ def build_fit(
     per_volume = scales_volumes(options.signal_scaling)
     # idle local cores: a background decompression thread, or a run cut at a gzip index; never on a
     # dask.distributed worker (a subject's fit built inside a worker task: its threads are its cores)
-    background = not in_dask_worker() and sum(s.sequential for s in sources) < (os.cpu_count() or 1)
+    background = not in_dask_worker() and sum(s.streamed for s in sources) < (os.cpu_count() or 1)
     n_voxels = space.n_elements
     runs = []
     for source, design in zip(sources, designs):

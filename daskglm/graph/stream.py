@@ -8,7 +8,10 @@ A ``.nii.gz`` run is one streaming task (gzip has no random access), unless
 cores would sit idle and ``rapidgzip`` is installed: then it is cut into one
 streamed piece per worker thread, each reading its scans from a gzip seek
 index, tree-summed (few pieces: partial statistics are O(voxels x regressors)
-each).  ``.nii`` runs and in-memory arrays get one task per time chunk,
+each).  A NIfTI-Zarr run is streamed the same way, one piece per worker thread
+when cores would idle (any scan is readable: each piece reads the L scans
+before it for the lagged products), else one piece; at the same pieces its
+statistics are bit for bit those of the ``.nii.gz``.  ``.nii`` runs and in-memory arrays get one task per time chunk,
 tree-summed.  The numbers come from :mod:`daskglm.kernels.sufficient_stats`; this module only schedules them.
 """
 
@@ -25,6 +28,7 @@ from daskglm.graph.resources import (
     worker_threads,
 )
 from daskglm.io.base import RunSource
+from daskglm.io.nifti_zarr import NiftiZarrRunSource
 from daskglm.io.runs import ArrayRunSource
 from daskglm.kernels.scaling import scale_volumes
 from daskglm.kernels.sufficient_stats import (
@@ -67,7 +71,13 @@ def _stream_stats(
     batch, batch_t0, filled = None, start, 0
     with single_threaded_blas:
         step = min(chunk, STREAM_READ)
-        if index is None:
+        if isinstance(source, NiftiZarrRunSource):  # random access: scans start..stop, the L before them read too
+            lead = min(start, n_lags)
+            if lead:
+                previous = scale_volumes(masker.transform(source.read(start - lead, start)), per_volume)
+                previous = previous.astype(np.float64)
+            chunks = source.iter_range(start, stop, step)
+        elif index is None:
             chunks = source.iter_chunks(step, background=background, reuse_buffer=True)
         else:  # a piece of an indexed .nii.gz, with the L scans before it for the lagged products
             lead = min(start, n_lags)
@@ -103,8 +113,12 @@ def stream_batch_rows(n_voxels: int) -> int:
 
 
 def _index_pieces(source: RunSource, background: bool) -> int:
-    """Pieces to split a compressed run into: the worker threads when cores would idle, else 1."""
-    if not (source.sequential and background and getattr(source, "indexable", False)):
+    """Pieces to split a streamed run into: the worker threads when cores would idle, else 1.
+
+    A ``.nii.gz`` splits only at a gzip seek index; a NIfTI-Zarr run anywhere.
+    """
+    splittable = isinstance(source, NiftiZarrRunSource) or (source.sequential and getattr(source, "indexable", False))
+    if not (background and splittable):
         return 1
     return int(max(1, min(worker_threads(), source.n_scans // STREAM_BATCH)))
 
@@ -160,7 +174,9 @@ def run_stats(
         cuts = [int(c) for c in np.linspace(0, source.n_scans / step, pieces + 1).round() * step]
         cuts[-1] = source.n_scans
         # the first piece streams from the start while the index is built up to the last cut
-        index = delayed(source.build_index, pure=True)(cuts[-2], dask_key_name=f"gzip-index-{token}")
+        index = None
+        if source.sequential:
+            index = delayed(source.build_index, pure=True)(cuts[-2], dask_key_name=f"gzip-index-{token}")
         return _tree_sum([
             delayed(_stream_stats, pure=True)(
                 source, masker_key, stack_key, n_lags, chunk, per_volume_scaling, False, (a, b),
@@ -168,7 +184,7 @@ def run_stats(
             )
             for a, b in zip(cuts[:-1], cuts[1:])
         ])
-    if source.sequential:
+    if source.streamed:
         return delayed(_stream_stats, pure=True, name=f"stream-stats-{token}")(
             source, masker_key, stack_key, n_lags, chunk, per_volume_scaling, background
         )

@@ -3,7 +3,8 @@
 :class:`RunSource` is the seam between storage formats and the engine; every
 reader subclasses it: NIfTI files (:mod:`~daskglm.io.nifti`), surface images
 and GIfTI files (:mod:`~daskglm.io.gifti`), CIFTI-2 dense runs
-(:mod:`~daskglm.io.cifti`), runs at fsspec URLs (:mod:`~daskglm.io.remote`),
+(:mod:`~daskglm.io.cifti`), runs at fsspec URLs (:mod:`~daskglm.io.remote`), NIfTI-Zarr
+stores (:mod:`~daskglm.io.nifti_zarr`),
 in-memory arrays (:mod:`~daskglm.io.runs`) and the censored or resampled
 views of a run (:mod:`~daskglm.io.views`).  A source yields scans ``t0..t1``
 as a ``(k, nz, ny, nx)`` array for volumes (the C-order view of NIfTI's
@@ -43,6 +44,11 @@ class RunSource:
     def sequential(self) -> bool:
         """True when reads are cheap only front to back (gzip streams)."""
         return False
+
+    @property
+    def streamed(self) -> bool:
+        """True when a fit reads this run in streamed pieces (one task per piece), not per time chunk."""
+        return self.sequential
 
     def read(self, t0: int, t1: int) -> np.ndarray:
         """Volumes ``t0..t1-1`` as an array of shape (k, nz, ny, nx)."""

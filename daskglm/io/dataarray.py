@@ -12,6 +12,7 @@ from daskglm.io.base import time_chunk_size
 from daskglm.io.cifti import RemoteCiftiRunSource, is_cifti, open_cifti_run
 from daskglm.io.coords import volume_coords, volume_dims
 from daskglm.io.nifti import FileRunSource
+from daskglm.io.nifti_zarr import NiftiZarrRunSource, is_zarr_run
 from daskglm.io.remote import RemoteRunSource, is_url
 from daskglm.io.runs import as_run_source
 from daskglm.io.timing import header_t_r, reconcile_t_r
@@ -25,7 +26,7 @@ def _read_xyzt(source, t0: int, t1: int) -> np.ndarray:
 
 def open_run(path_or_img, chunks: int | str = "auto", t_r: float | None = None,
              storage_options: dict | None = None) -> xr.DataArray:
-    """Open a 4D NIfTI run lazily.
+    """Open a 4D NIfTI or NIfTI-Zarr run lazily.
 
     Only the header is read; each time chunk is read when (and if) it is
     computed.
@@ -33,7 +34,9 @@ def open_run(path_or_img, chunks: int | str = "auto", t_r: float | None = None,
     Parameters
     ----------
     path_or_img : str, path or nibabel.Nifti1Image
-        A ``.nii`` or ``.nii.gz`` file, or an image; a CIFTI-2 ``.dtseries.nii``
+        A ``.nii`` or ``.nii.gz`` file, a Zarr store (``.nii.zarr``: NIfTI-Zarr, or any 4D
+        OME-Zarr / Zarr array; local or URL, :mod:`daskglm.io.nifti_zarr`; default dask
+        chunks: whole stored chunks), or an image; a CIFTI-2 ``.dtseries.nii``
         opens as ``(time, grayordinate)`` (:func:`daskglm.io.cifti.open_cifti_run`).
     chunks : int or 'auto'
         Volumes per dask chunk.
@@ -61,12 +64,16 @@ def open_run(path_or_img, chunks: int | str = "auto", t_r: float | None = None,
         if is_url(path_or_img):
             path_or_img = RemoteCiftiRunSource(path_or_img, storage_options)
         return open_cifti_run(path_or_img, chunks)
-    if storage_options and is_url(path_or_img):
+    if is_zarr_run(path_or_img):
+        source = NiftiZarrRunSource(path_or_img, storage_options)
+    elif storage_options and is_url(path_or_img):
         source = RemoteRunSource(path_or_img, storage_options)
     else:
         source = as_run_source(path_or_img)
     n = source.n_scans
-    if chunks == "auto":
+    if chunks == "auto" and isinstance(source, NiftiZarrRunSource):  # whole stored chunks per dask chunk
+        chunks = source.time_chunk * max(1, time_chunk_size(source.spatial_shape, source.dtype) // source.time_chunk)
+    elif chunks == "auto":
         chunks = time_chunk_size(source.spatial_shape, source.dtype)
     chunks = int(chunks)
     token = tokenize(source, chunks)
@@ -89,8 +96,8 @@ def open_run(path_or_img, chunks: int | str = "auto", t_r: float | None = None,
     if isinstance(source, FileRunSource):
         attrs["filename"] = str(source.path)
         from_header = header_t_r(source.header)
-    elif isinstance(source, RemoteRunSource):
-        attrs["filename"] = source.url
+    elif isinstance(source, (RemoteRunSource, NiftiZarrRunSource)):
+        attrs["filename"] = getattr(source, "location", None) or source.url
         from_header = header_t_r(source.header)
     t_r = reconcile_t_r(t_r, from_header, attrs.get("filename", "the image"), stacklevel=3)
     time_attrs = {"long_name": "scan onset", "units": "s", "standard_name": "time", "axis": "T"}

@@ -13,6 +13,7 @@ from daskglm.io.base import RunSource, check_4d
 from daskglm.io.cifti import CiftiRunSource, RemoteCiftiRunSource, cifti_array_source, is_cifti
 from daskglm.io.gifti import SurfaceImageRunSource, is_surface_image
 from daskglm.io.nifti import FileRunSource
+from daskglm.io.nifti_zarr import NiftiZarrRunSource, is_zarr_run
 from daskglm.io.remote import RemoteRunSource, is_url
 
 __all__ = ["ArrayRunSource", "as_run_source"]
@@ -43,11 +44,14 @@ def as_run_source(obj, index: int = 0) -> RunSource:
     ``https://``...) become :class:`~daskglm.io.remote.RemoteRunSource` s (CIFTI:
     :class:`~daskglm.io.cifti.RemoteCiftiRunSource`), read
     by the workers (options from ``fsspec.config.conf``; pass a
-    ``RemoteRunSource(url, storage_options)`` for explicit ones).
+    ``RemoteRunSource(url, storage_options)`` for explicit ones).  Zarr stores (``*.nii.zarr``,
+    local or URL) become :class:`~daskglm.io.nifti_zarr.NiftiZarrRunSource` s.
     """
     name = f"#{index}"
     if isinstance(obj, RunSource):
         return obj
+    if is_zarr_run(obj):  # NIfTI-Zarr (*.nii.zarr) or OME-Zarr, local or at a URL
+        return NiftiZarrRunSource(obj)
     if is_url(obj):
         return RemoteCiftiRunSource(obj) if is_cifti(obj) else RemoteRunSource(obj)
     if is_cifti(obj):  # surface runs: daskglm.io.cifti / daskglm.io.gifti
