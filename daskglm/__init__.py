@@ -28,12 +28,15 @@ _EXPORTS = {
     "fit_bids": ".studies.bids.study",
     "open_subject": ".studies.subjects",
     "fit_subjects": ".studies.subjects",
+    "BetaSeriesModel": ".betas.model",
 }
 
 __all__ = ["FirstLevelModel", "SecondLevelModel", "non_parametric_inference", "compute_fixed_effects", "open_model", "open_run", "__version__",
-           "first_level_from_bids", "fit_bids", "open_subject", "fit_subjects"]
+           "first_level_from_bids", "fit_bids", "open_subject", "fit_subjects",
+           "BetaSeriesModel"]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
+    from daskglm.betas.model import BetaSeriesModel
     from daskglm.first_level.fixed_effects import compute_fixed_effects
     from daskglm.first_level.model import FirstLevelModel, open_model
     from daskglm.group import SecondLevelModel, non_parametric_inference

@@ -28,7 +28,7 @@ LAYERS = [
     ("daskglm.store",),
     ("daskglm.reporting",),
     ("daskglm.first_level",),
-    ("daskglm.studies", "daskglm.reporting.tables"),
+    ("daskglm.studies", "daskglm.reporting.tables", "daskglm.betas"),
     ("daskglm.group",),
     ("daskglm.cli", "daskglm"),
 ]

@@ -1,0 +1,109 @@
+"""The trials of a beta series: events tables -> one LSA regressor per trial, and its checks.
+
+Each run's events get one unique ``trial_type`` per trial (:func:`lsa_events`),
+so nilearn's design builder gives the run's LSA design; the trial columns
+are then found back by name (:func:`trial_columns`).  The LSS designs of
+:mod:`daskglm.kernels.single_trial` are maps of that design.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pandas as pd
+
+from daskglm.glm.design import per_run
+from daskglm.glm.tables import read_delimited, read_table_bytes
+
+__all__ = ["TRIAL_PREFIX", "trials_table", "lsa_events", "trial_columns"]
+
+#: Design column name of trial ``i`` of a run: ``f"{TRIAL_PREFIX}{i:05d}"`` (+ nilearn's basis suffixes).
+TRIAL_PREFIX = "daskglm_trial_"
+
+
+def _events_frame(obj, run: int) -> pd.DataFrame:
+    if isinstance(obj, pd.DataFrame):
+        return obj
+    if isinstance(obj, (str, os.PathLike)):
+        return read_delimited(read_table_bytes(obj, "events"), obj)
+    raise TypeError(f"The events of run {run} must be a DataFrame or a path, got {type(obj).__name__}.")
+
+
+def trials_table(events, n_runs: int) -> list[pd.DataFrame]:
+    """Each run's events, checked: they need ``onset``, ``duration`` and ``trial_type``.
+
+    Parameters
+    ----------
+    events : DataFrame, path, or list of them (one per run)
+    n_runs : int
+
+    Returns
+    -------
+    list of pandas.DataFrame
+        One per run, index reset, in the events' order.
+    """
+    if events is None:
+        raise ValueError("BetaSeriesModel.fit needs events: one table (onset, duration, trial_type) per run.")
+    frames = []
+    for run, obj in enumerate(per_run(events, n_runs, "events")):
+        frame = _events_frame(obj, run).reset_index(drop=True)
+        missing = [c for c in ("onset", "duration", "trial_type") if c not in frame.columns]
+        if missing:
+            raise ValueError(
+                f"The events of run {run} have no {', '.join(missing)} column; single-trial betas need "
+                f"onset, duration and trial_type (the condition of each trial). Columns: {list(frame.columns)}."
+            )
+        if len(frame) == 0:
+            raise ValueError(f"The events of run {run} hold no trial.")
+        if frame["trial_type"].isna().any():
+            raise ValueError(f"The events of run {run} have trials without a trial_type.")
+        frames.append(frame)
+    return frames
+
+
+def lsa_events(frame: pd.DataFrame) -> pd.DataFrame:
+    """The run's events with one ``trial_type`` per trial (nilearn's LSA recipe, our column names)."""
+    lsa = frame.copy()
+    lsa["trial_type"] = [f"{TRIAL_PREFIX}{i:05d}" for i in range(len(frame))]
+    return lsa
+
+
+def trial_columns(columns: list, frame: pd.DataFrame, design: np.ndarray, run: int, run_span: float):
+    """The LSA design columns of each trial, and the nuisance columns.
+
+    Parameters
+    ----------
+    columns : list of str
+        The LSA design's column names.
+    frame : DataFrame
+        The run's events (as given).
+    design : ndarray (n, P)
+        The LSA design (after censoring).
+    run : int
+    run_span : float
+        Seconds covered by the run's scans (for the error message).
+
+    Returns
+    -------
+    trials : ndarray (n_trials, k) of int
+        Each trial's columns, its main regressor first.
+    nuisance : ndarray of int
+    """
+    names = [f"{TRIAL_PREFIX}{i:05d}" for i in range(len(frame))]
+    per_trial = []
+    for i, name in enumerate(names):
+        own = [j for j, c in enumerate(columns) if c == name or str(c).startswith(name + "_")]
+        if not own or not np.abs(design[:, own[0]]).max() > 0:
+            row = frame.iloc[i]
+            raise ValueError(
+                f"Trial {i} of run {run} ({row['trial_type']!r}, onset {row['onset']}, duration "
+                f"{row['duration']}) has no regressor in the run's (kept) scans: it lies outside the run "
+                f"(0 .. {run_span:g} s)."
+            )
+        per_trial.append(own)
+    if len({len(c) for c in per_trial}) != 1:
+        raise ValueError(f"The trials of run {run} have different numbers of HRF basis columns.")
+    used = {j for c in per_trial for j in c}
+    nuisance = np.array([j for j in range(len(columns)) if j not in used], dtype=int)
+    return np.array(per_trial, dtype=int), nuisance
