@@ -81,7 +81,7 @@ class GroupInput:
 
 
 def _is_image(obj) -> bool:
-    return isinstance(obj, (str, Path, nib.spatialimages.SpatialImage))
+    return isinstance(obj, (str, Path, nib.spatialimages.SpatialImage, nib.Cifti2Image)) or is_surface_image(obj)
 
 
 def _is_model(obj) -> bool:
@@ -90,43 +90,79 @@ def _is_model(obj) -> bool:
     return isinstance(obj, (FirstLevelModel, DaskFirstLevelModel))
 
 
-#: What a surface input is told (nilearn 0.14.1 fits surface maps at the group level; daskglm not yet).
-SURFACE_INPUT_ERROR = (
-    "Surface inputs are not supported at the group level yet: {} is {}. daskglm's SecondLevelModel and "
-    "non_parametric_inference take volume maps (NIfTI images, or first-level models fitted on volumes); "
-    "for surface or CIFTI maps use nilearn's SecondLevelModel / non_parametric_inference."
+#: What a GIfTI file given as a map is told (one hemisphere, no mesh: not a map the group level can place).
+GIFTI_INPUT_ERROR = (
+    "{} is a GIfTI file: it holds one hemisphere's values and no mesh. Load the maps as nilearn "
+    "SurfaceImages (SurfaceImage(mesh, data={{'left': ..., 'right': ...}})) or give CIFTI-2 .dscalar.nii maps."
 )
 
 
-_GEOMETRY_NAMES = {"surface": "surface", "cifti": "CIFTI-2"}
+def _is_gifti(obj) -> bool:
+    return isinstance(obj, nib.gifti.GiftiImage) or (
+        isinstance(obj, (str, Path)) and str(obj).lower().endswith((".gii", ".gii.gz")))
 
 
-def _surface_kind(obj) -> str | None:
-    """What makes ``obj`` a surface input (a SurfaceImage, GIfTI, CIFTI, surface-fitted model), or None."""
-    if is_surface_image(obj):
-        return "a SurfaceImage"
-    if isinstance(obj, nib.gifti.GiftiImage) or (
-            isinstance(obj, (str, Path)) and str(obj).lower().endswith((".gii", ".gii.gz"))):
-        return "a GIfTI image"
-    if is_cifti(obj):
-        return "a CIFTI-2 image"
-    if isinstance(obj, DaskFirstLevelModel) and obj.__sklearn_is_fitted__() and obj.space_.kind != "volume":
-        return f"a FirstLevelModel fitted on {_GEOMETRY_NAMES.get(obj.space_.kind, 'surface')} data"
-    if _is_model(obj) and not isinstance(obj, DaskFirstLevelModel):
-        from nilearn.maskers import SurfaceMasker
-
-        if isinstance(getattr(obj, "masker_", None), SurfaceMasker):
-            return "a FirstLevelModel fitted on surface data"
-    return None
-
-
-def _reject_surfaces(items, where: str = "second_level_input") -> None:
-    """A clear :class:`GroupInputError` for surface inputs (instead of a type error further on)."""
+def _reject_gifti(items, where: str = "second_level_input") -> None:
+    """A clear :class:`GroupInputError` for GIfTI files (instead of a type error further on)."""
     single = not isinstance(items, (list, tuple, pd.Series))
     for i, obj in enumerate([items] if single else list(items)):
-        kind = _surface_kind(obj)
-        if kind is not None:
-            raise GroupInputError(SURFACE_INPUT_ERROR.format(where if single else f"{where}[{i}]", kind))
+        if _is_gifti(obj):
+            raise GroupInputError(GIFTI_INPUT_ERROR.format(where if single else f"{where}[{i}]"))
+
+
+def _surface_shape(img) -> tuple:
+    return tuple(img.shape)
+
+
+def _check_surface_images(items, none_design_matrix: bool) -> None:
+    """nilearn's checks of a list of SurfaceImages (one map each, one mesh)."""
+    from daskglm.io.gifti import SurfaceGeometry
+
+    for img in items:
+        shape = _surface_shape(img)
+        if len(shape) > 1 and shape[1] != 1:
+            raise GroupInputError("List of SurfaceImage objects as 'second_level_input' require all images "
+                                  "to be 3D SurfaceImage.")
+    first = SurfaceGeometry(items[0].mesh)
+    for i, img in enumerate(items[1:], 1):
+        if not SurfaceGeometry(img.mesh).same_as(first):
+            raise GroupInputError(f"second_level_input[{i}] lies on a different mesh from "
+                                  f"second_level_input[0] ({first.describe()}).")
+    if none_design_matrix:
+        raise GroupInputError("List of SurfaceImage objects as 'second_level_input' require a design matrix "
+                              "to be provided.")
+
+
+def _cifti_axis(img, i: int):
+    if isinstance(img, (str, Path)):
+        if not Path(img).exists():
+            raise GroupInputError(f"File not found: {str(img)!r}.")
+        img = nib.load(img)
+    if img.shape[0] != 1:
+        raise GroupInputError(f"When passing a list of CIFTI maps, each must hold one map. Got "
+                              f"'second_level_input[{i}]' with {img.shape[0]} maps.")
+    return img.header.get_axis(1)
+
+
+def _check_cifti_images(items, none_design_matrix: bool) -> None:
+    """One map per CIFTI file, all over the same brain models (headers only)."""
+    first = _cifti_axis(items[0], 0)
+    for i, img in enumerate(items[1:], 1):
+        if _cifti_axis(img, i) != first:
+            raise GroupInputError(f"second_level_input[{i}] is over other CIFTI brain models than "
+                                  "second_level_input[0].")
+    if none_design_matrix:
+        raise GroupInputError("List of CIFTI maps as 'second_level_input' require a design matrix to be "
+                              "provided.")
+
+
+def _surface_columns(img) -> list:
+    """A 2-D SurfaceImage's maps, one 1-D SurfaceImage each (nilearn's ``iter_img``)."""
+    from nilearn.surface import SurfaceImage
+
+    n = _surface_shape(img)[1]
+    return [SurfaceImage(mesh=img.mesh, data={p: np.asarray(d)[:, j] for p, d in img.data.parts.items()})
+            for j in range(n)]
 
 
 def is_study_store(path, storage_options: dict | None = None) -> bool:
@@ -233,9 +269,50 @@ def _list_input(items: list, confounds, design_matrix) -> GroupInput:
         _check_models(items, confounds is None)
         return GroupInput("models", list(items), [m.subject_label for m in items], original=items)
     if _is_image(first):
-        _check_images(items, design_matrix is None)
+        _check_image_list(items, design_matrix is None)
         return GroupInput("images", list(items), None, original=items)
     raise GroupInputError(INPUT_TYPE_ERROR.format([type(x) for x in items]))
+
+
+def _check_image_list(items: list, none_design_matrix: bool) -> None:
+    """nilearn's checks of a list of maps, by their kind: NIfTI, SurfaceImage or CIFTI (headers only)."""
+    _reject_gifti(items)
+    if is_surface_image(items[0]):
+        _check_surface_images(items, none_design_matrix)
+    elif is_cifti(items[0]):
+        _check_cifti_images(items, none_design_matrix)
+    else:
+        _check_images(items, none_design_matrix)
+
+
+def _single_map_input(second_level_input, design_matrix) -> GroupInput:
+    """One image holding every subject's map: a 4D NIfTI, a 2-D SurfaceImage, a multi-map CIFTI file."""
+    from nilearn.image import check_niimg
+
+    if isinstance(second_level_input, (str, Path)) and not Path(second_level_input).exists() \
+            and "://" not in str(second_level_input):
+        raise GroupInputError(f"File not found: {str(second_level_input)!r} (not a file nor a study store).")
+    if isinstance(second_level_input, (str, Path)) and Path(second_level_input).is_dir():
+        raise GroupInputError(f"{str(second_level_input)!r} is a directory but not a daskglm study store "
+                              "(a root listing 'subjects'); for single-subject fit stores pass a list of "
+                              "daskglm.open_model(path) models.")
+    if is_surface_image(second_level_input):
+        shape = _surface_shape(second_level_input)
+        if len(shape) == 1 or shape[1] == 1:
+            raise GroupInputError("If a single SurfaceImage object is passed as 'second_level_input',it must "
+                                  "be a 3D SurfaceImage.")
+        items = _surface_columns(second_level_input)
+    elif is_cifti(second_level_input):
+        from daskglm.group.maskers import cifti_maps
+
+        items = cifti_maps(second_level_input)
+    else:
+        items = nib.funcs.four_to_three(check_niimg(second_level_input, ensure_ndim=4))
+    if design_matrix is None:
+        raise GroupInputError("List of niimgs as 'second_level_input' require a design matrix to be "
+                              "provided.")
+    return GroupInput("images", items, None, original=second_level_input if is_surface_image(
+        second_level_input) else items)
 
 
 def resolve_input(second_level_input, confounds=None, design_matrix=None, subjects=None,
@@ -250,39 +327,22 @@ def resolve_input(second_level_input, confounds=None, design_matrix=None, subjec
     if design_matrix is not None and not isinstance(design_matrix, (str, Path, pd.DataFrame)):
         raise GroupInputError("'design_matrix' must be a str, pathlib.Path or a pandas.DataFrame.\n"
                               f"Got {design_matrix.__class__.__name__}")
-    if not isinstance(second_level_input, pd.DataFrame):
-        _reject_surfaces(second_level_input)
     if subjects is not None and not is_study_store(second_level_input, storage_options):
         raise GroupInputError("'subjects' selects subjects of a study store; 'second_level_input' is not one.")
     if is_study_store(second_level_input, storage_options):
-        group = _store_input(second_level_input, subjects, storage_options)
-        _reject_surfaces(group.items, "the study store's subject")
-        return group
+        return _store_input(second_level_input, subjects, storage_options)
     if isinstance(second_level_input, pd.DataFrame):
         table = _sorted_table(second_level_input)
-        _reject_surfaces(table["effects_map_path"], "effects_map_path")
+        _reject_gifti(table["effects_map_path"], "effects_map_path")
         return GroupInput("dataframe", table["effects_map_path"].tolist(), table["subject_label"].tolist(),
                           table=table, original=table)
+    _reject_gifti(second_level_input)
     if isinstance(second_level_input, pd.Series):
         items = second_level_input.to_list()
-        _check_images(items, design_matrix is None)
+        _check_image_list(items, design_matrix is None)
         return GroupInput("images", items, None, original=second_level_input)
     if _is_image(second_level_input):
-        from nilearn.image import check_niimg
-
-        if isinstance(second_level_input, (str, Path)) and not Path(second_level_input).exists() \
-                and "://" not in str(second_level_input):
-            raise GroupInputError(f"File not found: {str(second_level_input)!r} (not a file nor a study store).")
-        if isinstance(second_level_input, (str, Path)) and Path(second_level_input).is_dir():
-            raise GroupInputError(f"{str(second_level_input)!r} is a directory but not a daskglm study store "
-                                  "(a root listing 'subjects'); for single-subject fit stores pass a list of "
-                                  "daskglm.open_model(path) models.")
-        img = check_niimg(second_level_input, ensure_ndim=4)
-        if design_matrix is None:
-            raise GroupInputError("List of niimgs as 'second_level_input' require a design matrix to be "
-                                  "provided.")
-        items = nib.funcs.four_to_three(img)
-        return GroupInput("images", items, None, original=items)
+        return _single_map_input(second_level_input, design_matrix)
     if isinstance(second_level_input, list):
         return _list_input(second_level_input, confounds, design_matrix)
     raise GroupInputError(INPUT_TYPE_ERROR.format(type(second_level_input)))
@@ -305,7 +365,19 @@ def sample_map(group: GroupInput):
         return group.table["effects_map_path"][0]
     if group.uses_models:
         model = group.items[0]
-        return _model_image(model, model.design_matrices_[0].columns[0], "effect_size")
+        name = model.design_matrices_[0].columns[0]
+        # nilearn's contrast by that name: the first column of that name in each run (names may repeat)
+        first = [np.eye(len(dm.columns))[[str(c) for c in dm.columns].index(str(name))]
+                 for dm in model.design_matrices_]
+        return _model_image(model, first[0] if len(first) == 1 else first, "effect_size")
+    if is_surface_image(group.original):  # a 2-D SurfaceImage: nilearn fits the masker on it
+        return group.original
+    if is_surface_image(group.items[0]):
+        from nilearn.image import concat_imgs
+
+        return concat_imgs(group.items)
+    if is_cifti(group.items[0]):
+        return group.items[0]
     return mean_img(group.items, copy_header=True)
 
 
@@ -325,19 +397,17 @@ def _masked_model(masker, model, contrast, output_type) -> np.ndarray:
     return _masked(masker, _model_image(model, contrast, output_type))
 
 
-def _same_voxels(model, masker) -> bool:
+def _same_elements(model, masker, space) -> bool:
+    """Whether a daskglm model's maps are on the group's elements as they are (no smoothing, resampling)."""
     if not isinstance(model, DaskFirstLevelModel) or masker.smoothing_fwhm is not None:
         return False
-    if masker.target_affine is not None or masker.target_shape is not None:
+    if getattr(masker, "target_affine", None) is not None or getattr(masker, "target_shape", None) is not None:
         return False
-    group_mask = np.asarray(masker.mask_img_.dataobj).astype(bool)
-    space = model.space_
-    return space.mask.shape == group_mask.shape and np.array_equal(space.mask, group_mask) and np.allclose(
-        space.affine, masker.mask_img_.affine)
+    return model.space_.same_elements(space)
 
 
-def _model_row(model, masker, contrast, output_type: str, n_voxels: int) -> da.Array:
-    if _same_voxels(model, masker):  # the first-level contrast, in the same graph
+def _model_row(model, masker, space, contrast, output_type: str, n_voxels: int) -> da.Array:
+    if _same_elements(model, masker, space):  # the first-level contrast, in the same graph
         return model.contrast_maps(contrast)[output_type].data
     task = dask.delayed(_masked_model, pure=True)(masker, model, contrast, output_type)
     return da.from_delayed(task, (n_voxels,), dtype=np.float64)
@@ -345,6 +415,8 @@ def _model_row(model, masker, contrast, output_type: str, n_voxels: int) -> da.A
 
 def _direct(masker) -> tuple[np.ndarray, np.ndarray] | None:
     """The mask and affine when maps on its grid can be masked by indexing (no smoothing/resampling)."""
+    if not isinstance(masker.mask_img_, nib.Nifti1Image):
+        return None
     if masker.smoothing_fwhm is not None or masker.target_affine is not None or masker.target_shape is not None:
         return None
     mask_img = masker.mask_img_
@@ -357,16 +429,24 @@ def subject_maps(items: list, masker, n_voxels: int, contrast=None, output_type:
 
     Images on the mask's grid (no smoothing or resampling) are read and
     indexed directly in their task (what nilearn's masker computes for them);
-    others go through nilearn's masker.
+    others go through the group's masker (nilearn's ``NiftiMasker`` /
+    ``SurfaceMasker``, or :class:`daskglm.group.maskers.CiftiMasker`).
     """
     from nilearn.image import check_niimg
 
+    from daskglm.group.maskers import masker_space
+
     direct = None if models else _direct(masker)
     mask_key = dask.delayed(direct[0]) if direct is not None else None  # one graph key
+    space = masker_space(masker) if models else None
     rows = []
     for item in items:
         if models:
-            rows.append(_model_row(item, masker, contrast, output_type, n_voxels))
+            rows.append(_model_row(item, masker, space, contrast, output_type, n_voxels))
+            continue
+        if direct is None or is_surface_image(item) or is_cifti(item):
+            task = dask.delayed(_masked, pure=True)(masker, item)
+            rows.append(da.from_delayed(task, (n_voxels,), dtype=np.float64))
             continue
         img = check_niimg(item, ensure_ndim=3) if not isinstance(item, (str, Path)) else item
         shape, affine = _geometry(img)

@@ -40,8 +40,11 @@ from daskglm.glm.contrasts import OUTPUT_TYPES, expression_to_contrast_vector
 from daskglm.graph.resources import compute
 from daskglm.group.graph import mixed_contrast, ols_contrast, stack_rows
 from daskglm.group.inputs import GroupInput, effect_items, resolve_input, sample_map, subject_maps
+from daskglm.group.maskers import CiftiMasker, check_mask_kind, describe, input_kind, mask_kind
+from daskglm.io.cifti import is_cifti
 from daskglm.kernels.contrast import ContrastLayout
 from daskglm.kernels.second_level import MIXED_EXTRA_ROWS, OLSDesign
+from daskglm.space.base import masker_mask
 
 __all__ = ["SecondLevelModel", "GroupContrast", "second_level_con_val"]
 
@@ -148,13 +151,24 @@ list of fitted FirstLevelModel (nilearn's or daskglm's), or a daskglm study stor
         return self
 
     def _fit_masker(self, group: GroupInput) -> None:
+        """nilearn's masker for the maps' kind (``NiftiMasker``, ``SurfaceMasker``), daskglm's for CIFTI."""
         given = self.mask_img is not None
         sample = None if given and group.uses_models else (
             group.items[0] if given and group.kind == "images" else sample_map(group))
-        if sample is not None:
-            check_mask_fits_images(self.mask_img, sample)
-        self.masker_ = embedded_masker(self, "nii")
-        self.masker_.memory_level = self.memory_level
+        kind = input_kind(group.items)
+        if kind == "cifti":
+            check_mask_kind(self.mask_img, kind)
+            if sample is None and not is_cifti(masker_mask(self.mask_img)):
+                sample = sample_map(group)  # the brain models come from the maps
+            self.masker_ = CiftiMasker(self.mask_img, self.smoothing_fwhm)
+        else:
+            if sample is not None:
+                check_mask_fits_images(self.mask_img, sample)
+            else:
+                check_mask_kind(self.mask_img, kind)
+            surface = kind == "surface" or mask_kind(self.mask_img) == "surface"
+            self.masker_ = embedded_masker(self, "surface" if surface else "nii")
+            self.masker_.memory_level = self.memory_level
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=r".*Generation of a mask.*")
             self.masker_.fit(sample)
@@ -247,9 +261,8 @@ list of fitted FirstLevelModel (nilearn's or daskglm's), or a daskglm study stor
         wanted = list(OUTPUT_TYPES) if output_type == "all" else [output_type]
         outputs = {}
         for name in wanted:
-            img = self.masker_.inverse_transform(maps[name])
-            img.header["descrip"] = f"{output_type} of contrast {con_val}"
-            outputs[name] = img
+            outputs[name] = describe(self.masker_.inverse_transform(maps[name]),
+                                     f"{output_type} of contrast {con_val}")
         return outputs if output_type == "all" else outputs[output_type]
 
     def _keep_results(self, y: np.ndarray) -> None:

@@ -31,8 +31,11 @@ from daskglm.errors import GroupInputError
 from daskglm.graph.resources import compute, persist
 from daskglm.group.graph import stack_rows
 from daskglm.group.inputs import effect_items, resolve_input, sample_map, subject_maps
+from daskglm.group.maskers import CiftiMasker, check_mask_kind, input_kind, masker_space, space_topology
 from daskglm.group.model import second_level_con_val
+from daskglm.io.cifti import is_cifti
 from daskglm.kernels import permutation as K
+from daskglm.space.base import masker_mask
 
 __all__ = ["non_parametric_inference"]
 
@@ -40,19 +43,23 @@ __all__ = ["non_parametric_inference"]
 BATCH_ELEMENTS = 2 ** 22
 
 
-def _masker(mask, smoothing_fwhm, verbose):
+def _masker(mask, smoothing_fwhm, verbose, kind: str):
+    """nilearn's masker for the maps' kind (a given masker cloned), daskglm's for CIFTI maps."""
     from joblib import Memory
-    from nilearn.maskers import NiftiMasker
+    from nilearn.maskers import NiftiMasker, SurfaceMasker
     from sklearn.base import clone
 
-    if isinstance(mask, NiftiMasker):
-        masker = clone(mask)
+    if isinstance(mask, (NiftiMasker, SurfaceMasker, CiftiMasker)):
+        masker = CiftiMasker(mask.mask_img, mask.smoothing_fwhm) if isinstance(mask, CiftiMasker) else clone(mask)
         if smoothing_fwhm is not None and masker.smoothing_fwhm is not None:
             warnings.warn("Parameter 'smoothing_fwhm' of the masker overridden.", stacklevel=3)
             masker.smoothing_fwhm = smoothing_fwhm
         return masker
-    return NiftiMasker(mask_img=mask, smoothing_fwhm=smoothing_fwhm, memory=Memory(None),
-                       verbose=max(0, verbose - 1), memory_level=1, standardize=None)
+    if kind == "cifti":
+        return CiftiMasker(mask, smoothing_fwhm)
+    factory = SurfaceMasker if kind == "surface" else NiftiMasker
+    return factory(mask_img=mask, smoothing_fwhm=smoothing_fwhm, memory=Memory(None),
+                   verbose=max(0, verbose - 1), memory_level=1, standardize=None)
 
 
 def _n_jobs(n_jobs: int) -> int:
@@ -103,26 +110,31 @@ def _voxel_level(Yn, design, perms, original, two_sided, want_counts):
     return h0, (da.concatenate(block_counts) if want_counts else None)
 
 
-def _spatial_level(Yn, design, perms, mask, two_sided, tfce, threshold_t):
+def _spatial_level(Yn, design, perms, topology, two_sided, tfce, threshold_t):
     """Lazy (4, n_perm) maxima [voxel, TFCE, cluster size, cluster mass]."""
     blocks = list(Yn.to_delayed()[0])
-    mask = dask.delayed(mask)  # one graph key, not a copy per task
+    topology = dask.delayed(topology)  # one graph key, not a copy per task
     batch = max(1, min(64, BATCH_ELEMENTS // Yn.shape[1]))
     parts = []
     for s in range(0, len(perms), batch):
-        task = dask.delayed(K.spatial_task, pure=True)(blocks, design, perms[s:s + batch], mask, two_sided,
+        task = dask.delayed(K.spatial_task, pure=True)(blocks, design, perms[s:s + batch], topology, two_sided,
                                                       tfce, threshold_t)
         parts.append(da.from_delayed(task, (4, len(perms[s:s + batch])), dtype=np.float64))
     return da.concatenate(parts, axis=1)
 
 
-def _group_data(second_level_input, confounds, design_matrix, first_level_contrast, masker, subjects,
-                storage_options):
+def _group_data(second_level_input, confounds, design_matrix, first_level_contrast, mask, smoothing_fwhm,
+                verbose, subjects, storage_options):
     group = resolve_input(second_level_input, None, design_matrix, subjects, storage_options)
     check_group_confounds(confounds)
+    kind = input_kind(group.items)
+    check_mask_kind(mask, kind)
+    masker = _masker(mask, smoothing_fwhm, verbose, kind)
     given = masker.mask_img is not None
     sample = None if given and group.uses_models else (
         group.items[0] if given and group.kind == "images" else sample_map(group))
+    if kind == "cifti" and sample is None and not is_cifti(masker_mask(masker.mask_img)):
+        sample = sample_map(group)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*Generation of a mask.*")
         masker.fit(sample)
@@ -131,14 +143,14 @@ def _group_data(second_level_input, confounds, design_matrix, first_level_contra
                               "first_level_contrast is mandatory. It corresponds to the second_level_contrast "
                               "argument of the compute_contrast method of FirstLevelModel.")
     items = effect_items(group, first_level_contrast)
-    return items, group.uses_models
+    return items, group.uses_models, masker
 
 
 def non_parametric_inference(
     second_level_input, confounds=None, design_matrix=None, second_level_contrast=None,
     first_level_contrast=None, mask=None, smoothing_fwhm=None, model_intercept=True, n_perm=10000,
     two_sided_test=False, random_state=None, n_jobs=1, verbose=0, threshold=None, tfce=False, *,
-    uncorrected: bool = False, subjects=None, storage_options: dict | None = None,
+    uncorrected: bool = False, subjects=None, storage_options: dict | None = None, mesh=None,
 ):
     """Permutation inference on a second-level contrast (nilearn 0.14.1's, on dask).
 
@@ -157,6 +169,11 @@ smoothing_fwhm, model_intercept, n_perm, two_sided_test, random_state, n_jobs, v
         Subjects of a study store.
     storage_options : dict, optional
         fsspec options for store URLs.
+    mesh : nilearn PolyMesh, dict or (left, right) pair of .surf.gii files, optional
+        CIFTI maps only, with ``tfce`` or ``threshold``: the surfaces their
+        cortex lies on (a CIFTI file holds no mesh), e.g. the fsLR 32k
+        midthickness pair.  Subcortical voxels are face-connected among
+        themselves.
 
     Returns
     -------
@@ -168,8 +185,8 @@ smoothing_fwhm, model_intercept, n_perm, two_sided_test, random_state, n_jobs, v
     """
     from sklearn.utils import check_random_state
 
-    check_params({k: v for k, v in locals().items() if k not in ("uncorrected", "subjects", "storage_options")})
-    masker = _masker(mask, smoothing_fwhm, verbose)
+    check_params({k: v for k, v in locals().items()
+                  if k not in ("uncorrected", "subjects", "storage_options", "mesh")})
     if design_matrix is not None and not isinstance(design_matrix, (str, type(None))):
         from pathlib import Path
 
@@ -178,8 +195,8 @@ smoothing_fwhm, model_intercept, n_perm, two_sided_test, random_state, n_jobs, v
         if not isinstance(design_matrix, (Path, pd.DataFrame)):
             raise GroupInputError("'design_matrix' must be a str, pathlib.Path or a pandas.DataFrame.\n"
                                   f"Got {design_matrix.__class__.__name__}")
-    items, models = _group_data(second_level_input, confounds, design_matrix, first_level_contrast, masker,
-                                subjects, storage_options)
+    items, models, masker = _group_data(second_level_input, confounds, design_matrix, first_level_contrast,
+                                        mask, smoothing_fwhm, verbose, subjects, storage_options)
     design_matrix = load_tables(design_matrix, "design_matrix")[0]
     contrast = second_level_con_val(second_level_contrast, design_matrix)
     if len(items) != design_matrix.shape[0]:
@@ -199,19 +216,15 @@ smoothing_fwhm, model_intercept, n_perm, two_sided_test, random_state, n_jobs, v
     if has_zero:
         warnings.warn("Some descriptors in 'target_vars' have zeros across all samples. These descriptors "
                       "will be ignored during null distribution generation.", stacklevel=2)
-    return _inference(Yn, design, original, masker, n_perm, n_jobs, two_sided_test, random_state,
+    topology = space_topology(masker_space(masker), mesh) if tfce or threshold is not None else None
+    return _inference(Yn, design, original, masker, topology, n_perm, n_jobs, two_sided_test, random_state,
                       threshold, tfce, uncorrected, check_random_state)
 
 
-def _inference(Yn, design, original, masker, n_perm, n_jobs, two_sided, random_state, threshold, tfce,
-               uncorrected, check_random_state):
-    mask = np.asarray(masker.mask_img_.dataobj).astype(bool)
+def _inference(Yn, design, original, masker, topology, n_perm, n_jobs, two_sided, random_state, threshold,
+               tfce, uncorrected, check_random_state):
     img = masker.inverse_transform
-    tfce_orig = None
-    if tfce:
-        vol = np.zeros(mask.shape)
-        vol[mask] = original
-        tfce_orig = K.tfce(vol, two_sided)[mask]
+    tfce_orig = topology.tfce(original, two_sided) if tfce else None
     if n_perm <= 0:
         out = {"t": img(original)}
         if tfce:
@@ -228,7 +241,7 @@ def _inference(Yn, design, original, masker, n_perm, n_jobs, two_sided, random_s
         threshold, two_sided, Yn.shape[0], design.n_covars_raw)
     counts = None
     if tfce or threshold is not None:
-        (maxima,) = compute(_spatial_level(Yn, design, perms, mask, two_sided, tfce, threshold_t))
+        (maxima,) = compute(_spatial_level(Yn, design, perms, topology, two_sided, tfce, threshold_t))
         h0 = maxima[0]
         if uncorrected:
             (counts,) = compute(_voxel_level(Yn, design, perms, original, two_sided, True)[1])
@@ -243,13 +256,11 @@ def _inference(Yn, design, original, masker, n_perm, n_jobs, two_sided, random_s
         out["tfce"] = img(tfce_orig)
         out["logp_max_tfce"] = img(K.fwe_log_p(tfce_orig, maxima[1], True))
     if threshold is not None:
-        vol = np.zeros(mask.shape)
-        vol[mask] = original
-        maps = K.cluster_maps(vol, threshold_t, two_sided, maxima[2], maxima[3])
-        out["size"] = img(maps["size"][mask])
-        out["logp_max_size"] = img(-np.log10(maps["p_size"][mask]))
-        out["mass"] = img(maps["mass"][mask])
-        out["logp_max_mass"] = img(-np.log10(maps["p_mass"][mask]))
+        maps = topology.cluster_maps(original, threshold_t, two_sided, maxima[2], maxima[3])
+        out["size"] = img(maps["size"])
+        out["logp_max_size"] = img(-np.log10(maps["p_size"]))
+        out["mass"] = img(maps["mass"])
+        out["logp_max_mass"] = img(-np.log10(maps["p_mass"]))
     if uncorrected:
         out["logp_t"] = img(-np.log10((1.0 + counts) / (1.0 + n_perm)))
     return out

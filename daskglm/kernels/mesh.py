@@ -28,7 +28,7 @@ from daskglm.kernels.masker import _ensure_finite
 
 __all__ = [
     "SurfacePart", "MeshMasker", "smoothing_iterations", "smoothing_operator",
-    "mesh_area",
+    "mesh_area", "mesh_adjacency", "voxel_adjacency",
 ]
 
 CENTER_WEIGHT = 0.5
@@ -69,18 +69,54 @@ def smoothing_iterations(fwhm, part: SurfacePart) -> int:
     return int(math.floor(1.14 * (4 * math.pi * std**2) / (7 * avg_area) + 0.5))
 
 
-def smoothing_operator(part: SurfacePart) -> csr_matrix:
-    """One smoothing step as a sparse (n, n) matrix (nilearn's normalised adjacency)."""
-    n = part.n_elements
-    f = part.faces
-    edges = np.vstack([f[:, [0, 1]], f[:, [0, 2]], f[:, [1, 2]]]).astype(np.int64)
+def mesh_adjacency(faces: np.ndarray, n: int) -> csr_matrix:
+    """The vertex adjacency of a triangle mesh: a symmetric 0/1 sparse (n, n) matrix (no diagonal).
+
+    The edges of the faces, each once (nilearn's ``compute_adjacency_matrix(values="ones")``).
+    """
+    f = np.asarray(faces, dtype=np.int64)
+    edges = np.vstack([f[:, [0, 1]], f[:, [0, 2]], f[:, [1, 2]]])
     big = edges[:, 0] > edges[:, 1]
     codes = np.unique(
         np.concatenate([edges[big, 0] + edges[big, 1] * n, edges[~big, 1] + edges[~big, 0] * n])
     )
     u, v = codes // n, codes % n
     ones = np.ones(2 * len(codes), dtype=np.int64)
-    adjacency = csr_matrix((ones, (np.concatenate([u, v]), np.concatenate([v, u]))), shape=(n, n))
+    return csr_matrix((ones, (np.concatenate([u, v]), np.concatenate([v, u]))), shape=(n, n))
+
+
+def voxel_adjacency(ijk: np.ndarray) -> csr_matrix:
+    """Face adjacency (6 neighbours) of voxels given by their integer indices ``(n, 3)``: sparse (n, n) 0/1.
+
+    The connectivity of ``scipy.ndimage.generate_binary_structure(3, 1)``,
+    among the listed voxels only (e.g. the subcortical voxels of CIFTI brain models).
+    """
+    ijk = np.asarray(ijk, dtype=np.int64).reshape(-1, 3)
+    n = len(ijk)
+    if n == 0:
+        return csr_matrix((0, 0), dtype=np.int64)
+    lo = ijk.min(axis=0) - 1
+    dims = ijk.max(axis=0) - lo + 2
+    code = np.ravel_multi_index((ijk - lo).T, dims)
+    order = np.argsort(code)
+    rows, cols = [], []
+    for axis in range(3):
+        shifted = ijk.copy()
+        shifted[:, axis] += 1
+        neighbour = np.ravel_multi_index((shifted - lo).T, dims)
+        pos = np.searchsorted(code[order], neighbour)
+        pos = np.minimum(pos, n - 1)
+        hit = code[order][pos] == neighbour
+        rows.append(np.flatnonzero(hit))
+        cols.append(order[pos[hit]])
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    ones = np.ones(2 * len(r), dtype=np.int64)
+    return csr_matrix((ones, (np.concatenate([r, c]), np.concatenate([c, r]))), shape=(n, n))
+
+
+def smoothing_operator(part: SurfacePart) -> csr_matrix:
+    """One smoothing step as a sparse (n, n) matrix (nilearn's normalised adjacency)."""
+    adjacency = mesh_adjacency(part.faces, part.n_elements)
     rowsums = np.asarray(adjacency.sum(axis=1)).ravel()
     matrix = adjacency.multiply((1 - CENTER_WEIGHT) / rowsums[:, None]).tolil()
     matrix.setdiag(CENTER_WEIGHT)

@@ -305,17 +305,19 @@ def voxel_task(Yb, design: PermutationDesign, perms, original, two_sided: bool, 
     return batch_reduce(batch_scores(Yb, design, perms), original, two_sided)
 
 
-def spatial_task(blocks, design: PermutationDesign, perms, mask, two_sided: bool, with_tfce: bool,
+def spatial_task(blocks, design: PermutationDesign, perms, topology, two_sided: bool, with_tfce: bool,
                  threshold_t: float | None) -> np.ndarray:
-    """One permutation batch over whole maps: (4, P) maxima [|t|, TFCE, cluster size, cluster mass]."""
+    """One permutation batch over whole maps: (4, P) maxima [|t|, TFCE, cluster size, cluster mass].
+
+    ``topology`` knows which elements touch (:mod:`daskglm.kernels.topology`:
+    voxels of a 3-D mask, or a mesh / grayordinate graph).
+    """
     Y = np.concatenate(blocks, axis=1)
     out = np.zeros((4, len(perms)))
     for i, scores in enumerate(batch_scores(Y, design, perms)):
         out[0, i] = np.nanmax(np.fabs(scores) if two_sided else scores)
-        vol = np.zeros(mask.shape)
-        vol[mask] = scores
         if with_tfce:
-            out[1, i] = np.nanmax(np.fabs(tfce(vol, two_sided)))
+            out[1, i] = np.nanmax(np.fabs(topology.tfce(scores, two_sided)))
         if threshold_t is not None:
-            out[2, i], out[3, i] = cluster_maxima(vol, threshold_t, two_sided)
+            out[2, i], out[3, i] = topology.cluster_maxima(scores, threshold_t, two_sided)
     return out

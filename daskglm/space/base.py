@@ -116,6 +116,17 @@ class ElementSpace(ABC):
     def _nilearn_masker(self):
         """A new fitted nilearn masker on the space's mask, smoothing as the fit."""
 
+    def same_elements(self, other: ElementSpace) -> bool:
+        """Whether ``other`` has the same in-mask elements, in the same order, on the same grid or geometry."""
+        return (self.kind == other.kind and self.mask.shape == other.mask.shape
+                and bool(np.array_equal(self.mask, other.mask)) and self._same_place(other))
+
+    def _same_place(self, other: ElementSpace) -> bool:
+        """Same grid (volumes: the affine) or geometry (surfaces: mesh / brain models)."""
+        if self.geometry is None:
+            return bool(np.allclose(self.affine, other.affine))
+        return bool(self.geometry.same_as(other.geometry))
+
     def __dask_tokenize__(self) -> str:
         # dask's tokenize hashes the arrays' bytes (a tuple returned as is would be hashed by its str(),
         # which numpy abbreviates for large masks)
