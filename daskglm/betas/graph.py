@@ -122,7 +122,7 @@ def build_betas(sources: list, designs: list, models: list[TrialModels], trials:
         X = design.to_numpy(dtype=np.float64)
         n_scans, n_columns = X.shape
         time_chunk, voxel_block = chunk_sizes(chunks, source, n_columns)
-        run_token = tokenize(X, options, run_models.plus, run_models.minus)
+        run_token = tokenize(X, options, run_models.rows, run_models.weights, run_models.group_matrix)
         stack = delayed(stacked_design, pure=True, name=f"design-stack-{run_token}")(X, options.n_lags)
         plan = delayed(TrialPlan, pure=True, name=f"trial-plan-{run_token}")(X, run_models, options)
         stats = run_stats(source, masker, stack, options.n_lags, time_chunk, per_volume,

@@ -18,12 +18,19 @@ import pandas as pd
 import xarray as xr
 
 from daskglm.betas.graph import BetaSeries, build_betas
-from daskglm.betas.trials import lsa_events, trial_columns, trials_table
+from daskglm.betas.trials import (
+    basis_models,
+    lsa_events,
+    trial_columns,
+    trials_table,
+    uses_orthogonalized_basis,
+)
 from daskglm.errors import NotFittedError
 from daskglm.first_level.inputs import fit_inputs
 from daskglm.first_level.model import FirstLevelModel
 from daskglm.first_level.representation import estimator_repr
 from daskglm.glm.contrasts import OUTPUT_TYPES
+from daskglm.glm.design import DESIGN_PARAMS, per_run
 from daskglm.graph.resources import compute
 from daskglm.kernels.single_trial import METHODS, trial_models, trial_statistic
 
@@ -121,13 +128,19 @@ class BetaSeriesModel:
         frames = trials_table(events, n_runs)
         inputs = fit_inputs(glm, run_imgs, [lsa_events(f) for f in frames], confounds, sample_masks, None)
         models, tables = [], []
+        run_confounds = [None] * n_runs if confounds is None else per_run(confounds, n_runs, "confounds")
+        design_params = {name: getattr(self, name) for name in DESIGN_PARAMS}
         for run, (frame, design) in enumerate(zip(frames, inputs.designs)):
             X = design.to_numpy(dtype=np.float64)
             span = inputs.sources[run].n_scans * float(self.t_r)
             columns, nuisance = trial_columns(list(design.columns), frame, X, run, span)
             self._check_method(run, frame, X.shape, columns.size + len(nuisance))
-            groups = pd.factorize(frame["trial_type"])[0]
-            models.append(trial_models(columns, groups, nuisance, X.shape[1], self.method))
+            if self.method != "lsa" and uses_orthogonalized_basis(self.hrf_model, columns.shape[1]):
+                models.append(basis_models(frame, run_confounds[run], inputs.sources[run].n_scans, design_params,
+                                           run, columns, nuisance, self.method))
+            else:
+                groups = pd.factorize(frame["trial_type"])[0]
+                models.append(trial_models(columns, groups, nuisance, X.shape[1], self.method))
             tables.append(pd.DataFrame({
                 "run": run, "trial_type": frame["trial_type"].astype(str).to_numpy(),
                 "onset": frame["onset"].to_numpy(float), "duration": frame["duration"].to_numpy(float),

@@ -13,10 +13,12 @@ import os
 import numpy as np
 import pandas as pd
 
-from daskglm.glm.design import per_run
+from daskglm.glm.design import build_design, per_run
 from daskglm.glm.tables import read_delimited, read_table_bytes
+from daskglm.kernels.single_trial import TrialModels, fitted_trial_models
 
-__all__ = ["TRIAL_PREFIX", "trials_table", "lsa_events", "trial_columns"]
+__all__ = ["TRIAL_PREFIX", "trials_table", "lsa_events", "trial_columns", "uses_orthogonalized_basis",
+           "basis_models"]
 
 #: Design column name of trial ``i`` of a run: ``f"{TRIAL_PREFIX}{i:05d}"`` (+ nilearn's basis suffixes).
 TRIAL_PREFIX = "daskglm_trial_"
@@ -107,3 +109,43 @@ def trial_columns(columns: list, frame: pd.DataFrame, design: np.ndarray, run: i
     used = {j for c in per_trial for j in c}
     nuisance = np.array([j for j in range(len(columns)) if j not in used], dtype=int)
     return np.array(per_trial, dtype=int), nuisance
+
+
+def uses_orthogonalized_basis(hrf_model, n_basis: int) -> bool:
+    """Whether a condition's regressors are not the sum of its trials' (nilearn orthogonalizes HRF derivatives)."""
+    return n_basis > 1 and hrf_model != "fir"
+
+
+def _basis_columns(columns: list, name: str) -> list[int]:
+    return [j for j, c in enumerate(columns) if c == name or str(c).startswith(name + "_")]
+
+
+def basis_models(frame: pd.DataFrame, confounds, n_scans: int, design_params: dict, run: int,
+                 trial_cols: np.ndarray, nuisance: np.ndarray, method: str) -> TrialModels:
+    """LSS models for an HRF with derivatives, mapped from nilearn's own per-trial designs.
+
+    nilearn orthogonalizes each condition's derivative regressors against its
+    main one, so a condition's columns are not the sums of its trials'; they
+    still lie in the span of the trials' LSA columns, and each trial's model
+    is an exact map of the LSA design (:func:`fitted_trial_models`).  The
+    designs are built once here (design only, no data).
+    """
+    def design(events):
+        return build_design(n_scans, events, confounds, index=run, **design_params)
+
+    X = design(lsa_events(frame)).to_numpy(dtype=np.float64)
+    collapse = method == "lss1"
+    labels = pd.Series(["daskglm_other_trials"] * len(frame)) if collapse else frame["trial_type"].astype(str)
+    group_names = list(pd.unique(labels))
+    condition_design = design(frame.assign(trial_type=labels.to_numpy()))
+    cond_columns = list(condition_design.columns)
+    group_designs = [condition_design.to_numpy()[:, _basis_columns(cond_columns, g)] for g in group_names]
+    members = [np.flatnonzero(labels.to_numpy() == g) for g in group_names]
+    designs, targets = [], []
+    for i in range(len(frame)):
+        events = frame.assign(trial_type=labels.to_numpy())
+        events.loc[i, "trial_type"] = f"{TRIAL_PREFIX}target"
+        d = design(events)
+        designs.append(d.to_numpy())
+        targets.append(list(d.columns).index(f"{TRIAL_PREFIX}target"))
+    return fitted_trial_models(X, trial_cols, nuisance, group_designs, members, designs, targets)

@@ -11,10 +11,10 @@ the covariance of its betas) then follows from the formulas of
 :mod:`daskglm.kernels.glm` / :mod:`daskglm.kernels.gram` applied to the mapped
 statistics: the data are read once whatever the number of trials.
 
-``T_m`` is never formed.  The LSA rows are extended once per block by the
-*group sums* (the columns of a condition, or of all trials, summed), so
-every column of every model is ``R[plus] - R[minus]`` of the extended rows
-``R`` (:class:`TrialModels`):
+``T_m`` is never formed whole.  The LSA rows are extended once per block by
+the *group regressors* (the columns of a condition, or of all trials,
+summed), so every model uses a few extended rows ``R`` mixed by a small
+matrix: its design is ``R[:, rows_m] W_m`` (:class:`TrialModels`):
 
 - ``lsa``: one model, the LSA design itself;
 - ``lss`` (nilearn's recipe, "LSS-N"): for trial ``i`` of condition ``c``,
@@ -53,7 +53,9 @@ from daskglm.kernels.sufficient_stats import RunStats
 __all__ = [
     "METHODS",
     "TrialModels",
+    "group_sums",
     "trial_models",
+    "fitted_trial_models",
     "TrialPlan",
     "trial_betas_block",
     "trial_statistic",
@@ -65,18 +67,23 @@ METHODS = ("lsa", "lss", "lss1")
 
 @dataclass(frozen=True)
 class TrialModels:
-    """The single-trial models of one run, as columns of the extended LSA rows.
+    """The single-trial models of one run, as maps of the extended LSA rows.
 
-    The extended rows are the ``P`` LSA columns, then ``k`` sums per group
-    (basis function ``b`` of group ``g`` at row ``P + g k + b``), then one
-    row of zeros (index ``-1`` of :attr:`minus` and of padding).
+    The extended rows are the ``P`` LSA columns, then the group regressors
+    (``k`` per group; :attr:`group_matrix` holds them as combinations of LSA
+    columns).
 
     Attributes
     ----------
     group_matrix : ndarray (G k, P)
-        Row ``g k + b`` sums basis ``b`` of the group's trials.
-    plus, minus : list of ndarray (q_m,) of int
-        Model ``m``'s column ``j`` is ``R[plus[m][j]] - R[minus[m][j]]``.
+        Group regressors as combinations of the LSA columns (sums of the
+        group's trial columns, or nilearn's orthogonalized sums for HRF
+        derivatives).
+    rows : list of ndarray (r_m,) of int
+        The extended rows model ``m`` uses.
+    weights : list of ndarray (r_m, q_m)
+        Model ``m``'s design is ``R[:, rows[m]] @ weights[m]`` (``T_m`` restricted
+        to its rows).
     targets : list of ndarray of int
         Per model, the trials it estimates (all trials for LSA, one for LSS).
     target_columns : list of ndarray of int
@@ -84,8 +91,8 @@ class TrialModels:
     """
 
     group_matrix: np.ndarray
-    plus: list
-    minus: list
+    rows: list
+    weights: list
     targets: list
     target_columns: list
 
@@ -94,20 +101,42 @@ class TrialModels:
         return int(sum(len(t) for t in self.targets))
 
     def extend(self, rows: np.ndarray) -> np.ndarray:
-        """LSA rows ``(..., P, V)`` -> extended rows ``(..., P + G k + 1, V)`` (group sums, zero row)."""
-        sums = np.einsum("gp,...pv->...gv", self.group_matrix, rows)
-        zero = np.zeros(rows.shape[:-2] + (1, rows.shape[-1]))
-        return np.concatenate([rows, sums, zero], axis=-2)
+        """LSA rows ``(..., P, V)`` -> extended rows ``(..., P + G k, V)``."""
+        return np.concatenate([rows, np.matmul(self.group_matrix, rows)], axis=-2)
 
     def columns(self, extended: np.ndarray, m: int) -> np.ndarray:
-        """Model ``m``'s columns taken from extended rows (axis ``-2``)."""
-        return np.take(extended, self.plus[m], axis=-2) - np.take(extended, self.minus[m], axis=-2)
+        """Model ``m``'s rows ``(..., q_m, V)`` from extended rows ``(..., R, V)``: ``T_m' R``."""
+        return np.matmul(self.weights[m].T, np.take(extended, self.rows[m], axis=-2))
+
+    def design(self, X: np.ndarray, m: int) -> np.ndarray:
+        """Model ``m``'s design ``(n, q_m)`` from the LSA design ``X (n, P)``."""
+        return self.columns(self.extend(X.T), m).T
+
+
+def _selection(plus: np.ndarray, minus: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``rows, weights`` of the columns ``R[plus] - R[minus]`` (minus ``-1``: none)."""
+    rows = np.unique(np.concatenate([plus, minus[minus >= 0]]))
+    weights = np.zeros((len(rows), len(plus)))
+    weights[np.searchsorted(rows, plus), np.arange(len(plus))] = 1.0
+    has = minus >= 0
+    weights[np.searchsorted(rows, minus[has]), np.flatnonzero(has)] = -1.0
+    return rows, weights
+
+
+def group_sums(trial_columns: np.ndarray, groups: np.ndarray, n_columns: int) -> np.ndarray:
+    """Group regressors that are plain sums of the group's trial columns, ``(G k, P)``."""
+    n_trials, k = trial_columns.shape
+    n_groups = int(groups.max()) + 1 if n_trials else 0
+    matrix = np.zeros((n_groups * k, n_columns))
+    for trial, g in enumerate(groups):
+        matrix[g * k + np.arange(k), trial_columns[trial]] = 1.0
+    return matrix
 
 
 def trial_models(
     trial_columns: np.ndarray, groups: np.ndarray, nuisance: np.ndarray, n_columns: int, method: str
 ) -> TrialModels:
-    """The models of ``method`` for a run's LSA design.
+    """The models of ``method`` for a run's LSA design when conditions add up (one HRF, or FIR).
 
     Parameters
     ----------
@@ -130,33 +159,84 @@ def trial_models(
     trial_columns = np.asarray(trial_columns, dtype=int)
     n_trials, k = trial_columns.shape
     groups = np.zeros(n_trials, dtype=int) if method == "lss1" else np.asarray(groups, dtype=int)
-    n_groups = int(groups.max()) + 1 if n_trials else 0
-    group_matrix = np.zeros((n_groups * k, n_columns))
-    for trial, g in enumerate(groups):
-        group_matrix[g * k + np.arange(k), trial_columns[trial]] = 1.0
-    zero = n_columns + n_groups * k
+    group_matrix = group_sums(trial_columns, groups, n_columns)
+    n_groups = group_matrix.shape[0] // max(k, 1)
     nuisance = np.asarray(nuisance, dtype=int)
+    none = np.full(len(nuisance), -1)
     if method == "lsa":
         plus = np.concatenate([trial_columns.ravel(), nuisance])
-        return TrialModels(group_matrix, [plus], [np.full(len(plus), zero)],
-                           [np.arange(n_trials)], [np.arange(n_trials) * k])
+        rows, weights = _selection(plus, np.full(len(plus), -1))
+        return TrialModels(group_matrix, [rows], [weights], [np.arange(n_trials)], [np.arange(n_trials) * k])
     sizes = np.bincount(groups, minlength=n_groups)
-    plus, minus, targets, target_columns = [], [], [], []
+    all_rows, all_weights = [], []
     for trial, g in enumerate(groups):
         own = trial_columns[trial]
-        p_cols, m_cols = [own], [np.full(k, zero)]
+        p_cols, m_cols = [own], [np.full(k, -1)]
         for other in range(n_groups):
             if other == g and sizes[g] == 1:
                 continue  # the target was its condition's only trial: no column left
             p_cols.append(n_columns + other * k + np.arange(k))
-            m_cols.append(own if other == g else np.full(k, zero))
-        p_cols.append(nuisance)
-        m_cols.append(np.full(len(nuisance), zero))
-        plus.append(np.concatenate(p_cols))
-        minus.append(np.concatenate(m_cols))
-        targets.append(np.array([trial]))
-        target_columns.append(np.array([0]))
-    return TrialModels(group_matrix, plus, minus, targets, target_columns)
+            m_cols.append(own if other == g else np.full(k, -1))
+        rows, weights = _selection(np.concatenate(p_cols + [nuisance]), np.concatenate(m_cols + [none]))
+        all_rows.append(rows)
+        all_weights.append(weights)
+    return TrialModels(group_matrix, all_rows, all_weights, [np.array([t]) for t in range(n_trials)],
+                       [np.array([0])] * n_trials)
+
+
+def fitted_trial_models(
+    X: np.ndarray, trial_columns: np.ndarray, nuisance: np.ndarray, group_designs: list,
+    group_members: list, designs: list, target_columns: list, lsa_target_columns=None,
+) -> TrialModels:
+    """Models whose designs are given (e.g. nilearn's orthogonalized HRF derivatives), mapped exactly.
+
+    Each given design must lie in the span of its rows of the extended LSA
+    design; ``T_m`` is then the least-squares solution (exact, checked).
+
+    Parameters
+    ----------
+    X : ndarray (n, P)
+        The LSA design on all scans (before censoring).
+    trial_columns : ndarray (n_trials, k) of int
+    nuisance : ndarray of int
+    group_designs : list of ndarray (n, k)
+        Each group's regressors (e.g. the condition's columns of nilearn's design).
+    group_members : list of ndarray of int
+        The trials of each group.
+    designs : list of ndarray (n, q_m)
+        Each LSS model's design (all scans); empty for LSA.
+    target_columns : list of int
+        The target's main column in each design.
+
+    Returns
+    -------
+    TrialModels
+    """
+    n_columns = X.shape[1]
+    k = trial_columns.shape[1]
+    group_matrix = np.zeros((len(group_designs) * k, n_columns))
+    for g, (design, members) in enumerate(zip(group_designs, group_members)):
+        cols = trial_columns[members].ravel()
+        group_matrix[g * k : (g + 1) * k, cols] = _exact_lstsq(X[:, cols], design).T
+    extended = np.concatenate([X, X @ group_matrix.T], axis=1)
+    group_rows = n_columns + np.arange(group_matrix.shape[0])
+    all_rows, all_weights = [], []
+    for trial, design in enumerate(designs):
+        rows = np.concatenate([trial_columns[trial], group_rows, nuisance])
+        all_rows.append(rows)
+        all_weights.append(_exact_lstsq(extended[:, rows], design))
+    n_trials = len(trial_columns)
+    return TrialModels(group_matrix, all_rows, all_weights, [np.array([t]) for t in range(n_trials)],
+                       [np.array([c]) for c in target_columns])
+
+
+def _exact_lstsq(A: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """``W`` with ``A W = B``, checked to be exact (B in the span of A)."""
+    W = np.linalg.lstsq(A, B, rcond=None)[0]
+    error = np.abs(A @ W - B).max(initial=0.0)
+    if error > 1e-8 * max(np.abs(B).max(initial=0.0), 1.0):
+        raise ValueError(f"A single-trial design is not a map of the LSA design (error {error:.2g}).")
+    return W
 
 
 class TrialPlan:
@@ -188,8 +268,7 @@ class TrialPlan:
         self.n_scans = X.shape[0]
         n_lags = options.n_lags
         self.lsa_tables = DesignTables(X, n_lags)
-        extended = models.extend(X.T).T  # (n, P + G k + 1): LSA columns, group sums, zeros
-        designs = [extended[:, models.plus[m]] - extended[:, models.minus[m]] for m in range(len(models.plus))]
+        designs = [models.design(X, m) for m in range(len(models.rows))]
         self.tables = [DesignTables(Xm, n_lags) for Xm in designs]
         self.gram_tables = None
         if options.ar_order >= 1:
