@@ -17,13 +17,16 @@ from daskglm.cli.runtime import (
     PROG,
     ErrorPolicy,
     check_writable,
+    cli_words,
     command,
     compute_with_progress,
     local_progress,
-    persist_with_progress,
+    subject_failure,
+    write_with_progress,
 )
 from daskglm.cli.surfaces import element_word, fit_runs, load_mesh, surface_mask, write_surface_maps
 from daskglm.cli.values import (
+    confounds_strategy,
     contrasts_from_args,
     fit_model_params,
     parse_key_values,
@@ -32,7 +35,7 @@ from daskglm.cli.values import (
 from daskglm.errors import UsageError
 from daskglm.glm.contrasts import OUTPUT_SUFFIX
 from daskglm.io.timing import check_runs_t_r
-from daskglm.studies.subjects import failure_message, fit_subjects, load_spec
+from daskglm.studies.subjects import fit_subjects, load_spec
 
 __all__ = ["OUTPUT_SUFFIX", "cmd_demo", "cmd_fit", "cmd_contrast", "cmd_report", "cmd_fit_subjects",
            "cmd_migrate"]
@@ -40,7 +43,7 @@ __all__ = ["OUTPUT_SUFFIX", "cmd_demo", "cmd_fit", "cmd_contrast", "cmd_report",
 #: ``fit-subjects`` reports any failure as ``daskglm fit-subjects: error: <type>: <message>``
 #: with exit status 1, the status it also returns when some subjects failed.
 SUBJECTS_ERRORS = ErrorPolicy(prefix=f"{PROG} fit-subjects", status=1, errors=(Exception,),
-                              describe=failure_message)
+                              describe=subject_failure)
 
 
 def _open_store(path: str):
@@ -90,15 +93,70 @@ def _fit_inputs(args, runs: list) -> dict[str, Any]:
         _check_files([args.mask], "mask")
         if getattr(args, "target_affine", None) is None and isinstance(runs[0], str):
             _check_mask_grid(args.mask, runs[0])
-    if args.confounds and not args.events:
-        raise UsageError("--confounds go with --events (a given --design already holds its confounds).")
+    confounds = _confounds(args, runs)
+    sample_masks = _sample_masks(args, runs)
+    if sample_masks is not None and confounds is not None:  # --sample-mask / --drop-initial and scrubbing: both
+        sample_masks = _intersect_kept(sample_masks, confounds, runs)
     return {
         "design_matrices": list(args.design) if args.design else None,
         "events": list(args.events) if args.events else None,
-        # read by the model, as from Python (daskglm.glm.confounds: TSV/CSV, rp_*.txt, .par, .1D)
-        "confounds": list(args.confounds) if args.confounds else None,
-        "sample_masks": _sample_masks(args, runs),
+        "confounds": confounds,
+        "sample_masks": sample_masks,
     }
+
+
+def _confounds(args, runs: list) -> list | None:
+    """``--confounds`` files, read as the Python API reads them (``daskglm.glm.confounds.read_confounds``).
+
+    With ``--confounds-strategy`` each table goes through nilearn's
+    ``load_confounds`` (found next to its run when no ``--confounds`` is
+    given), its sample mask on the table (``attrs["sample_mask"]``), as
+    ``daskglm bids`` hands them to ``fit``.
+    """
+    from daskglm.glm.confounds import fmriprep_confounds_file, read_confounds
+
+    strategy, options = confounds_strategy(args)
+    columns = list(args.confounds_columns) if getattr(args, "confounds_columns", None) else None
+    chosen = strategy is not None or columns is not None
+    if (args.confounds or chosen) and not args.events:
+        raise UsageError("--confounds, --confounds-strategy and --confounds-columns go with --events (a given "
+                         "--design already holds its confounds).")
+    files = list(args.confounds) if args.confounds else None
+    if files is None and strategy is not None:
+        gifti = getattr(args, "left_run", None) or getattr(args, "right_run", None)
+        local = [r for r in (gifti or runs) if isinstance(r, str) and "://" not in r]
+        if len(local) != len(runs):
+            raise UsageError("Give the confounds tables with --confounds (one per run): they are found next to "
+                             "the runs only for local fMRIPrep files.")
+        files = [fmriprep_confounds_file(run) for run in local]
+    if files is None:
+        if columns is not None:
+            raise UsageError("--confounds-columns picks columns of the --confounds tables; give them "
+                             "(one per run).")
+        return None
+    if not chosen:
+        return files  # read by the model, as from Python (TSV/CSV, rp_*.txt, .par, .1D)
+    return [read_confounds(f, strategy=strategy, columns=columns, **options) for f in files]
+
+
+def _intersect_kept(sample_masks: list, confounds: list, runs: list) -> list:
+    """Scans kept by ``--sample-mask`` / ``--drop-initial`` and by the confounds' own sample masks."""
+    import numpy as np
+
+    from daskglm.glm.sample_masks import sample_masks_from_confounds
+
+    carried = sample_masks_from_confounds(confounds)
+    if carried is None:
+        return sample_masks
+    out = []
+    for given, kept in zip(sample_masks, carried):
+        if given is None or kept is None:
+            out.append(kept if given is None else given)
+            continue
+        given = np.asarray(given)
+        given = np.flatnonzero(given) if given.dtype == bool else given
+        out.append(np.intersect1d(given, kept))
+    return out
 
 
 def _sample_masks(args, runs: list) -> list | None:
@@ -153,22 +211,29 @@ def cmd_fit(args) -> int:
     runs = fit_runs(args)
     inputs = _fit_inputs(args, runs)
     out = Path(args.output)
-    if out.exists() and not args.overwrite:
-        raise UsageError(f"The store {str(out)!r} exists; pass --overwrite to replace it.")
+    resume = getattr(args, "resume", False)
+    if out.exists() and not (args.overwrite or resume):
+        raise UsageError(f"The store {str(out)!r} exists; pass --overwrite to replace it, or --resume to keep "
+                         "the runs it holds for the same inputs and parameters and fit the rest.")
     check_writable(out, directory=True)  # fail fast: before anything is computed
     if args.events:  # a --t-r that differs from a run's header: a warning
         check_runs_t_r(runs, args.t_r, given="--t-r ", used_by="the design")
     model = FirstLevelModel(**{**fit_model_params(args), "mask_img": surface_mask(args, runs)})
     model.fit(runs, **inputs)
-    persist_with_progress(model, args.client, not args.no_progress)
-    with local_progress(not args.no_progress and args.client is None):
-        model.to_zarr(str(out), overwrite=args.overwrite)
-        if args.keep_residuals:
+    # no persist first: the write computes the runs, each committed to the store as soon as it is fitted, so
+    # an interrupted fit leaves its finished runs for --resume
+    summary = write_with_progress(model, str(out), args.client, not args.no_progress,
+                                  overwrite=args.overwrite, resume=resume)
+    if args.keep_residuals:
+        with local_progress(not args.no_progress and args.client is None):
             series = out.with_name(out.name.removesuffix(".zarr") + "_timeseries.zarr")
             model.write_timeseries(series)
-            print(f"Residuals, predictions and R^2 written to {series}")
+        print(f"Residuals, predictions and R^2 written to {series}")
     designs = model.design_matrices_
-    print(f"Fitted {len(designs)} run(s), {model.n_elements_:,} {element_word(model)}, "
+    reused = f" ({len(summary.reused)} reused from the store)" if summary.reused else ""
+    kept, scans = sum(len(d) for d in designs), sum(model.n_scans_)
+    censored = f" ({kept} of {scans} scans kept)" if kept != scans else ""
+    print(f"Fitted {len(designs)} run(s){reused}{censored}, {model.n_elements_:,} {element_word(model)}, "
           f"{designs[0].shape[1]} regressors; store written to {out}")
     print("Design columns: " + ", ".join(str(c) for c in designs[0].columns))
     return 0
@@ -220,7 +285,10 @@ def cmd_report(args) -> int:
         raise FileNotFoundError(f"The folder {str(out.parent)!r} does not exist.")
     check_writable(out, directory=False)
     height = None if args.height_control == "none" else args.height_control
-    with local_progress(not args.no_progress and args.client is None):
+    with local_progress(not args.no_progress and args.client is None), warnings.catch_warnings():
+        if args.threshold is None:  # the CLI's own default (3.09): nilearn's notice of its future default is not ours
+            warnings.filterwarnings("ignore", message=r"\s*From nilearn version>=0.15, the default 'threshold'",
+                                    category=FutureWarning)
         report = model.generate_report(
             contrasts, title=args.title, bg_img=args.bg_img, threshold=args.threshold,
             alpha=args.alpha, cluster_threshold=args.cluster_threshold, height_control=height,
@@ -263,7 +331,7 @@ def cmd_fit_subjects(args) -> int:
     for sid, summary in result.completed.items():
         print(f"sub-{sid}: ok ({len(summary.written)} run(s) written, {len(summary.reused)} reused)")
     for sid, message in result.failed.items():
-        print(f"{SUBJECTS_ERRORS.prefix}: error: sub-{sid}: {message}", file=sys.stderr)
+        print(f"{SUBJECTS_ERRORS.prefix}: error: sub-{sid}: {cli_words(message)}", file=sys.stderr)
     return 0 if result.ok else 1
 
 

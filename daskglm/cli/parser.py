@@ -21,11 +21,12 @@ import textwrap
 
 from daskglm.cli.bids import add_bids
 from daskglm.cli.commands import cmd_contrast, cmd_demo, cmd_fit, cmd_fit_subjects, cmd_migrate, cmd_report
+from daskglm.cli.convert import add_convert
 from daskglm.cli.group import add_group
 from daskglm.cli.runtime import PROG
 from daskglm.cli.surfaces import MESH_TYPES
-from daskglm.cli.values import SIGNAL_SCALINGS
-from daskglm.glm.contrasts import OUTPUT_TYPES
+from daskglm.cli.values import SIGNAL_SCALINGS, add_confounds_strategy
+from daskglm.glm.contrasts import OUTPUT_SUFFIX, OUTPUT_TYPES
 from daskglm.kernels.fit import MAX_AR_ORDER, NOISE_MODELS
 
 __all__ = ["build_parser", "common_options", "resolve_progress", "add_demo", "add_fit", "add_contrast",
@@ -41,6 +42,8 @@ FIT_OPTIONS = {
     "whitening": "whitening", "chunks": "chunks", "diagnostic_lags": "diagnostic_lags",
     "target_affine": "target_affine", "target_shape": "target_shape",
 }
+#: The file name part of each ``--output-type`` of ``daskglm contrast``, as its help states it.
+_MAP_NAMES = ", ".join(f"{suffix} ({kind})" for kind, suffix in OUTPUT_SUFFIX.items())
 #: ``FirstLevelModel`` parameters without a ``daskglm fit`` option, and why.
 FIT_EXCLUDED = {
     "memory": "nilearn's joblib cache: no effect in daskglm (the fit store is the cache)",
@@ -159,7 +162,12 @@ def add_fit(sub) -> argparse.ArgumentParser:
                    help="4D NIfTI run(s) (.nii, .nii.gz) or CIFTI-2 dense time series (.dtseries.nii); "
                         "GIfTI runs go with --left-run / --right-run")
     p.add_argument("-o", "--output", required=True, metavar="STORE", help="Zarr store to write")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    mode = p.add_mutually_exclusive_group()
+    mode.add_argument("--overwrite", action="store_true",
+                      help="replace an existing store (the old fit stays readable until the new one is written)")
+    mode.add_argument("--resume", action="store_true",
+                      help="keep the runs the store already holds for the same inputs and parameters (e.g. "
+                           "after an interrupted fit: each run is kept as soon as it is fitted) and fit the rest")
     surface = p.add_argument_group("GIfTI surface runs (one file per hemisphere and run)")
     surface.add_argument("--left-run", nargs="+", metavar="FUNC_GII",
                          help="left-hemisphere .func.gii of each run (nilearn's 'left' mesh part)")
@@ -181,9 +189,17 @@ def add_fit(sub) -> argparse.ArgumentParser:
     design.add_argument("--events", nargs="+", metavar="TSV",
                         help="events tables (onset, duration, trial_type); needs --t-r")
     design.add_argument("--confounds", nargs="+", metavar="FILE",
-                        help="confounds per run, with --events: .tsv/.csv with a header, or "
-                             "whitespace-separated columns without header (SPM rp_*.txt, FSL .par, "
-                             "AFNI .1D; six columns are named motion_0..motion_5, others col_N)")
+                        help="confounds per run, with --events: .tsv/.csv with a header (fMRIPrep's "
+                             "*_desc-confounds_timeseries.tsv: choose with --confounds-strategy or "
+                             "--confounds-columns), or whitespace-separated columns without header (SPM "
+                             "rp_*.txt, FSL .par, AFNI .1D; six columns are named motion_0..motion_5, others "
+                             "col_N)")
+    add_confounds_strategy(design, "Without --confounds, each run's table is found next to it, as "
+                                   "load_confounds finds it.")
+    design.add_argument("--confounds-columns", nargs="+", metavar="NAME",
+                        help="keep these confounds columns (names or wildcards, e.g. trans_* rot_* "
+                             "framewise_displacement), of the table or of what --confounds-strategy chose; "
+                             "a first-row n/a is set to the second row's value, as load_confounds does")
     design.add_argument("--t-r", type=float, metavar="SECONDS",
                         help="repetition time (a warning tells when it differs from the runs' header)")
     design.add_argument("--slice-time-ref", type=float, default=0.0, metavar="FRACTION",
@@ -223,9 +239,9 @@ def add_fit(sub) -> argparse.ArgumentParser:
                        help="Gaussian smoothing FWHM in mm (GIfTI runs: nilearn's surface smoothing on the "
                             "mesh; not available for CIFTI runs, which hold no mesh)")
     model.add_argument("--signal-scaling", choices=tuple(SIGNAL_SCALINGS), default="0",
-                       metavar="{0,1,'0,1',none}",
+                       metavar="SCALING",
                        help="0: percent signal change per voxel (nilearn's default); 1: per scan; "
-                            "'0,1': both; none: no scaling")
+                            "0,1: both (one word); none: no scaling")
     model.add_argument("--noise-model", choices=NOISE_MODELS, default="ar1",
                        metavar=f"{{ols,ar1,...,ar{MAX_AR_ORDER}}}", help="noise model")
     model.add_argument("--whitening", choices=("binned", "exact"), default="binned",
@@ -250,10 +266,12 @@ def add_contrast(sub) -> argparse.ArgumentParser:
         "contrast", parents=[common_options()], formatter_class=_Formatter,
         help="compute contrasts from a fit store and write them to NIfTI, CIFTI or GIfTI",
         description="Compute contrasts from a store written by 'daskglm fit' (no refit) and write "
-                    "the maps to NIfTI files named <contrast>_<type>.nii.gz (z maps: "
-                    "<contrast>_z_map.nii.gz); CIFTI fits: <contrast>_<type>.dscalar.nii; GIfTI fits: "
-                    "<contrast>_<type>_hemi-L.func.gii and _hemi-R.func.gii. With several runs, runs are "
-                    "combined by fixed effects.",
+                    "the maps to NIfTI files named <contrast>_<map>.nii.gz, where <map> names the "
+                    f"--output-type: {_MAP_NAMES}; CIFTI fits: <contrast>_<map>.dscalar.nii; GIfTI fits: "
+                    "<contrast>_<map>_hemi-L.func.gii and _hemi-R.func.gii (e.g. audio_z_map.nii.gz). "
+                    "With several runs, runs are combined by fixed effects. BIDS-named maps "
+                    "(contrast-<name>_stat-<z|t|F|...>_statmap.nii.gz, as nilearn's save_glm_to_bids) come "
+                    "from 'daskglm bids --bids-out'.",
         epilog="examples:\n"
                "  daskglm contrast fit.zarr 'DSt_minus_SSt=[-1,-1,1,1]' -o results\n"
                "  daskglm contrast fit.zarr 'audio - visual' --output-type z_score effect_size\n"
@@ -294,7 +312,8 @@ def add_report(sub) -> argparse.ArgumentParser:
     p.add_argument("--height-control", choices=("fpr", "fdr", "bonferroni", "none"), default="fpr",
                    help="multiple-comparison control of the height threshold")
     p.add_argument("--alpha", type=float, default=0.001, help="error rate of the height control")
-    p.add_argument("--threshold", type=float, default=3.09, help="z threshold with --height-control none")
+    p.add_argument("--threshold", type=float, default=None,
+                   help="z threshold with --height-control none (default: 3.09)")
     p.add_argument("--cluster-threshold", type=int, default=0, metavar="VOXELS",
                    help="minimum cluster size")
     p.add_argument("--two-sided", action="store_true", help="threshold and tabulate negative values too")
@@ -379,4 +398,5 @@ def build_parser() -> argparse.ArgumentParser:
     add_fit_subjects(sub)
     add_bids(sub, [common_options()], _Formatter)
     add_group(sub, [common_options()], _Formatter)
+    add_convert(sub, [], _Formatter)
     return parser

@@ -35,10 +35,12 @@ __all__ = [
     "USER_ERRORS",
     "ErrorPolicy",
     "check_writable",
+    "cli_words",
+    "subject_failure",
     "command",
     "compute_with_progress",
     "local_progress",
-    "persist_with_progress",
+    "write_with_progress",
     "scheduler",
 ]
 
@@ -102,18 +104,29 @@ def compute_with_progress(*collections, client=None, show: bool = True) -> tuple
     return tuple(dask.compute(*persisted))
 
 
-def persist_with_progress(model, client, show: bool) -> None:
-    """Compute a model's fit once (the long part), with a progress bar."""
+def write_with_progress(model, store: str, client, show: bool, overwrite: bool = False, resume: bool = False):
+    """Fit and write a model's store in one pass, with a progress bar: each run is committed as it is fitted.
+
+    The fit is not computed beforehand: the store write computes it, so a run
+    finished before an interruption stays in the store for ``--resume``
+    (:mod:`daskglm.store.zarr`).  Locally the model then reads its fit from
+    the store; under a client the write is one future (distributed's
+    progress bar), and ``--keep-residuals`` computes the fit again.
+
+    Returns
+    -------
+    daskglm.store.zarr.WriteSummary
+    """
     if client is None:
         with local_progress(show):
-            model.persist()
-        return
-    model.persist()  # asynchronous under a client: the arrays now hold futures
+            return model.to_zarr(store, overwrite=overwrite, resume=resume)
+    future = client.compute(model.to_zarr(store, overwrite=overwrite, resume=resume, compute=False))
     if show:
         from distributed import progress
 
-        progress(model.results_)
+        progress(future)
         print(file=sys.stderr)
+    return future.result()
 
 
 # ---------------------------------------------------------------- scheduler
@@ -194,15 +207,33 @@ class _WarningPrinter:
             print(f"{PROG}: warning: {text}", file=sys.stderr)
 
 
+#: The library's Python argument names in messages, and the command line's flags for them.
+CLI_FLAGS = {"overwrite=True": "--overwrite", "resume=True": "--resume"}
+
+
+def cli_words(text: str) -> str:
+    """A library message as the command line says it: its flags (``--overwrite``), not Python's arguments."""
+    for python, flag in CLI_FLAGS.items():
+        text = text.replace(python, flag)
+    return re.sub(r"derivatives_folder='([^']*)'", r"--derivatives \1", text)
+
+
+def subject_failure(err: BaseException) -> str:
+    """A failed subject's one-line message (``"<type>: <message>"``, as the study store records it), CLI flags."""
+    from daskglm.studies.schedule import failure_message
+
+    return cli_words(failure_message(err))
+
+
 def one_line(err: BaseException) -> str:
-    """An exception as one line of text, for ``daskglm: error: ...``."""
+    """An exception as one line of text, for ``daskglm: error: ...`` (CLI flags named as flags)."""
     text = " ".join(str(err).split())
     if isinstance(err, FileNotFoundError) and err.filename and not text.startswith("The"):
         text = f"No such file: {err.filename!r}"
     elif isinstance(err, OSError) and err.strerror:
         where = f": {err.filename!r}" if err.filename else ""
         text = " ".join(f"{err.strerror}{where}".split())
-    return text or type(err).__name__
+    return cli_words(text) or type(err).__name__
 
 
 #: Bytes written (and synced) by :func:`check_writable` to prove there is room.

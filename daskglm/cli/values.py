@@ -6,7 +6,10 @@ options, choices, help); this module reads what was given: contrasts
 ``daskglm fit``'s options as ``FirstLevelModel`` parameters
 (:func:`fit_model_params`, :data:`SIGNAL_SCALINGS`) and ``--target-affine``.
 Confounds files are read by the Python API's reader
-(:func:`daskglm.glm.confounds.read_confounds`), the same for both.
+(:func:`daskglm.glm.confounds.read_confounds`), the same for both; the
+``load_confounds`` options of ``daskglm fit`` and ``daskglm bids``
+(``--confounds-strategy``, ``--confounds-option``) are declared and read here,
+once for both (:func:`add_confounds_strategy`, :func:`confounds_strategy`).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 from daskglm.errors import UsageError
 
 __all__ = ["parse_contrast", "parse_key_values", "load_contrast_file", "contrasts_from_args", "safe_filename",
-           "fit_model_params", "SIGNAL_SCALINGS"]
+           "fit_model_params", "SIGNAL_SCALINGS", "add_confounds_strategy", "confounds_strategy"]
 
 _NAMED = re.compile(r"^\s*([A-Za-z_][\w.+-]*)\s*=(?!=)\s*(.+)$", re.S)
 
@@ -41,6 +44,48 @@ def parse_key_values(items: Sequence[str] | None, option: str) -> dict:
         except json.JSONDecodeError:
             out[key] = value
     return out
+
+
+def add_confounds_strategy(group, default_help: str) -> None:
+    """``--confounds-strategy NAME ...`` and ``--confounds-option KEY=VALUE`` (``daskglm fit``, ``daskglm bids``).
+
+    Parameters
+    ----------
+    group : argparse parser or argument group
+    default_help : str
+        What happens without ``--confounds-strategy``.
+    """
+    group.add_argument(
+        "--confounds-strategy", nargs="+", default=None, metavar="NAME",
+        help="nilearn's load_confounds strategy for fMRIPrep's confounds tables: motion, high_pass, wm_csf, "
+             "global_signal, compcor, ica_aroma, scrub, non_steady_state (e.g. motion wm_csf scrub); its "
+             "sample mask (scrubbed and non-steady-state scans) is applied. " + default_help)
+    group.add_argument(
+        "--confounds-option", action="append", metavar="KEY=VALUE",
+        help="load_confounds option (repeatable, with --confounds-strategy): motion=full, wm_csf=basic, "
+             "global_signal=basic, scrub=5, fd_threshold=0.5, std_dvars_threshold=1.5, "
+             "compcor=anat_combined, n_compcor=all, ica_aroma=full, demean=true")
+
+
+def confounds_strategy(args) -> tuple[tuple[str, ...] | None, dict]:
+    """``--confounds-strategy`` and ``--confounds-option`` as ``(strategy, load_confounds options)``.
+
+    Raises
+    ------
+    UsageError
+        Options without a strategy, or an option ``load_confounds`` does not have.
+    """
+    from daskglm.glm.confounds import load_confounds_options
+
+    strategy = tuple(args.confounds_strategy) if getattr(args, "confounds_strategy", None) else None
+    options = parse_key_values(getattr(args, "confounds_option", None), "--confounds-option")
+    if options and strategy is None:
+        raise UsageError("--confounds-option goes with --confounds-strategy (load_confounds' options).")
+    unknown = sorted(set(options) - set(load_confounds_options()))
+    if unknown:
+        raise UsageError(f"--confounds-option: load_confounds has no option {', '.join(unknown)}; its options: "
+                         f"{', '.join(load_confounds_options())}.")
+    return strategy, options
 
 
 def _parse_value(text: str):

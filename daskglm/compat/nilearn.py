@@ -61,7 +61,7 @@ __all__ = [
     "check_first_level_from_bids_args", "split_confounds_kwargs", "list_valid_subjects",
     "report_found_files", "check_bids_image_list", "find_events_files", "check_confounds_files",
     "check_masks_files", "check_repetition_time", "check_slice_time_ref", "infer_repetition_time",
-    "infer_slice_timing_start_time", "write_gifti_data",
+    "infer_slice_timing_start_time", "write_gifti_data", "fmriprep_confounds_path",
 ]
 
 #: Lowest supported nilearn (the one CI tests; nilearn's own test suites run against daskglm on it).
@@ -318,6 +318,16 @@ def check_confounds_files(confounds_files: list[str], imgs: list) -> None:
     _check_confounds_list(confounds=confounds_files, imgs=imgs)
 
 
+def fmriprep_confounds_path(image_file: str) -> str:
+    """The confounds table ``load_confounds`` reads for a preprocessed run (nilearn's file search).
+
+    Raises nilearn's ``ValueError`` when none, or more than one, is found next to the run.
+    """
+    from nilearn.interfaces.fmriprep.load_confounds_utils import get_confounds_file
+
+    return get_confounds_file(image_file, flag_full_aroma=False, flag_tedana=False)
+
+
 def check_masks_files(masks_files: list[str], imgs: list) -> None:
     """nilearn's warning when brain masks are found but not one per run."""
     from nilearn.glm.first_level.first_level import _check_masks_list
@@ -351,3 +361,34 @@ def infer_slice_timing_start_time(bids_path, filters: list, verbose: int = 0) ->
     from nilearn.interfaces.bids.query import infer_slice_timing_start_time_from_dataset
 
     return infer_slice_timing_start_time_from_dataset(bids_path=bids_path, filters=filters, verbose=verbose)
+
+
+# --------------------------------------------------------------------- nilearn's GLM interface (its report, its BIDS writer)
+def glm_attributes_to_dict(model) -> dict:
+    """The model parameters nilearn's report and ``save_glm_to_bids`` (``statmap.json``) list.
+
+    nilearn's ``BaseGLM._attributes_to_dict`` run on ``model`` (it reads the
+    parameters by name, ``model.__str__()`` and ``model._is_volume_glm()``).
+    """
+    from nilearn.glm._base import BaseGLM
+
+    return BaseGLM._attributes_to_dict(model)
+
+
+def glm_filenames_output(model, prefix, contrasts, contrast_types, out_dir, entities_to_drop=None) -> None:
+    """nilearn's BIDS output names of a fitted model, kept in ``model._reporting_data["filenames"]``.
+
+    nilearn's ``BaseGLM._generate_filenames_output`` run on ``model`` (it reads
+    ``_reporting_data["run_imgs"]``, ``design_matrices_`` / ``design_matrix_``
+    and ``_is_volume_glm()``), as ``nilearn.glm.save_glm_to_bids`` calls it.
+    """
+    from nilearn.glm._base import BaseGLM
+
+    BaseGLM._generate_filenames_output(model, prefix, contrasts, contrast_types, out_dir, entities_to_drop)
+
+
+def mni152_plotting_template():
+    """The image nilearn's plots and reports draw on for ``bg_img="MNI152TEMPLATE"`` (loaded lazily by nilearn)."""
+    from nilearn.plotting.image.utils import MNI152TEMPLATE
+
+    return MNI152TEMPLATE

@@ -41,8 +41,12 @@ no lock: their commits are last-writer-wins.
 
 Resume.  ``write_dataset(..., resume=True)`` reuses every complete run group
 of the store whose ``daskglm_run_key`` equals the key of a run being written,
-referenced or not (an interrupted write leaves complete but uncommitted run
-groups behind), and computes only the others.
+referenced or not, and computes only the others.  Each run group is complete
+as soon as its run is fitted and written, so a write that fails or is
+interrupted (Ctrl-C, a later run's unreadable file, a killed process) leaves
+its finished runs behind for a resumed write: a failure removes only the
+groups it left incomplete (and its shared group); the next commit that does
+not reuse the finished ones collects them.
 
 Attributes are JSON; no pickles.  Format versions 1 (one flat group, daskglm
 0.1) and 2 (no checksums) are still read; ``daskglm migrate`` rewrites them
@@ -313,8 +317,11 @@ def write_dataset(
 
     loc = Location(path, storage_options)
     if loc.exists() and not (overwrite or resume):
+        root = loc.read_json("zarr.json")
+        committed = isinstance(root, dict) and FORMAT_ATTR in root.get("attributes", {})
+        what = "already exists" if committed else "exists but holds no committed fit (an interrupted write?)"
         raise FileExistsError(
-            f"{loc.url!r} already exists; pass overwrite=True to replace it, or resume=True "
+            f"{loc.url!r} {what}; pass overwrite=True to replace it, or resume=True "
             "to keep its complete runs and fit the rest."
         )
     n_runs = ds.sizes["run"]
@@ -354,13 +361,29 @@ def write_dataset(
     except BaseException:
         referenced = _referenced(loc)  # a committed root keeps its groups, whatever failed after it
         if referenced is not None:  # unknown: leave the groups to the next commit's garbage collection
+            # runs fitted and committed to their groups before the failure (Ctrl-C, a later run's bad
+            # file) stay for a resumed write; the next commit that does not reuse them collects them
+            finished = _complete_groups(loc, [f"run{i}-{stamp}" for i in summary.written])
             _discard(loc, [name for name in [f"run{i}-{stamp}" for i in summary.written] + [shared_name]
-                           if name not in referenced])
+                           if name not in referenced and name not in finished])
         try:
             remove_claim(loc, stamp)
         except Exception:  # best effort, as _discard
             pass
         raise
+
+
+def _complete_groups(loc: Location, names: list[str]) -> set[str]:
+    """The groups of ``names`` that are complete (their marker set); none when they cannot be read."""
+    complete = set()
+    for name in names:
+        try:
+            attrs = _group_attrs(loc, name)
+        except Exception:  # unreadable: not counted as complete, so it is discarded
+            continue
+        if attrs and attrs.get(RUN_MARKER) is True:
+            complete.add(name)
+    return complete
 
 
 def _referenced(loc: Location) -> set[str] | None:

@@ -351,3 +351,131 @@ def test_confounds_with_the_wrong_number_of_rows_name_the_file(fiac_small, tmp_p
     code, _, err = run(capsys, "fit", fiac_small["func1"], "--events", fiac_small["events1"], "--t-r", "2.5",
                        "--confounds", short, "-o", tmp_path / "f.zarr")
     assert code == 2 and str(short) in err and "5 rows" in err and err.count("\n") == 1
+
+
+# ------------------------------------------------- fMRIPrep confounds, --resume
+@pytest.fixture(scope="module")
+def fmriprep(tmp_path_factory):
+    """Two runs of one fMRIPrep-like subject, their events and confounds tables (n/a, FD spikes)."""
+    from daskglm.data.bids import make_bids_dataset
+
+    ds = make_bids_dataset(tmp_path_factory.mktemp("fmriprep") / "ds", n_subjects=1, n_sessions=0, n_runs=2,
+                           shape=(8, 9, 7), n_scans=40, seed=4)
+    runs = ds["runs"]["01"]
+    events = [r.replace("/derivatives/", "/").replace("_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz",
+                                                      "_events.tsv") for r in runs]
+    tables = [r.split("_space-")[0] + "_desc-confounds_timeseries.tsv" for r in runs]
+    return {"runs": runs, "events": events, "tables": tables}
+
+
+def _nilearn_z(runs, events, confounds, sample_masks=None):
+    import warnings
+
+    import pandas as pd
+    from nilearn.glm.first_level import FirstLevelModel as NilearnModel
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = NilearnModel(t_r=2.0, slice_time_ref=0.5).fit(
+            runs, events=[pd.read_csv(e, sep="\t") for e in events], confounds=confounds, sample_masks=sample_masks)
+        return model.compute_contrast("face - house").get_fdata(), np.asarray(model.masker_.mask_img_.dataobj) > 0
+
+
+def _store_z(store):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return open_model(store).compute_contrast("face - house").get_fdata()
+
+
+def test_fit_confounds_strategy_equals_nilearn_with_load_confounds(fmriprep, tmp_path, capsys):
+    """`daskglm fit --confounds-strategy`: tables found next to the runs, load_confounds' sample masks applied."""
+    from nilearn.interfaces.fmriprep import load_confounds
+
+    out = tmp_path / "fit.zarr"
+    code, stdout, err = run(capsys, "fit", *fmriprep["runs"], "--events", *fmriprep["events"], "--t-r", "2",
+                            "--slice-time-ref", "0.5", "--confounds-strategy", "motion", "wm_csf", "scrub",
+                            "--confounds-option", "scrub=0", "--confounds-option", "fd_threshold=0.3", "-o", out)
+    assert code == 0, err
+    confounds, masks = load_confounds(fmriprep["runs"], strategy=("motion", "wm_csf", "scrub"), scrub=0,
+                                      fd_threshold=0.3)
+    kept = sum(len(m) for m in masks)
+    assert f"({kept} of 80 scans kept)" in stdout and kept < 80
+    z_ref, inside = _nilearn_z(fmriprep["runs"], fmriprep["events"], confounds, masks)
+    assert np.mean(np.abs(_store_z(out)[inside] - z_ref[inside]) < 1e-4) >= 0.999
+    # the same with the tables named (--confounds), and columns picked from a raw table
+    code, _, err = run(capsys, "fit", *fmriprep["runs"], "--events", *fmriprep["events"], "--t-r", "2",
+                       "--slice-time-ref", "0.5", "--confounds", *fmriprep["tables"],
+                       "--confounds-columns", "trans_?", "rot_?", "framewise_displacement", "-o", tmp_path / "c.zarr")
+    assert code == 0, err
+    picked = []
+    for table in fmriprep["tables"]:
+        import pandas as pd
+
+        frame = pd.read_csv(table, sep="\t")[["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z",
+                                             "framewise_displacement"]]
+        frame.iloc[0, -1] = frame.iloc[1, -1]  # load_confounds' filling of the first row
+        picked.append(frame)
+    z_ref, inside = _nilearn_z(fmriprep["runs"], fmriprep["events"], picked)
+    assert np.mean(np.abs(_store_z(tmp_path / "c.zarr")[inside] - z_ref[inside]) < 1e-4) >= 0.999
+
+
+@pytest.mark.parametrize("extra, message", [
+    ([], "Extra regressors contain NaN values"),
+    (["--confounds-option", "scrub=0"], "--confounds-option goes with --confounds-strategy"),
+    (["--confounds-strategy", "motion", "--confounds-option", "scrubb=0"], "load_confounds has no option scrubb"),
+    (["--confounds-columns", "framwise_displacement"], "did you mean framewise_displacement"),
+])
+def test_fmriprep_confounds_errors_are_one_line(fmriprep, tmp_path, capsys, extra, message):
+    code, _, err = run(capsys, "fit", fmriprep["runs"][0], "--events", fmriprep["events"][0], "--t-r", "2",
+                       "--confounds", fmriprep["tables"][0], *extra, "-o", tmp_path / "e.zarr")
+    assert code == 2 and err.count("\n") == 1 and message in err, err
+    assert "=True" not in err
+
+
+def test_fit_resume_reuses_the_runs_an_interrupted_fit_finished(fmriprep, tmp_path, capsys, monkeypatch):
+    """Ctrl-C after the first run is fitted: that run stays in the store; --resume fits only the other."""
+    from dask.callbacks import Callback
+
+    from daskglm.store.zarr import complete_run_keys
+
+    class CtrlC(Callback):  # the user's Ctrl-C, as soon as one run's group is committed
+        def _posttask(self, key, result, dsk, state, worker_id):
+            name = key[0] if isinstance(key, tuple) else key
+            if str(name).startswith("_finalize_group") and str(result).startswith("run"):
+                raise KeyboardInterrupt
+
+    out = tmp_path / "fit.zarr"
+    argv = ["fit", *fmriprep["runs"], "--events", *fmriprep["events"], "--t-r", "2", "--slice-time-ref", "0.5",
+            "--confounds-strategy", "motion", "wm_csf", "--confounds-option", "motion=basic", "-o", out]
+    with CtrlC():
+        code, _, err = run(capsys, *argv)
+    assert code == 130 and "interrupted" in err
+    assert len(complete_run_keys(out)) == 1  # the finished run was kept
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and "pass --overwrite to replace it, or --resume" in err
+    code, stdout, err = run(capsys, *argv, "--resume")
+    assert code == 0, err
+    assert "(1 reused from the store)" in stdout
+    code, stdout, _ = run(capsys, *argv[:-2], "-o", tmp_path / "clean.zarr")
+    np.testing.assert_array_equal(_store_z(out), _store_z(tmp_path / "clean.zarr"))
+    code, stdout, err = run(capsys, *argv, "--resume")  # everything reused
+    assert code == 0 and "(2 reused from the store)" in stdout
+    assert run(capsys, *argv, "--resume", "--overwrite")[0] == 2  # one or the other
+
+
+def test_help_says_what_the_files_are_named(store, tmp_path, capsys):
+    from daskglm.glm.contrasts import OUTPUT_SUFFIX
+
+    assert main(["contrast", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    for output_type, suffix in OUTPUT_SUFFIX.items():
+        assert f"{suffix} ({output_type})" in text
+    code, stdout, _ = run(capsys, "contrast", store, "FirstSt=[1, 0, 0, 0]", "-t", *OUTPUT_SUFFIX, "-o", tmp_path)
+    assert code == 0
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name != "probe") == sorted(
+        f"FirstSt_{s}.nii.gz" for s in OUTPUT_SUFFIX.values())
+    assert main(["fit", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--signal-scaling SCALING" in text and "{0,1,0,1" not in text and "--resume" in text

@@ -3,7 +3,11 @@
 Real files written in ``tmp_path``: fMRIPrep-style TSV/CSV with a header,
 SPM ``rp_*.txt``, FSL ``.par``, AFNI ``.1D``; a fit given a file has the design
 of the fit given the same numbers as a DataFrame, and nilearn's design and maps
-for that DataFrame; refusals name the file.
+for that DataFrame; refusals name the file.  fMRIPrep's tables (a generated
+run and its ``desc-confounds_timeseries.tsv`` + ``.json``,
+:func:`daskglm.data.bids.make_bids_dataset`) read with a ``load_confounds``
+strategy equal nilearn's ``load_confounds`` on the run (table and sample
+mask), and the fit equals nilearn's ``FirstLevelModel`` given them.
 """
 
 from __future__ import annotations
@@ -69,7 +73,9 @@ def test_fmriprep_n_a_is_refused_with_nilearns_words_and_the_file(tmp_path):
         read_confounds(path)
     assert isinstance(info.value, ConfoundsError)
     assert str(path) in str(info.value) and "framewise_displacement" in str(info.value)
-    assert "csf" not in str(info.value).split("in: ")[1]
+    listed = str(info.value).split("in: ")[1].split(". ")[0]
+    assert listed == "framewise_displacement"
+    assert "--confounds-strategy" in str(info.value) and "columns" in str(info.value)  # what to do
 
 
 def test_columns_of_tables_arrays_and_files(tmp_path):
@@ -159,3 +165,114 @@ def test_fit_refuses_a_file_with_n_a_by_name(run_and_motion):
     with pytest.raises(ConfoundsError, match="Extra regressors contain NaN values") as info:
         _fit(data, path)
     assert str(path) in str(info.value)
+
+
+# ------------------------------------------------------- fMRIPrep's tables
+@pytest.fixture(scope="module")
+def fmriprep(tmp_path_factory):
+    """One subject, two runs of an fMRIPrep-like dataset (n/a in first rows, FD spikes, aCompCor metadata)."""
+    from daskglm.data.bids import make_bids_dataset
+
+    ds = make_bids_dataset(tmp_path_factory.mktemp("fmriprep") / "ds", n_subjects=1, n_sessions=0, n_runs=2,
+                           shape=(8, 9, 7), n_scans=40, seed=3)
+    runs = ds["runs"]["01"]
+    events = [r.replace("/derivatives/", "/").replace("_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz",
+                                                      "_events.tsv") for r in runs]
+    tables = [r.split("_space-")[0] + "_desc-confounds_timeseries.tsv" for r in runs]
+    return {"runs": runs, "events": events, "tables": tables, "t_r": ds["t_r"]}
+
+
+STRATEGIES = [
+    (("motion", "wm_csf", "scrub"), {"scrub": 0, "fd_threshold": 0.3}),
+    (("high_pass", "motion", "compcor"), {"motion": "basic", "n_compcor": 3}),
+    (("motion", "global_signal"), {"motion": "derivatives", "global_signal": "full", "demean": False}),
+    (("motion", "non_steady_state"), {"motion": "power2"}),
+]
+
+
+@pytest.mark.parametrize("strategy, options", STRATEGIES)
+def test_strategy_equals_load_confounds_on_the_run(fmriprep, strategy, options):
+    from nilearn.interfaces.fmriprep import load_confounds
+
+    from daskglm.glm.confounds import fmriprep_confounds_file
+
+    run, table = fmriprep["runs"][0], fmriprep["tables"][0]
+    assert fmriprep_confounds_file(run) == table
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # non_steady_state: nilearn's "always detected"
+        expected, mask = load_confounds(run, strategy=strategy, **options)
+        ours = read_confounds(table, strategy=strategy, **options)
+    pd.testing.assert_frame_equal(ours, expected)
+    assert not ours.isna().any().any()
+    if mask is None:
+        assert "sample_mask" not in ours.attrs
+    else:
+        assert ours.attrs["sample_mask"] == tuple(mask) and len(mask) < len(ours)
+
+
+def test_columns_are_picked_and_filled_as_load_confounds(fmriprep):
+    from nilearn.interfaces.fmriprep import load_confounds
+
+    table = fmriprep["tables"][0]
+    raw = pd.read_csv(table, sep="\t")
+    assert raw["trans_x_derivative1"].isna().iloc[0]
+    picked = read_confounds(table, columns=["trans_?", "trans_x_derivative1", "framewise_displacement"])
+    assert list(picked.columns) == ["trans_x", "trans_y", "trans_z", "trans_x_derivative1",
+                                    "framewise_displacement"]
+    reference, _ = load_confounds(fmriprep["runs"][0], strategy=("motion",), motion="derivatives", demean=False)
+    np.testing.assert_array_equal(picked["trans_x_derivative1"], reference["trans_x_derivative1"])
+    assert picked["framewise_displacement"].iloc[0] == raw["framewise_displacement"].iloc[1]
+    np.testing.assert_array_equal(picked["trans_x"], raw["trans_x"])  # nothing else changed
+    # of what a strategy chose; the strategy's sample mask kept
+    scrubbed = read_confounds(table, strategy=("motion", "scrub"), columns=["rot_*"], motion="basic", scrub=0,
+                              fd_threshold=0.3)
+    assert list(scrubbed.columns) == ["rot_x", "rot_y", "rot_z"] and "sample_mask" in scrubbed.attrs
+
+
+def test_confounds_reader_refusals(fmriprep, tmp_path):
+    table = fmriprep["tables"][0]
+    with pytest.raises(ConfoundsError, match="no column 'framwise_displacement' .*did you mean framewise_displacement"):
+        read_confounds(table, columns=["framwise_displacement"])
+    with pytest.raises(TypeError, match="go with a strategy"):
+        read_confounds(table, scrub=0)
+    with pytest.raises(TypeError, match="Unknown load_confounds option.*'scrubbing'"):
+        read_confounds(table, strategy=("motion",), scrubbing=0)
+    with pytest.raises(ConfoundsError, match=r"load_confounds could not use .*wm_csf.*keywords or parameters are "
+                                             r"missing"):
+        bare = tmp_path / "motion_only.tsv"
+        pd.read_csv(table, sep="\t")[["trans_x", "trans_y"]].to_csv(bare, sep="\t", index=False)
+        read_confounds(bare, strategy=("wm_csf",))
+    middle = tmp_path / "gap.tsv"
+    pd.DataFrame({"a": [np.nan, 1.0, np.nan, 2.0], "b": [1.0, 2.0, 3.0, 4.0]}).to_csv(middle, sep="\t", index=False,
+                                                                                    na_rep="n/a")
+    with pytest.raises(ConfoundsError, match="after the first row in: a"):
+        read_confounds(middle, columns=["a"])
+    from daskglm.glm.confounds import fmriprep_confounds_file
+
+    with pytest.raises(ConfoundsError, match="No fMRIPrep confounds table found for the run"):
+        fmriprep_confounds_file(tmp_path / "sub-02_task-x_desc-preproc_bold.nii.gz")
+
+
+def test_fit_with_load_confounds_strategy_equals_nilearn(fmriprep):
+    """Two runs, scrubbing: daskglm fed read_confounds' tables (sample masks on board) = nilearn fed load_confounds'."""
+    from nilearn.glm.first_level import FirstLevelModel as NilearnModel
+    from nilearn.interfaces.fmriprep import load_confounds
+
+    strategy, options = ("motion", "wm_csf", "scrub"), {"motion": "basic", "scrub": 0, "fd_threshold": 0.3}
+    confounds, masks = load_confounds(fmriprep["runs"], strategy=strategy, **options)
+    assert all(m is not None and len(m) < 40 for m in masks)
+    events = [pd.read_csv(e, sep="\t") for e in fmriprep["events"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = NilearnModel(t_r=fmriprep["t_r"], slice_time_ref=0.5).fit(
+            fmriprep["runs"], events=events, confounds=confounds, sample_masks=masks)
+        ours = FirstLevelModel(t_r=fmriprep["t_r"], slice_time_ref=0.5).fit(
+            fmriprep["runs"], events=fmriprep["events"],
+            confounds=[read_confounds(t, strategy=strategy, **options) for t in fmriprep["tables"]])
+        for d_ours, d_ref in zip(ours.design_matrices_, ref.design_matrices_):
+            pd.testing.assert_frame_equal(d_ours, d_ref)
+        inside = np.asarray(ref.masker_.mask_img_.dataobj) > 0
+        np.testing.assert_array_equal(np.asarray(ours.mask_img_.dataobj) > 0, inside)
+        z_ours = ours.compute_contrast("face - house").get_fdata()[inside]
+        z_ref = ref.compute_contrast("face - house").get_fdata()[inside]
+    assert np.mean(np.abs(z_ours - z_ref) < 1e-4) >= 0.999
