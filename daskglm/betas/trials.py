@@ -93,17 +93,17 @@ def trial_columns(columns: list, frame: pd.DataFrame, design: np.ndarray, run: i
     nuisance : ndarray of int
     """
     names = [f"{TRIAL_PREFIX}{i:05d}" for i in range(len(frame))]
-    per_trial = []
-    for i, name in enumerate(names):
-        own = [j for j, c in enumerate(columns) if c == name or str(c).startswith(name + "_")]
-        if not own or not np.abs(design[:, own[0]]).max() > 0:
+    per_trial = [_basis_columns(columns, name) for name in names]
+    peaks = np.array([np.abs(design[:, own[0]]).max() if own else 0.0 for own in per_trial])
+    for i, own in enumerate(per_trial):
+        after_run = frame["onset"].iloc[i] >= run_span
+        if not own or after_run or not peaks[i] > 1e-6 * peaks.max():
             row = frame.iloc[i]
             raise ValueError(
                 f"Trial {i} of run {run} ({row['trial_type']!r}, onset {row['onset']}, duration "
                 f"{row['duration']}) has no regressor in the run's (kept) scans: it lies outside the run "
                 f"(0 .. {run_span:g} s)."
             )
-        per_trial.append(own)
     if len({len(c) for c in per_trial}) != 1:
         raise ValueError(f"The trials of run {run} have different numbers of HRF basis columns.")
     used = {j for c in per_trial for j in c}
