@@ -22,6 +22,7 @@ import xarray as xr
 import daskglm.compat.nilearn  # noqa: F401  (the nilearn version check: one line if unsupported)
 from daskglm.errors import NotFittedError
 from daskglm.first_level.inputs import fit_inputs
+from daskglm.first_level.nilearn_glm import NilearnGLMInterface
 from daskglm.first_level.outputs import FirstLevelOutputs, report_threshold
 from daskglm.first_level.representation import estimator_repr
 from daskglm.first_level.volumes import contrast_dataset, mean_image, model_volume
@@ -47,7 +48,7 @@ DIAGNOSTIC_LAGS = 3
 SIGNAL_SCALINGS = (0, 1, (0, 1), [0, 1], False)
 
 
-class FirstLevelModel(FirstLevelOutputs):
+class FirstLevelModel(FirstLevelOutputs, NilearnGLMInterface):
     """First-level fMRI GLM, a drop-in for :class:`nilearn.glm.first_level.FirstLevelModel`.
 
     Runs are read lazily and streamed once; voxel blocks are solved
@@ -302,6 +303,7 @@ class FirstLevelModel(FirstLevelOutputs):
         self._state = build_fit(inputs.sources, inputs.designs, inputs.space, options, self.chunks)
         self._timeseries = None
         self._masker = None
+        self._keep_fit_inputs(run_imgs, events, design_matrices)  # nilearn's _reporting_data
         return self
 
     # ------------------------------------------------------------ fitted state
@@ -526,15 +528,26 @@ class FirstLevelModel(FirstLevelOutputs):
                 self._state = state.replace(runs=stored.runs, run_keys=stored.run_keys, persisted=True)
         return result
 
-    def generate_report(self, contrasts=None, title=None, bg_img=None, threshold=None,
-                        alpha=0.001, cluster_threshold=0, height_control="fpr", **kwargs):
-        """HTML report of the fit (:mod:`daskglm.reporting.report`); ``threshold`` as nilearn's."""
-        from daskglm.reporting.report import make_glm_report
+    def generate_report(self, contrasts=None, first_level_contrast=None, title=None, bg_img=None,
+                        threshold=None, alpha=0.001, cluster_threshold=0, height_control="fpr",
+                        two_sided=False, min_distance=8.0, plot_type="slice", cut_coords=None,
+                        display_mode=None, report_dims=(1600, 800), **kwargs):
+        """HTML report of the fit (:mod:`daskglm.reporting.report`), with nilearn's parameters.
+
+        ``threshold`` as nilearn's; ``bg_img=None`` (the default) draws on the
+        fit's mean image, ``"MNI152TEMPLATE"`` (nilearn's default) on nilearn's
+        template; ``plot_type="glass"`` adds glass brains; ``contrasts=None``
+        after ``nilearn.glm.save_glm_to_bids`` reports the contrasts it wrote.
+        """
+        from daskglm.reporting.report import nilearn_report
 
         threshold = report_threshold(threshold, height_control)
-        return make_glm_report(self, contrasts, title=title, bg_img=bg_img, threshold=threshold,
-                               alpha=alpha, cluster_threshold=cluster_threshold,
-                               height_control=height_control, **kwargs)
+        return nilearn_report(self, self._report_contrasts(contrasts), first_level_contrast=first_level_contrast,
+                              title=title, bg_img=bg_img, threshold=threshold, alpha=alpha,
+                              cluster_threshold=cluster_threshold, height_control=height_control,
+                              two_sided=two_sided, min_distance=min_distance, plot_type=plot_type,
+                              cut_coords=cut_coords, display_mode=display_mode, report_dims=report_dims,
+                              **kwargs)
 
 
 def open_model(store, storage_options: dict | None = None) -> FirstLevelModel:

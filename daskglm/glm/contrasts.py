@@ -426,15 +426,16 @@ def per_run_contrasts(
             f"got {type(contrast_def).__name__}."
         )
     if len(con_vals) == 1 and n_runs > 1:
-        warnings.warn(  # nilearn's warning (category and text)
-            f"The same contrast will be used for all {n_runs} runs. "
-            "If the design matrices are not the same for all runs, "
-            "(for example with different column names or column order across runs) "
-            "you should pass contrast as an expression using the name of the conditions "
-            "as they appear in the design matrices.",
-            RuntimeWarning,
-            stacklevel=stacklevel,
-        )
+        if not isinstance(con_vals[0], str):  # an expression is resolved by name in each run: no advice to give
+            warnings.warn(  # nilearn's warning (category and text), for weights applied to every run by position
+                f"The same contrast will be used for all {n_runs} runs. "
+                "If the design matrices are not the same for all runs, "
+                "(for example with different column names or column order across runs) "
+                "you should pass contrast as an expression using the name of the conditions "
+                "as they appear in the design matrices.",
+                RuntimeWarning,
+                stacklevel=stacklevel,
+            )
         con_vals = con_vals * n_runs
     elif len(con_vals) != n_runs:
         raise ContrastError(f"{len(con_vals)} contrasts given, while there are {n_runs} runs.")

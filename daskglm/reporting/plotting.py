@@ -272,6 +272,10 @@ def plot_mask(mask_img, bg_img=None, title: str | None = "Analysis mask") -> Fig
 def plot_ar_coefficients(ar_coefs: list[np.ndarray], title: str | None = "AR(1) coefficients") -> Figure:
     """Whitening diagnostics: histogram of each run's per-voxel AR(1) coefficient.
 
+    The coefficients are nilearn's labels, multiples of 0.01 (:data:`AR_BIN`):
+    each bar is one value of that grid (bin edges halfway between grid
+    values), so no bin holds two grid values and none falls between them.
+
     Parameters
     ----------
     ar_coefs : list of array
@@ -279,17 +283,24 @@ def plot_ar_coefficients(ar_coefs: list[np.ndarray], title: str | None = "AR(1) 
     """
     fig = new_figure(6.0, 3.0)
     ax = fig.add_subplot()
-    for i, rho in enumerate(ar_coefs):
-        rho = np.asarray(rho, dtype=float).ravel()
-        ax.hist(rho, bins=np.linspace(-1, 1, 101), alpha=0.6,
+    runs = [np.asarray(rho, dtype=float).ravel() for rho in ar_coefs]
+    finite = np.concatenate([rho[np.isfinite(rho)] for rho in runs]) if runs else np.zeros(0)
+    lo, hi = (np.floor(finite.min() / AR_BIN), np.ceil(finite.max() / AR_BIN)) if finite.size else (0, 0)
+    edges = (np.arange(lo, hi + 2) - 0.5) * AR_BIN
+    for i, rho in enumerate(runs):
+        ax.hist(rho[np.isfinite(rho)], bins=edges, alpha=0.6,
                 label=f"run {i + 1}: median {np.median(rho):.2f}")
-    ax.set_xlabel("AR(1) coefficient (binned at 0.01)")
+    ax.set_xlabel("AR(1) coefficient (bins of 0.01)")
     ax.set_ylabel("voxels")
-    ax.set_xlim(-0.5, 1.0)
+    ax.set_xlim(min(-0.1, edges[0] - AR_BIN), max(0.5, edges[-1] + AR_BIN))
     ax.legend(fontsize=8)
     if title:
         ax.set_title(title, fontsize=11)
     return fig
+
+
+#: The grid of nilearn's AR(1) labels (``bins=100`` over [-1, 1]).
+AR_BIN = 0.01
 
 
 def _named(design: pd.DataFrame) -> pd.DataFrame:

@@ -35,7 +35,7 @@ from daskglm.io.export import unmask
 from daskglm.reporting import _templates, plotting
 from daskglm.reporting.thresholding import check_threshold_params, get_clusters_table, threshold_stats_img
 
-__all__ = ["GLMReport", "make_glm_report", "normalize_contrasts", "contrast_z_map"]
+__all__ = ["GLMReport", "make_glm_report", "nilearn_report", "normalize_contrasts", "contrast_z_map"]
 
 _TEMPLATES = {
     "report.html": Template(_templates.REPORT),
@@ -60,6 +60,12 @@ class GLMReport:
     def __init__(self, html_text: str, title: str = "daskglm report"):
         self._html = html_text
         self.title = title
+        self.width, self.height = 960, 800
+
+    def resize(self, width: int, height: int) -> GLMReport:
+        """Set the size of the report's iframe (nilearn's ``report_dims``)."""
+        self.width, self.height = int(width), int(height)
+        return self
 
     def get_standalone(self) -> str:
         """The whole HTML document."""
@@ -85,8 +91,10 @@ class GLMReport:
         webbrowser.open(Path(path).resolve().as_uri())
         return path
 
-    def get_iframe(self, width: int = 960, height: int = 800) -> str:
-        """The report inside an ``<iframe srcdoc=...>``, for notebooks."""
+    def get_iframe(self, width: int | None = None, height: int | None = None) -> str:
+        """The report inside an ``<iframe srcdoc=...>``, for notebooks (default size: :meth:`resize`'s)."""
+        width = self.width if width is None else width
+        height = self.height if height is None else height
         return (
             f'<iframe srcdoc="{html.escape(self._html, quote=True)}" width="{int(width)}" '
             f'height="{int(height)}" frameborder="0"></iframe>'
@@ -375,7 +383,11 @@ def make_glm_report(
     if not model.__sklearn_is_fitted__():
         raise NotFittedError("The model is not fitted yet; call fit() before generate_report().")
     check_threshold_params(alpha, threshold, height_control, cluster_threshold)
-    contrasts = normalize_contrasts(contrasts)
+    if contrasts is None:  # nilearn's report without contrasts, and its warning
+        warnings.warn("No contrast passed during report generation.", UserWarning, stacklevel=3)
+        contrasts = {}
+    else:
+        contrasts = normalize_contrasts(contrasts)
     title = title or "daskglm first-level report"
     if model.space_.kind != "volume":  # SurfaceImage fits on their mesh; CIFTI fits on mesh= if given
         from daskglm.reporting.surface_report import surface_report_page
@@ -419,3 +431,39 @@ def make_glm_report(
         version=html.escape(__version__),
     )
     return GLMReport(page, title)
+
+
+#: nilearn's ``plot_type`` values: ``"glass"`` draws glass brains (here beside the slices).
+PLOT_TYPES = ("slice", "glass")
+
+
+def nilearn_report(model, contrasts=None, first_level_contrast=None, title: str | None = None, bg_img=None,
+                   threshold: float = 3.09, alpha: float = 0.001, cluster_threshold: int = 0,
+                   height_control: str | None = "fpr", two_sided: bool = False, min_distance: float = 8.0,
+                   plot_type: str = "slice", cut_coords=None, display_mode: str | None = None,
+                   report_dims=(1600, 800), **kwargs) -> GLMReport:
+    """:func:`make_glm_report` with the arguments of nilearn's ``generate_report``.
+
+    What nilearn's ``make_glm_report`` and ``save_glm_to_bids`` pass:
+    ``bg_img="MNI152TEMPLATE"`` is nilearn's template (volumes; none for
+    surfaces, as nilearn), ``plot_type="glass"`` adds glass brains,
+    ``display_mode=None`` is ``'ortho'``, ``report_dims`` sizes the iframe;
+    ``first_level_contrast`` is ignored with nilearn's warning.  Other
+    keywords go to :func:`make_glm_report`.
+    """
+    from daskglm.compat.nilearn import check_parameter_in_allowed, mni152_plotting_template
+
+    if first_level_contrast is not None:
+        warnings.warn("'first_level_contrast' is ignored for FirstLevelModel.Setting first_level_contrast=None.",
+                      UserWarning, stacklevel=3)
+    check_parameter_in_allowed(plot_type, list(PLOT_TYPES), "plot_type")
+    if min_distance < 0:
+        raise ValueError(f"'min_distance' must be > 0. Got {min_distance=}")
+    if isinstance(bg_img, str) and bg_img == "MNI152TEMPLATE":
+        bg_img = mni152_plotting_template() if model.space_.kind == "volume" else None
+    glass_brain = bool(kwargs.pop("glass_brain", False)) or plot_type == "glass"
+    report = make_glm_report(model, contrasts, title=title, bg_img=bg_img, threshold=threshold, alpha=alpha,
+                             cluster_threshold=cluster_threshold, height_control=height_control,
+                             two_sided=two_sided, min_distance=min_distance, cut_coords=cut_coords,
+                             display_mode=display_mode or "ortho", glass_brain=glass_brain, **kwargs)
+    return report.resize(*report_dims)

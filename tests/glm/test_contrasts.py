@@ -230,3 +230,17 @@ def test_expression_garbage_raises_contrast_error_only(columns, expression):
         assert vec.shape == (len(columns),) and np.isfinite(vec).all()
     else:
         assert isinstance(err, ContrastError)
+
+
+def test_an_expression_for_all_runs_is_quiet():
+    """One expression for several runs is resolved by name in each: nilearn's advice to pass one is not given."""
+    from daskglm.glm.contrasts import per_run_contrasts
+
+    columns = [["a", "b", "constant"], ["b", "a", "new", "constant"]]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        cons = per_run_contrasts("a - b", columns)
+    np.testing.assert_array_equal(cons[0], [1, -1, 0])
+    np.testing.assert_array_equal(cons[1], [-1, 1, 0, 0])
+    with pytest.warns(RuntimeWarning, match="you should pass contrast as an expression"):
+        per_run_contrasts(np.array([1.0, -1.0, 0.0]), [columns[0], columns[0]])
