@@ -12,6 +12,7 @@ exactly from those statistics (:mod:`daskglm.kernels.single_trial`;
 from __future__ import annotations
 
 import inspect
+import os
 
 import numpy as np
 import pandas as pd
@@ -223,6 +224,27 @@ class BetaSeriesModel:
         self._result = BetaSeries(betas, variances, dof, result.trials, result.designs, result.space,
                                   result.sources)
         return self
+
+    # ------------------------------------------------------------- persistence
+    def to_zarr(self, store, overwrite: bool = False) -> None:
+        """Write the beta series (computing it) to a local Zarr store; ``daskglm.open_model`` reopens it."""
+        from daskglm.betas.store import write_beta_series
+
+        params = self.get_params()
+        if not isinstance(params["mask_img"], (str, os.PathLike, type(None), bool)):
+            params["mask_img"] = None  # an image or masker is not stored: the store keeps the mask itself
+        params = {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in params.items()}
+        write_beta_series(self._fitted(), params, store, overwrite=overwrite)
+
+    @classmethod
+    def from_store(cls, store) -> BetaSeriesModel:
+        """The model written to ``store`` by :meth:`to_zarr`, its beta series read lazily (no refit)."""
+        from daskglm.betas.store import read_beta_series
+
+        result, params = read_beta_series(store)
+        model = cls(**params)
+        model._result = result
+        return model
 
     def beta_maps(self, trial_type=None, output_type: str = "effect_size"):
         """The beta series as images: one volume (sample) per trial, in events order, run after run.
