@@ -19,7 +19,7 @@ from daskglm._version import __version__
 #: public name -> submodule defining it
 _EXPORTS = {
     "FirstLevelModel": ".first_level.model",
-    "open_model": ".betas.store",  # FirstLevelModel and BetaSeriesModel stores
+    "open_model": ".betas.opening",  # FirstLevelModel and BetaSeriesModel stores
     "SecondLevelModel": ".group",
     "non_parametric_inference": ".group",
     "compute_fixed_effects": ".first_level.fixed_effects",
@@ -37,7 +37,7 @@ __all__ = ["FirstLevelModel", "SecondLevelModel", "non_parametric_inference", "c
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from daskglm.betas.model import BetaSeriesModel
-    from daskglm.betas.store import open_model
+    from daskglm.betas.opening import open_model
     from daskglm.first_level.fixed_effects import compute_fixed_effects
     from daskglm.first_level.model import FirstLevelModel
     from daskglm.group import SecondLevelModel, non_parametric_inference

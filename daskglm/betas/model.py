@@ -19,6 +19,7 @@ import pandas as pd
 import xarray as xr
 
 from daskglm.betas.graph import BetaSeries, build_betas
+from daskglm.betas.store import read_beta_series, write_beta_series
 from daskglm.betas.trials import (
     basis_models,
     lsa_events,
@@ -228,8 +229,6 @@ class BetaSeriesModel:
     # ------------------------------------------------------------- persistence
     def to_zarr(self, store, overwrite: bool = False) -> None:
         """Write the beta series (computing it) to a local Zarr store; ``daskglm.open_model`` reopens it."""
-        from daskglm.betas.store import write_beta_series
-
         params = self.get_params()
         if not isinstance(params["mask_img"], (str, os.PathLike, type(None), bool)):
             params["mask_img"] = None  # an image or masker is not stored: the store keeps the mask itself
@@ -239,8 +238,6 @@ class BetaSeriesModel:
     @classmethod
     def from_store(cls, store) -> BetaSeriesModel:
         """The model written to ``store`` by :meth:`to_zarr`, its beta series read lazily (no refit)."""
-        from daskglm.betas.store import read_beta_series
-
         result, params = read_beta_series(store)
         model = cls(**params)
         model._result = result

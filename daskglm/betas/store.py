@@ -1,4 +1,4 @@
-"""Beta series in Zarr: write a fitted :class:`~daskglm.BetaSeriesModel`, and ``open_model`` for either kind.
+"""Beta series in Zarr: write and read a fitted :class:`~daskglm.BetaSeriesModel`'s beta series.
 
 Layout (one flat Zarr group, written by xarray):
 
@@ -35,11 +35,10 @@ import zarr
 
 from daskglm.betas.graph import BetaSeries
 from daskglm.errors import StoreError
-from daskglm.first_level.model import open_model as open_first_level
 from daskglm.space.build import element_space
 from daskglm.store.geometry import GEOMETRY_ATTR, geometry_attrs, geometry_from_json, geometry_variables
 
-__all__ = ["KIND", "write_beta_series", "read_beta_series", "open_model"]
+__all__ = ["KIND", "write_beta_series", "read_beta_series", "is_beta_series"]
 
 #: Root attribute ``daskglm_kind`` of a beta-series store.
 KIND = "beta_series"
@@ -111,13 +110,6 @@ def write_beta_series(result: BetaSeries, params: dict, store, overwrite: bool =
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def _is_beta_series(store) -> bool:
-    try:
-        return zarr.open_group(str(store), mode="r").attrs.get("daskglm_kind") == KIND
-    except Exception:  # not a Zarr group we can read: let the first-level reader name the problem
-        return False
-
-
 def read_beta_series(store) -> tuple[BetaSeries, dict]:
     """A stored beta series (lazy, Zarr-backed) and its model parameters."""
     ds = xr.open_zarr(str(store), consolidated=False)
@@ -142,22 +134,9 @@ def read_beta_series(store) -> tuple[BetaSeries, dict]:
     return result, params
 
 
-def open_model(store, storage_options: dict | None = None):
-    """Reopen a model written by ``to_zarr``: a :class:`~daskglm.FirstLevelModel` or a
-    :class:`~daskglm.BetaSeriesModel` (no refit).
-
-    Parameters
-    ----------
-    store : str or path or fsspec URL
-    storage_options : dict, optional
-        fsspec options (first-level stores only).
-
-    Returns
-    -------
-    FirstLevelModel or BetaSeriesModel
-    """
-    if storage_options is None and _is_beta_series(store):
-        from daskglm.betas.model import BetaSeriesModel
-
-        return BetaSeriesModel.from_store(store)
-    return open_first_level(store, storage_options=storage_options)
+def is_beta_series(store) -> bool:
+    """Whether ``store`` is a beta-series store (by its ``daskglm_kind`` attribute)."""
+    try:
+        return zarr.open_group(str(store), mode="r").attrs.get("daskglm_kind") == KIND
+    except Exception:  # not a Zarr group we can read: let the first-level reader name the problem
+        return False
