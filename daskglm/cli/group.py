@@ -4,6 +4,12 @@ Reads the subjects of a study store (``fit-subjects`` or any writer of its
 layout), computes the first-level contrast of every subject and the group
 contrast in one dask graph, writes the parametric maps, optionally the
 permutation (FWE, TFCE, cluster) maps, the design and an HTML report.
+
+Maps are written in the fits' own format: NIfTI (``.nii.gz``) for volume
+fits, one GIfTI file per hemisphere (``_hemi-L.func.gii``) for surface fits
+(``daskglm bids --space fsaverage5``), CIFTI-2 dense scalars
+(``.dscalar.nii``, over the fits' brain models) for CIFTI fits
+(``--space fsLR``).
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ from daskglm.cli.values import safe_filename
 from daskglm.errors import UsageError
 from daskglm.glm.contrasts import OUTPUT_SUFFIX
 
-__all__ = ["add_group", "cmd_group"]
+__all__ = ["add_group", "cmd_group", "write_map"]
 
 
 def add_group(sub, parents: list, formatter_class) -> argparse.ArgumentParser:
@@ -46,7 +52,9 @@ def add_group(sub, parents: list, formatter_class) -> argparse.ArgumentParser:
     p.add_argument("--contrast", metavar="EXPR", default=None,
                    help="second-level contrast over the design's columns (default: the only column)")
     p.add_argument("--subjects", nargs="+", metavar="ID", help="subjects to use (default: all complete)")
-    p.add_argument("--mask", metavar="NIFTI", help="group mask (default: nilearn's, from the first subject)")
+    p.add_argument("--mask", metavar="IMAGE",
+                   help="group mask: NIfTI for volume fits, a CIFTI image for CIFTI fits (default: nilearn's, "
+                        "from the first subject; every grayordinate for CIFTI)")
     p.add_argument("--smoothing-fwhm", type=float, metavar="MM", help="smooth the subjects' maps")
     p.add_argument("--mixed-effects", action="store_true",
                    help="weight subjects by their first-level variances (FLAME1-like REML)")
@@ -59,6 +67,9 @@ def add_group(sub, parents: list, formatter_class) -> argparse.ArgumentParser:
                            "and mass FWE maps (with --permutations)")
     perm.add_argument("--two-sided", action="store_true", help="two-sided permutation test")
     perm.add_argument("--seed", type=int, default=0, help="random_state of the permutations")
+    perm.add_argument("--mesh", nargs=2, metavar=("LEFT", "RIGHT"),
+                      help="CIFTI fits, with --tfce or --cluster-threshold: the .surf.gii surfaces their "
+                           "cortex lies on (e.g. the fsLR 32k midthickness pair)")
     p.set_defaults(func=cmd_group)
     return p
 
@@ -82,13 +93,29 @@ def _check(args) -> None:
         raise FileNotFoundError(f"The store {args.store!r} does not exist.")
 
 
+def write_map(img, stem: Path) -> list[Path]:
+    """A group map in its kind's format: ``stem.nii.gz``, ``stem.dscalar.nii`` or ``stem_hemi-L/R.func.gii``."""
+    import nibabel as nib
+
+    from daskglm.io.gifti import HEMI_LABELS, is_surface_image, write_surface_parts
+
+    if is_surface_image(img):
+        parts = {part: stem.parent / f"{stem.name}_hemi-{HEMI_LABELS.get(part, part)}.func.gii"
+                 for part in img.mesh.parts}
+        return write_surface_parts(img, parts)
+    path = stem.parent / (stem.name + (".dscalar.nii" if isinstance(img, nib.Cifti2Image) else ".nii.gz"))
+    img.to_filename(path)
+    return [path]
+
+
 def _parametric(model, args, out: Path, name: str) -> None:
+    from daskglm.group.maskers import describe
+
     graph = model.contrast_graph(args.contrast, args.first_level_contrast)
     (values,) = compute_with_progress(graph.packed, client=args.client, show=not args.no_progress)
     for kind, data in graph.maps(values).items():
-        img = model.masker_.inverse_transform(data)
-        img.header["descrip"] = f"{kind} of contrast {graph.con_val}"
-        img.to_filename(out / f"{name}_{OUTPUT_SUFFIX[kind]}.nii.gz")
+        img = describe(model.masker_.inverse_transform(data), f"{kind} of contrast {graph.con_val}")
+        write_map(img, out / f"{name}_{OUTPUT_SUFFIX[kind]}")
 
 
 def _permutations(args, design, out: Path, name: str) -> None:
@@ -102,16 +129,17 @@ def _permutations(args, design, out: Path, name: str) -> None:
             args.store, design_matrix=design, second_level_contrast=args.contrast,
             first_level_contrast=args.first_level_contrast, mask=args.mask, smoothing_fwhm=args.smoothing_fwhm,
             n_perm=args.permutations, two_sided_test=args.two_sided, random_state=args.seed,
-            threshold=threshold, tfce=args.tfce, subjects=args.subjects)
+            threshold=threshold, tfce=args.tfce, subjects=args.subjects, mesh=args.mesh)
     if not isinstance(result, dict):
         result = {"logp_max_t": result}
     for key, img in result.items():
-        img.to_filename(out / f"{name}_perm_{key}.nii.gz")
+        write_map(img, out / f"{name}_perm_{key}")
 
 
 @command()
 def cmd_group(args) -> int:
     """``daskglm group``: second-level maps (and permutation maps) from a study store."""
+    from daskglm.group.maskers import masker_space
     from daskglm.group.model import SecondLevelModel, second_level_con_val
 
     _check(args)
@@ -124,12 +152,16 @@ def cmd_group(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     n = model.design_matrix_.shape[0]
     name = safe_filename(args.contrast or model.design_matrix_.columns[0])
-    print(f"{n} subjects, {model.n_elements_:,} voxels, design columns: "
+    elements = masker_space(model.masker_).element_name
+    print(f"{n} subjects, {model.n_elements_:,} {elements}, design columns: "
           + ", ".join(map(str, model.design_matrix_.columns)))
     model.design_matrix_.to_csv(out / "design_matrix.tsv", sep="\t", index=False)
     _parametric(model, args, out, name)
     if args.permutations:
         _permutations(args, model.design_matrix_, out, name)
+    if masker_space(model.masker_).kind == "cifti":  # nilearn's report draws volumes and meshes only
+        print(f"Group maps and design written to {out} (no report.html for CIFTI maps)", file=sys.stdout)
+        return 0
     with local_progress(not args.no_progress and args.client is None):
         contrast = args.contrast or model.design_matrix_.columns[0]
         report = model.generate_report(contrasts=[contrast], first_level_contrast=args.first_level_contrast)

@@ -375,7 +375,7 @@ def sample_map(group: GroupInput):
     if is_surface_image(group.items[0]):
         from nilearn.image import concat_imgs
 
-        return concat_imgs(group.items)
+        return concat_imgs([_shallow(img) for img in group.items])
     if is_cifti(group.items[0]):
         return group.items[0]
     return mean_img(group.items, copy_header=True)
@@ -389,8 +389,18 @@ def effect_items(group: GroupInput, first_level_contrast) -> list:
     return group.items
 
 
+def _shallow(img):
+    """A new SurfaceImage on the same arrays: nilearn's maskers and ``concat_imgs`` reshape the data of
+    the image they are given (1-D parts become (n, 1)), and the caller's images stay as they were."""
+    if not is_surface_image(img):
+        return img
+    from nilearn.surface import SurfaceImage
+
+    return SurfaceImage(mesh=img.mesh, data=dict(img.data.parts))
+
+
 def _masked(masker, img) -> np.ndarray:
-    return np.asarray(masker.transform(img), dtype=np.float64).ravel()
+    return np.asarray(masker.transform(_shallow(img)), dtype=np.float64).ravel()
 
 
 def _masked_model(masker, model, contrast, output_type) -> np.ndarray:

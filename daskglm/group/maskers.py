@@ -179,7 +179,7 @@ def _cifti_adjacency(geometry: CiftiGeometry, mesh) -> sparse.csr_matrix:
             raise SurfaceInputError(
                 "TFCE and cluster inference on CIFTI maps need the surfaces their cortex lies on (a CIFTI "
                 "file holds no mesh): pass mesh=(left, right) .surf.gii files (e.g. the fsLR 32k "
-                "midthickness pair) or a nilearn PolyMesh.")
+                "midthickness pair; daskglm group --mesh LEFT RIGHT) or a nilearn PolyMesh.")
         polymesh = cifti_mesh(mesh, bm)
         for name, sl in surfaces:
             if name not in _CORTEX:
