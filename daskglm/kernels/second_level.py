@@ -10,16 +10,24 @@ with the single covariance table ``pinv(X) pinv(X)ᵀ``.
 Mixed effects (FSL FLAME1-like).  Each subject's effect is
 ``y_i = x_iᵀβ + e_i`` with ``e_i ~ N(0, σ²_g + v_i)``: ``v_i`` is the known
 first-level variance of that subject's effect and ``σ²_g`` the unknown
-between-subject variance of the voxel.  ``σ²_g ≥ 0`` maximises the restricted
-(REML) likelihood::
+between-subject variance of the voxel.  The estimator is REML (not ML):
+``σ²_g`` is the global maximiser over the closed half-line ``σ²_g ≥ 0`` of
+the restricted log-likelihood (the likelihood of the n − r error contrasts,
+r = rank X; β profiled out by GLS)::
 
-    ℓ_R(σ²_g) = −½ [Σ log w_i⁻¹ + log|Xᵀ W X| + rᵀ W r],  W = diag(1 / (σ²_g + v_i))
+    ℓ_R(σ²_g) = −½ [Σ log(σ²_g + v_i) + log|Xᵀ W X| + yᵀ P y],
+    W = diag(1 / (σ²_g + v_i)),  P = W − W X (XᵀWX)⁻¹ Xᵀ W
 
-found per voxel by Fisher scoring (score ``−½ [tr P − ‖P y‖²]``, information
-``½ tr(P P)``, ``P = W − W X A⁻¹ Xᵀ W``, ``A = XᵀWX``; all traces are sums
-over p × p matrices, never n × n) with steps kept non-negative.  Then
-``β = A⁻¹ XᵀW y`` and ``var(cβ) = c A⁻¹ cᵀ``; t (and F) statistics use
-``n − rank X`` degrees of freedom, as FLAME1 does.
+(X replaced by an orthonormal basis of its column space, which changes ℓ_R
+by a constant only).  The boundary is part of the domain: the estimate is 0
+when ℓ_R is highest there (slope ``−½ [tr P − ‖P y‖²]`` ≤ 0 at 0).  The
+search (:func:`reml_between_variance`) is vectorised over voxels: ℓ_R on a
+geometric grid over ``[0, s²_OLS + max v]`` (the maximum cannot lie beyond),
+then safeguarded Newton on the slope inside the bracket of the best grid
+point; all traces are sums over p × p matrices, never n × n.  Then
+``β = A⁻¹ XᵀW y`` and ``var(cβ) = c A⁻¹ cᵀ`` (``A = XᵀWX``) at that σ²_g; t
+(and F) statistics use ``n − rank X`` degrees of freedom, as FLAME1 does.
+Checked against a per-voxel scipy REML solve (tests/group/test_mixed_effects_reml.py).
 """
 
 from __future__ import annotations
@@ -32,9 +40,10 @@ __all__ = ["OLSDesign", "ols_design", "ols_block", "reml_between_variance", "mix
 #: The row a mixed-effects contrast packs after ``z`` (:class:`daskglm.kernels.contrast.ContrastLayout`).
 MIXED_EXTRA_ROWS = ("between_variance",)
 
-#: Fisher-scoring iterations and relative tolerance of the REML search.
-REML_MAX_ITER = 50
-REML_TOL = 1e-8
+#: Grid points of the REML search, its safeguarded-Newton iterations and relative tolerance.
+REML_GRID = 32
+REML_MAX_ITER = 100
+REML_TOL = 1e-12
 
 
 class OLSDesign:
@@ -77,35 +86,72 @@ def ols_block(Y: np.ndarray, design: OLSDesign) -> tuple[np.ndarray, np.ndarray]
 
 def _weighted_terms(X: np.ndarray, w: np.ndarray, power: int) -> np.ndarray:
     """``Xᵀ diag(w^power) X`` per voxel: (V, p, p) for ``w (n, V)``."""
-    return np.einsum("np,nv,nq->vpq", X, w ** power, X)
+    n, p = X.shape
+    outer = (X[:, :, None] * X[:, None, :]).reshape(n, p * p)
+    return ((w ** power).T @ outer).reshape(-1, p, p)
 
 
 def _gls(Y: np.ndarray, X: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """A⁻¹ (V, p, p) and β (p, V) of the weighted fit."""
     A = _weighted_terms(X, w, 1)
     A_inv = np.linalg.pinv(A)
-    xwy = np.einsum("np,nv->vp", X, w * Y)
+    xwy = (w * Y).T @ X
     beta = np.einsum("vpq,vq->pv", A_inv, xwy)
     return A_inv, beta
 
 
-def _reml_step(Y, X, Vw, s2):
-    """Fisher-scoring step of σ²_g for every voxel (and the current A⁻¹, β)."""
-    w = 1.0 / (s2[None] + Vw)
-    A_inv, beta = _gls(Y, X, w)
-    r = Y - X @ beta
-    B2 = np.einsum("vpq,vqr->vpr", A_inv, _weighted_terms(X, w, 2))
+def _column_basis(X: np.ndarray) -> np.ndarray:
+    """Orthonormal basis (n, rank X) of the column space of ``X``.
+
+    ℓ_R depends on the design only through its column space (up to a constant),
+    so the search runs on a full-rank basis whose ``XᵀWX`` is invertible.
+    """
+    from daskglm.kernels.glm import design_rank
+
+    U = np.linalg.svd(np.asarray(X, dtype=np.float64), full_matrices=False)[0]
+    return U[:, :design_rank(X)]
+
+
+def _reml_terms(Y: np.ndarray, Q: np.ndarray, Vw: np.ndarray, s2: np.ndarray, want: str):
+    """ℓ_R (``want="loglik"``), or its first and second derivatives in σ²_g (``want="slope"``).
+
+    ``Q (n, r)`` is a full-rank basis of the design, ``s2 (V,)`` the trial σ²_g.
+    With ``A = QᵀWQ``, ``P = W − W Q A⁻¹ Qᵀ W`` and ``u = P y = W r``::
+
+        ℓ_R  = −½ [Σ log(σ²_g + v_i) + log|A| + yᵀ P y]
+        ℓ_R' = −½ [tr P − uᵀu]
+        ℓ_R″ = ½ tr(PP) − uᵀ P u
+    """
+    d = s2[None] + Vw
+    w = 1.0 / d
+    A = _weighted_terms(Q, w, 1)
+    A_inv = np.linalg.inv(A)
+    qwy = (w * Y).T @ Q
+    if want == "loglik":  # yᵀPy = yᵀWy − (QᵀWy)ᵀ A⁻¹ (QᵀWy): no residual array
+        ypy = np.einsum("nv,nv->v", Y * Y, w) - np.einsum("vp,vpq,vq->v", qwy, A_inv, qwy)
+        return -0.5 * (np.log(d).sum(0) + np.linalg.slogdet(A)[1] + ypy)
+    u = w * (Y - Q @ np.einsum("vpq,vq->pv", A_inv, qwy))
+    B2 = np.einsum("vpq,vqr->vpr", A_inv, _weighted_terms(Q, w, 2))
     tr_p = w.sum(0) - np.einsum("vpp->v", B2)
-    py2 = np.einsum("nv,nv->v", w * r, w * r)
-    B3 = np.einsum("vpq,vqp->v", A_inv, _weighted_terms(X, w, 3))
-    tr_pp = (w ** 2).sum(0) - 2 * B3 + np.einsum("vpq,vqp->v", B2, B2)
-    score = -0.5 * (tr_p - py2)
-    info = 0.5 * np.maximum(tr_pp, 1e-300)
-    return score / info, A_inv, beta
+    tr_pp = ((w ** 2).sum(0) - 2 * np.einsum("vpq,vqp->v", A_inv, _weighted_terms(Q, w, 3))
+             + np.einsum("vpq,vqp->v", B2, B2))
+    qwu = (w * u).T @ Q
+    upu = np.einsum("nv,nv->v", w * u, u) - np.einsum("vp,vpq,vq->v", qwu, A_inv, qwu)
+    slope = -0.5 * (tr_p - np.einsum("nv,nv->v", u, u))
+    return slope, 0.5 * tr_pp - upu
 
 
 def reml_between_variance(Y: np.ndarray, Vw: np.ndarray, X: np.ndarray) -> np.ndarray:
-    """REML estimate of the between-subject variance per voxel.
+    """REML estimate of the between-subject variance per voxel (the global maximum over σ²_g ≥ 0).
+
+    The maximum lies in ``[0, U]``, ``U = s²_OLS + max v_i`` (beyond it the
+    slope of ℓ_R is negative: ``tr P ≥ (n − r)/(σ²_g + max v)`` and
+    ``‖Py‖² ≤ RSS_OLS/(σ²_g + min v)²``).  ℓ_R is evaluated on a grid of
+    :data:`REML_GRID` points geometric in ``σ²_g + min v`` (the scale on which
+    it varies), which picks the best local maximum; the grid neighbours of the
+    best point bracket it, and Newton steps on the slope (bisection when a step
+    leaves the bracket or the curvature is not negative) refine it to a relative
+    :data:`REML_TOL`.  The estimate is 0 when the slope at 0 is ≤ 0 there.
 
     Parameters
     ----------
@@ -123,20 +169,51 @@ def reml_between_variance(Y: np.ndarray, Vw: np.ndarray, X: np.ndarray) -> np.nd
     """
     Y = np.asarray(Y, dtype=np.float64)
     Vw = np.maximum(np.asarray(Vw, dtype=np.float64), 0.0)
-    design = OLSDesign(X)
-    _, ols_var = ols_block(Y, design)
-    s2 = np.maximum(np.nan_to_num(ols_var) - Vw.mean(0), 0.0)  # moment start
-    scale = np.maximum(np.nan_to_num(ols_var), 1e-12)
-    active = np.ones(Y.shape[1], dtype=bool)
+    Q = _column_basis(X)
+    n_vox = Y.shape[1]
+    if Q.shape[1] >= Y.shape[0] or n_vox == 0:
+        return np.zeros(n_vox)
+    _, ols_var = ols_block(Y, OLSDesign(X))
+    ols_var = np.nan_to_num(ols_var)
+    Vw = Vw + 1e-12 * np.maximum(ols_var, 1e-12)[None]  # v_i = 0 stays finite (the OLS case)
+    upper = ols_var + Vw.max(0)
+    floor = np.maximum(Vw.min(0), 1e-9 * upper)
+    ratio = (1.0 + upper / floor) ** (1.0 / (REML_GRID - 1))
+    grid = floor[None] * (ratio[None] ** np.arange(REML_GRID)[:, None] - 1.0)  # (K, V), grid[0] = 0
+    grid[-1] = upper
+    loglik = np.stack([_reml_terms(Y, Q, Vw, g, "loglik") for g in grid])
+    best = np.argmax(np.nan_to_num(loglik, nan=-np.inf), axis=0)
+    cols = np.arange(n_vox)
+    lo = grid[np.maximum(best - 1, 0), cols]
+    hi = grid[np.minimum(best + 1, REML_GRID - 1), cols]
+    s2 = grid[best, cols]
+    at_zero = best == 0
+    if at_zero.any():  # the boundary: a maximum at 0 when the slope there is not positive
+        slope0, _ = _reml_terms(Y[:, at_zero], Q, Vw[:, at_zero], np.zeros(at_zero.sum()), "slope")
+        boundary = np.zeros(n_vox, dtype=bool)
+        boundary[at_zero] = ~(slope0 > 0)
+        s2[at_zero] = 0.5 * hi[at_zero]
+    else:
+        boundary = np.zeros(n_vox, dtype=bool)
+    active = ~boundary & np.isfinite(loglik).all(0)
     for _ in range(REML_MAX_ITER):
-        if not active.any():
-            break
         idx = np.flatnonzero(active)
-        step, _, _ = _reml_step(Y[:, idx], X, Vw[:, idx] + 1e-12 * scale[idx], s2[idx])
-        new = np.maximum(s2[idx] + step, 0.0)
-        done = np.abs(new - s2[idx]) <= REML_TOL * (scale[idx] + new)
+        if idx.size == 0:
+            break
+        cur = s2[idx]
+        slope, curvature = _reml_terms(Y[:, idx], Q, Vw[:, idx], cur, "slope")
+        rising = slope > 0
+        lo[idx] = np.where(rising, cur, lo[idx])
+        hi[idx] = np.where(rising, hi[idx], cur)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            newton = cur - slope / curvature
+        inside = (curvature < 0) & (newton >= lo[idx]) & (newton <= hi[idx])
+        new = np.where(inside, newton, 0.5 * (lo[idx] + hi[idx]))
+        tol = REML_TOL * (new + floor[idx])
+        done = (np.abs(new - cur) <= tol) | (hi[idx] - lo[idx] <= tol) | (slope == 0)
         s2[idx] = new
         active[idx[done]] = False
+    s2[boundary] = 0.0
     return s2
 
 
