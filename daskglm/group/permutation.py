@@ -20,6 +20,7 @@ computed from the gathered maxima (:func:`daskglm.kernels.permutation.fwe_log_p`
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import dask
@@ -221,6 +222,27 @@ smoothing_fwhm, model_intercept, n_perm, two_sided_test, random_state, n_jobs, v
                       threshold, tfce, uncorrected, check_random_state)
 
 
+#: Maps beyond which the distinct sign flips (2**n) or row orders are never fewer than the draws asked.
+MAX_COUNTED_MAPS = 24
+
+
+def _warn_few_distinct_draws(n_perm: int, n: int, design) -> None:
+    """Warn when ``n_perm`` exceeds the distinct sign flips (2**n) or row orders the design allows."""
+    if n > MAX_COUNTED_MAPS:
+        return
+    if design.intercept_test:
+        distinct, what = 2 ** n, f"2**{n} = {2 ** n} distinct sign flips of {n} maps"
+    else:  # orders of the tested variate: equal values (e.g. group labels) swapped give the same one
+        _, counts = np.unique(np.round(design.tested[:, 0], 10), return_counts=True)
+        distinct = math.factorial(n) // math.prod(math.factorial(int(c)) for c in counts)
+        what = f"{distinct} distinct orders of the tested variable over {n} maps"
+    if n_perm > distinct:
+        warnings.warn(f"n_perm={n_perm} exceeds the {what}: random draws repeat some, and the data support "
+                      f"no p-value below 1/{distinct} = {1 / distinct:.3g} (the smallest reported, "
+                      f"1/(n_perm + 1), is smaller). Use n_perm <= {distinct}, or more subjects.",
+                      UserWarning, stacklevel=4)
+
+
 def _inference(Yn, design, original, masker, topology, n_perm, n_jobs, two_sided, random_state, threshold,
                tfce, uncorrected, check_random_state):
     img = masker.inverse_transform
@@ -235,6 +257,7 @@ def _inference(Yn, design, original, masker, topology, n_perm, n_jobs, two_sided
                       f"performed in parallel has set to {n_jobs}. This is incompatible so only {n_perm} "
                       "jobs will be running. You may want to perform more permutations in order to take "
                       "the most of the available computing resources.", UserWarning, stacklevel=3)
+    _warn_few_distinct_draws(n_perm, Yn.shape[0], design)
     rng = check_random_state(random_state)
     perms = K.draw_permutations(rng, n_perm, n_jobs, Yn.shape[0], design.intercept_test)
     threshold_t = None if threshold is None else K.t_threshold(
