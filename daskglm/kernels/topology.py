@@ -76,17 +76,21 @@ class GraphTopology:
         self.u = coo.row[keep].astype(np.int64)
         self.v = coo.col[keep].astype(np.int64)
 
-    def labels(self, active: np.ndarray) -> np.ndarray:
-        """Component label (1..) of each active element, 0 elsewhere."""
-        edges = active[self.u] & active[self.v]
-        graph = csr_matrix((np.ones(int(edges.sum()), dtype=np.int8), (self.u[edges], self.v[edges])),
-                           shape=(self.n, self.n))
+    def labels(self, active: np.ndarray, edges: tuple | None = None) -> np.ndarray:
+        """Component label (1..) of each active element, 0 elsewhere.
+
+        ``edges``: a ``(u, v)`` subset of the graph's edges holding every edge
+        between active elements (TFCE narrows them height by height).
+        """
+        u, v = (self.u, self.v) if edges is None else edges
+        keep = active[u] & active[v]
+        index = np.flatnonzero(active)
+        position = np.cumsum(active) - 1  # an active element's row in the graph of active elements
+        graph = csr_matrix((np.ones(int(keep.sum()), dtype=np.int8), (position[u[keep]], position[v[keep]])),
+                           shape=(index.size, index.size))
         _, comp = connected_components(graph, directed=False)
-        ids = np.zeros(comp.max() + 1 if comp.size else 1, dtype=np.int64)
-        used = np.unique(comp[active])
-        ids[used] = np.arange(1, used.size + 1)
-        out = ids[comp]
-        out[~active] = 0
+        out = np.zeros(self.n, dtype=np.int64)
+        out[index] = comp + 1
         return out
 
     def tfce(self, scores: np.ndarray, two_sided: bool, E: float = 0.5, H: float = 2.0) -> np.ndarray:
@@ -96,12 +100,15 @@ class GraphTopology:
         max_score = np.nanmax(np.abs(scores)) if two_sided else np.nanmax(scores)
         for sign in ([-1, 1] if two_sided else [1]):
             temp = scores * sign
+            u, v = self.u, self.v
             for thr in np.linspace(0, max_score, 101)[1:]:
                 # nilearn zeroes scores below each height; what is left (NaN included) is labelled
                 active = ~(temp < thr) & (temp != 0)
                 if not active.any():
                     break
-                lab = self.labels(active)
+                keep = active[u] & active[v]  # the active sets shrink with the height, and so do the edges
+                u, v = u[keep], v[keep]
+                lab = self.labels(active, (u, v))
                 counts = np.bincount(lab)
                 out[active] += sign * counts[lab[active]] ** E * thr ** H
         return out
