@@ -19,6 +19,7 @@ import argparse
 import sys
 import textwrap
 
+from daskglm.cli.betas import add_betas
 from daskglm.cli.bids import add_bids
 from daskglm.cli.commands import cmd_contrast, cmd_demo, cmd_fit, cmd_fit_subjects, cmd_migrate, cmd_report
 from daskglm.cli.convert import add_convert
@@ -399,4 +400,5 @@ def build_parser() -> argparse.ArgumentParser:
     add_bids(sub, [common_options()], _Formatter)
     add_group(sub, [common_options()], _Formatter)
     add_convert(sub, [], _Formatter)
+    add_betas(sub, [common_options()], _Formatter)
     return parser

@@ -1,0 +1,125 @@
+"""``daskglm betas``: single-trial betas (LSA / LSS) of runs, to a Zarr store and optional NIfTI beta series.
+
+NIfTI outputs follow NiBetaSeries' naming:
+``sub-XX_[ses-YY_]task-ZZ_[run-N_]desc-<trial type>_betaseries.nii.gz`` with
+the entities of the run's file name when it is BIDS-like (else the run's
+file stem), plus ``..._desc-trials_events.tsv`` listing the trials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+import time
+from pathlib import Path
+
+from daskglm.cli.runtime import command
+from daskglm.errors import UsageError
+
+__all__ = ["add_betas", "cmd_betas", "betaseries_prefix"]
+
+_ENTITIES = ("sub", "ses", "task", "acq", "run", "space")
+
+
+def add_betas(sub, parents: list, formatter_class) -> argparse.ArgumentParser:
+    """Add ``betas`` to the subparsers ``sub``."""
+    p = sub.add_parser(
+        "betas", parents=parents, formatter_class=formatter_class,
+        help="single-trial betas (LSA / LSS beta series) of runs, every trial from one pass per run",
+        description=(
+            "Estimate one beta map per trial (nilearn's LSA or LSS recipes, or Mumford's LSS-1) with "
+            "BetaSeriesModel: each run is streamed once and every trial's model is solved exactly from its "
+            "statistics (docs/single_trial.md). Writes a Zarr store (reopened with daskglm.open_model) and, "
+            "with --nifti-out, one 4D image per trial type and run."
+        ),
+        epilog="examples:\n"
+               "  daskglm betas sub-01_task-x_run-1_bold.nii.gz --events run1_events.tsv --t-r 2 "
+               "--method lss -o betas.zarr --nifti-out betas/\n"
+               "  daskglm betas run1.nii.gz run2.nii.gz --events ev1.tsv ev2.tsv --t-r 2 --mask mask.nii.gz "
+               "-o betas.zarr",
+    )
+    p.add_argument("runs", nargs="+", metavar="RUN", help="4D runs (.nii, .nii.gz, .dtseries.nii)")
+    p.add_argument("--events", nargs="+", required=True, metavar="TSV",
+                   help="events tables (onset, duration, trial_type), one per run")
+    p.add_argument("--t-r", type=float, required=True, metavar="SECONDS", help="repetition time")
+    p.add_argument("--method", choices=["lss", "lsa", "lss1"], default="lss",
+                   help="lss: nilearn's LSS (other trials kept in their conditions); lsa: one column per "
+                        "trial; lss1: the other trials in one column (Mumford 2012)")
+    p.add_argument("-o", "--output", required=True, metavar="STORE", help="Zarr store to write")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing store")
+    p.add_argument("--nifti-out", metavar="DIR", help="also write the beta series as NIfTI (one per trial type and run)")
+    p.add_argument("--confounds", nargs="+", metavar="TSV", help="confounds tables (with header), one per run")
+    p.add_argument("--mask", metavar="NIFTI", help="analysis mask (default: nilearn's EPI mask)")
+    p.add_argument("--smoothing-fwhm", type=float, metavar="MM", default=None)
+    p.add_argument("--noise-model", default="ar1", help="ar1 (default, nilearn's), ols, or arN")
+    p.add_argument("--hrf-model", default="glover", help="nilearn's hrf_model (default glover)")
+    p.add_argument("--high-pass", type=float, default=0.01, metavar="HZ")
+    p.set_defaults(func=cmd_betas)
+    return p
+
+
+def betaseries_prefix(run: str) -> str:
+    """The output name stem of a run: its BIDS entities (``sub-01_task-x_run-1``), else its file stem."""
+    name = Path(str(run)).name
+    name = re.sub(r"(\.dtseries)?\.nii(\.gz)?$", "", name)
+    found = dict(re.findall(r"(?:^|_)([a-zA-Z]+)-([a-zA-Z0-9]+)", name))
+    entities = [f"{key}-{found[key]}" for key in _ENTITIES if key in found and key != "space"]
+    return "_".join(entities) if "sub" in found else name
+
+
+def _label(trial_type: str) -> str:
+    """A BIDS-safe ``desc`` label (alphanumerics only)."""
+    return re.sub(r"[^a-zA-Z0-9]", "", str(trial_type)) or "trial"
+
+
+@command()
+def cmd_betas(args) -> int:
+    """``daskglm betas``: a BetaSeriesModel fit, written to a store (and NIfTI)."""
+    from daskglm.betas.model import BetaSeriesModel
+
+    if len(args.events) != len(args.runs):
+        raise UsageError(f"{len(args.runs)} run(s) but {len(args.events)} events table(s): give one per run.")
+    if args.confounds and len(args.confounds) != len(args.runs):
+        raise UsageError(f"{len(args.runs)} run(s) but {len(args.confounds)} confounds table(s).")
+    for path in [*args.runs, *args.events, *(args.confounds or [])]:
+        if "://" not in path and not Path(path).exists():
+            raise FileNotFoundError(f"{path!r} does not exist.")
+    if Path(args.output).exists() and not args.overwrite:
+        raise UsageError(f"{args.output!r} exists; pass --overwrite to replace it.")
+    start = time.perf_counter()
+    model = BetaSeriesModel(
+        method=args.method, t_r=args.t_r, mask_img=args.mask, smoothing_fwhm=args.smoothing_fwhm,
+        noise_model=args.noise_model, hrf_model=args.hrf_model, high_pass=args.high_pass,
+    )
+    model.fit(args.runs, args.events, confounds=args.confounds)
+    model.persist()
+    model.to_zarr(args.output, overwrite=args.overwrite)
+    trials = model.trials_
+    print(f"{len(trials)} trial betas of {len(args.runs)} run(s) -> {args.output}", file=sys.stdout)
+    if args.nifti_out:
+        _write_nifti(model, args.runs, Path(args.nifti_out))
+    print(f"done in {time.perf_counter() - start:.1f} s", file=sys.stdout)
+    return 0
+
+
+def _write_nifti(model, runs: list, out: Path) -> None:
+    import nibabel as nib
+    import numpy as np
+
+    out.mkdir(parents=True, exist_ok=True)
+    trials = model.trials_
+    betas = model.betas_
+    space = model.space_
+    for run_index, run in enumerate(runs):
+        prefix = betaseries_prefix(run)
+        if sum(betaseries_prefix(r) == prefix for r in runs) > 1:
+            prefix = f"{prefix}_run-{run_index + 1}"
+        own = trials[trials["run"] == run_index]
+        own.drop(columns="run").to_csv(out / f"{prefix}_desc-trials_events.tsv", sep="\t", index=False)
+        for trial_type in own["trial_type"].unique():
+            rows = own.index[own["trial_type"] == trial_type].to_numpy()
+            image = space.unmask(np.asarray(betas.data[rows]), f"{trial_type} betas")
+            path = out / f"{prefix}_desc-{_label(trial_type)}_betaseries.nii.gz"
+            nib.save(image, path)
+            print(f"  {path}", file=sys.stdout)
