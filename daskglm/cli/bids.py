@@ -4,12 +4,13 @@
 
     daskglm bids DATASET -o STORE --task TASK [--space SPACE] [--sub LABEL ...]
         [--derivatives FOLDER] [--confounds-strategy NAME ...] [--confounds-option KEY=VALUE ...]
-        [--smoothing-fwhm MM] [--noise-model M] [--hrf-model M] [--mask {derivatives,per-subject,epi}]
+        [--smoothing-fwhm MM] [--noise-model M] [--hrf-model M] [--mask {epi,derivatives,per-subject}]
         [--contrast NAME=EXPR ...] [--bids-out DIR] [--scheduler ADDR]
         [--storage-option KEY=VALUE ...] [--resume | --overwrite] [--no-progress]
 
-Prints the per-subject status table (also stored in the store's root) and
-exits with 1 if any subject failed, 0 otherwise.
+Prints the per-subject status table (also stored in the store's root; a
+failed subject's error is printed once, on stderr) and exits with 1 if any
+subject failed, 0 otherwise.
 """
 
 from __future__ import annotations
@@ -18,13 +19,12 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from daskglm.cli.runtime import PROG, ErrorPolicy, command
-from daskglm.cli.values import parse_contrast, parse_key_values
-from daskglm.studies.subjects import failure_message
+from daskglm.cli.runtime import PROG, ErrorPolicy, cli_words, command, subject_failure
+from daskglm.cli.values import add_confounds_strategy, confounds_strategy, parse_contrast, parse_key_values
 
 __all__ = ["add_bids", "cmd_bids", "parse_key_values"]
 
-BIDS_ERRORS = ErrorPolicy(prefix=f"{PROG} bids", status=1, errors=(Exception,), describe=failure_message)
+BIDS_ERRORS = ErrorPolicy(prefix=f"{PROG} bids", status=1, errors=(Exception,), describe=subject_failure)
 
 
 def add_bids(sub, parents: Sequence[argparse.ArgumentParser], formatter) -> argparse.ArgumentParser:
@@ -57,16 +57,16 @@ def add_bids(sub, parents: Sequence[argparse.ArgumentParser], formatter) -> argp
     p.add_argument("--sub", nargs="+", default=None, metavar="LABEL", help="subjects to fit (default: all)")
     p.add_argument("--exclude-sub", nargs="+", default=None, metavar="LABEL", help="subjects to skip")
     p.add_argument("--derivatives", default="derivatives", metavar="FOLDER",
-                   help="fMRIPrep derivatives folder, relative to DATASET")
-    p.add_argument("--confounds-strategy", nargs="+", default=None, metavar="NAME",
-                   help="load_confounds strategy, e.g. motion wm_csf scrub (default: every column "
-                        "of the confounds tables, as nilearn's first_level_from_bids)")
-    p.add_argument("--confounds-option", action="append", metavar="KEY=VALUE",
-                   help="load_confounds argument (repeatable), e.g. scrub=0, fd_threshold=0.5")
-    p.add_argument("--mask", choices=("derivatives", "per-subject", "epi"), default="derivatives",
-                   help="brain mask: 'derivatives' as nilearn's first_level_from_bids (the first "
-                        "subject's desc-brain_mask intersection for all), 'per-subject' (each "
-                        "subject's own), or 'epi' (nilearn's EPI mask of each subject's runs)")
+                   help="fMRIPrep derivatives folder, relative to DATASET (default: derivatives, or the one "
+                        "folder in it that holds sub-* folders, e.g. derivatives/fmriprep)")
+    add_confounds_strategy(p, "Default: every column of the confounds tables (first-row n/a set to 0), as "
+                              "nilearn's first_level_from_bids.")
+    p.add_argument("--mask", choices=("epi", "derivatives", "per-subject"), default="epi",
+                   help="the mask: 'epi', nilearn's EPI mask of each subject's runs (the default, as nilearn's "
+                        "and daskglm's first_level_from_bids); 'derivatives', fMRIPrep's brain masks as "
+                        "first_level_from_bids(mask_img='derivatives') (the first subject's desc-brain_mask "
+                        "intersection for all); 'per-subject', each subject's own brain masks. "
+                        "statmap.json (--bids-out) records the mask used")
     p.add_argument("--smoothing-fwhm", type=float, default=None, metavar="MM")
     p.add_argument("--noise-model", default="ar1", metavar="M", help="ols or ar1..ar8")
     p.add_argument("--hrf-model", default="glover", metavar="M", help="nilearn's hrf_model")
@@ -76,6 +76,10 @@ def add_bids(sub, parents: Sequence[argparse.ArgumentParser], formatter) -> argp
                    help="also write BIDS derivatives (statmaps, designs, mask) there")
     p.add_argument("--storage-option", action="append", metavar="KEY=VALUE",
                    help="fsspec option for DATASET and STORE (repeatable; JSON values parsed)")
+    p.add_argument("--convert-to-zarr", nargs="?", const=True, default=None, metavar="DIR",
+                   help="fit from NIfTI-Zarr copies of the runs, converted once to DIR/sub-<id>/<run>.nii.zarr "
+                        "(default DIR: <STORE's parent>/derivatives/daskglm-zarr) and reused by refits while "
+                        "the runs are unchanged (docs/nifti_zarr.md)")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true",
                       help="keep runs already complete in the store (same inputs and parameters)")
@@ -92,18 +96,19 @@ def cmd_bids(args) -> int:
     contrasts = dict(parse_contrast(c) for c in args.contrast or [])
     if args.bids_out and not contrasts:
         raise ValueError("--bids-out needs at least one --contrast.")
+    strategy, options = confounds_strategy(args)
     result = fit_bids(
         args.dataset, args.store, args.task, contrasts=contrasts or None, space_label=args.space,
         sub_labels=args.sub, exclude_subjects=args.exclude_sub, derivatives_folder=args.derivatives,
-        confounds_strategy=args.confounds_strategy,
-        confounds_kwargs=parse_key_values(args.confounds_option, "--confounds-option"),
+        confounds_strategy=strategy, confounds_kwargs=options,
         storage_options=parse_key_values(args.storage_option, "--storage-option") or None,
         resume=args.resume, overwrite=args.overwrite, bids_out=args.bids_out,
         mask_img=None if args.mask == "epi" else args.mask,
         progress=not args.no_progress, smoothing_fwhm=args.smoothing_fwhm,
         noise_model=args.noise_model, hrf_model=args.hrf_model,
+        convert_to_zarr=args.convert_to_zarr,
     )
-    print(result.table())
+    print(result.table(errors=False))  # each error once, on stderr
     for sid, message in result.failed.items():
-        print(f"{BIDS_ERRORS.prefix}: error: sub-{sid}: {message}", file=sys.stderr)
+        print(f"{BIDS_ERRORS.prefix}: error: sub-{sid}: {cli_words(message)}", file=sys.stderr)
     return 0 if result.ok else 1

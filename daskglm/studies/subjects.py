@@ -103,9 +103,13 @@ class SubjectsResult:
     #: ``subject id -> {"runs", "scans", "scans_kept", "voxels", "wall_s", "status", "error"}``
     status: dict[str, dict] = field(default_factory=dict)
 
-    def table(self) -> str:
-        """The per-subject status table (runs, scans kept, voxels, wall, error) as text."""
-        return status_table(self.status)
+    def table(self, errors: bool = True) -> str:
+        """The per-subject status table (runs, scans kept, voxels, wall, error) as text.
+
+        ``errors=False`` leaves the error column out (the command line prints
+        each error once, on stderr).
+        """
+        return status_table(self.status, errors=errors)
 
     @property
     def ok(self) -> bool:
@@ -322,11 +326,15 @@ def fit_models(builders, store, overwrite: bool = False, resume: bool = False,
 _COLUMNS = ("subject", "status", "runs", "scans", "scans_kept", "voxels", "wall_s", "error")
 
 
-def status_table(status: Mapping[str, Mapping]) -> str:
-    """The per-subject status (``SubjectsResult.status`` or a store's index) as a text table."""
-    rows = [[f"sub-{sid}", *[str(entry.get(c, "")) for c in _COLUMNS[1:]]] for sid, entry in status.items()]
-    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(_COLUMNS)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(_COLUMNS, widths)).rstrip()]
+def status_table(status: Mapping[str, Mapping], errors: bool = True) -> str:
+    """The per-subject status (``SubjectsResult.status`` or a store's index) as a text table.
+
+    ``errors=False``: without the error column.
+    """
+    columns = _COLUMNS if errors else _COLUMNS[:-1]
+    rows = [[f"sub-{sid}", *[str(entry.get(c, "")) for c in columns[1:]]] for sid, entry in status.items()]
+    widths = [max([len(c)] + [len(r[i]) for r in rows]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths)).rstrip()]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
     return "\n".join(lines)
 

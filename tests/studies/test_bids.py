@@ -111,7 +111,7 @@ def study(ds, tmp_path_factory) -> dict:
     root = tmp_path_factory.mktemp("study")
     store, out = root / "study.zarr", root / "derivatives_out"
     result = quiet(fit_bids, ds["root"], store, "faces", contrasts={"face-house": CONTRAST},
-                    space_label=SPACE, progress=False, bids_out=out,
+                    space_label=SPACE, progress=False, bids_out=out, mask_img="derivatives",
                     confounds_strategy=SCRUB["confounds_strategy"],
                     confounds_kwargs={"motion": "basic", "scrub": 0, "fd_threshold": 0.5})
     return {"store": store, "out": out, "result": result}
@@ -150,7 +150,7 @@ def test_per_subject_masks(ds, tmp_path):
 
 def test_fit_bids_resume_reuses_everything(ds, study):
     again = quiet(fit_bids, ds["root"], study["store"], "faces", space_label=SPACE, progress=False,
-                   resume=True, confounds_strategy=SCRUB["confounds_strategy"],
+                   resume=True, mask_img="derivatives", confounds_strategy=SCRUB["confounds_strategy"],
                    confounds_kwargs={"motion": "basic", "scrub": 0, "fd_threshold": 0.5})
     assert again.ok
     for summary in again.completed.values():
@@ -222,7 +222,7 @@ def test_cli_bids(ds, tmp_path, capsys):
     argv = ["bids", ds["root"], "-o", str(store), "--task", "faces", "--space", SPACE, "--sub", "01",
             "--confounds-strategy", "motion", "wm_csf", "scrub", "--confounds-option", "motion=basic",
             "--confounds-option", "scrub=0", "--confounds-option", "fd_threshold=0.5",
-            "--contrast", "face-house", "--bids-out", str(tmp_path / "out"), "--no-progress"]
+            "--contrast", "face-house", "--bids-out", str(tmp_path / "out"), "--no-progress", "--mask", "derivatives"]
     assert quiet(main, argv) == 0
     out = capsys.readouterr().out
     assert "sub-01" in out and "complete" in out
@@ -245,7 +245,7 @@ def test_fit_bids_on_a_distributed_cluster(ds, study, tmp_path):
     with distributed.LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
                                   dashboard_address=None) as cluster, distributed.Client(cluster):
         result = quiet(fit_bids, copy, tmp_path / "d.zarr", "faces", space_label=SPACE, progress=False,
-                        confounds_strategy=SCRUB["confounds_strategy"],
+                        mask_img="derivatives", confounds_strategy=SCRUB["confounds_strategy"],
                         confounds_kwargs={"motion": "basic", "scrub": 0, "fd_threshold": 0.5},
                         contrasts={"face-house": CONTRAST}, bids_out=tmp_path / "out", schedule="subjects")
     assert list(result.completed) == ["01"] and list(result.failed) == ["02"]

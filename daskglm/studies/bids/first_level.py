@@ -30,7 +30,7 @@ as sources that ``fit`` streams (:class:`~daskglm.io.remote.RemoteRunSource`,
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +53,7 @@ from daskglm.errors import DesignError
 from daskglm.first_level.model import FirstLevelModel
 from daskglm.io.cifti import RemoteCiftiRunSource
 from daskglm.io.remote import RemoteGiftiRunSource, RemoteRunSource, is_url
-from daskglm.studies.bids.layout import DatasetView, dataset_view
+from daskglm.studies.bids.layout import DatasetView, dataset_view, no_subject_hint
 from daskglm.studies.bids.query import (
     RunFiles,
     confounds_files,
@@ -87,6 +87,10 @@ class SubjectQuery:
         As :func:`first_level_from_bids` returns them (sample masks in ``attrs``).
     run_files : list of str
         One file per run, in the view (the ``hemi-L`` file of a GIfTI pair).
+    mask_files : list of str
+        The brain masks whose intersection is the model's ``mask_img``
+        (``mask_img="derivatives"``; as nilearn, the first subject's serve
+        the later ones), in the view; empty otherwise.
     """
 
     model: FirstLevelModel
@@ -94,6 +98,7 @@ class SubjectQuery:
     events: list[pd.DataFrame]
     confounds: Any
     run_files: list[str]
+    mask_files: list[str] = field(default_factory=list)
 
 
 def _remote_run(view: DatasetView, path: str, runs: RunFiles):
@@ -214,12 +219,13 @@ def query_subjects(view: DatasetView, params: dict, confounds_kwargs: dict) -> l
     derivatives_path = (dataset_path / p["derivatives_folder"]).absolute()
     p["t_r"], p["slice_time_ref"] = _timing(p, dataset_path, derivatives_path)
     labels = list_valid_subjects(derivatives_path, p["sub_labels"])
-    if not labels:
-        raise RuntimeError(f"\nNo subject found in:\n {derivatives_path}")
+    if not labels:  # nilearn's message, and the derivatives' pipeline folders that hold subjects, if any
+        raise RuntimeError(f"\nNo subject found in:\n {derivatives_path}"
+                           f"{no_subject_hint(dataset_path, p['derivatives_folder'])}")
     labels = sorted(set(labels) - set(p["exclude_subjects"]))
     mask_img, verbose = p["mask_img"], p["verbose"]
     query = dict(task_label=p["task_label"], img_filters=p["img_filters"], verbose=verbose)
-    subjects = []
+    subjects, used_masks = [], []
     for label in labels:
         model = FirstLevelModel(**{k: p[k] for k in _MODEL_ARGS}, subject_label=label,
                                 mask_img=None if _is_derivatives(mask_img) else mask_img)
@@ -235,7 +241,9 @@ def query_subjects(view: DatasetView, params: dict, confounds_kwargs: dict) -> l
 
                 mask_img = intersect_masks(masks, threshold=0.5, connected=False)
                 model.mask_img = mask_img
-        subjects.append(SubjectQuery(model, _run_imgs(view, runs), events, confounds, list(runs.files)))
+                used_masks = list(masks)
+        subjects.append(SubjectQuery(model, _run_imgs(view, runs), events, confounds, list(runs.files),
+                                     list(used_masks) if not isinstance(model.mask_img, str) else []))
     return subjects
 
 

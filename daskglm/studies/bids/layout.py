@@ -24,7 +24,7 @@ from pathlib import Path
 
 from daskglm.io.remote import is_url
 
-__all__ = ["DatasetView", "dataset_view", "SMALL_SUFFIXES"]
+__all__ = ["subject_folders", "derivatives_candidates", "no_subject_hint", "DatasetView", "dataset_view", "SMALL_SUFFIXES"]
 
 #: Files copied into the view (everything else is a placeholder).
 SMALL_SUFFIXES = (".json", ".tsv", ".csv", ".txt", "_mask.nii.gz", "_mask.nii", "_dseg.nii.gz")
@@ -117,6 +117,37 @@ def dataset_view(dataset, task_label: str | None = None,
         yield DatasetView(tmp, url, dict(storage_options or {}))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def subject_folders(folder: Path) -> list[str]:
+    """The ``sub-*`` folders directly in ``folder`` (none if it is not a directory)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name.startswith("sub-"))
+
+
+def derivatives_candidates(root: Path, derivatives_folder: str) -> list[str]:
+    """The pipelines' folders in ``<root>/<derivatives_folder>`` that hold subjects (e.g. ``derivatives/fmriprep``).
+
+    fMRIPrep's output usually sits one level down (``derivatives/fmriprep``);
+    nilearn's default ``derivatives_folder="derivatives"`` then finds no
+    subject.  Returns the candidates relative to ``root``, sorted.
+    """
+    base = Path(root) / derivatives_folder
+    if not base.is_dir():
+        return []
+    return sorted(f"{derivatives_folder.rstrip('/')}/{p.name}" for p in base.iterdir()
+                  if p.is_dir() and not p.name.startswith(".") and subject_folders(p))
+
+
+def no_subject_hint(root: Path, derivatives_folder: str) -> str:
+    """What to say after "No subject found in <derivatives>": the folders that do hold subjects."""
+    candidates = derivatives_candidates(root, derivatives_folder)
+    if not candidates:
+        return ""
+    listed = " or ".join(f"derivatives_folder={c!r}" for c in candidates)
+    return f"; did you mean {listed}?"
 
 
 def is_placeholder(path) -> bool:

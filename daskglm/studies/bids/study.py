@@ -32,7 +32,7 @@ from daskglm.compat.nilearn import list_valid_subjects, split_confounds_kwargs
 from daskglm.errors import SubjectsError
 from daskglm.graph.resources import active_client, in_dask_worker
 from daskglm.studies.bids.first_level import first_level_from_bids, query_subjects
-from daskglm.studies.bids.layout import dataset_view
+from daskglm.studies.bids.layout import dataset_view, derivatives_candidates, no_subject_hint, subject_folders
 from daskglm.studies.schedule import resolve_schedule
 from daskglm.studies.subjects import SubjectsResult, _subject_id, fit_models, open_subject
 
@@ -40,6 +40,8 @@ __all__ = ["fit_bids", "BIDS_QUERY_PARAMS", "MASK_CHOICES"]
 
 #: ``mask_img`` values naming a strategy (else None, a path or an image).
 MASK_CHOICES = ("derivatives", "per-subject")
+#: nilearn's ``derivatives_folder``; ``fit_bids`` looks one level down when it holds no subject.
+DEFAULT_DERIVATIVES = "derivatives"
 
 #: Arguments of :func:`first_level_from_bids` that ``fit_bids`` passes through.
 BIDS_QUERY_PARAMS = (
@@ -53,16 +55,32 @@ def _subject_labels(view, derivatives_folder: str, sub_labels, exclude_subjects)
     labels = list_valid_subjects(view.root / derivatives_folder, list(sub_labels or []))
     labels = sorted(set(labels) - set(exclude_subjects or []))
     if not labels:
-        raise FileNotFoundError(f"No subject found in {view.url_of(view.root / derivatives_folder)}.")
+        raise FileNotFoundError(f"No subject found in {view.url_of(view.root / derivatives_folder)}"
+                                f"{no_subject_hint(view.root, derivatives_folder) or '.'}")
     return labels
 
 
+def _derivatives_folder(view, derivatives_folder: str) -> str:
+    """nilearn's default ``"derivatives"``, or the one pipeline folder in it that holds subjects.
+
+    fMRIPrep's output usually sits in ``derivatives/fmriprep``: when
+    ``derivatives`` itself holds no ``sub-*`` folder and exactly one folder in
+    it does, that folder is used.  Otherwise the folder is kept as given (and
+    a folder without subjects fails, naming the candidates).
+    """
+    if derivatives_folder != DEFAULT_DERIVATIVES or subject_folders(view.root / derivatives_folder):
+        return derivatives_folder
+    candidates = derivatives_candidates(view.root, derivatives_folder)
+    return candidates[0] if len(candidates) == 1 else derivatives_folder
+
+
 def _query(view, sid: str, task_label: str, query: dict, quiet: bool):
-    """One subject's model, fit arguments and run names (nilearn's warnings shown for the first subject only).
+    """One subject's model, fit arguments, run names and brain masks (nilearn's warnings: first subject only).
 
     The run names are the runs' files (the ``hemi-L`` file of a GIfTI pair)
     as paths or URLs: they name the subject's runs in the store and its BIDS
-    derivatives.
+    derivatives.  The masks are the brain masks intersected for its
+    ``mask_img`` (``"derivatives"``), as paths or URLs, or None.
     """
     defaults = {name: p.default for name, p in inspect.signature(first_level_from_bids).parameters.items()
                 if p.default is not inspect.Parameter.empty and name != "storage_options"}
@@ -74,7 +92,8 @@ def _query(view, sid: str, task_label: str, query: dict, quiet: bool):
             warnings.simplefilter("ignore")
         (subject,) = query_subjects(view, params, confounds)
     names = [view.url_of(path) for path in subject.run_files]
-    return (subject.model, subject.run_imgs, subject.events, subject.confounds), names
+    masks = [view.url_of(path) for path in subject.mask_files] or None
+    return (subject.model, subject.run_imgs, subject.events, subject.confounds), names, masks
 
 
 def _nilearn_mask_sharing(model, mask_img, shared):
@@ -114,11 +133,12 @@ def _builder(model, imgs, events, confounds, extra_params: dict, shared_mask: bo
     return build
 
 
-def _queried(view, labels, task_label: str, query: dict, run_names: dict):
+def _queried(view, labels, task_label: str, query: dict, run_names: dict, masks: dict):
     """``(id, (model, imgs, events, confounds) or exception)`` per subject, queried as the fit asks for it."""
     for i, sid in enumerate(labels):
         try:
-            found, run_names[_subject_id(sid)] = _query(view, sid, task_label, query, quiet=i > 0)
+            found, run_names[_subject_id(sid)], masks[_subject_id(sid)] = _query(view, sid, task_label, query,
+                                                                                 quiet=i > 0)
         except Exception as err:
             yield _subject_id(sid), err
         else:
@@ -152,13 +172,14 @@ def fit_bids(
     derivatives_folder: str = "derivatives",
     exclude_subjects: list[str] | None = None,
     img_filters: list | None = None,
-    mask_img="derivatives",
+    mask_img=None,
     bids_out=None,
     overwrite: bool = False,
     progress: bool = True,
     raise_on_error: bool = False,
     confounds_kwargs: dict | None = None,
     schedule: str = "auto",
+    convert_to_zarr: str | bool | None = None,
     **model_params: Any,
 ) -> SubjectsResult:
     """Fit every subject of a BIDS + fMRIPrep dataset into one study store.
@@ -186,15 +207,24 @@ def fit_bids(
         fsspec options for the dataset and the store (both, when URLs).
     resume : bool, default=True
         Keep runs already complete in the store; compute the others.
-    derivatives_folder, exclude_subjects, img_filters
+    derivatives_folder : str, default="derivatives"
+        As :func:`daskglm.first_level_from_bids`, but when the default
+        ``"derivatives"`` holds no ``sub-*`` folder and exactly one folder in it
+        does (fMRIPrep's usual ``derivatives/fmriprep``), that one is used (and
+        recorded in the store's ``bids`` attributes); otherwise a folder
+        without subjects fails, naming the folders that hold some.
+    exclude_subjects, img_filters
         As :func:`daskglm.first_level_from_bids`.
-    mask_img : 'derivatives', 'per-subject', None, path or image, default='derivatives'
+    mask_img : None, 'derivatives', 'per-subject', path or image, default=None
+        ``None`` (the default of nilearn's ``first_level_from_bids`` and of
+        ``daskglm bids``): nilearn's EPI mask of each subject's runs (computed
+        from the runs' mean, an extra pass over them while the graph is built);
         ``'derivatives'``: as nilearn 0.14.1's ``first_level_from_bids(mask_img="derivatives")``,
         which uses the intersection of the *first* subject's ``desc-brain_mask`` images for
         every subject (so the maps equal those of :func:`first_level_from_bids`'s models);
         ``'per-subject'``: each subject's own brain masks (nilearn's EPI mask if it has
-        none); ``None``: nilearn's EPI mask of each subject's runs (an extra pass over them
-        while the graph is built).
+        none).  The BIDS derivatives' ``statmap.json`` records the mask used
+        (the brain-mask files, the path given, or ``"epi mask computed"``).
     bids_out : str or path, optional
         Write BIDS derivatives (:func:`daskglm.studies.bids.derivatives.save_bids_derivatives`)
         of every fitted subject there (a directory or a URL), for ``contrasts``.
@@ -210,6 +240,10 @@ def fit_bids(
         fits it on a worker; the client only queries the dataset, one subject
         after the other, while the workers fit the subjects already queried.
         With ``bids_out``, the derivatives are written by the workers too.
+    convert_to_zarr : str or True, optional
+        Fit from NIfTI-Zarr copies of the ``.nii`` / ``.nii.gz`` runs, written once to
+        ``<dir>/sub-<id>/<run>.nii.zarr`` and reused while their inputs are unchanged
+        (:mod:`daskglm.studies.convert`); ``True``: ``<store's parent>/derivatives/daskglm-zarr``.
     **model_params
         ``FirstLevelModel`` parameters (``smoothing_fwhm``, ``noise_model``,
         ``hrf_model``, ``whitening``, ``chunks``, ...).
@@ -235,12 +269,20 @@ def fit_bids(
         confounds.update({f"confounds_{k}": v for k, v in (confounds_kwargs or {}).items()})
     query.update(confounds)
     split_confounds_kwargs(dict(confounds))  # validate early
-    run_names = {}
+    run_names, masks = {}, {}
     with dataset_view(dataset, task_label, storage_options) as view:
+        derivatives_folder = _derivatives_folder(view, derivatives_folder)
+        query["derivatives_folder"] = derivatives_folder
         labels = _subject_labels(view, derivatives_folder, sub_labels, exclude_subjects)
         schedule = resolve_schedule(schedule, len(labels), active_client())
-        queried = _queried(view, labels, task_label, query, run_names)
+        queried = _queried(view, labels, task_label, query, run_names, masks)
+        if convert_to_zarr:  # fit from NIfTI-Zarr copies of the runs, converted once (daskglm.studies.convert)
+            from daskglm.studies.convert import default_zarr_dir, zarr_copies
+
+            queried = zarr_copies(queried, default_zarr_dir(store) if convert_to_zarr is True else convert_to_zarr)
         first, shared_mask = _first_mask(queried, mask_img)
+        if shared_mask is not None:  # every subject's statmap.json names the masks that made the shared one
+            masks = _SharedMasks(masks, first[-1][0])
         shared = {"shared_mask": shared_mask} if shared_mask is not None else {}
         sharing = bool(shared)  # from the subject that defines the shared mask onwards
         builders = ((sid, found if isinstance(found, BaseException)
@@ -250,15 +292,17 @@ def fit_bids(
         attributes = {"bids": {"dataset": view.url_of(view.root) if not view.remote else view.url,
                                "task": task_label, "space": space_label, "confounds": confounds or None,
                                "contrasts": {k: str(v) for k, v in (contrasts or {}).items()},
-                               "runs": run_names}}
+                               "runs": run_names, "derivatives": derivatives_folder,
+                               "mask": mask_img if mask_img is None or isinstance(mask_img, str)
+                               else "image given in memory"}}
         derivatives = _Derivatives(bids_out, contrasts, run_names, attributes["bids"]["dataset"], store,
-                                   storage_options)
+                                   storage_options, masks)
         result = fit_models(builders, store, overwrite=overwrite and not resume, resume=resume,
                             storage_options=storage_options, progress=progress, attributes=attributes,
                             shared=shared, schedule=schedule, on_complete=derivatives.submit)
     if bids_out is not None and contrasts:
         write_bids_out(result, bids_out, contrasts, run_names, attributes["bids"]["dataset"], storage_options,
-                       submitted=derivatives.futures)
+                       submitted=derivatives.futures, masks=masks)
     if raise_on_error and result.failed:
         raise SubjectsError("; ".join(f"sub-{s}: {m}" for s, m in result.failed.items()))
     return result
@@ -270,14 +314,25 @@ def _out_dir(out_dir) -> str:
     return str(out_dir).rstrip("/") if is_url(str(out_dir)) else str(Path(out_dir).absolute())
 
 
+class _SharedMasks:
+    """Every subject's masks are those of the subject whose brain masks make the shared mask (``.get`` as a dict)."""
+
+    def __init__(self, masks: dict, defining: str):
+        self.masks, self.defining = masks, defining
+
+    def get(self, sid, default=None):
+        return self.masks.get(self.defining, default)
+
+
 class _Derivatives:
     """Submits a subject's derivatives task as soon as its fit is committed (under a distributed client)."""
 
-    def __init__(self, out_dir, contrasts, run_names: dict, dataset: str, store, storage_options):
+    def __init__(self, out_dir, contrasts, run_names: dict, dataset: str, store, storage_options, masks: dict):
         from daskglm.store.location import Location
 
         self.client = active_client() if out_dir is not None and contrasts else None
         self.futures: dict = {}
+        self.masks = masks
         if self.client is not None:
             self.args = (Location(store, storage_options).url, _out_dir(out_dir), contrasts, dataset,
                          storage_options)
@@ -288,20 +343,21 @@ class _Derivatives:
         if self.client is None:
             return None
         self.futures[sid] = self.client.submit(_subject_derivatives, sid, self.run_names[sid], *self.args,
-                                               pure=False)
+                                               self.masks.get(sid), pure=False)
         return self.futures[sid]
 
 
 def write_bids_out(result: SubjectsResult, out_dir, contrasts: dict, run_names: dict[str, list[str]],
                    dataset: str, storage_options: dict | None = None,
-                   submitted: dict | None = None) -> dict[str, dict]:
+                   submitted: dict | None = None, masks: dict | None = None) -> dict[str, dict]:
     """BIDS derivatives of every completed subject of a study store (maps computed from the store).
 
     Under a ``dask.distributed`` client each subject's derivatives are one
     task (maps computed and files written on a worker, which must reach
     ``out_dir`` as it reaches the store; ``submitted``: ``{subject: future}``
     of the tasks already submitted); ``dataset_description.json`` is written
-    once, here.
+    once, here.  ``masks``: per subject, the brain-mask files its mask was
+    made of, recorded in ``statmap.json`` (None: what the fit's parameters say).
     """
     from daskglm.io.remote import is_url
 
@@ -311,13 +367,15 @@ def write_bids_out(result: SubjectsResult, out_dir, contrasts: dict, run_names: 
         return {}
     _write_description(out, dataset, is_url(out), storage_options)
     args = (result.store, out, contrasts, dataset, storage_options)
+    masks = masks if masks is not None else {}
     client = active_client()
     if client is None:
-        return {sid: _subject_derivatives(sid, run_names[sid], *args) for sid in sids}
+        return {sid: _subject_derivatives(sid, run_names[sid], *args, masks.get(sid)) for sid in sids}
     futures = dict(submitted or {})
     for sid in sids:
         if sid not in futures:
-            futures[sid] = client.submit(_subject_derivatives, sid, run_names[sid], *args, pure=False)
+            futures[sid] = client.submit(_subject_derivatives, sid, run_names[sid], *args, masks.get(sid),
+                                         pure=False)
     return dict(zip(sids, client.gather([futures[s] for s in sids])))
 
 
@@ -343,7 +401,7 @@ def _write_description(out: str, dataset: str, remote: bool, storage_options: di
 
 
 def _subject_derivatives(sid: str, names: list[str], store: str, out: str, contrasts: dict, dataset: str,
-                         storage_options: dict | None) -> dict:
+                         storage_options: dict | None, mask: list[str] | None = None) -> dict:
     """One subject's derivatives: written to a private folder, then copied (or uploaded) into ``out``.
 
     Subjects written at once never touch the same file (the description is
@@ -360,7 +418,7 @@ def _subject_derivatives(sid: str, names: list[str], store: str, out: str, contr
     try:
         with synchronous_tasks if in_dask_worker() else contextlib.nullcontext():
             model = open_subject(store, sid, storage_options=storage_options)
-            written = save_bids_derivatives(model, tmp, contrasts, names, source_dataset=dataset)
+            written = save_bids_derivatives(model, tmp, contrasts, names, source_dataset=dataset, mask=mask)
         folder = Path(written["dir"]).name
         if is_url(out):
             import fsspec
