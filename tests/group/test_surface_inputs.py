@@ -31,7 +31,10 @@ OUTPUTS = ("z_score", "stat", "p_value", "effect_size", "effect_variance")
 
 @pytest.fixture(scope="module")
 def mesh():
-    return load_fsaverage("fsaverage5")["pial"]
+    from nilearn.surface import PolyMesh
+
+    pial = load_fsaverage("fsaverage5")["pial"]  # in memory: a FileMesh re-reads its GIfTI at every check
+    return PolyMesh(**{part: pial.parts[part].loaded() for part in ("left", "right")})
 
 
 def _surface_maps(mesh, n: int, seed: int = 0) -> list[SurfaceImage]:
