@@ -29,6 +29,7 @@ from daskglm.cli.values import (
     confounds_strategy,
     contrasts_from_args,
     fit_model_params,
+    parse_contrast,
     parse_key_values,
     safe_filename,
 )
@@ -210,6 +211,11 @@ def cmd_fit(args) -> int:
 
     runs = fit_runs(args)
     inputs = _fit_inputs(args, runs)
+    contrasts = dict(parse_contrast(c) for c in getattr(args, "contrast", None) or [])
+    if getattr(args, "bids_out", None) and not contrasts:
+        raise UsageError("--bids-out needs at least one --contrast.")
+    if contrasts and not getattr(args, "bids_out", None):
+        raise UsageError("--contrast goes with --bids-out (daskglm contrast STORE computes maps from the store).")
     out = Path(args.output)
     resume = getattr(args, "resume", False)
     if out.exists() and not (args.overwrite or resume):
@@ -236,6 +242,13 @@ def cmd_fit(args) -> int:
     print(f"Fitted {len(designs)} run(s){reused}{censored}, {model.n_elements_:,} {element_word(model)}, "
           f"{designs[0].shape[1]} regressors; store written to {out}")
     print("Design columns: " + ", ".join(str(c) for c in designs[0].columns))
+    if args.bids_out:
+        from daskglm.studies.bids.derivatives import save_bids_derivatives
+
+        names = [str(r) for r in (getattr(args, "left_run", None) or getattr(args, "right_run", None) or runs)]
+        with local_progress(not args.no_progress and args.client is None):
+            written = save_bids_derivatives(model, args.bids_out, contrasts, names)
+        print(f"BIDS derivatives written to {written['dir']}")
     return 0
 
 

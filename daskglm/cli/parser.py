@@ -257,6 +257,12 @@ def add_fit(sub) -> argparse.ArgumentParser:
     model.add_argument("--subject-label", metavar="LABEL", help="subject label kept with the fit")
     model.add_argument("--chunks", type=int, nargs=2, metavar=("TIME", "VOXELS"),
                        help="volumes per read and voxels per solve block (default: automatic)")
+    bids = p.add_argument_group("BIDS derivatives")
+    bids.add_argument("--bids-out", metavar="DIR",
+                      help="also write BIDS derivatives there, named as nilearn's save_glm_to_bids (contrast "
+                           "maps, mask, designs, statmap.json), for the --contrast given")
+    bids.add_argument("--contrast", action="append", default=None, metavar="NAME=EXPR",
+                      help="contrast of --bids-out (repeatable): NAME=EXPR or EXPR over the design's columns")
     p.set_defaults(func=cmd_fit)
     return p
 

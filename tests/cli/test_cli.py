@@ -460,8 +460,15 @@ def test_fit_resume_reuses_the_runs_an_interrupted_fit_finished(fmriprep, tmp_pa
     assert "(1 reused from the store)" in stdout
     code, stdout, _ = run(capsys, *argv[:-2], "-o", tmp_path / "clean.zarr")
     np.testing.assert_array_equal(_store_z(out), _store_z(tmp_path / "clean.zarr"))
-    code, stdout, err = run(capsys, *argv, "--resume")  # everything reused
-    assert code == 0 and "(2 reused from the store)" in stdout
+    # everything reused; BIDS derivatives named as nilearn's, the mask used recorded
+    derivatives = tmp_path / "derivatives"
+    code, stdout, err = run(capsys, *argv, "--resume", "--bids-out", derivatives, "--contrast", "face-house")
+    assert code == 0 and "(2 reused from the store)" in stdout, err
+    z_file = derivatives / "sub-01" / "sub-01_task-faces_space-MNI152NLin2009cAsym_contrast-faceMinusHouse_stat-z_statmap.nii.gz"
+    np.testing.assert_array_equal(nib.load(z_file).get_fdata(), _store_z(out))
+    statmap = json.loads((derivatives / "sub-01" / "statmap.json").read_text())
+    assert statmap["ModelParameters"]["mask_img"] == "epi mask computed"
+    assert run(capsys, *argv, "--resume", "--bids-out", derivatives)[0] == 2  # --bids-out needs --contrast
     assert run(capsys, *argv, "--resume", "--overwrite")[0] == 2  # one or the other
 
 

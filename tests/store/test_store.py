@@ -319,6 +319,55 @@ def test_interrupted_fit_resumes_to_identical_results(rdata, clean, tmp_path):
             assert json.loads((store / name / "zarr.json").read_text())["attributes"][RUN_MARKER] is True
 
 
+class _CtrlCAfterFirstRun:
+    """Ctrl-C (KeyboardInterrupt in the scheduler's thread) as soon as one run's group is complete."""
+
+    def __enter__(self):
+        from dask.callbacks import Callback
+
+        class CtrlC(Callback):
+            def _posttask(self, key, result, dsk, state, worker_id):
+                name = key[0] if isinstance(key, tuple) else key
+                if str(name).startswith("_finalize_group") and str(result).startswith("run"):
+                    raise KeyboardInterrupt
+
+        self.callback = CtrlC()
+        self.callback.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.callback.__exit__(*exc)
+
+
+def test_ctrl_c_keeps_finished_runs_for_resume(rdata, clean, tmp_path):
+    """In-process Ctrl-C during to_zarr: the run already fitted stays complete; resume=True fits only the other."""
+    store = tmp_path / "fit.zarr"
+    with pytest.raises(KeyboardInterrupt), _CtrlCAfterFirstRun():
+        _fit(rdata).to_zarr(store)
+    assert len(complete_run_keys(store)) == 1 and not [n for n in os.listdir(store) if n.startswith(".tmp-")]
+    with pytest.raises(StoreError):
+        open_model(store)  # nothing committed
+    with pytest.raises(FileExistsError, match="holds no committed fit"):
+        _fit(rdata).to_zarr(store)
+    summary = _fit(rdata).to_zarr(store, resume=True)
+    assert len(summary.reused) == 1 and len(summary.written) == 1
+    _same(clean, _maps(open_model(store)))
+    assert len([n for n in os.listdir(store) if n.startswith("run")]) == 2
+
+
+def test_interrupted_overwrite_keeps_the_old_fit(rdata, clean, tmp_path):
+    """Ctrl-C while replacing a store: the old fit stays readable; the new run fitted is kept for resume."""
+    store = tmp_path / "fit.zarr"
+    _fit(rdata, noise_model="ols").to_zarr(store)
+    old = _maps(open_model(store))
+    with pytest.raises(KeyboardInterrupt), _CtrlCAfterFirstRun():
+        _fit(rdata).to_zarr(store, overwrite=True)
+    _same(old, _maps(open_model(store)))
+    summary = _fit(rdata).to_zarr(store, resume=True)
+    assert len(summary.reused) == 1 and len(summary.written) == 1
+    _same(clean, _maps(open_model(store)))
+
+
 # ------------------------------------------------------ runs of unequal widths
 def test_unequal_runs_through_a_store_equal_nilearn(unequal):
     from nilearn.glm.first_level import FirstLevelModel as NilearnModel
