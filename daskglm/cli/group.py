@@ -136,6 +136,27 @@ def _permutations(args, design, out: Path, name: str) -> None:
         write_map(img, out / f"{name}_perm_{key}")
 
 
+def _report(model, args, out: Path, name: str, kind: str):
+    """The group report: daskglm's for volumes (the maps just written, over the subjects' mean anatomy), nilearn's
+    for meshes."""
+    contrast = args.contrast or str(model.design_matrix_.columns[0])
+    if kind != "volume":
+        return model.generate_report(contrasts=[contrast], first_level_contrast=args.first_level_contrast)
+    import nibabel as nib
+
+    from daskglm.reporting.group_report import FWE_MAPS, make_group_report
+
+    def written(stem: str):
+        path = out / f"{stem}.nii.gz"
+        return nib.load(path) if path.exists() else None
+
+    permutation = {key: written(f"{name}_perm_{key}") for key, _ in FWE_MAPS}
+    return make_group_report(model, {contrast: contrast}, first_level_contrast=args.first_level_contrast,
+                             nonparametric={k: v for k, v in permutation.items() if v is not None} or None,
+                             stat_maps={contrast: written(f"{name}_{OUTPUT_SUFFIX['z_score']}")},
+                             two_sided=args.two_sided)
+
+
 @command()
 def cmd_group(args) -> int:
     """``daskglm group``: second-level maps (and permutation maps) from a study store."""
@@ -163,8 +184,7 @@ def cmd_group(args) -> int:
         print(f"Group maps and design written to {out} (no report.html for CIFTI maps)", file=sys.stdout)
         return 0
     with local_progress(not args.no_progress and args.client is None):
-        contrast = args.contrast or model.design_matrix_.columns[0]
-        report = model.generate_report(contrasts=[contrast], first_level_contrast=args.first_level_contrast)
+        report = _report(model, args, out, name, masker_space(model.masker_).kind)
     report.save_as_html(out / "report.html")
     print(f"Group maps, design and report.html written to {out}", file=sys.stdout)
     return 0

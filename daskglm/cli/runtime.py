@@ -201,14 +201,14 @@ class _WarningPrinter:
         self.seen: set[str] = set()
 
     def __call__(self, message, category, filename, lineno, file=None, line=None) -> None:
-        text = " ".join(str(message).split())
+        text = cli_words(" ".join(str(message).split()))
         if text not in self.seen:
             self.seen.add(text)
             print(f"{PROG}: warning: {text}", file=sys.stderr)
 
 
 #: The library's Python argument names in messages, and the command line's flags for them.
-CLI_FLAGS = {"overwrite=True": "--overwrite", "resume=True": "--resume"}
+CLI_FLAGS = {"overwrite=True": "--overwrite", "resume=True": "--resume", "n_perm": "--permutations"}
 
 
 def cli_words(text: str) -> str:

@@ -20,6 +20,7 @@ import warnings
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 from nilearn.glm.second_level import SecondLevelModel as _NilearnSecondLevelModel
@@ -80,6 +81,8 @@ minimize_memory, reports
         with ``minimize_memory=False`` (computed from the same data).
     between_variance_ : Nifti1Image or None
         Per-voxel REML between-subject variance of the last mixed-effects contrast.
+    mean_img_ : Nifti1Image or None
+        The subjects' mean anatomy (daskglm first-level models and study stores), the group report's background.
     """
 
     def __init__(self, mask_img=None, target_affine=None, target_shape=None, smoothing_fwhm=None,
@@ -283,6 +286,27 @@ list of fitted FirstLevelModel (nilearn's or daskglm's), or a daskglm study stor
         # nilearn's methods text lists the contrasts given as strings
         self._report_content["contrasts"] = [c for c in contrasts.values() if isinstance(c, str)]
         return None
+
+    @property
+    def mean_img_(self):
+        """The subjects' mean anatomy: the mean of their first-level ``mean_img_`` on the group mask's grid.
+
+        For daskglm first-level models and study stores (each fit's mean signal,
+        kept by its streaming pass: reading it computes nothing else); None for
+        map inputs, nilearn's models, or fits that are not volumes.  The group
+        report draws its maps on it.
+        """
+        from sklearn.utils.validation import check_is_fitted
+
+        from daskglm.reporting.group_report import average_images
+
+        check_is_fitted(self)
+        if not self._group.uses_models:
+            return None
+        means = [getattr(model, "mean_img_", None) for model in self._group.items]
+        if not means or not all(isinstance(m, nib.Nifti1Image) for m in means):
+            return None
+        return average_images(means, self.masker_.mask_img_)
 
     def __sklearn_is_fitted__(self) -> bool:
         return getattr(self, "second_level_input_", None) is not None

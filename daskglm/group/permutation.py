@@ -239,7 +239,7 @@ def _warn_few_distinct_draws(n_perm: int, n: int, design) -> None:
     if n_perm > distinct:
         warnings.warn(f"n_perm={n_perm} exceeds the {what}: random draws repeat some, and the data support "
                       f"no p-value below 1/{distinct} = {1 / distinct:.3g} (the smallest reported, "
-                      f"1/(n_perm + 1), is smaller). Use n_perm <= {distinct}, or more subjects.",
+                      f"1/{n_perm + 1}, is smaller). Use n_perm <= {distinct}, or more subjects.",
                       UserWarning, stacklevel=4)
 
 

@@ -1,0 +1,254 @@
+"""Self-contained HTML report of a group (second-level) analysis of volumes.
+
+:func:`make_group_report` takes a fitted :class:`daskglm.SecondLevelModel`,
+its contrasts and, optionally, the maps of
+:func:`daskglm.non_parametric_inference` for them; it draws, over the
+subjects' mean anatomy (``model.mean_img_``, or a given background): the
+design matrix, each contrast's matrix, the group mask, the parametric z map
+thresholded as ``height_control`` says (uncorrected ``fpr`` by default) and
+its cluster table, and for the permutation results the family-wise-error
+maps (voxel-level max-t, TFCE, cluster size and mass: ``-log10 p(FWE)``,
+thresholded at ``fwe_alpha``) with their cluster tables.  Every picture is an
+embedded PNG and the page has no script (as the first-level report,
+:mod:`daskglm.reporting.report`, whose page class it shares).
+"""
+
+from __future__ import annotations
+
+import html
+import warnings
+from string import Template
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from daskglm._version import __version__
+from daskglm.errors import NotFittedError
+from daskglm.reporting import _templates, plotting
+from daskglm.reporting.report import (
+    GLMReport,
+    _cluster_table_html,
+    _fig_tag,
+    _height_text,
+    _n_clusters,
+    _params_table,
+    _slug,
+)
+from daskglm.reporting.thresholding import check_threshold_params, get_clusters_table, threshold_stats_img
+
+__all__ = ["make_group_report", "average_images", "FWE_MAPS"]
+
+#: Permutation results drawn: (key of the ``-log10 p(FWE)`` map, its title) in
+#: :func:`daskglm.non_parametric_inference`'s names.
+FWE_MAPS = (
+    ("logp_max_t", "Voxel-level FWE (max t)"),
+    ("logp_max_tfce", "TFCE, FWE"),
+    ("logp_max_size", "Cluster size, FWE"),
+    ("logp_max_mass", "Cluster mass, FWE"),
+)
+
+_PAGE = Template(_templates.GROUP_REPORT)
+_CONTRAST = Template(_templates.GROUP_CONTRAST)
+_PANEL = Template(_templates.GROUP_PANEL)
+
+
+def average_images(images: list, target=None) -> nib.Nifti1Image | None:
+    """The voxel-wise mean of 3D images (e.g. the subjects' mean EPI), on ``target``'s grid if given.
+
+    Images on another grid than ``target`` are resampled to it (linear), as a
+    background needs no more.  None for no image.
+    """
+    from nilearn.image import load_img, resample_to_img
+
+    if not images:
+        return None
+    total = None
+    ref = load_img(target) if target is not None else load_img(images[0])
+    for img in images:
+        img = load_img(img)
+        if img.shape[:3] != ref.shape[:3] or not np.allclose(img.affine, ref.affine):
+            img = resample_to_img(img, ref, interpolation="linear", force_resample=True, copy_header=True)
+        data = np.asarray(img.dataobj, dtype=np.float64).reshape(ref.shape[:3])
+        total = data if total is None else total + data
+    return nib.Nifti1Image((total / len(images)).astype(np.float32), ref.affine)
+
+
+def _named_contrasts(contrasts, design: pd.DataFrame) -> dict:
+    if contrasts is None:
+        if design.shape[1] != 1:
+            raise ValueError("No contrast given: pass second-level contrasts (the design has "
+                             f"{design.shape[1]} columns: {list(map(str, design.columns))}).")
+        contrasts = [str(design.columns[0])]
+    if isinstance(contrasts, dict):
+        return {str(k): v for k, v in contrasts.items()}
+    if isinstance(contrasts, (str, np.ndarray)):
+        contrasts = [contrasts]
+    return {c if isinstance(c, str) else np.array2string(np.asarray(c), separator=", "): c for c in contrasts}
+
+
+def _as_vector(definition, design: pd.DataFrame) -> np.ndarray:
+    from daskglm.glm.contrasts import expression_to_contrast_vector
+
+    if isinstance(definition, str):
+        return expression_to_contrast_vector(definition, [str(c) for c in design.columns])
+    return np.asarray(definition, dtype=float)
+
+
+def _per_contrast(nonparametric, names: list[str]) -> dict[str, dict]:
+    """Permutation maps by contrast: ``{name: {key: image}}`` (one dict of images: the only contrast's)."""
+    if not nonparametric:
+        return {}
+    if all(isinstance(v, (dict, type(None))) for v in nonparametric.values()):
+        unknown = sorted(set(nonparametric) - set(names))
+        if unknown:
+            raise ValueError(f"Permutation results for contrasts {unknown} not in the report's {names}.")
+        return {k: v for k, v in nonparametric.items() if v}
+    if len(names) != 1:
+        raise ValueError("Permutation maps given for one contrast, but the report has several: pass "
+                         "{contrast name: {map name: image}}.")
+    return {names[0]: dict(nonparametric)}
+
+
+def _panel(title: str, img, threshold: float, table: pd.DataFrame, bg_img, alt: str, what: str,
+           two_sided: bool, note: str = "") -> str:
+    fig = plotting.plot_stat_map(img, bg_img=bg_img, threshold=threshold, title=title, two_sided=two_sided)
+    empty = plotting.surviving_voxels(img, threshold) == 0
+    alt = alt + (": no voxel survives the threshold" if empty else "")
+    return _PANEL.substitute(
+        title=html.escape(title), note=note, image=_fig_tag(fig, alt, "png", "brain"), what=what,
+        n_clusters=str(_n_clusters(table)), table=_cluster_table_html(table))
+
+
+def _quiet_threshold(img, mask_img, **kwargs):
+    with warnings.catch_warnings():  # an empty map is said so in the report, in words
+        warnings.filterwarnings("ignore", message=".*must not exceed.*")
+        warnings.filterwarnings("ignore", message="No clusters found")
+        return threshold_stats_img(img, mask_img, **kwargs)
+
+
+def _quiet_table(img, threshold: float, **kwargs) -> pd.DataFrame:
+    with warnings.catch_warnings():  # the report says "No suprathreshold cluster."
+        warnings.filterwarnings("ignore", message="No clusters found")
+        warnings.filterwarnings("ignore", message=".*must not exceed.*")
+        return get_clusters_table(img, float(threshold), **kwargs)
+
+
+def _fwe_panels(maps: dict, name: str, mask_img, bg_img, fwe_alpha: float, min_distance: float) -> list[str]:
+    cut = -np.log10(fwe_alpha)
+    panels = []
+    for key, title in FWE_MAPS:
+        if maps.get(key) is None:
+            continue
+        img = maps[key]
+        masked = nib.Nifti1Image(np.asarray(img.dataobj, dtype=np.float32)
+                                 * (np.asarray(mask_img.dataobj) != 0), img.affine)
+        table = _quiet_table(masked, cut, two_sided=False, min_distance=min_distance)
+        table = table.rename(columns={"Peak Stat": "Peak -log10 p(FWE)"})
+        panels.append(_panel(f"{name}: {title}, -log10 p (p < {fwe_alpha:g})", masked, cut, table, bg_img,
+                             f"{title} map of {name}", f"-log10 p(FWE) &gt; {cut:.2f}", False))
+    return panels
+
+
+def make_group_report(
+    model,
+    contrasts=None,
+    first_level_contrast=None,
+    nonparametric: dict | None = None,
+    stat_maps: dict | None = None,
+    title: str | None = None,
+    bg_img=None,
+    alpha: float = 0.001,
+    height_control: str | None = "fpr",
+    threshold: float | None = None,
+    cluster_threshold: int = 0,
+    two_sided: bool = False,
+    fwe_alpha: float = 0.05,
+    min_distance: float = 8.0,
+) -> GLMReport:
+    """HTML report of a fitted second-level model of volumes, with its permutation results.
+
+    Parameters
+    ----------
+    model : daskglm.SecondLevelModel
+        Fitted (its ``design_matrix_``, ``masker_``, ``compute_contrast``, ``mean_img_``).
+    contrasts : str, array, list or dict, optional
+        Second-level contrasts (``name -> definition``, or definitions named
+        after themselves); default: the design's only column.
+    first_level_contrast : str or array, optional
+        For model and study-store inputs, as for ``compute_contrast``.
+    nonparametric : dict, optional
+        :func:`daskglm.non_parametric_inference` maps (``logp_max_t``,
+        ``logp_max_tfce``, ``logp_max_size``, ``logp_max_mass``; others are
+        ignored) of the only contrast, or ``{contrast name: maps}``.
+    stat_maps : dict, optional
+        Already computed z maps by contrast name (not recomputed).
+    title : str, optional
+    bg_img : path or Nifti1Image, optional
+        Background; default the subjects' mean anatomy (``model.mean_img_``),
+        or the group mask when the inputs were maps.
+    alpha, height_control, threshold, cluster_threshold, two_sided
+        Thresholding of the parametric z maps, as in the first-level report.
+    fwe_alpha : float, default=0.05
+        Family-wise error rate the permutation maps are thresholded at.
+    min_distance : float, default=8.0
+        Minimum distance between the cluster tables' sub-peaks, in mm.
+
+    Returns
+    -------
+    GLMReport
+    """
+    if not model.__sklearn_is_fitted__():
+        raise NotFittedError("The model is not fitted yet; call fit() before the report.")
+    check_threshold_params(alpha, threshold if height_control is None else None, height_control, cluster_threshold)
+    if not 0 < fwe_alpha < 1:
+        raise ValueError(f"fwe_alpha must lie in (0, 1), got {fwe_alpha!r}.")
+    design = model.design_matrix_
+    named = _named_contrasts(contrasts, design)
+    permutation = _per_contrast(nonparametric, list(named))
+    mask_img = model.masker_.mask_img_
+    background = "the given image"
+    if bg_img is None:
+        bg_img = getattr(model, "mean_img_", None)
+        background = "the subjects' mean anatomy (mean of their first-level mean images)"
+    if bg_img is None:
+        bg_img, background = mask_img, "the group mask (the inputs carry no anatomy)"
+    sections, nav, used = [], [], set()
+    for name, definition in named.items():
+        slug = _slug(name, used)
+        if stat_maps and stat_maps.get(name) is not None:
+            z_img = stat_maps[name]
+        else:
+            z_img = model.compute_contrast(definition, first_level_contrast=first_level_contrast,
+                                           output_type="z_score")
+        thresholded, z_thr = _quiet_threshold(z_img, mask_img, alpha=alpha, threshold=threshold,
+                                              height_control=height_control,
+                                              cluster_threshold=cluster_threshold, two_sided=two_sided)
+        table = _quiet_table(z_img, z_thr, cluster_threshold=cluster_threshold, two_sided=two_sided,
+                             min_distance=min_distance)
+        side = "|z|" if two_sided else "z"
+        panels = [_panel(f"{name}: parametric z", thresholded, z_thr, table, bg_img, f"Stat map of {name}",
+                         f"{side} &gt; {z_thr:.2f}", two_sided,
+                         _height_text(height_control, alpha, z_thr, cluster_threshold, two_sided))]
+        panels += _fwe_panels(permutation.get(name, {}), name, mask_img, bg_img, fwe_alpha, min_distance)
+        matrix = plotting.plot_contrast_matrix(_as_vector(definition, design), design, title=name)
+        sections.append(_CONTRAST.substitute(
+            slug=slug, name=html.escape(name), definition=html.escape(str(definition)),
+            matrix=_fig_tag(matrix, f"Contrast matrix of {name}", "png", "matrix"), panels="\n".join(panels)))
+        nav.append(f'<li><a href="#{slug}">{html.escape(name)}</a></li>')
+    title = title or "daskglm group report"
+    n_perm = "" if not permutation else " Permutation (FWE) maps from non_parametric_inference."
+    params = {"subjects": int(design.shape[0]), "design columns": [str(c) for c in design.columns],
+              "first-level contrast": first_level_contrast, "smoothing_fwhm": model.smoothing_fwhm,
+              "background": background}
+    page = _PAGE.substitute(
+        title=html.escape(title), css=_templates.CSS, nav="\n".join(nav),
+        params=_params_table(params), n_subjects=str(design.shape[0]),
+        n_voxels=f"{int(np.count_nonzero(np.asarray(mask_img.dataobj))):,}",
+        mask=_fig_tag(plotting.plot_mask(mask_img, bg_img=bg_img, title="Group mask"), "Group mask", "png",
+                      "brain"),
+        design=_fig_tag(plotting.plot_design_matrix(design, title="Group design"), "Group design matrix",
+                        "png", "matrix"),
+        contrasts="\n".join(sections), permutation=n_perm, version=html.escape(__version__))
+    return GLMReport(page, title)
+
