@@ -104,7 +104,10 @@ def _raw_chunks(source: RunSource, chunk: int, threaded: bool) -> tuple[Iterator
                 with open(source.path, "rb") as fh:
                     yield from stream_volumes(layout, fh, chunk, reuse_buffer=True)
 
-        return chunks(), source.raw_dtype, source.header
+        header = source.header.copy()
+        # nibabel moved scl_slope/inter from the loaded header to the image's proxy: put them back
+        header.set_slope_inter(float(np.asarray(source.slope)), float(np.asarray(source.inter)))
+        return chunks(), source.raw_dtype, header
     if isinstance(source, RemoteRunSource):
         layout = _RawLayout(source)
 
@@ -178,6 +181,7 @@ def _write_store(target: Path, source: RunSource, time_chunk: int | None, codec:
     head = np.frombuffer(header.binaryblock, dtype=np.uint8)
     nifti = root.create_array("nifti", shape=head.shape, chunks=head.shape, dtype="u1", compressors=None)
     nifti[...] = head
+    root.attrs["daskglm"] = {"converted_from": source.identity(), "codec": codec}
     root.attrs["ome"] = _ome_metadata(header, (nx, ny, nz, nt), zarr_run_name(source.name))
 
 
