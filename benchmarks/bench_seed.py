@@ -6,13 +6,17 @@ daskglm's version of the seed example (``seed_workload.py``: one changed
 import).  Each process is timed from before Python starts (so imports count)
 and its peak RSS is read from ``wait4``'s rusage.  The read floor is the time
 to decompress both runs once with ISA-L, one process per run.  The z maps of
-both engines are compared.
+both engines are compared.  ``--zarr`` adds the same daskglm workload from
+the runs converted to NIfTI-Zarr (once, into ``DATASET/zarr``), with its own
+read floor (both stores read once, no fit) and CPU seconds; its maps are
+compared with the ``.nii.gz`` ones.
 
 Examples
 --------
 python benchmarks/bench_seed.py --sizes all --repeat 2   # every figure of issue 17 (~15 min)
 python benchmarks/bench_seed.py --sizes seed            # 64x76x64x300 x 2 runs
 python benchmarks/bench_seed.py --sizes seed,large,long --skip-nilearn-above 3e9
+python benchmarks/bench_seed.py --sizes large --zarr --skip-nilearn-above 0 --within-run-zarr  # issue 25
 """
 
 from __future__ import annotations
@@ -108,6 +112,71 @@ def read_floor(dataset: Path) -> tuple[float, float]:
         return time.perf_counter() - t0, cpu
 
 
+def zarr_dataset(dataset: Path) -> Path:
+    """``dataset/zarr``: the same dataset with its runs as NIfTI-Zarr stores (converted once, both runs at once)."""
+    from daskglm.io.nifti_zarr_write import convert_runs
+
+    out = dataset / "zarr"
+    if not (out / "dataset.json").exists():
+        data = json.loads((dataset / "dataset.json").read_text())
+        start = time.perf_counter()
+        stores = convert_runs([data["func1"], data["func2"]], out, overwrite=True)
+        print(f"[zarr] converted both runs in {time.perf_counter() - start:.1f} s "
+              f"(load average {os.getloadavg()[0]:.1f})", flush=True)
+        data.update(func1=str(stores[0]), func2=str(stores[1]))
+        (out / "dataset.json").write_text(json.dumps(data, indent=1))
+    return out
+
+
+def _read_zarr(store: str) -> float:
+    """CPU seconds to read one NIfTI-Zarr run once, as a fit streams it (2 scans at a time)."""
+    from daskglm.io.nifti_zarr import NiftiZarrRunSource
+
+    start = time.process_time()
+    source = NiftiZarrRunSource(store)
+    for _ in source.iter_range(0, source.n_scans, 2):
+        pass
+    return time.process_time() - start
+
+
+def zarr_read_floor(dataset: Path) -> tuple[float, float]:
+    """Wall and CPU seconds to read both NIfTI-Zarr runs once (read only, no fit), one process per run."""
+    data = json.loads((dataset / "dataset.json").read_text())
+    with Pool(2) as pool:
+        pool.map(abs, [0, 0])
+        t0 = time.perf_counter()
+        cpu = sum(pool.map(_read_zarr, [data["func1"], data["func2"]]))
+        return time.perf_counter() - t0, cpu
+
+
+def within_run_zarr(data_dir: Path, size: str = "long", repeats: int = 2) -> tuple[float, float]:
+    """One NIfTI-Zarr run of ``size`` fitted on a LocalCluster of 1 vs 2 single-threaded workers (best of)."""
+    import pandas as pd
+    from distributed import Client, LocalCluster
+    from within_run_scaling import _fit_once
+
+    dataset = ensure_dataset(size, data_dir)
+    data = json.loads((zarr_dataset(dataset) / "dataset.json").read_text())
+    design = pd.DataFrame(np.load(data["design_matrix1"])["X"])
+    clusters = {n: LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
+                for n in (1, 2)}
+    times = {1: [], 2: []}
+    try:
+        for rep in range(repeats):
+            for n in ((1, 2) if rep % 2 == 0 else (2, 1)):
+                with Client(clusters[n]):
+                    times[n].append(_fit_once(data["func1"], data["mask"], design))
+                print(f"[within-run zarr] {n} worker(s): {times[n][-1]:.2f} s "
+                      f"(load average {os.getloadavg()[0]:.1f})", flush=True)
+    finally:
+        for cluster in clusters.values():
+            cluster.close()
+    one, two = min(times[1]), min(times[2])
+    print(f"[within-run zarr] {data['func1']}: 1 worker {one:.2f} s, 2 workers {two:.2f} s, "
+          f"speed-up {one / two:.2f}x (load average {os.getloadavg()[0]:.1f})", flush=True)
+    return one, two
+
+
 def compare_maps(dir_a: Path, dir_b: Path, mask_path: str) -> tuple[float, float]:
     """Worst fraction of in-mask voxels within 1e-3 in z, and max |dz|, over contrasts."""
     mask = np.asarray(nib.load(mask_path).dataobj) != 0
@@ -136,6 +205,16 @@ def print_table(rows: list[dict]) -> None:
               f"{r['daskglm_MB']:.0f} MB | {speed} | {ratio} | {r['read_floor_s']:.2f} s | "
               f"{r['daskglm_s'] / r['read_floor_s']:.2f}x | "
               f"{r['daskglm_cpu_s']:.1f} / {r['read_floor_cpu_s']:.1f} CPU-s | {within} |")
+    if any("zarr_s" in r for r in rows):
+        print("\n| dataset (2 runs) | from .nii.gz | from NIfTI-Zarr | Zarr speed-up | Zarr read floor "
+              "| Zarr fit / floor | max abs dz Zarr vs gz |")
+        print("|---|---|---|---|---|---|---|")
+        for r in (r for r in rows if "zarr_s" in r):
+            shape = "x".join(map(str, r["shape"])) + f"x{r['n_scans']}"
+            print(f"| {r['size']} {shape} | {r['daskglm_s']:.1f} s, {r['daskglm_cpu_s']:.1f} CPU-s, "
+                  f"{r['daskglm_MB']:.0f} MB | {r['zarr_s']:.1f} s, {r['zarr_cpu_s']:.1f} CPU-s, {r['zarr_MB']:.0f} MB "
+                  f"| {r['zarr_speedup_vs_gz']:.2f}x | {r['zarr_floor_s']:.2f} s ({r['zarr_floor_cpu_s']:.2f} CPU-s) "
+                  f"| {r['zarr_s'] / r['zarr_floor_s']:.1f}x | {r['zarr_vs_gz_max_dz']:.1e} |")
     by_name = {r["size"]: r for r in rows}
     for short, long in (("seed9", "long9"), ("seed", "long13")):
         if short in by_name and long in by_name:
@@ -156,6 +235,11 @@ def main(argv=None) -> int:
     parser.add_argument("--floor-repeats", type=int, default=3, help="best of this many read floors")
     parser.add_argument("--within-run", action="store_true",
                         help="also time one long run on 1 vs 2 workers (within_run_scaling.py)")
+    parser.add_argument("--zarr", action="store_true",
+                        help="also fit the same runs converted to NIfTI-Zarr (converted once into DATASET/zarr), "
+                             "with their own read floor (read only)")
+    parser.add_argument("--within-run-zarr", action="store_true",
+                        help="also time one long NIfTI-Zarr run on 1 vs 2 workers")
     args = parser.parse_args(argv)
     if args.sizes == "all":
         args.sizes, args.within_run = ALL, True
@@ -166,13 +250,17 @@ def main(argv=None) -> int:
         shape, n_scans = SIZES[FIXED_DESIGN.get(name, (name,))[0]]
         raw_bytes = 2 * 4 * int(np.prod(shape)) * n_scans
         engines = ["daskglm"] + (["nilearn"] if raw_bytes <= args.skip_nilearn_above else [])
+        zarr_dir = zarr_dataset(dataset) if args.zarr else None
+        if zarr_dir is not None:
+            engines.append("daskglm-zarr")
         floors = [read_floor(dataset) for _ in range(args.floor_repeats)]
         floor, floor_cpu = min(w for w, _ in floors), min(c for _, c in floors)
         results = {e: [] for e in engines}
         for rep in range(args.repeat):
             for engine in (engines if rep % 2 == 0 else engines[::-1]):
                 out = args.out_dir / name / engine
-                cmd = [sys.executable, str(HERE / "seed_workload.py"), engine, str(dataset), str(out)]
+                source = zarr_dir if engine == "daskglm-zarr" else dataset
+                cmd = [sys.executable, str(HERE / "seed_workload.py"), engine.split("-")[0], str(source), str(out)]
                 wall, rss, cpu = run_measured(cmd)
                 results[engine].append((wall, rss, cpu))
                 print(f"[{name}] {engine:8s} wall {wall:7.2f} s  peak RSS {rss:8.1f} MB  CPU {cpu:7.2f} s",
@@ -189,6 +277,18 @@ def main(argv=None) -> int:
         print(f"[{name}] {n_regressors} regressors; read floor (ISA-L, 1 process per run): {floor:.2f} s "
               f"({floor_cpu:.2f} CPU-s); daskglm / floor = {best['daskglm'][0] / floor:.2f} "
               f"(CPU {best['daskglm'][2]:.2f} s = {best['daskglm'][2] / floor_cpu:.2f}x the floor's CPU)")
+        if "daskglm-zarr" in best:
+            zfloor = min((zarr_read_floor(zarr_dir) for _ in range(args.floor_repeats)), key=lambda f: f[0])
+            zfloor_cpu = zfloor[1]
+            _, zdiff = compare_maps(args.out_dir / name / "daskglm-zarr", args.out_dir / name / "daskglm",
+                                    data["mask"])
+            row.update(zarr_s=best["daskglm-zarr"][0], zarr_MB=best["daskglm-zarr"][1],
+                       zarr_cpu_s=best["daskglm-zarr"][2], zarr_floor_s=zfloor[0], zarr_floor_cpu_s=zfloor_cpu,
+                       zarr_speedup_vs_gz=best["daskglm"][0] / best["daskglm-zarr"][0], zarr_vs_gz_max_dz=zdiff)
+            print(f"[{name}] NIfTI-Zarr: fit {row['zarr_s']:.2f} s ({row['zarr_cpu_s']:.2f} CPU-s, peak RSS "
+                  f"{row['zarr_MB']:.0f} MB) = {row['zarr_speedup_vs_gz']:.2f}x faster than from .nii.gz; "
+                  f"Zarr read floor {zfloor[0]:.2f} s ({zfloor_cpu:.2f} CPU-s); max |dz| vs .nii.gz {zdiff:.1e} "
+                  f"(load average {os.getloadavg()[0]:.1f})", flush=True)
         if "nilearn" in best:
             frac, diff = compare_maps(args.out_dir / name / "daskglm", args.out_dir / name / "nilearn",
                                       data["mask"])
@@ -203,6 +303,8 @@ def main(argv=None) -> int:
         cmd = [sys.executable, str(HERE / "within_run_scaling.py"), "--data-dir", str(args.data_dir)]
         print("[within-run]", " ".join(cmd), flush=True)
         subprocess.run(cmd, check=True)
+    if args.within_run_zarr:
+        within_run_zarr(args.data_dir, repeats=max(args.repeat, 2))
     print(json.dumps(rows, indent=1))
     print_table(rows)
     args.out_dir.mkdir(parents=True, exist_ok=True)
