@@ -504,7 +504,10 @@ class FirstLevelModel(FirstLevelOutputs, NilearnGLMInterface):
             Keep the store's complete runs whose input identity (path, size,
             mtime, or content hash for in-memory runs), model parameters, design,
             mask and chunking match this fit's, and compute only the others.
-            Runs that do not match are replaced.
+            Runs that do not match are replaced.  Each run is kept in the store
+            as soon as it is fitted and written, so after an interrupted or
+            failed write (Ctrl-C, a bad later run) ``resume=True`` reuses the
+            runs it finished; the existing fit stays readable meanwhile.
 
         Returns
         -------

@@ -419,6 +419,15 @@ def test_fit_confounds_strategy_equals_nilearn_with_load_confounds(fmriprep, tmp
         picked.append(frame)
     z_ref, inside = _nilearn_z(fmriprep["runs"], fmriprep["events"], picked)
     assert np.mean(np.abs(_store_z(tmp_path / "c.zarr")[inside] - z_ref[inside]) < 1e-4) >= 0.999
+    # --drop-initial and the strategy's scrubbing: the scans both keep
+    code, stdout, err = run(capsys, "fit", *fmriprep["runs"], "--events", *fmriprep["events"], "--t-r", "2",
+                            "--confounds-strategy", "motion", "scrub", "--confounds-option", "scrub=0",
+                            "--confounds-option", "fd_threshold=0.3", "--drop-initial", "6", "--noise-model", "ols",
+                            "--mask", "none", "-o", tmp_path / "d.zarr")
+    assert code == 0, err
+    both = [m[m >= 6] for m in masks]
+    assert f"({sum(len(m) for m in both)} of 80 scans kept)" in stdout
+    assert [len(d) for d in open_model(tmp_path / "d.zarr").design_matrices_] == [len(m) for m in both]
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -314,12 +314,20 @@ def first_level_from_bids(
         ``mask_img`` None: every grayordinate).
     t_r, slice_time_ref
         As nilearn: inferred from the sidecars when None.
-    hrf_model, drift_model, high_pass, drift_order, fir_delays, min_onset, mask_img,
+    mask_img : None, 'derivatives', path or image, default=None
+        As nilearn: None computes nilearn's EPI mask of each subject's runs
+        (the default of ``daskglm bids --mask epi`` and :func:`daskglm.fit_bids`
+        too, so the command line and Python give the same maps);
+        ``"derivatives"``, the intersection of the first subject's fMRIPrep
+        ``desc-brain_mask`` images, for every subject.
+    hrf_model, drift_model, high_pass, drift_order, fir_delays, min_onset,
     target_affine, target_shape, smoothing_fwhm, memory, memory_level, standardize,
     signal_scaling, noise_model, verbose, n_jobs, minimize_memory
         Model parameters, as nilearn.
     derivatives_folder : str, default="derivatives"
-        Folder of the fMRIPrep derivatives, relative to ``dataset_path``.
+        Folder of the fMRIPrep derivatives, relative to ``dataset_path``
+        (often ``"derivatives/fmriprep"``: a folder without subjects fails with
+        nilearn's error, naming the folders in it that hold some).
     storage_options : dict, optional
         fsspec options for a URL dataset (``{"anon": True}`` for OpenNeuro).
         Not in nilearn's signature.
