@@ -163,3 +163,50 @@ def test_make_glm_report_second_level(group_maps):
         warnings.simplefilter("ignore")
         html = make_glm_report(model, {"mean": "intercept"}, height_control=None, threshold=2.0).get_standalone()
     assert "mean" in html and "intercept" in html and "Second Level Model" in html
+
+
+# ------------------------------------------------------------------ surfaces
+def _grid_mesh(n: int, x0: float):
+    from nilearn.surface import InMemoryMesh
+
+    xs, ys = np.meshgrid(np.arange(n), np.arange(n))
+    coords = np.c_[xs.ravel() * 2.0 + x0, ys.ravel() * 2.0, np.sin(xs.ravel()) + np.cos(ys.ravel())]
+    faces = [[a, a + 1, a + n] for a in range(n * n - n) if a % n < n - 1] + \
+            [[a + 1, a + n + 1, a + n] for a in range(n * n - n) if a % n < n - 1]
+    return InMemoryMesh(coords, np.array(faces))
+
+
+def test_save_glm_to_bids_surface_first_level(tmp_path):
+    """A SurfaceImage fit: nilearn's per-hemisphere GIfTI names, holding nilearn's maps.
+
+    (nilearn's own writer fails drawing its report of so small a mesh, so the
+    reference is nilearn's ``compute_contrast`` on the same run.)
+    """
+    from nilearn.glm.first_level import make_first_level_design_matrix
+    from nilearn.surface import PolyMesh, SurfaceImage
+
+    mesh = PolyMesh(left=_grid_mesh(8, -40.0), right=_grid_mesh(8, 20.0))
+    rng = np.random.default_rng(0)
+    events = pd.DataFrame({"onset": np.arange(4, 70, 8.0), "duration": 1.0,
+                           "trial_type": np.tile(["a", "b"], 5)[:9]})
+    regressor = make_first_level_design_matrix(np.arange(40) * 2.0, events)["a"].to_numpy()
+    effect = np.r_[np.full(32, 10.0), np.zeros(32)]
+    run = SurfaceImage(mesh=mesh, data={p: 100 + rng.standard_normal((64, 40)) + np.outer(effect, regressor)
+                                        for p in ("left", "right")})
+    params = {"t_r": 2.0, "minimize_memory": False}
+    model = FirstLevelModel(**params).fit(run, events=events)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        save_glm_to_bids(model, {"ab": "a - b"}, out_dir=tmp_path, prefix="sub-01")
+        reference = NilearnFirstLevelModel(**params).fit(run, events=events).compute_contrast(
+            "a - b", output_type="all")
+    folder = tmp_path / "sub-01"
+    for stat, key in (("z", "z_score"), ("t", "stat"), ("effect", "effect_size"), ("p", "p_value")):
+        for hemi, part in (("L", "left"), ("R", "right")):
+            path = folder / f"sub-01_hemi-{hemi}_den-64_contrast-ab_stat-{stat}_statmap.gii"
+            written = np.asarray(nib.load(path).darrays[0].data, dtype=float)
+            np.testing.assert_allclose(written, np.asarray(reference[key].data.parts[part], dtype=float),
+                                       rtol=1e-5, atol=1e-6, err_msg=path.name)
+    assert (folder / "sub-01_hemi-L_den-64_stat-errorts_statmap.gii").is_file()
+    assert "Density" in json.loads((folder / "sub-01_statmap.json").read_text())
+    assert "<h3>ab</h3>" in (folder / "sub-01_report.html").read_text()
