@@ -57,13 +57,13 @@ def add_bids(sub, parents: Sequence[argparse.ArgumentParser], formatter) -> argp
     p.add_argument("--sub", nargs="+", default=None, metavar="LABEL", help="subjects to fit (default: all)")
     p.add_argument("--exclude-sub", nargs="+", default=None, metavar="LABEL", help="subjects to skip")
     p.add_argument("--derivatives", default="derivatives", metavar="FOLDER",
-                   help="fMRIPrep derivatives folder, relative to DATASET (default: derivatives, or the one "
-                        "folder in it that holds sub-* folders, e.g. derivatives/fmriprep)")
+                   help="fMRIPrep derivatives folder, relative to DATASET; when it holds no sub-* folder, the "
+                        "one folder in it that does is used (e.g. derivatives/fmriprep)")
     add_confounds_strategy(p, "Default: every column of the confounds tables (first-row n/a set to 0), as "
                               "nilearn's first_level_from_bids.")
     p.add_argument("--mask", choices=("epi", "derivatives", "per-subject"), default="epi",
-                   help="the mask: 'epi', nilearn's EPI mask of each subject's runs (the default, as nilearn's "
-                        "and daskglm's first_level_from_bids); 'derivatives', fMRIPrep's brain masks as "
+                   help="the mask: 'epi', nilearn's EPI mask of each subject's runs (first_level_from_bids' "
+                        "default too, nilearn's and daskglm's); 'derivatives', fMRIPrep's brain masks as "
                         "first_level_from_bids(mask_img='derivatives') (the first subject's desc-brain_mask "
                         "intersection for all); 'per-subject', each subject's own brain masks. "
                         "statmap.json (--bids-out) records the mask used")
