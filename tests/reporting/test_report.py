@@ -370,3 +370,18 @@ def test_glass_brain_recentred_only_for_scanner_coordinates(fiac_small):
     centred = nib.Nifti1Image(np.zeros((61, 73, 61), np.uint8), np.array(
         [[-3.0, 0, 0, 90], [0, 3, 0, -126], [0, 0, 3, -72], [0, 0, 0, 1]]))  # MNI 3 mm
     assert not _far_from_template(centred)
+
+
+def test_daskglm_report_with_defaults_is_quiet(fitted, tmp_path, capsys):
+    """No false warning: no unused threshold (none given), no 'pass an expression' for an expression,
+    no notice of nilearn's future default for the CLI's own 3.09."""
+    from daskglm.cli import main
+
+    store = tmp_path / "fit.zarr"
+    fitted.to_zarr(store)
+    for extra in ([], ["--height-control", "none"]):
+        code = main(["report", str(store), "FirstSt", "-o", str(tmp_path / "r.html"), "--no-progress", *extra])
+        captured = capsys.readouterr()
+        assert code == 0, captured.err
+        assert "warning" not in captured.err, captured.err
+    assert "Height control: z &gt; 3.09" in (tmp_path / "r.html").read_text()  # the CLI's default threshold
