@@ -103,8 +103,8 @@ def contrast_block(
     cbeta = C @ beta
     ccov = np.einsum("ip,kpq,jq->kij", C, cov_table, C)  # (n_tables, q, q)
     if stat_type == "t":
-        var_table = ccov[:, 0, 0]
-        return cbeta[0], var_table[cov_index] * dispersion
+        variance = ccov[:, 0, 0][cov_index] * dispersion
+        return cbeta[0], np.where(variance < 0, np.nan, variance)  # nilearn: sd = sqrt(c G cᵀ σ²), var = sd²
     # nilearn's whitened F effect, one matrix square root per table entry
     used = np.unique(cov_index)
     root = np.zeros_like(ccov)
@@ -158,11 +158,12 @@ def stack_contrast_block(
     dispersion = np.asarray(dispersion, dtype=np.float64)
     if stat_type == "t":
         effect, variance = cbeta[0], ccov[:, 0, 0] * dispersion
+        variance = np.where(variance < 0, np.nan, variance)  # nilearn: sd = sqrt(c G cᵀ σ²), var = sd²
     else:
         evals, evecs = np.linalg.eigh(ccov)
         inv_root = np.einsum("vij,vj,vkj->vik", evecs, 1.0 / np.sqrt(evals), evecs)
         effect, variance = np.einsum("vij,jv->iv", inv_root, cbeta), dispersion
-    if df is None or not exact:
+    if df is None or not exact or df <= 0:  # no residual df (n <= p): nothing to calibrate
         return effect, variance
     nu = satterthwaite_df(ar_coef, gram_stack, C, df, full_rank)
     return effect, calibrated_variance(effect, variance, stat_type, C.shape[0], nu, df)

@@ -23,6 +23,15 @@ Three whitening paths:
 
 A voxel whose series is constant to machine precision gets exact outputs
 (:func:`constant_voxels`): ``beta = level pinv(X) 1``, dispersion 0, rho 0.
+
+n <= p, as nilearn 0.14.1: ``beta = pinv(WX) WY`` and
+``dispersion = SSE / (n - p)``, so ``inf`` for n = p and < 0 for n < p (a t
+contrast's variance ``c G c^T sigma^2`` is then NaN, an F contrast keeps the
+negative dispersion and floors it at 1e-50 in its statistic).  When
+``rank X = n`` the fit is exact: the residuals are zero (nilearn's are
+rounding noise, which sets its AR bin), so rho = 0 and SSE = 0 (not the
+cancellation noise of ``y'y - b'X'y``); ``pinv(WX) WY = pinv(X) Y`` for any
+rho, so t effects are the OLS min-norm ones either way.
 """
 
 from __future__ import annotations
@@ -320,9 +329,12 @@ def fit_block(
     stats = scaled_stats(stats, tables, options.signal_scaling, global_mean)
     p, n = tables.n_regressors, tables.n_scans
     beta_ols, _ = ols_fit(stats, tables)
+    exact_fit = tables.rank >= n  # rank X = n: the residuals are zero, any AR estimate is rounding noise
     if options.uses_stack:
         order = options.ar_order
-        if options.exact:
+        if exact_fit:
+            rho = np.zeros((order, stats.n_voxels))
+        elif options.exact:
             autocov = residual_autocovariance(stats, tables, beta_ols, 0.0)[: order + 1]
             rho = bias_corrected_ar(autocov, cov_table.bias)
         else:
@@ -331,7 +343,7 @@ def fit_block(
         beta, dispersion = whitened_fit(stats, cov_table, rho, options.exact)
         index = np.zeros(stats.n_voxels)
     else:
-        if options.ar_order == 0:
+        if options.ar_order == 0 or exact_fit:
             rho = np.zeros((1, stats.n_voxels))
             index = np.full(stats.n_voxels, OLS_BIN)
         else:
@@ -344,6 +356,8 @@ def fit_block(
             rho = np.where(constant, 0.0, rho)
         xty, yty = whitened_cross(stats, tables.X, rho)
         beta, dispersion = fit_whitened_table(xty, yty, cov_table, index, p, n)
+    if exact_fit:
+        dispersion[:] = 0.0  # SSE = 0, not yᵀy − βᵀXᵀy's cancellation noise
     _quiet_constant_voxels(constant, stats, tables, beta, dispersion, rho)
     diagnostics = _diagnostics(stats, tables, beta_ols, beta, rho, options)
     return layout.pack(beta, dispersion, rho, index, signal_mean, *diagnostics)
@@ -381,8 +395,9 @@ def _quiet_constant_voxels(constant, stats, tables, beta, dispersion, rho) -> No
         np.maximum(dispersion, 0.0, out=dispersion)
     elif df == 0:
         dispersion[:] = np.inf  # no residual degrees of freedom: stat 0, z and p NaN, as nilearn
-    else:
-        dispersion[:] = np.nan  # n < p: nilearn's SSE / (n - p) < 0, so variance, stat, z and p are NaN
+    else:  # n < p: nilearn's SSE / (n - p) < 0 (t variance and stat NaN, F variance < 0)
+        rounding = np.finfo(np.float64).eps ** 2 * np.abs(stats.yy) / -df  # SSE is a sum of squares, > 0
+        np.minimum(dispersion, -rounding, out=dispersion)
     if not constant.any():
         return
     ones_fit = np.linalg.pinv(tables.X) @ np.ones(tables.n_scans)
