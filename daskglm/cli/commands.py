@@ -243,11 +243,14 @@ def cmd_fit(args) -> int:
           f"{designs[0].shape[1]} regressors; store written to {out}")
     print("Design columns: " + ", ".join(str(c) for c in designs[0].columns))
     if args.bids_out:
-        from daskglm.studies.bids.derivatives import save_bids_derivatives
+        from daskglm.studies.bids.derivatives import mask_used, save_bids_derivatives
 
         names = [str(r) for r in (getattr(args, "left_run", None) or getattr(args, "right_run", None) or runs)]
+        # locally the model reads its fit from the store; under a client, the store is reopened (no refit)
+        fitted = model if args.client is None else _open_store(str(out))
         with local_progress(not args.no_progress and args.client is None):
-            written = save_bids_derivatives(model, args.bids_out, contrasts, names)
+            written = save_bids_derivatives(fitted, args.bids_out, contrasts, names,
+                                            mask=mask_used(model))
         print(f"BIDS derivatives written to {written['dir']}")
     return 0
 
