@@ -84,8 +84,8 @@ def main(argv=None) -> int:
     try:
         for codec in CODECS:
             store = work / f"{codec}.nii.zarr"
-            write = _timed(lambda: to_nifti_zarr(run, store, codec=codec))
-            read = min(_timed(lambda: _read_all(store)) for _ in range(args.repeats))
+            write = _timed(lambda store=store, codec=codec: to_nifti_zarr(run, store, codec=codec))
+            read = min(_timed(lambda store=store: _read_all(store)) for _ in range(args.repeats))
             rows.append((codec, _size(store), write, read))
         try:
             import niizarr

@@ -24,6 +24,7 @@ _EXPORTS = {
     "non_parametric_inference": ".group",
     "compute_fixed_effects": ".first_level.fixed_effects",
     "open_run": ".io.dataarray",
+    "to_nifti_zarr": ".io.nifti_zarr_write",
     "first_level_from_bids": ".studies.bids.first_level",
     "fit_bids": ".studies.bids.study",
     "open_subject": ".studies.subjects",
@@ -33,7 +34,7 @@ _EXPORTS = {
 
 __all__ = ["FirstLevelModel", "SecondLevelModel", "non_parametric_inference", "compute_fixed_effects", "open_model", "open_run", "__version__",
            "first_level_from_bids", "fit_bids", "open_subject", "fit_subjects",
-           "BetaSeriesModel"]
+           "BetaSeriesModel", "to_nifti_zarr"]
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from daskglm.betas.model import BetaSeriesModel
@@ -42,6 +43,7 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs
     from daskglm.first_level.model import FirstLevelModel
     from daskglm.group import SecondLevelModel, non_parametric_inference
     from daskglm.io.dataarray import open_run
+    from daskglm.io.nifti_zarr_write import to_nifti_zarr
     from daskglm.studies.bids.first_level import first_level_from_bids
     from daskglm.studies.bids.study import fit_bids
     from daskglm.studies.subjects import fit_subjects, open_subject
