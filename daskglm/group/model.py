@@ -276,7 +276,21 @@ list of fitted FirstLevelModel (nilearn's or daskglm's), or a daskglm study stor
         self.labels_, self.results_ = labels, results
 
     def _generate_report_content(self, contrasts, *args, **kwargs):
-        """nilearn's report content, with string contrasts parsed by daskglm (never evaluated)."""
+        """nilearn's report content, with string contrasts parsed by daskglm (never evaluated).
+
+        Without the warnings of nilearn's drawing that tell the reader nothing the report does not show:
+        numpy's "converting a masked element to nan" (drawing the mask), and for a map no voxel survives
+        "empty mask", "The given float value must not exceed ..." and "No clusters found" (its empty
+        cluster table says so).
+        """
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Warning: converting a masked element to nan.")
+            warnings.filterwarnings("ignore", message="empty mask", category=UserWarning)
+            warnings.filterwarnings("ignore", message="The given float value must not exceed")
+            warnings.filterwarnings("ignore", message="No clusters found")
+            return self._report_content_of(contrasts, *args, **kwargs)
+
+    def _report_content_of(self, contrasts, *args, **kwargs):
         contrasts = contrasts_as_dict(contrasts)
         if contrasts is None or not hasattr(self, "design_matrix_"):  # no contrast, or not fitted: nilearn's
             return super()._generate_report_content(contrasts, *args, **kwargs)
