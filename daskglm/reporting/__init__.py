@@ -1,4 +1,4 @@
-"""Plots and HTML reports of first-level fits, thresholds and cluster tables.
+"""Plots and HTML reports of first- and second-level fits, thresholds and cluster tables.
 
 - :mod:`daskglm.reporting.plotting`: stat maps, glass brains, design and
   contrast matrices, mask and whitening diagnostics (nilearn.plotting on
@@ -7,6 +7,8 @@
   self-contained HTML file;
 - :mod:`daskglm.reporting.surface_report`: the report page of a surface
   (``SurfaceImage``) fit;
+- :mod:`daskglm.reporting.group_report`: :func:`~daskglm.reporting.group_report.make_group_report`,
+  the report of a second-level model and its permutation (FWE, TFCE) maps;
 - :mod:`daskglm.reporting._templates`: the report's HTML and CSS templates;
 - :mod:`daskglm.reporting.thresholding`: height control, cluster extent and
   cluster tables of statistical maps (images);
