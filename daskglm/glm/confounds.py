@@ -19,7 +19,9 @@ are read the way nilearn's :func:`nilearn.interfaces.fmriprep.load_confounds`
 reads them when a ``strategy`` is given: ``read_confounds(path,
 strategy=("motion", "wm_csf", "scrub"), scrub=0, fd_threshold=0.5)`` calls
 ``load_confounds`` itself (its strategies, options, checks, filling and
-demeaning) on the table, and returns its confounds with its sample mask (the
+demeaning) on the table (copied with its ``.json`` sidecar, under the names
+fMRIPrep gives them, to a temporary folder where ``load_confounds`` finds them
+from a run name: any file name, local or at a URL, works), and returns its confounds with its sample mask (the
 scans kept after scrubbing and non-steady-state volumes) in
 ``DataFrame.attrs["sample_mask"]`` (:mod:`daskglm.glm.sample_masks`), which
 ``FirstLevelModel.fit`` uses.  ``columns=`` picks columns by name (shell
@@ -216,7 +218,7 @@ def _pick_columns(table: pd.DataFrame, columns: Sequence[str], name: str) -> pd.
             hint = f" (did you mean {', '.join(close)}?)" if close else ""
             raise ConfoundsError(
                 f"The confounds file {name!r} has no column {wanted!r}{hint}; its columns: "
-                f"{', '.join(available[:12])}{' ...' if len(available) > 12 else ''}."
+                f"{', '.join(available[:12])}{', ...' if len(available) > 12 else '.'}"
             )
         picked += [c for c in found if c not in picked]
     mask = table.attrs.get(SAMPLE_MASK_ATTR)
