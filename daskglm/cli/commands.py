@@ -183,12 +183,25 @@ def _sample_masks(args, runs: list) -> list | None:
     return masks
 
 
+def _header_image(run: str):
+    """The run as a nibabel image for its geometry only (a NIfTI-Zarr store: its header, no data read)."""
+    import nibabel as nib
+    import numpy as np
+
+    from daskglm.io.nifti_zarr import NiftiZarrRunSource, is_zarr_run
+
+    if not is_zarr_run(run):
+        return nib.load(run)
+    source = NiftiZarrRunSource(run)
+    return nib.Nifti1Image(np.broadcast_to(np.uint8(0), source.shape), source.affine, source.header)
+
+
 def _check_mask_grid(mask: str, run: str) -> None:
     """A mask on another grid than the runs: one line that says how to fix it."""
     import nibabel as nib
     import numpy as np
 
-    mask_img, run_img = nib.load(mask), nib.load(run)
+    mask_img, run_img = nib.load(mask), _header_image(run)
     if not (isinstance(mask_img, nib.Nifti1Image) and isinstance(run_img, nib.Nifti1Image)
             and len(run_img.shape) == 4):  # surfaces, CIFTI: their readers check their geometry
         return

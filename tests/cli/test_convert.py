@@ -65,3 +65,20 @@ def test_study_copies_are_made_once_and_redone_when_a_run_changes(two_runs, tmp_
     assert copies[0][1][1] == [str(tmp_path / "study" / "sub-01" / "sub-01_run-1_bold.nii.zarr")]
     assert copies[1] == ("02", error)
     assert default_zarr_dir(tmp_path / "out" / "study.zarr") == str(tmp_path / "out" / "derivatives" / "daskglm-zarr")
+
+
+def test_fit_from_converted_runs_gives_the_gzip_fit(fiac_small, tmp_path, monkeypatch):
+    import daskglm.graph.stream as stream
+    from daskglm import open_model
+
+    monkeypatch.setattr(stream, "worker_threads", lambda: 1)  # one streamed piece per run, as the .nii.gz
+    runs = [fiac_small["func1"], fiac_small["func2"]]
+    assert main(["convert", *runs, "-o", str(tmp_path / "z"), "--time-chunk", "6"]) == 0
+    stores = [str(tmp_path / "z" / "run1_bold.nii.zarr"), str(tmp_path / "z" / "run2_bold.nii.zarr")]
+    designs = [fiac_small["design_matrix1"], fiac_small["design_matrix2"]]
+    for name, inputs in (("gz", runs), ("zarr", stores)):
+        assert main(["fit", *inputs, "--design", *designs, "--mask", fiac_small["mask"], "-o",
+                     str(tmp_path / f"{name}.zarr"), "--no-progress"]) == 0
+    z = {name: open_model(tmp_path / f"{name}.zarr").compute_contrast([1, -1], output_type="z_score").get_fdata()
+         for name in ("gz", "zarr")}
+    np.testing.assert_array_equal(z["zarr"], z["gz"])
