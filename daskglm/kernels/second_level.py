@@ -176,6 +176,7 @@ def reml_between_variance(Y: np.ndarray, Vw: np.ndarray, X: np.ndarray) -> np.nd
     _, ols_var = ols_block(Y, OLSDesign(X))
     ols_var = np.nan_to_num(ols_var)
     Vw = Vw + 1e-12 * np.maximum(ols_var, 1e-12)[None]  # v_i = 0 stays finite (the OLS case)
+    Y = Y - Q @ (Q.T @ Y)  # ℓ_R sees y only through P y = P (y − Xb): OLS residuals, no cancellation
     upper = ols_var + Vw.max(0)
     floor = np.maximum(Vw.min(0), 1e-9 * upper)
     ratio = (1.0 + upper / floor) ** (1.0 / (REML_GRID - 1))

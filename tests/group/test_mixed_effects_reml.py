@@ -166,3 +166,12 @@ def test_coverage_and_null_rate():
         rejected.append(np.mean(np.abs(effect0) > crit * np.sqrt(variance0)))
     assert 0.94 <= np.mean(covered) <= 0.97, np.mean(covered)
     assert 0.03 <= np.mean(rejected) <= 0.06, np.mean(rejected)
+
+
+def test_between_variance_ignores_a_large_offset():
+    """ℓ_R depends on y only through its residual contrasts: adding Xb (here 1e8) changes nothing."""
+    from daskglm.kernels.second_level import reml_between_variance
+
+    X = np.ones((N_SUBJECTS, 1))
+    Y, v = _simulate(7, 500, X, np.array([0.0]))
+    np.testing.assert_allclose(reml_between_variance(Y + 1e8, v, X), reml_between_variance(Y, v, X), atol=1e-6)
