@@ -137,24 +137,34 @@ def _permutations(args, design, out: Path, name: str) -> None:
 
 
 def _report(model, args, out: Path, name: str, kind: str):
-    """The group report: daskglm's for volumes (the maps just written, over the subjects' mean anatomy), nilearn's
-    for meshes."""
-    contrast = args.contrast or str(model.design_matrix_.columns[0])
-    if kind != "volume":
-        return model.generate_report(contrasts=[contrast], first_level_contrast=args.first_level_contrast)
-    import nibabel as nib
-
+    """The group report (:mod:`daskglm.reporting.group_report`) of the maps just written, none recomputed:
+    over the subjects' mean anatomy for volumes, on the mesh for surfaces."""
     from daskglm.reporting.group_report import FWE_MAPS, make_group_report
 
-    def written(stem: str):
-        path = out / f"{stem}.nii.gz"
-        return nib.load(path) if path.exists() else None
-
-    permutation = {key: written(f"{name}_perm_{key}") for key, _ in FWE_MAPS}
+    contrast = args.contrast or str(model.design_matrix_.columns[0])
+    mesh = model.masker_.mask_img_.mesh if kind == "surface" else None
+    permutation = {key: _written(out / f"{name}_perm_{key}", mesh) for key, _ in FWE_MAPS}
     return make_group_report(model, {contrast: contrast}, first_level_contrast=args.first_level_contrast,
                              nonparametric={k: v for k, v in permutation.items() if v is not None} or None,
-                             stat_maps={contrast: written(f"{name}_{OUTPUT_SUFFIX['z_score']}")},
+                             stat_maps={contrast: _written(out / f"{name}_{OUTPUT_SUFFIX['z_score']}", mesh)},
                              two_sided=args.two_sided)
+
+
+def _written(stem: Path, mesh=None):
+    """A map :func:`write_map` wrote (None if it did not): NIfTI, or on ``mesh`` its GIfTI parts."""
+    import nibabel as nib
+
+    if mesh is None:
+        path = stem.parent / f"{stem.name}.nii.gz"
+        return nib.load(path) if path.exists() else None
+    from nilearn.surface import SurfaceImage
+
+    from daskglm.io.gifti import HEMI_LABELS
+
+    paths = {part: stem.parent / f"{stem.name}_hemi-{HEMI_LABELS.get(part, part)}.func.gii" for part in mesh.parts}
+    if not all(p.exists() for p in paths.values()):
+        return None
+    return SurfaceImage(mesh=mesh, data={part: nib.load(p).darrays[0].data for part, p in paths.items()})
 
 
 @command()

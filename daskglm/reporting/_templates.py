@@ -95,7 +95,7 @@ $nav
 </nav>
 <main>
 <header><h1>$title</h1>
-<p class="subtitle">Second-level GLM computed with daskglm $version: $n_subjects maps, $n_voxels voxels in
+<p class="subtitle">Second-level GLM computed with daskglm $version: $n_subjects maps, $n_voxels $elements in
 the group mask.$permutation</p>
 </header>
 <section id="model"><h2>Model</h2>

@@ -1,4 +1,4 @@
-"""Self-contained HTML report of a group (second-level) analysis of volumes.
+"""Self-contained HTML report of a group (second-level) analysis: volumes or surfaces.
 
 :func:`make_group_report` takes a fitted :class:`daskglm.SecondLevelModel`,
 its contrasts and, optionally, the maps of
@@ -8,7 +8,10 @@ design matrix, each contrast's matrix, the group mask, the parametric z map
 thresholded as ``height_control`` says (uncorrected ``fpr`` by default) and
 its cluster table, and for the permutation results the family-wise-error
 maps (voxel-level max-t, TFCE, cluster size and mass: ``-log10 p(FWE)``,
-thresholded at ``fwe_alpha``) with their cluster tables.  Every picture is an
+thresholded at ``fwe_alpha``) with their cluster tables.  Surface models
+(``SurfaceImage`` maps) are drawn on their mesh as the first-level surface
+page draws them (:mod:`daskglm.reporting.surface_report`: lateral and medial
+views of each part); CIFTI maps are not drawn (no mesh).  Every picture is an
 embedded PNG and the page has no script (as the first-level report,
 :mod:`daskglm.reporting.report`, whose page class it shares).
 """
@@ -25,6 +28,7 @@ import pandas as pd
 
 from daskglm._version import __version__
 from daskglm.errors import NotFittedError
+from daskglm.io.gifti import is_surface_image
 from daskglm.reporting import _templates, plotting
 from daskglm.reporting.report import (
     GLMReport,
@@ -110,10 +114,29 @@ def _per_contrast(nonparametric, names: list[str]) -> dict[str, dict]:
     return {names[0]: dict(nonparametric)}
 
 
+def _surviving(img, threshold: float) -> int:
+    if not is_surface_image(img):
+        return plotting.surviving_voxels(img, threshold)
+    values = np.concatenate([np.ravel(np.asarray(v, dtype=float)) for v in img.data.parts.values()])
+    if not np.isfinite(threshold):
+        return 0
+    return int(np.count_nonzero(np.isfinite(values) & (np.abs(values) >= threshold) & (values != 0)))
+
+
+def _draw(img, threshold: float, title: str, bg_img, two_sided: bool):
+    if is_surface_image(img):
+        if _surviving(img, threshold) == 0:
+            return plotting.empty_map_figure(title, threshold, two_sided)
+        from daskglm.reporting.surface_report import _surface_figure
+
+        return _surface_figure(img, threshold, title)
+    return plotting.plot_stat_map(img, bg_img=bg_img, threshold=threshold, title=title, two_sided=two_sided)
+
+
 def _panel(title: str, img, threshold: float, table: pd.DataFrame, bg_img, alt: str, what: str,
            two_sided: bool, note: str = "") -> str:
-    fig = plotting.plot_stat_map(img, bg_img=bg_img, threshold=threshold, title=title, two_sided=two_sided)
-    empty = plotting.surviving_voxels(img, threshold) == 0
+    fig = _draw(img, threshold, title, bg_img, two_sided)
+    empty = _surviving(img, threshold) == 0
     alt = alt + (": no voxel survives the threshold" if empty else "")
     return _PANEL.substitute(
         title=html.escape(title), note=note, image=_fig_tag(fig, alt, "png", "brain"), what=what,
@@ -124,6 +147,12 @@ def _quiet_threshold(img, mask_img, **kwargs):
     with warnings.catch_warnings():  # an empty map is said so in the report, in words
         warnings.filterwarnings("ignore", message=".*must not exceed.*")
         warnings.filterwarnings("ignore", message="No clusters found")
+        if is_surface_image(img):  # nilearn's, on the mesh (daskglm's wrapper checks volumes)
+            from nilearn.glm import threshold_stats_img as nilearn_threshold
+
+            if kwargs.get("height_control") is not None:
+                kwargs["threshold"] = None
+            return nilearn_threshold(img, mask_img, **kwargs)
         return threshold_stats_img(img, mask_img, **kwargs)
 
 
@@ -131,7 +160,43 @@ def _quiet_table(img, threshold: float, **kwargs) -> pd.DataFrame:
     with warnings.catch_warnings():  # the report says "No suprathreshold cluster."
         warnings.filterwarnings("ignore", message="No clusters found")
         warnings.filterwarnings("ignore", message=".*must not exceed.*")
+        if is_surface_image(img):
+            from nilearn.reporting import get_clusters_table as nilearn_table
+
+            if not np.isfinite(threshold):
+                return pd.DataFrame()
+            kwargs.pop("min_distance", None)  # sub-peaks: volumes only
+            return nilearn_table(img, float(threshold), **kwargs)
         return get_clusters_table(img, float(threshold), **kwargs)
+
+
+def _in_mask(img, mask_img):
+    """``img`` with zeros outside the mask (volume or surface)."""
+    if is_surface_image(img):
+        from nilearn.surface import SurfaceImage
+
+        return SurfaceImage(mesh=img.mesh, data={
+            part: np.asarray(values, dtype=np.float32) * (np.asarray(mask_img.data.parts[part]).reshape(
+                np.shape(values)) != 0) for part, values in img.data.parts.items()})
+    return nib.Nifti1Image(np.asarray(img.dataobj, dtype=np.float32) * (np.asarray(mask_img.dataobj) != 0),
+                           img.affine)
+
+
+def _n_in_mask(mask_img) -> int:
+    if is_surface_image(mask_img):
+        return int(sum(np.count_nonzero(v) for v in mask_img.data.parts.values()))
+    return int(np.count_nonzero(np.asarray(mask_img.dataobj)))
+
+
+def _mask_html(mask_img, bg_img) -> str:
+    """The group mask drawn over the background (volumes), or its vertices per mesh part (surfaces, as the
+    first-level surface page says it)."""
+    if is_surface_image(mask_img):
+        counts = "; ".join(f"{part}: {int(np.count_nonzero(values)):,} of {np.size(values):,}"
+                           for part, values in mask_img.data.parts.items())
+        return f"<p>Surface mask, vertices per part: {html.escape(counts)}.</p>"
+    fig = plotting.plot_mask(mask_img, bg_img=bg_img, title="Group mask")
+    return _fig_tag(fig, "Group mask", "png", "brain")
 
 
 def _fwe_panels(maps: dict, name: str, mask_img, bg_img, fwe_alpha: float, min_distance: float) -> list[str]:
@@ -140,9 +205,7 @@ def _fwe_panels(maps: dict, name: str, mask_img, bg_img, fwe_alpha: float, min_d
     for key, title in FWE_MAPS:
         if maps.get(key) is None:
             continue
-        img = maps[key]
-        masked = nib.Nifti1Image(np.asarray(img.dataobj, dtype=np.float32)
-                                 * (np.asarray(mask_img.dataobj) != 0), img.affine)
+        masked = _in_mask(maps[key], mask_img)
         table = _quiet_table(masked, cut, two_sided=False, min_distance=min_distance)
         table = table.rename(columns={"Peak Stat": "Peak -log10 p(FWE)"})
         panels.append(_panel(f"{name}: {title}, -log10 p (p < {fwe_alpha:g})", masked, cut, table, bg_img,
@@ -207,11 +270,16 @@ def make_group_report(
     named = _named_contrasts(contrasts, design)
     permutation = _per_contrast(nonparametric, list(named))
     mask_img = model.masker_.mask_img_
+    if not (is_surface_image(mask_img) or isinstance(mask_img, nib.Nifti1Image)):
+        raise ValueError(f"The group report draws volumes and surfaces; this model's maps are "
+                         f"{type(mask_img).__name__} (CIFTI maps have no mesh to draw on).")
     background = "the given image"
-    if bg_img is None:
+    if is_surface_image(mask_img):
+        bg_img, background = None, "the mesh"
+    elif bg_img is None:
         bg_img = getattr(model, "mean_img_", None)
         background = "the subjects' mean anatomy (mean of their first-level mean images)"
-    if bg_img is None:
+    if bg_img is None and not is_surface_image(mask_img):
         bg_img, background = mask_img, "the group mask (the inputs carry no anatomy)"
     sections, nav, used = [], [], set()
     for name, definition in named.items():
@@ -244,9 +312,9 @@ def make_group_report(
     page = _PAGE.substitute(
         title=html.escape(title), css=_templates.CSS, nav="\n".join(nav),
         params=_params_table(params), n_subjects=str(design.shape[0]),
-        n_voxels=f"{int(np.count_nonzero(np.asarray(mask_img.dataobj))):,}",
-        mask=_fig_tag(plotting.plot_mask(mask_img, bg_img=bg_img, title="Group mask"), "Group mask", "png",
-                      "brain"),
+        n_voxels=f"{_n_in_mask(mask_img):,}",
+        elements="vertices" if is_surface_image(mask_img) else "voxels",
+        mask=_mask_html(mask_img, bg_img),
         design=_fig_tag(plotting.plot_design_matrix(design, title="Group design"), "Group design matrix",
                         "png", "matrix"),
         contrasts="\n".join(sections), permutation=n_perm, version=html.escape(__version__))

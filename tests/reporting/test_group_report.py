@@ -116,3 +116,28 @@ def test_daskglm_group_report_is_quiet_and_renders_in_chromium(study, tmp_path, 
     grey = (stat.max(axis=-1) - stat.min(axis=-1) < 0.05) & (stat.mean(axis=-1) > 0.2)
     assert grey.mean() > 0.05, "no anatomy (the subjects' mean image) behind the map"
     assert saturated(stat).sum() > 100, "no map drawn"
+
+
+def test_group_report_of_surface_maps():
+    """SurfaceImage maps: drawn on their mesh, the mask told in vertices, quietly."""
+    from nilearn.surface import PolyMesh, SurfaceImage
+
+    from tests.reporting.test_nilearn_functions import _grid_mesh
+
+    mesh = PolyMesh(left=_grid_mesh(8, -40.0), right=_grid_mesh(8, 20.0))
+    rng = np.random.default_rng(2)
+    effect = np.r_[np.full(20, 2.0), np.zeros(44)]
+    maps = [SurfaceImage(mesh=mesh, data={p: effect + rng.standard_normal(64) for p in ("left", "right")})
+            for _ in range(8)]
+    design = pd.DataFrame({"intercept": np.ones(8)})
+    model = SecondLevelModel().fit(maps, design_matrix=design)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        perm = non_parametric_inference(maps, design_matrix=design, n_perm=50, random_state=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        page = make_group_report(model, "intercept", nonparametric={"logp_max_t": perm}, height_control=None,
+                                 threshold=2.5).get_standalone()
+    assert "128 vertices in" in page and "left: 64 of 64; right: 64 of 64" in page
+    assert 'alt="Stat map of intercept"' in page and 'alt="Voxel-level FWE (max t) map of intercept' in page
+    assert "<th>Hemisphere</th>" in page  # nilearn's surface cluster table
