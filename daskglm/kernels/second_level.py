@@ -88,7 +88,7 @@ def _weighted_terms(X: np.ndarray, w: np.ndarray, power: int) -> np.ndarray:
     """``Xᵀ diag(w^power) X`` per voxel: (V, p, p) for ``w (n, V)``."""
     n, p = X.shape
     outer = (X[:, :, None] * X[:, None, :]).reshape(n, p * p)
-    return ((w ** power).T @ outer).reshape(-1, p, p)
+    return ((w if power == 1 else w ** power).T @ outer).reshape(-1, p, p)
 
 
 def _gls(Y: np.ndarray, X: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -112,10 +112,12 @@ def _column_basis(X: np.ndarray) -> np.ndarray:
     return U[:, :design_rank(X)]
 
 
-def _reml_terms(Y: np.ndarray, Q: np.ndarray, Vw: np.ndarray, s2: np.ndarray, want: str):
+def _reml_terms(Y: np.ndarray, Q: np.ndarray, Vw: np.ndarray, s2: np.ndarray, want: str,
+                Y2: np.ndarray | None = None):
     """ℓ_R (``want="loglik"``), or its first and second derivatives in σ²_g (``want="slope"``).
 
-    ``Q (n, r)`` is a full-rank basis of the design, ``s2 (V,)`` the trial σ²_g.
+    ``Q (n, r)`` is a full-rank basis of the design, ``s2 (V,)`` the trial σ²_g,
+    ``Y2`` the squares of ``Y`` (computed once for the whole grid).
     With ``A = QᵀWQ``, ``P = W − W Q A⁻¹ Qᵀ W`` and ``u = P y = W r``::
 
         ℓ_R  = −½ [Σ log(σ²_g + v_i) + log|A| + yᵀ P y]
@@ -128,7 +130,8 @@ def _reml_terms(Y: np.ndarray, Q: np.ndarray, Vw: np.ndarray, s2: np.ndarray, wa
     A_inv = np.linalg.inv(A)
     qwy = (w * Y).T @ Q
     if want == "loglik":  # yᵀPy = yᵀWy − (QᵀWy)ᵀ A⁻¹ (QᵀWy): no residual array
-        ypy = np.einsum("nv,nv->v", Y * Y, w) - np.einsum("vp,vpq,vq->v", qwy, A_inv, qwy)
+        Y2 = Y * Y if Y2 is None else Y2
+        ypy = np.einsum("nv,nv->v", Y2, w) - np.einsum("vp,vpq,vq->v", qwy, A_inv, qwy)
         return -0.5 * (np.log(d).sum(0) + np.linalg.slogdet(A)[1] + ypy)
     u = w * (Y - Q @ np.einsum("vpq,vq->pv", A_inv, qwy))
     B2 = np.einsum("vpq,vqr->vpr", A_inv, _weighted_terms(Q, w, 2))
@@ -182,7 +185,8 @@ def reml_between_variance(Y: np.ndarray, Vw: np.ndarray, X: np.ndarray) -> np.nd
     ratio = (1.0 + upper / floor) ** (1.0 / (REML_GRID - 1))
     grid = floor[None] * (ratio[None] ** np.arange(REML_GRID)[:, None] - 1.0)  # (K, V), grid[0] = 0
     grid[-1] = upper
-    loglik = np.stack([_reml_terms(Y, Q, Vw, g, "loglik") for g in grid])
+    Y2 = Y * Y
+    loglik = np.stack([_reml_terms(Y, Q, Vw, g, "loglik", Y2) for g in grid])
     best = np.argmax(np.nan_to_num(loglik, nan=-np.inf), axis=0)
     cols = np.arange(n_vox)
     lo = grid[np.maximum(best - 1, 0), cols]
