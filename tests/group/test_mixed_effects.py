@@ -74,7 +74,7 @@ def test_simulation_nominal_fpr_and_power():
     """Known within/between variances: nominal false positive rate, power ≥ OLS.
 
     Averaged over five subject configurations (each draws which subjects are
-    noisy); REML with n − p degrees of freedom is slightly liberal (≈ 0.057
+    noisy); REML with n − p degrees of freedom is slightly liberal (≈ 0.058
     at α = 0.05 over 20 configurations, docs/statistics.md).
     """
     from scipy import stats
