@@ -4,6 +4,10 @@
   chunked scan reads) — the seam for new formats;
 - :mod:`~daskglm.io.nifti`: ``.nii`` (memory-mapped) and ``.nii.gz`` (one ISA-L stream) runs,
   :func:`load_image`;
+- :mod:`~daskglm.io.nifti_zarr`: NIfTI-Zarr runs (``*.nii.zarr``: the NIfTI header array plus an
+  OME-Zarr image; any 4D OME-Zarr or Zarr array), locally or at URLs, any time chunk read independently;
+- :mod:`~daskglm.io.nifti_zarr_write`: runs written as NIfTI-Zarr (:func:`to_nifti_zarr`,
+  ``daskglm convert``), one pass, atomically;
 - :mod:`~daskglm.io.gzindex`: seek indexes into ``.nii.gz`` runs (optional ``rapidgzip``), so
   their time chunks are read independently;
 - :mod:`~daskglm.io.gifti`: surface runs (nilearn ``SurfaceImage``, GIfTI hemispheres) and
