@@ -37,7 +37,7 @@ from daskglm.space.base import ElementSpace, masker_mask
 from daskglm.space.surface import SurfaceSpace, is_nilearn_surface_masker
 from daskglm.space.volume import VolumeSpace
 
-__all__ = ["CiftiMasker", "describe", "input_kind", "mask_kind", "check_mask_kind", "masker_space", "space_topology",
+__all__ = ["CiftiMasker", "cifti_signature", "describe", "input_kind", "mask_kind", "check_mask_kind", "masker_space", "space_topology",
            "cifti_maps"]
 
 
@@ -55,6 +55,52 @@ def describe(img, text: str):
     if isinstance(img, nib.Nifti1Image):
         img.header["descrip"] = text
     return img
+
+
+def _brain_models_xml(path) -> bytes | None:
+    """The raw CIFTI XML of a file's grayordinate axis (dimension 1), read without parsing it."""
+    raw = nib.Nifti2Image.from_filename(path)  # the CIFTI extension stays unparsed until asked
+    ext = next((e for e in raw.header.extensions if e.get_code() == 32), None)
+    content = getattr(ext, "content", None)
+    if not isinstance(content, bytes):
+        return None
+    start = content.find(b'AppliesToMatrixDimension="1"')
+    return content[start:] if start >= 0 else None
+
+
+def _same_models_values(path, key: bytes | None) -> np.ndarray | None:
+    """A CIFTI file's maps ``(k, N)`` when its grayordinate XML is byte-identical to ``key``, else None.
+
+    nibabel's CIFTI reader parses the grayordinate list into objects (~0.6 s
+    for 91k grayordinates); files written alike (a pipeline's maps) carry
+    the same XML text, so comparing the bytes is enough; others are parsed.
+    """
+    if key is None:
+        return None
+    raw = nib.Nifti2Image.from_filename(path)
+    ext = next((e for e in raw.header.extensions if e.get_code() == 32), None)
+    content = getattr(ext, "content", None)
+    if not isinstance(content, bytes) or content[content.find(b'AppliesToMatrixDimension="1"'):] != key:
+        return None
+    data = np.asarray(raw.dataobj, dtype=np.float64)
+    return data.reshape(-1, data.shape[-1])
+
+
+def cifti_signature(img) -> tuple:
+    """The brain models of a CIFTI image's grayordinate axis, from its header (no per-element axis is built)."""
+    index_map = img.header.get_index_map(1)
+    out = []
+    for bm in index_map.brain_models:
+        vertices = None if bm.vertex_indices is None else np.asarray(bm.vertex_indices, dtype=np.int64)
+        voxels = None if bm.voxel_indices_ijk is None else np.asarray(bm.voxel_indices_ijk, dtype=np.int64)
+        out.append((bm.brain_structure, bm.model_type, int(bm.index_offset), int(bm.index_count),
+                    bm.surface_number_of_vertices,
+                    None if vertices is None else vertices.tobytes(), None if voxels is None else voxels.tobytes()))
+    volume = index_map.volume
+    if volume is not None:
+        out.append((tuple(volume.volume_dimensions),
+                    np.asarray(volume.transformation_matrix_voxel_indices_ijk_to_xyz.matrix).round(6).tobytes()))
+    return tuple(out)
 
 
 class CiftiMasker:
@@ -93,6 +139,8 @@ class CiftiMasker:
         if not mask.any():
             raise SurfaceInputError("The mask is empty: it selects no grayordinate.")
         self.space_ = SurfaceSpace(mask, geometry)
+        self._signature = cifti_signature(geometry.image(np.zeros(geometry.n_elements, dtype=np.float32)))
+        self._xml_key = _brain_models_xml(source) if isinstance(source, (str, os.PathLike)) else None
         self.mask_img_ = self.space_.mask_img
         self.n_elements_ = self.space_.n_elements
         return self
@@ -100,12 +148,34 @@ class CiftiMasker:
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "space_")
 
+    def __dask_tokenize__(self):
+        from dask.base import tokenize
+
+        return tokenize("CiftiMasker", getattr(self, "space_", None), self.smoothing_fwhm)
+
+    def _values(self, img) -> np.ndarray:
+        """One map's in-mask values, its brain models checked by their header signature (fast)."""
+        if isinstance(img, (str, os.PathLike)):
+            fast = _same_models_values(img, self._xml_key)
+            if fast is not None:
+                if fast.shape != (1, self.space_.mask.size):
+                    raise SurfaceInputError(f"The map must hold one map, got {fast.shape[0]}.")
+                return fast[0][self.space_.mask]
+            img = nib.load(img)
+        if not isinstance(img, nib.Cifti2Image):
+            raise SurfaceInputError(f"The map must be a CIFTI-2 image, got {type(img).__name__}.")
+        if cifti_signature(img) != self._signature:
+            raise SurfaceInputError("The map's brain models differ from the first map's.")
+        data = np.asarray(img.dataobj, dtype=np.float64)
+        if data.shape[0] != 1:
+            raise SurfaceInputError(f"The map must hold one map, got {data.shape[0]}.")
+        return data[0][self.space_.mask]
+
     def transform(self, imgs) -> np.ndarray:
         """In-mask values: ``(V,)`` for one single-map image, ``(n, V)`` for a list."""
-        geometry, mask = self.space_.geometry, self.space_.mask
         if isinstance(imgs, (list, tuple)):
-            return np.stack([geometry.values(img, "map")[mask] for img in imgs])
-        return geometry.values(imgs, "map")[mask]
+            return np.stack([self._values(img) for img in imgs])
+        return self._values(imgs)
 
     def inverse_transform(self, values) -> nib.Cifti2Image:
         """A dense scalar image (``.dscalar.nii``) over the maps' brain models (0 outside the mask)."""

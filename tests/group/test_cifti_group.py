@@ -117,8 +117,13 @@ def test_cifti_masks_and_refusals(study, brain_models):
         daskglm.SecondLevelModel(smoothing_fwhm=4.0).fit(study["paths"], design_matrix=study["design"])
     other = cifti_brain_models(n_vertices=N_VERTICES + 20)
     with pytest.raises(GroupInputError, match="other CIFTI brain models"):
-        daskglm.SecondLevelModel().fit([study["paths"][0], _dscalar(np.zeros((1, len(other))), other)],
+        daskglm.SecondLevelModel().fit([nib.load(study["paths"][0]), _dscalar(np.zeros((1, len(other))), other)],
                                        design_matrix=study["design"].iloc[:2])
+    odd = study["folder"] / "other.dscalar.nii"  # files are parsed as they are read
+    _dscalar(np.zeros((1, len(other))), other).to_filename(odd)
+    model = daskglm.SecondLevelModel().fit([study["paths"][0], str(odd)], design_matrix=study["design"].iloc[:2])
+    with pytest.raises(SurfaceInputError, match="brain models differ"):
+        model.compute_contrast("intercept")
     with pytest.raises(GroupInputError, match="require a design matrix"):
         daskglm.SecondLevelModel().fit(study["paths"])
 
