@@ -6,7 +6,9 @@ on dask (the maths in :mod:`daskglm.kernels.second_level` and
 :mod:`daskglm.kernels.permutation`).
 
 - :mod:`~daskglm.group.inputs`: what a second-level analysis reads (every input nilearn accepts,
-  study stores);
+  volumes and ``SurfaceImage``s, CIFTI-2 dense scalar maps, study stores);
+- :mod:`~daskglm.group.maskers`: which masker reads the maps (nilearn's, or ``CiftiMasker``), its
+  element space, and which elements touch (TFCE and clusters on voxels, meshes, grayordinates);
 - :mod:`~daskglm.group.graph`: dask graphs of second-level contrasts (subjects' rows to voxel
   blocks to maps);
 - :mod:`~daskglm.group.model`: :class:`SecondLevelModel`, nilearn's group GLM;

@@ -10,8 +10,9 @@ read through its root's subject list and :func:`daskglm.studies.subjects.open_su
 ``effect_variance`` of the first-level contrast) as a lazy dask row over the
 group mask.  A daskglm model whose mask is the group's (and no smoothing or
 resampling) contributes its contrast graph directly, voxel block by voxel
-block; any other input is one task per subject (read, nilearn's masker
-``transform``).
+block; any other input is one task per subject (read, the group masker's
+``transform``: nilearn's ``NiftiMasker`` / ``SurfaceMasker``, or
+:class:`daskglm.group.maskers.CiftiMasker` for CIFTI-2 maps).
 """
 
 from __future__ import annotations
