@@ -160,9 +160,12 @@ def non_parametric_inference(
     second_level_input, confounds, design_matrix, second_level_contrast, first_level_contrast, mask, \
 smoothing_fwhm, model_intercept, n_perm, two_sided_test, random_state, n_jobs, verbose, threshold, tfce
         As :func:`nilearn.glm.second_level.non_parametric_inference`;
-        ``second_level_input`` may also be a daskglm study store.  ``n_jobs``
-        only fixes how the permutations are drawn (nilearn's per-job random
-        streams); dask's scheduler runs the batches.
+        ``second_level_input`` may also be a daskglm study store or CIFTI-2
+        dense scalar maps.  ``n_jobs`` only fixes how the permutations are
+        drawn (nilearn's per-job random streams); dask's scheduler runs the
+        batches.  On ``SurfaceImage`` and CIFTI maps ``tfce`` and
+        ``threshold`` run on the mesh (:mod:`daskglm.kernels.topology`),
+        where nilearn 0.14.1 warns and skips them.
     uncorrected : bool, default=False
         Also return ``logp_t``, the uncorrected −log10 p of each voxel
         ``(1 + #{t_perm ≥ t}) / (1 + n_perm)`` (a dict is returned).
