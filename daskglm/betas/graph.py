@@ -88,6 +88,11 @@ def _run_betas(stats_key, plan_key, n_scans: int, n_columns: int, n_trials: int,
     )
 
 
+def _trial_plan(X: np.ndarray, models: TrialModels, options: FitOptions) -> TrialPlan:
+    with single_threaded_blas:
+        return TrialPlan(X, models, options)
+
+
 def _plan_dof(plan: TrialPlan) -> np.ndarray:
     return plan.dof
 
@@ -124,7 +129,7 @@ def build_betas(sources: list, designs: list, models: list[TrialModels], trials:
         time_chunk, voxel_block = chunk_sizes(chunks, source, n_columns)
         run_token = tokenize(X, options, run_models.rows, run_models.weights, run_models.group_matrix)
         stack = delayed(stacked_design, pure=True, name=f"design-stack-{run_token}")(X, options.n_lags)
-        plan = delayed(TrialPlan, pure=True, name=f"trial-plan-{run_token}")(X, run_models, options)
+        plan = delayed(_trial_plan, pure=True, name=f"trial-plan-{run_token}")(X, run_models, options)
         stats = run_stats(source, masker, stack, options.n_lags, time_chunk, per_volume,
                           tokenize(source.identity(), token, X, time_chunk, per_volume), background=background)
         n_trials = run_models.n_trials
