@@ -142,6 +142,10 @@ class NilearnGLMInterface:
         self._nilearn_reporting = None
 
     def _generate_filenames_output(self, prefix, contrasts, contrast_types, out_dir, entities_to_drop=None):
+        if self.__sklearn_is_fitted__() and self.space_.kind == "cifti":
+            raise ValueError("nilearn's save_glm_to_bids writes volumes and surfaces, not CIFTI: write a CIFTI "
+                             "fit's derivatives with daskglm.studies.bids.derivatives.save_bids_derivatives "
+                             "(daskglm fit --bids-out).")
         self._saved_contrasts = contrasts_as_dict(contrasts)
         glm_filenames_output(self, prefix, contrasts, contrast_types, out_dir, entities_to_drop)
 

@@ -214,3 +214,17 @@ def test_save_glm_to_bids_surface_first_level(tmp_path):
     assert (folder / "sub-01_hemi-L_den-64_stat-errorts_statmap.gii").is_file()
     assert "Density" in json.loads((folder / "sub-01_statmap.json").read_text())
     assert "<h3>ab</h3>" in (folder / "sub-01_report.html").read_text()
+
+
+def test_save_glm_to_bids_refuses_a_cifti_fit_saying_what_to_use(tmp_path):
+    from daskglm.io.cifti import write_cifti_run
+    from tests.space.test_cifti import N_SCANS, T_R, brain_models, design, simulate
+
+    models = brain_models()
+    X = design(0)
+    Y = simulate(X, len(models), 3)
+    path = write_cifti_run(tmp_path / "run.dtseries.nii", models, N_SCANS, T_R, lambda a, b: Y[:, a:b],
+                           dtype=np.float64)
+    model = FirstLevelModel(t_r=T_R).fit(path, design_matrices=X)
+    with pytest.raises(ValueError, match="not CIFTI.*save_bids_derivatives"):
+        save_glm_to_bids(model, "a - b", out_dir=tmp_path / "out", prefix="sub-01")
