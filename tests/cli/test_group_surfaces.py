@@ -145,3 +145,13 @@ def test_cli_group_writes_giftis_for_a_surface_store(surface_store, tmp_path):
     for key in ("logp_max_t", "tfce", "logp_max_tfce"):
         assert (out / f"intercept_perm_{key}_hemi-L.func.gii").exists()
         assert (out / f"intercept_perm_{key}_hemi-R.func.gii").exists()
+
+
+def test_mixed_effects_read_the_stores_first_level_variances(cifti_store, surface_store):
+    for store in (cifti_store["store"], surface_store["store"]):
+        model = daskglm.SecondLevelModel().fit(store, variance_input="first_level")
+        z = model.compute_contrast(first_level_contrast=CONTRAST)
+        values = np.asarray(z.dataobj)[0] if isinstance(z, nib.Cifti2Image) else np.concatenate(
+            [np.ravel(z.data.parts[p]) for p in z.mesh.parts])
+        assert np.isfinite(values).all() and values.size == model.n_elements_
+        assert type(model.between_variance_) is type(z)
