@@ -37,8 +37,8 @@ from daskglm.space.base import ElementSpace, masker_mask
 from daskglm.space.surface import SurfaceSpace, is_nilearn_surface_masker
 from daskglm.space.volume import VolumeSpace
 
-__all__ = ["CiftiMasker", "cifti_signature", "describe", "input_kind", "mask_kind", "check_mask_kind", "masker_space", "space_topology",
-           "cifti_maps"]
+__all__ = ["CiftiMasker", "cifti_maps", "cifti_signature", "describe", "input_kind", "mask_kind",
+           "check_mask_kind", "masker_space", "space_topology"]
 
 
 def cifti_maps(img) -> list:
