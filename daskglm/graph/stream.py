@@ -76,7 +76,7 @@ def _stream_stats(
             if lead:
                 previous = scale_volumes(masker.transform(source.read(start - lead, start)), per_volume)
                 previous = previous.astype(np.float64)
-            chunks = source.iter_range(start, stop, step)
+            chunks = source.iter_range(start, stop, step, reuse_buffer=True)
         elif index is None:
             chunks = source.iter_chunks(step, background=background, reuse_buffer=True)
         else:  # a piece of an indexed .nii.gz, with the L scans before it for the lagged products

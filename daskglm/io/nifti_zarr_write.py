@@ -45,6 +45,8 @@ CODECS = ("blosc-lz4", "blosc-zstd", "gzip")
 DEFAULT_CODEC = "blosc-lz4"
 #: Bytes of raw data per stored chunk (whole volumes x a few scans)
 TARGET_CHUNK_BYTES = 16 << 20
+#: Scans per stored chunk are a multiple of this (fits read 2 scans at a time: no read spans two chunks)
+STREAM_READ_MULTIPLE = 2
 _NIFTI_SUFFIXES = (".nii.gz", ".nii", ".nii.zarr", ".zarr")
 
 
@@ -59,9 +61,10 @@ def zarr_run_name(run) -> str:
 
 
 def default_time_chunk(spatial_shape, dtype) -> int:
-    """Scans per stored chunk: whole volumes, about :data:`TARGET_CHUNK_BYTES` raw, 1 to 32 scans."""
+    """Scans per stored chunk: whole volumes, about :data:`TARGET_CHUNK_BYTES` raw, 1 to 32 scans, even from 2."""
     per_volume = int(np.prod(spatial_shape)) * np.dtype(dtype).itemsize
-    return int(max(1, min(32, TARGET_CHUNK_BYTES // max(per_volume, 1))))
+    scans = int(max(1, min(32, TARGET_CHUNK_BYTES // max(per_volume, 1))))
+    return scans if scans < STREAM_READ_MULTIPLE else scans // STREAM_READ_MULTIPLE * STREAM_READ_MULTIPLE
 
 
 def make_codec(name: str, level: int | None = None):

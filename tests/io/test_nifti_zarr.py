@@ -71,9 +71,11 @@ def test_our_store_reads_back_as_the_run(runs, tmp_path):
 
 
 @pytest.mark.parametrize("t0, t1, step", [(0, 23, 2), (4, 21, 7), (5, 10, 1), (0, 23, 30), (22, 23, 2)])
-def test_pieces_of_a_range_are_the_scans(runs, tmp_path, t0, t1, step):
+@pytest.mark.parametrize("reuse", [False, True])
+def test_pieces_of_a_range_are_the_scans(runs, tmp_path, t0, t1, step, reuse):
     zr = NiftiZarrRunSource(to_nifti_zarr(runs["float"], tmp_path / "r.nii.zarr", time_chunk=4))
-    pieces = list(zr.iter_range(t0, t1, step))
+    assert zr._direct_chunk_files()  # our layout: chunk files decoded directly (reuse: into one buffer)
+    pieces = [(t, v.copy()) for t, v in zr.iter_range(t0, t1, step, reuse_buffer=reuse)]
     assert [t for t, _ in pieces] == list(range(t0, t1, step))
     assert all(len(v) == min(step, t1 - t) for t, v in pieces)
     np.testing.assert_array_equal(np.concatenate([v for _, v in pieces]), FileRunSource(runs["float"]).read(t0, t1))
@@ -201,7 +203,7 @@ def test_convert_runs_names_and_parallel_runs(runs, tmp_path):
         np.testing.assert_array_equal(NiftiZarrRunSource(store).read(0, 5), FileRunSource(run).read(0, 5))
     with pytest.raises(ValueError, match="same name"):
         convert_runs([runs["float"], runs["float"]], tmp_path / "dup")
-    assert default_time_chunk((96, 114, 96), np.float32) == 3 and default_time_chunk((4, 4, 4), "f4") == 32
+    assert default_time_chunk((96, 114, 96), np.float32) == 2 and default_time_chunk((64, 76, 64), "f4") == 12 and default_time_chunk((4, 4, 4), "f4") == 32
 
 
 def _fit_z(runs, designs, mask, **kwargs) -> np.ndarray:
