@@ -210,7 +210,11 @@ class BetaSeriesModel:
 
     @property
     def betas_(self) -> xr.DataArray:
-        """Every trial's beta, lazily: dims ``(trial, voxel)``."""
+        """Every trial's beta, lazily: dims ``(trial, voxel)``.
+
+        Compute it after :meth:`persist` (one BLAS thread for the whole computation): its many small
+        per-trial products are an order of magnitude slower under OpenBLAS's own threads.
+        """
         return self._trial_array(self._fitted().betas, "beta")
 
     @property
