@@ -33,7 +33,7 @@ def voxel_block_size(n_subjects: int) -> int:
 def stack_rows(rows: list[da.Array]) -> da.Array:
     """Subjects' (V,) rows as one ``(n, V)`` float64 array chunked by voxel blocks."""
     Y = da.stack([r.astype(np.float64) for r in rows])
-    return Y.rechunk((len(rows), voxel_block_size(len(rows))))
+    return Y.rechunk((len(rows), voxel_block_size(len(rows))), method="tasks")  # no p2p shuffle (its log lines)
 
 
 def ols_contrast(Y: da.Array, design: OLSDesign, con: np.ndarray, stat_type: str, dim: int) -> da.Array:
@@ -47,6 +47,6 @@ def mixed_contrast(Y: da.Array, Vw: da.Array, design: OLSDesign, con: np.ndarray
                    dim: int) -> da.Array:
     """Lazy packed maps ``[effect (q), variance, stat, p, z, σ²_between]`` (mixed effects)."""
     layout = ContrastLayout.for_contrast(stat_type, dim, MIXED_EXTRA_ROWS)
-    Vw = Vw.rechunk(Y.chunks)
+    Vw = Vw.rechunk(Y.chunks, method="tasks")
     return da.map_blocks(mixed_contrast_outputs, Y, Vw, design.X, con, stat_type, dim, design.df,
                          dtype=np.float64, chunks=((layout.n_rows,), Y.chunks[1]))

@@ -46,3 +46,18 @@ def test_permutations_beyond_the_distinct_orders_of_two_groups_warn(six_maps):
     (message,) = [m for m in _warnings(maps, mask, design, 30, "group") if "distinct" in m]
     assert "n_perm=30 exceeds the 20 distinct orders of the tested variable over 6 maps" in message
     assert not [m for m in _warnings(maps, mask, design, 20, "group") if "distinct" in m]
+
+
+def test_stacking_subjects_plans_no_p2p_shuffle():
+    """On a dask.distributed cluster a p2p rechunk logs 'Shuffle ... initialized / deactivated' WARNING lines
+    for every group contrast; the subjects' rows are stacked with task rechunking, whatever dask's default."""
+    import dask
+    import dask.array as da
+
+    from daskglm.group.graph import stack_rows
+
+    rows = [da.ones(50_000, chunks=10_000) for _ in range(100)]
+    with dask.config.set({"array.rechunk.method": "p2p"}):
+        names = list(stack_rows(rows).dask.layers)
+        assert any("p2p" in name for name in da.stack(rows).rechunk((100, 41_943)).dask.layers)  # the control
+    assert not [name for name in names if "p2p" in name]
