@@ -228,3 +228,11 @@ def test_save_glm_to_bids_refuses_a_cifti_fit_saying_what_to_use(tmp_path):
     model = FirstLevelModel(t_r=T_R).fit(path, design_matrices=X)
     with pytest.raises(ValueError, match="not CIFTI.*save_bids_derivatives"):
         save_glm_to_bids(model, "a - b", out_dir=tmp_path / "out", prefix="sub-01")
+
+
+def test_report_without_contrasts_warns_as_nilearn(bids_runs):
+    model = FirstLevelModel(mask_img=bids_runs["mask"], noise_model="ols").fit(
+        bids_runs["runs"][0], design_matrices=bids_runs["designs"][0])
+    with pytest.warns(UserWarning, match="No contrast passed during report generation"):
+        page = model.generate_report().get_standalone()
+    assert 'alt="Design matrix of run 1"' in page and '<article class="contrast"' not in page
