@@ -34,6 +34,7 @@ from daskglm.first_level.representation import estimator_repr
 from daskglm.glm.contrasts import OUTPUT_TYPES
 from daskglm.glm.design import DESIGN_PARAMS, per_run
 from daskglm.graph.resources import compute
+from daskglm.io.views import base_source
 from daskglm.kernels.single_trial import METHODS, trial_models, trial_statistic
 
 __all__ = ["BetaSeriesModel"]
@@ -134,11 +135,12 @@ class BetaSeriesModel:
         design_params = {name: getattr(self, name) for name in DESIGN_PARAMS}
         for run, (frame, design) in enumerate(zip(frames, inputs.designs)):
             X = design.to_numpy(dtype=np.float64)
-            span = inputs.sources[run].n_scans * float(self.t_r)
+            n_scans = base_source(inputs.sources[run]).n_scans  # before censoring: the events' time line
+            span = n_scans * float(self.t_r)
             columns, nuisance = trial_columns(list(design.columns), frame, X, run, span)
             self._check_method(run, frame, X.shape, columns.size + len(nuisance))
             if self.method != "lsa" and uses_orthogonalized_basis(self.hrf_model, columns.shape[1]):
-                models.append(basis_models(frame, run_confounds[run], inputs.sources[run].n_scans, design_params,
+                models.append(basis_models(frame, run_confounds[run], n_scans, design_params,
                                            run, columns, nuisance, self.method))
             else:
                 groups = pd.factorize(frame["trial_type"])[0]
