@@ -545,7 +545,8 @@ class FirstLevelModel(FirstLevelOutputs, NilearnGLMInterface):
         from daskglm.reporting.report import nilearn_report
 
         threshold = report_threshold(threshold, height_control)
-        return nilearn_report(self, self._report_contrasts(contrasts), first_level_contrast=first_level_contrast,
+        contrasts, z_maps = self._report_contrasts(contrasts)
+        return nilearn_report(self, contrasts, z_maps=z_maps, first_level_contrast=first_level_contrast,
                               title=title, bg_img=bg_img, threshold=threshold, alpha=alpha,
                               cluster_threshold=cluster_threshold, height_control=height_control,
                               two_sided=two_sided, min_distance=min_distance, plot_type=plot_type,

@@ -99,6 +99,7 @@ class NilearnGLMInterface:
     _nilearn_fit_inputs: tuple | None = None
     #: The contrasts ``save_glm_to_bids`` wrote, for ``generate_report()`` without contrasts (as nilearn's).
     _saved_contrasts: dict | None = None
+    _saved_z_maps: dict | None = None
 
     def __str__(self) -> str:
         """nilearn's name of the model's level, ``"First Level Model"`` (``repr`` gives the parameters)."""
@@ -151,11 +152,15 @@ class NilearnGLMInterface:
 
     def _make_stat_maps(self, contrasts, output_type="z_score", first_level_contrast=None) -> dict:
         del first_level_contrast  # nilearn's signature: used by the second level only
-        return {name: self.compute_contrast(con, output_type=output_type)
+        maps = {name: self.compute_contrast(con, output_type=output_type)
                 for name, con in contrasts_as_dict(contrasts).items()}
+        self._saved_z_maps = {name: m["z_score"] if output_type == "all" else m for name, m in maps.items()} \
+            if output_type in ("all", "z_score") else None
+        return maps
 
-    def _report_contrasts(self, contrasts):
-        """``contrasts``, or (None given) those ``save_glm_to_bids`` wrote: nilearn's report reuses them."""
+    def _report_contrasts(self, contrasts) -> tuple:
+        """``(contrasts, z maps)``: those given (no map), or (None given) those ``save_glm_to_bids`` wrote with
+        the z maps it computed: nilearn's report reuses them (nothing recomputed, no warning repeated)."""
         if contrasts is None and self._saved_contrasts is not None and "filenames" in self._reporting_data:
-            return self._saved_contrasts
-        return contrasts
+            return self._saved_contrasts, self._saved_z_maps
+        return contrasts, None

@@ -206,11 +206,13 @@ def _default_background(model):
     return model.mean_img_
 
 
-def _compute_contrasts(model, contrasts: dict) -> list[_ContrastResult]:
-    names = list(contrasts)
-    lazy = [contrast_z_map(model, contrasts[name]) for name in names]
-    z_imgs = compute(*lazy)
-    return [_ContrastResult(n, contrasts[n], z) for n, z in zip(names, z_imgs)]
+def _compute_contrasts(model, contrasts: dict, z_maps: dict | None = None) -> list[_ContrastResult]:
+    """The contrasts' z maps: those given in ``z_maps`` (by name), the others computed in one pass."""
+    z_maps = {name: z for name, z in (z_maps or {}).items() if z is not None}
+    todo = [name for name in contrasts if name not in z_maps]
+    if todo:
+        z_maps.update(zip(todo, compute(*[contrast_z_map(model, contrasts[name]) for name in todo])))
+    return [_ContrastResult(name, contrasts[name], z_maps[name]) for name in contrasts]
 
 
 def _threshold_all(results, mask_img, alpha, threshold, height_control, cluster_threshold,
@@ -334,6 +336,7 @@ def make_glm_report(
     cut_coords=None,
     display_mode: str = "ortho",
     glass_brain: bool = False,
+    z_maps: dict | None = None,
     **kwargs,
 ) -> GLMReport:
     """Build the HTML report of a fitted (or reopened) model.
@@ -369,6 +372,8 @@ def make_glm_report(
         nilearn display mode of the stat maps.
     glass_brain : bool, default=False
         Add a glass-brain view per contrast (about 2 s each to draw).
+    z_maps : dict, optional
+        z maps already computed, by contrast name (volumes; not recomputed).
     **kwargs
         ``mesh``: the surfaces of a CIFTI fit's cortex (``(left, right)``
         ``.surf.gii`` files or a nilearn ``PolyMesh``), to draw its maps
@@ -402,7 +407,7 @@ def make_glm_report(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*padded with zeros.*")
         warnings.filterwarnings("ignore", message=".*The same contrast will be used.*")
-        results = _compute_contrasts(model, contrasts)
+        results = _compute_contrasts(model, contrasts, z_maps)
     _threshold_all(results, model.mask_img_, alpha, threshold, height_control, cluster_threshold,
                    two_sided, min_distance)
     used: set[str] = set()

@@ -78,10 +78,12 @@ def _assert_same_outputs(ours: Path, theirs: Path) -> None:
     assert n_maps > 0
 
 
-def _save(model, contrasts, out: Path, module=None) -> Path:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # nilearn's own (deprecations, empty thresholded maps)
+def _save(model, contrasts, out: Path, module=None, caught: list | None = None) -> Path:
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")  # nilearn's own (deprecations, empty thresholded maps), kept aside
         (module or save_glm_to_bids)(model, contrasts, out_dir=out)
+    if caught is not None:
+        caught.extend(str(w.message) for w in record)
     return out
 
 
@@ -98,8 +100,11 @@ def test_save_glm_to_bids_first_level_writes_nilearns_files(first_level_pair, bi
 
     ours, theirs = first_level_pair
     contrasts = _contrasts(bids_runs["designs"][0])
-    out = _save(ours, contrasts, tmp_path / "ours", old_home)  # the call, nilearn's redirect
+    caught: list[str] = []
+    out = _save(ours, contrasts, tmp_path / "ours", old_home, caught)  # the call, nilearn's redirect
     _assert_same_outputs(out, _save(theirs, contrasts, tmp_path / "nilearn"))
+    # the report reuses the maps written (as nilearn's): the F contrast's note is given once, not again
+    assert sum("approximate fixed effects" in m for m in caught) == 1, caught
     folder = out / "sub-01"
     assert (folder / "sub-01_task-fiac_run-2_stat-errorts_statmap.nii.gz").is_file()
     report = (folder / "report.html").read_text()  # the report of the saved contrasts (none passed to it)
