@@ -422,10 +422,10 @@ def _same_elements(model, masker, space) -> bool:
     return model.space_.same_elements(space)
 
 
-def _model_row(model, masker, space, contrast, output_type: str, n_voxels: int) -> da.Array:
+def _model_row(model, masker, masker_key, space, contrast, output_type: str, n_voxels: int) -> da.Array:
     if _same_elements(model, masker, space):  # the first-level contrast, in the same graph
         return model.contrast_maps(contrast)[output_type].data
-    task = dask.delayed(_masked_model, pure=True)(masker, model, contrast, output_type)
+    task = dask.delayed(_masked_model, pure=True)(masker_key, model, contrast, output_type)
     return da.from_delayed(task, (n_voxels,), dtype=np.float64)
 
 
@@ -454,14 +454,15 @@ def subject_maps(items: list, masker, n_voxels: int, contrast=None, output_type:
 
     direct = None if models else _direct(masker)
     mask_key = dask.delayed(direct[0]) if direct is not None else None  # one graph key
+    masker_key = dask.delayed(masker)  # one graph key, not a copy of the masker (its mask, mesh) per task
     space = masker_space(masker) if models else None
     rows = []
     for item in items:
         if models:
-            rows.append(_model_row(item, masker, space, contrast, output_type, n_voxels))
+            rows.append(_model_row(item, masker, masker_key, space, contrast, output_type, n_voxels))
             continue
         if direct is None or is_surface_image(item) or is_cifti(item):
-            task = dask.delayed(_masked, pure=True)(masker, item)
+            task = dask.delayed(_masked, pure=True)(masker_key, item)
             rows.append(da.from_delayed(task, (n_voxels,), dtype=np.float64))
             continue
         img = check_niimg(item, ensure_ndim=3) if not isinstance(item, (str, Path)) else item
@@ -470,6 +471,6 @@ def subject_maps(items: list, masker, n_voxels: int, contrast=None, output_type:
                 and (len(shape) == 3 or shape[3] == 1):
             task = dask.delayed(masked_map, pure=True)(img, mask_key)
         else:
-            task = dask.delayed(_masked, pure=True)(masker, img)
+            task = dask.delayed(_masked, pure=True)(masker_key, img)
         rows.append(da.from_delayed(task, (n_voxels,), dtype=np.float64))
     return rows
