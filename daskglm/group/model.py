@@ -79,8 +79,8 @@ minimize_memory, reports
     design_matrix_, confounds_, masker_, n_elements_, second_level_input_, labels_, results_
         As nilearn's.  ``results_`` holds nilearn's regression results only
         with ``minimize_memory=False`` (computed from the same data).
-    between_variance_ : Nifti1Image or None
-        Per-voxel REML between-subject variance of the last mixed-effects contrast.
+    between_variance_ : Nifti1Image, SurfaceImage, Cifti2Image or None
+        Per-element REML between-subject variance of the last mixed-effects contrast.
     mean_img_ : Nifti1Image or None
         The subjects' mean anatomy (daskglm first-level models and study stores), the group report's background.
     """
@@ -100,8 +100,13 @@ minimize_memory, reports
         ----------
         second_level_input : list of images or paths, 4D image, pandas Series, DataFrame, \
 list of fitted FirstLevelModel (nilearn's or daskglm's), or a daskglm study store
-            As nilearn's, plus a study store path or URL (each complete subject
-            ``sub-<id>`` is a fitted first-level model labelled ``sub-<id>``).
+            As nilearn's (NIfTI images, 1-D ``SurfaceImage`` maps or one 2-D
+            ``SurfaceImage``, models fitted on volumes or surfaces), plus
+            CIFTI-2 dense scalar maps (``.dscalar.nii``: one per subject, or
+            one file of one map per subject; maps come back as dense scalar
+            images over the same brain models) and a study store path or URL
+            (each complete subject ``sub-<id>`` is a fitted first-level model
+            labelled ``sub-<id>``; volume, surface or CIFTI fits).
         confounds : pandas.DataFrame, optional
             With a ``subject_label`` column (nilearn's).
         design_matrix : pandas.DataFrame, str or path, optional
