@@ -242,9 +242,16 @@ def mixed_contrast_block(
     variance : ndarray (V,)
         ``c A⁻¹ cᵀ`` for t, 1 for F.
     sigma2_between : ndarray (V,)
+
+    Voxels where a subject's effect or variance is not finite (outside that
+    subject's first-level mask) get NaN outputs, as OLS gives them.
     """
     Y = np.asarray(Y, dtype=np.float64)
-    Vw = np.maximum(np.asarray(Vw, dtype=np.float64), 0.0)
+    Vw = np.asarray(Vw, dtype=np.float64)
+    finite = np.isfinite(Y).all(0) & np.isfinite(Vw).all(0)
+    if not finite.all():
+        return _nan_outside(finite, mixed_contrast_block(Y[:, finite], Vw[:, finite], X, con, stat_type))
+    Vw = np.maximum(Vw, 0.0)
     s2 = reml_between_variance(Y, Vw, X)
     ols_var = np.nan_to_num(ols_block(Y, OLSDesign(X))[1])
     w = 1.0 / (s2[None] + Vw + 1e-12 * np.maximum(ols_var, 1e-12)[None])
@@ -257,6 +264,16 @@ def mixed_contrast_block(
     L = np.linalg.cholesky(np.linalg.inv(ccov))  # (V, q, q)
     effect = np.einsum("vji,jv->iv", L, cbeta)
     return effect, np.ones(Y.shape[1]), s2
+
+
+def _nan_outside(finite: np.ndarray, outputs: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    """Outputs computed on the ``finite`` voxels, scattered back with NaN elsewhere."""
+    full = []
+    for values in outputs:
+        filled = np.full(values.shape[:-1] + finite.shape, np.nan)
+        filled[..., finite] = values
+        full.append(filled)
+    return tuple(full)
 
 
 # ------------------------------------------------- the dask tasks (numpy only)

@@ -125,3 +125,17 @@ def test_first_level_variances_from_a_store(tmp_path):
     with pytest.raises(GroupInputError, match="first_level"):
         SecondLevelModel().fit([data["mask"]] * 2, design_matrix=pd.DataFrame({"a": [1, 1]}),
                                variance_input="first_level")
+
+
+def test_mixed_effects_give_nan_where_a_subject_has_no_value_and_match_elsewhere():
+    """A NaN effect or variance (outside one subject's mask) gives NaN there, not a LinAlgError."""
+    rng = np.random.default_rng(3)
+    effects, variances = rng.normal(size=(12, 40)), rng.uniform(0.2, 2.0, size=(12, 40))
+    design = np.c_[np.ones(12), rng.normal(size=12)]
+    clean = mixed_contrast_block(effects, variances, design, np.eye(2), "F")
+    effects[3, 5], variances[0, 7] = np.nan, np.inf
+    holed = mixed_contrast_block(effects, variances, design, np.eye(2), "F")
+    kept = np.setdiff1d(np.arange(40), [5, 7])
+    for full, with_holes in zip(clean, holed):
+        np.testing.assert_allclose(with_holes[..., kept], full[..., kept], rtol=1e-12)
+        assert np.isnan(with_holes[..., [5, 7]]).all()
