@@ -99,7 +99,8 @@ def _warn_no_residual_df(designs: list[pd.DataFrame]) -> None:
         if n <= p:
             warnings.warn(
                 f"Design matrix {i} has {p} columns for {n} (kept) scans: no residual degrees of "
-                "freedom. It is fitted with the pseudo-inverse as nilearn does; stat, z and p "
-                "values are undefined (NaN, or 0 statistics when n == p).",
+                "freedom. It is fitted with the pseudo-inverse as nilearn does: effects are the "
+                "minimum-norm solution; t statistics, z and p are NaN, and F statistics follow "
+                "nilearn's arithmetic on a non-positive residual variance (meaningless values).",
                 RuntimeWarning, stacklevel=4,
             )
