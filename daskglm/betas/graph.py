@@ -25,7 +25,7 @@ from dask import delayed
 from dask.base import tokenize
 
 from daskglm.graph.fit import STAT_FIELDS, chunk_sizes, stats_as_arrays, voxel_chunks
-from daskglm.graph.resources import in_dask_worker, single_threaded_blas
+from daskglm.graph.resources import in_dask_worker, limit_blas_on_local_computes, single_threaded_blas
 from daskglm.graph.stream import masker_key, run_stats
 from daskglm.kernels.fit import FitOptions
 from daskglm.kernels.scaling import needs_global_mean, scales_volumes
@@ -118,6 +118,7 @@ def build_betas(sources: list, designs: list, models: list[TrialModels], trials:
     -------
     BetaSeries
     """
+    limit_blas_on_local_computes()  # betas_.values computes with one BLAS thread per task, as compute()
     token = tokenize(space)
     masker = masker_key(space, token)
     per_volume = scales_volumes(options.signal_scaling)

@@ -214,8 +214,9 @@ class BetaSeriesModel:
     def betas_(self) -> xr.DataArray:
         """Every trial's beta, lazily: dims ``(trial, voxel)``.
 
-        Compute it after :meth:`persist` (one BLAS thread for the whole computation): its many small
-        per-trial products are an order of magnitude slower under OpenBLAS's own threads.
+        ``.values``, ``.compute()`` or ``dask.compute`` on dask's local thread pool run with one BLAS
+        thread per task (:func:`daskglm.graph.resources.limit_blas_on_local_computes`), as
+        :meth:`persist` does.
         """
         return self._trial_array(self._fitted().betas, "beta")
 

@@ -24,7 +24,7 @@ from dask import delayed
 from dask.base import tokenize
 from dask.highlevelgraph import HighLevelGraph
 
-from daskglm.graph.resources import in_dask_worker, single_threaded_blas
+from daskglm.graph.resources import in_dask_worker, limit_blas_on_local_computes, single_threaded_blas
 from daskglm.graph.state import FittedState, RunFit
 from daskglm.graph.stream import masker_key, run_stats
 from daskglm.io.base import RunSource, time_chunk_size
@@ -261,6 +261,7 @@ def build_fit(
     FittedState
         Nothing is computed: every array is a dask graph.
     """
+    limit_blas_on_local_computes()  # results_[...].values computes with one BLAS thread per task too
     token = tokenize(space)
     masker = masker_key(space, token)
     # the design tables' graph keys: they do not depend on the whitening mode for binned AR(1)

@@ -108,3 +108,26 @@ def test_per_voxel_whitening_equals_the_first_level_model_on_each_lss_design(noi
         np.testing.assert_allclose(ours[i], maps["effect_size"].values, rtol=1e-6, atol=1e-9)
         if whitening == "binned":  # exact whitening's contrasts calibrate the variance; ours is the GLS one
             np.testing.assert_allclose(variances[i], maps["effect_variance"].values, rtol=1e-6, atol=1e-12)
+
+
+def test_betas_values_compute_with_one_blas_thread_per_task(beta_runs, monkeypatch):
+    """``betas_.values`` through dask's default thread pool: every solve task runs with one BLAS thread."""
+    import dask
+    from threadpoolctl import threadpool_info
+
+    import daskglm.betas.graph as betas_graph
+
+    seen = []
+    solve = betas_graph.trial_betas_block
+
+    def recording(*args):
+        seen.append(max(info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"))
+        return solve(*args)
+
+    monkeypatch.setattr(betas_graph, "trial_betas_block", recording)
+    model = BetaSeriesModel(t_r=T_R, mask_img=beta_runs["mask"], chunks={"voxel": 200})
+    model.fit(beta_runs["imgs"][0], beta_runs["events"][0])
+    with dask.config.set(scheduler="threads", num_workers=2):
+        betas = model.betas_.values
+    assert betas.shape[0] == len(beta_runs["events"][0])
+    assert len(seen) > 1 and set(seen) == {1}

@@ -39,3 +39,19 @@ def test_in_dask_worker_only_inside_a_distributed_task():
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
             Client(cluster) as client:
         assert client.submit(in_dask_worker).result() is True
+
+
+def test_local_computes_of_daskglm_graphs_hold_one_blas_thread_for_plain_dask_compute():
+    """After a daskglm graph is built, ``dask.compute`` / ``.values`` (not our ``compute``) get the limit too."""
+    from daskglm.graph.resources import limit_blas_on_local_computes
+
+    limit_blas_on_local_computes()
+    before = _blas_threads()
+    tasks = [dask.delayed(_blas_threads)(i) for i in range(4)]
+    with dask.config.set(scheduler="threads", num_workers=2):
+        assert set(dask.compute(*tasks)) == {1}
+        values = dask.array.from_delayed(dask.delayed(lambda: np.array([_blas_threads()]))(), (1,), int)
+        assert np.asarray(values)[0] == 1  # what xarray's .values does
+    assert _blas_threads() == before
+    with dask.config.set(scheduler="sync"):
+        assert dask.compute(*tasks) == (before,) * 4
