@@ -144,10 +144,25 @@ def _array_chunk_stats(block, masker, stack, n_lags, t0, n_prev, n_scans, per_vo
         return chunk_stats(Y[n_prev:], t0, n_scans, stack, n_lags, Y[:n_prev])
 
 
+def _add_into(a: RunStats, b: RunStats) -> RunStats:
+    """``a + b``, written into ``a``'s arrays when they are writable.
+
+    ``a`` is a partial sum private to this tree (its only dependent is this
+    task), so no third copy of the statistics is allocated: at 200 trials x 96k
+    voxels the two streamed pieces and their sum peaked at 1.3 GB, 3 x 0.33 GB.
+    """
+    arrays_a, arrays_b = a.arrays(), b.arrays()
+    if not all(arr.flags.writeable for arr in arrays_a.values()):  # e.g. received read-only from another worker
+        return combine_stats(a, b)
+    for name, arr in arrays_a.items():
+        arr += arrays_b[name]
+    return a
+
+
 def _tree_sum(parts: list):
     while len(parts) > 1:
         parts = [
-            delayed(combine_stats, pure=True)(parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i]
+            delayed(_add_into, pure=True)(parts[i], parts[i + 1]) if i + 1 < len(parts) else parts[i]
             for i in range(0, len(parts), 2)
         ]
     return parts[0]
