@@ -29,7 +29,8 @@ imported, which is at import time of:
   command; :func:`daskglm.cli.main` imports it and reports the error).
 
 That is every public name of ``daskglm`` but ``open_run`` (which meets
-nilearn only in the ``SurfaceImage`` a caller made with their own nilearn),
+nilearn only in the ``SurfaceImage`` a caller made with their own nilearn)
+and ``to_nifti_zarr`` (which uses no nilearn),
 and ``tests/compat/test_nilearn.py`` checks it.  It is enough because the
 other modules that call nilearn (the simulators in ``data/``,
 ``glm/design.py``, ``io/gifti.py``, ``space/``, ``store/geometry.py``,

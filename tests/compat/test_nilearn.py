@@ -99,11 +99,16 @@ def _run(code: str) -> subprocess.CompletedProcess:
 
 
 def _entry_points() -> list[str]:
-    """The modules of ``daskglm``'s public names, but ``open_run`` (compat's docstring), and the CLI's parser."""
+    """The modules of ``daskglm``'s public names, and the CLI's parser.
+
+    ``open_run`` and ``to_nifti_zarr`` are left out: reading and converting runs uses no nilearn
+    (compat's docstring).
+    """
     import daskglm
 
     exports = daskglm._EXPORTS  # the package's own table of its public names
-    return sorted({"daskglm" + module for name, module in exports.items() if name != "open_run"}
+    return sorted({"daskglm" + module for name, module in exports.items()
+                   if name not in ("open_run", "to_nifti_zarr")}
                   | {"daskglm.cli.parser"})
 
 
