@@ -17,7 +17,7 @@ from pathlib import Path
 from daskglm.cli.runtime import command
 from daskglm.errors import UsageError
 
-__all__ = ["add_betas", "cmd_betas", "betaseries_prefix"]
+__all__ = ["add_betas", "cmd_betas", "betaseries_prefix", "bids_beta_series"]
 
 _ENTITIES = ("sub", "ses", "task", "acq", "run", "space")
 
@@ -101,6 +101,56 @@ def cmd_betas(args) -> int:
         _write_nifti(model, args.runs, Path(args.nifti_out))
     print(f"done in {time.perf_counter() - start:.1f} s", file=sys.stdout)
     return 0
+
+
+def bids_beta_series(args, strategy, options) -> int:
+    """``daskglm bids ... --beta-series METHOD``: each subject's runs as a beta series.
+
+    One store per subject, ``STORE/sub-<id>_betaseries.zarr`` (reopened with
+    ``daskglm.open_model``), and the NiBetaSeries-named maps and trials table
+    in ``--bids-out DIR/sub-<id>/func`` (default ``STORE/sub-<id>/func``).  The
+    subjects' runs, events, confounds and sample masks are those of
+    :func:`daskglm.first_level_from_bids`; a failed subject does not stop the others.
+    """
+    import inspect
+
+    from daskglm.betas.model import BetaSeriesModel
+    from daskglm.studies.bids.first_level import first_level_from_bids
+
+    if "://" in str(args.store):
+        raise UsageError("--beta-series writes local stores; give a local STORE directory.")
+    if args.mask == "per-subject":
+        raise UsageError("--beta-series takes --mask epi or derivatives (not per-subject).")
+    kwargs = {f"confounds_{key}": value for key, value in (options or {}).items()}
+    if strategy is not None:
+        kwargs["confounds_strategy"] = strategy
+    models, imgs, events, confounds = first_level_from_bids(
+        args.dataset, args.task, space_label=args.space, sub_labels=args.sub, exclude_subjects=args.exclude_sub,
+        derivatives_folder=args.derivatives, mask_img="derivatives" if args.mask == "derivatives" else None,
+        smoothing_fwhm=args.smoothing_fwhm, noise_model=args.noise_model, hrf_model=args.hrf_model, **kwargs,
+    )
+    accepted = set(inspect.signature(BetaSeriesModel).parameters) - {"method"}
+    store = Path(args.store)
+    store.mkdir(parents=True, exist_ok=True)
+    failed = 0
+    for glm, run_imgs, run_events, run_confounds in zip(models, imgs, events, confounds):
+        sid = glm.subject_label
+        target = store / f"sub-{sid}_betaseries.zarr"
+        try:
+            if target.exists() and not args.overwrite:
+                raise UsageError(f"{target} exists; pass --overwrite to replace it.")
+            params = {k: v for k, v in glm.get_params().items() if k in accepted}
+            model = BetaSeriesModel(method=args.beta_series, **params)
+            model.fit(run_imgs, run_events, confounds=run_confounds)
+            model.persist()
+            model.to_zarr(target, overwrite=args.overwrite)
+            maps = Path(args.bids_out) if args.bids_out else store
+            _write_nifti(model, [str(r) for r in run_imgs], maps / f"sub-{sid}" / "func")
+            print(f"sub-{sid}: {len(model.trials_)} trial betas of {len(run_imgs)} run(s) -> {target}")
+        except Exception as error:  # one subject's failure does not stop the others
+            failed += 1
+            print(f"daskglm bids: error: sub-{sid}: {error}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def _write_nifti(model, runs: list, out: Path) -> None:

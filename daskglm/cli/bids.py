@@ -80,6 +80,10 @@ def add_bids(sub, parents: Sequence[argparse.ArgumentParser], formatter) -> argp
                    help="fit from NIfTI-Zarr copies of the runs, converted once to DIR/sub-<id>/<run>.nii.zarr "
                         "(default DIR: <STORE's parent>/derivatives/daskglm-zarr) and reused by refits while "
                         "the runs are unchanged (docs/nifti_zarr.md)")
+    p.add_argument("--beta-series", choices=("lss", "lsa", "lss1"), default=None, metavar="METHOD",
+                   help="fit each subject's runs as a beta series instead (lss, lsa or lss1; daskglm betas): "
+                        "one store per subject, STORE/sub-<id>_betaseries.zarr, and NiBetaSeries-named maps "
+                        "in --bids-out DIR (default STORE)/sub-<id>/func")
     mode = p.add_mutually_exclusive_group()
     mode.add_argument("--resume", action="store_true",
                       help="keep runs already complete in the store (same inputs and parameters)")
@@ -93,6 +97,10 @@ def cmd_bids(args) -> int:
     """``daskglm bids``: exit status 1 if any subject failed."""
     from daskglm.studies.bids.study import fit_bids
 
+    if args.beta_series:
+        from daskglm.cli.betas import bids_beta_series
+
+        return bids_beta_series(args, *confounds_strategy(args))
     contrasts = dict(parse_contrast(c) for c in args.contrast or [])
     if args.bids_out and not contrasts:
         raise ValueError("--bids-out needs at least one --contrast.")

@@ -50,6 +50,7 @@ def nilearn_beta_series(imgs, events, mask, method, output_type="effect_size", c
         warnings.simplefilter("ignore")
         for img, ev, conf, smask in zip(imgs, events, confounds, sample_masks):
             ev = ev.reset_index(drop=True)
+            smask = None if smask is None else [smask]  # nilearn: one mask per run of the fit
             if method == "lsa":
                 lsa, names = lsa_events(ev)
                 glm = FirstLevelModel(mask_img=mask, **params).fit(img, lsa, confounds=conf, sample_masks=smask)

@@ -131,3 +131,17 @@ def test_betas_values_compute_with_one_blas_thread_per_task(beta_runs, monkeypat
         betas = model.betas_.values
     assert betas.shape[0] == len(beta_runs["events"][0])
     assert len(seen) > 1 and set(seen) == {1}
+
+
+@pytest.mark.parametrize("method", ["lsa", "lss"])
+def test_ar1_betas_with_ill_conditioned_confounds_equal_nilearn(method):
+    """Motion-like confounds on very different scales: the AR(1) bins' Gram is ill-conditioned (cond > 1e8)."""
+    img, events, mask = make_run(5, n_trials=8)
+    walk = np.cumsum(np.random.default_rng(5).normal(size=(img.shape[-1], 3)), axis=0)
+    confounds = pd.DataFrame({"rot": walk[:, 0] * 1e-4, "trans": walk[:, 1], "csf": walk[:, 2] * 1e3,
+                              "rot_power2": (walk[:, 0] * 1e-4) ** 2})
+    model = BetaSeriesModel(method=method, t_r=T_R, mask_img=mask, noise_model="ar1")
+    ours = model.fit(img, events, confounds=confounds).betas_.values
+    ref = nilearn_beta_series([img], [events], mask, method, confounds=[confounds], t_r=T_R, noise_model="ar1")
+    assert agreement(ours, ref)[0] >= 0.999
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-7 * np.abs(ref).max())
