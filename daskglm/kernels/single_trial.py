@@ -283,17 +283,27 @@ class TrialPlan:
 def _bin_inverses(X: np.ndarray, rho: np.ndarray, grams: np.ndarray) -> np.ndarray:
     """``pinv(WX) pinv(WX)^T`` of a model for the AR(1) bins ``rho``, as FirstLevelModel's table.
 
-    From each bin's Gram eigendecomposition when its condition number is below
-    ``GRAM_COND_LIMIT``, else nilearn's SVD of ``WX``
-    (:func:`~daskglm.kernels.glm.whitened_gram_inverse`): an inverse of the
-    Gram itself loses ``cond(WX)^2`` (betas off by ~50 % with motion confounds).
+    A plain inverse where the Gram is surely well conditioned (1-norm condition
+    below ``GRAM_COND_LIMIT / q``, so the 2-norm one is below the limit); else
+    FirstLevelModel's route: the Gram's eigendecomposition below
+    ``GRAM_COND_LIMIT``, nilearn's SVD of ``WX`` above it
+    (:func:`~daskglm.kernels.glm.whitened_gram_inverse`).  An inverse or pinv of
+    an ill-conditioned Gram loses ``cond(WX)^2``: betas were off by ~50 % with
+    motion confounds.
     """
-    eigval, eigvec = np.linalg.eigh(grams)
-    ok = (eigval[:, 0] > 0) & (eigval[:, -1] < GRAM_COND_LIMIT * eigval[:, 0])
-    inverse = np.empty_like(grams)
-    inverse[ok] = np.matmul(eigvec[ok] / eigval[ok][:, None, :], np.swapaxes(eigvec[ok], 1, 2))
-    for k in np.flatnonzero(~ok):
-        inverse[k] = whitened_gram_inverse(X, rho[k : k + 1])
+    q = grams.shape[-1]
+    try:
+        inverse = np.linalg.inv(grams)
+        norm = np.abs(grams).sum(axis=1).max(axis=1) * np.abs(inverse).sum(axis=1).max(axis=1)
+        doubtful = ~(np.isfinite(norm) & (norm < GRAM_COND_LIMIT / q))
+    except np.linalg.LinAlgError:
+        inverse, doubtful = np.empty_like(grams), np.ones(len(grams), dtype=bool)
+    for k in np.flatnonzero(doubtful):
+        eigval, eigvec = np.linalg.eigh(grams[k])
+        if eigval[0] > 0 and eigval[-1] / eigval[0] < GRAM_COND_LIMIT:
+            inverse[k] = (eigvec / eigval) @ eigvec.T
+        else:
+            inverse[k] = whitened_gram_inverse(X, rho[k : k + 1])
     return inverse
 
 
