@@ -250,6 +250,30 @@ class BetaSeriesModel:
         model._result = result
         return model
 
+    def generate_report(self, title: str | None = None, maps_per_trial_type: int = 2, bg_img=None,
+                        threshold: float | None = None):
+        """An HTML report: parameters, mask, each run's LSA design, a few beta maps, the trials.
+
+        Parameters
+        ----------
+        title : str, optional
+        maps_per_trial_type : int, default=2
+            Beta maps shown per trial type (its first trials).
+        bg_img : image, optional
+            Background of the maps.
+        threshold : float, optional
+            Absolute beta below which maps are transparent (default: the 90th percentile of the shown betas).
+
+        Returns
+        -------
+        daskglm.reporting.report.GLMReport
+            With nilearn ``HTMLReport``'s methods (``save_as_html``, ``open_in_browser``, ...).
+        """
+        from daskglm.betas.report import make_beta_series_report
+
+        self._fitted()
+        return make_beta_series_report(self, title, maps_per_trial_type, bg_img, threshold)
+
     def beta_maps(self, trial_type=None, output_type: str = "effect_size"):
         """The beta series as images: one volume (sample) per trial, in events order, run after run.
 
