@@ -102,8 +102,7 @@ def worker_daskglm(path: Path, out: Path, method: str, noise_model: str) -> None
 
     model = BetaSeriesModel(method=method, t_r=T_R, mask_img=str(path / "mask.nii.gz"), noise_model=noise_model)
     model.fit(str(path / "run.nii.gz"), str(path / "events.tsv"))
-    model.persist()  # daskglm's compute: one BLAS thread per task for the whole computation
-    np.save(out, model.betas_.values)
+    np.save(out, model.betas_.values)  # the plain path: dask's default threaded scheduler, no persist()
 
 
 def worker_nilearn(path: Path, out: Path, method: str, noise_model: str, trials: list[int]) -> None:
