@@ -119,6 +119,11 @@ def bids_beta_series(args, strategy, options) -> int:
 
     if "://" in str(args.store):
         raise UsageError("--beta-series writes local stores; give a local STORE directory.")
+    ignored = [flag for flag, given in (("--contrast", args.contrast), ("--resume", args.resume),
+                                        ("--convert-to-zarr", args.convert_to_zarr)) if given]
+    if ignored:
+        raise UsageError(f"--beta-series does not take {', '.join(ignored)} (each subject is refitted; "
+                         "beta series have no contrasts).")
     if args.mask == "per-subject":
         raise UsageError("--beta-series takes --mask epi or derivatives (not per-subject).")
     kwargs = {f"confounds_{key}": value for key, value in (options or {}).items()}

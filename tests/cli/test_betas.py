@@ -83,3 +83,6 @@ def test_bids_beta_series_writes_each_subjects_store_and_maps_equal_to_nilearns_
     n_run1_faces = int(((model.trials_["run"] == 0) & (model.trials_["trial_type"] == "face")).sum())
     np.testing.assert_allclose(written.get_fdata(), faces.get_fdata()[..., n_run1_faces:], rtol=1e-6)
     assert (func / "sub-01_task-faces_run-1_desc-trials_events.tsv").exists()
+    code = main(["bids", str(ds["root"]), "-o", str(store), "--task", ds["task"], "--beta-series", "lss",
+                 "--contrast", "face-house"])
+    assert code != 0 and "--contrast" in capsys.readouterr().err
