@@ -358,12 +358,14 @@ def write_dataset(
         return result
     try:
         return compute_graph(result)[0]  # the local thread pool under one BLAS thread per task
-    except BaseException:
+    except BaseException as failure:
         referenced = _referenced(loc)  # a committed root keeps its groups, whatever failed after it
         if referenced is not None:  # unknown: leave the groups to the next commit's garbage collection
             # runs fitted and committed to their groups before the failure (Ctrl-C, a later run's bad
-            # file) stay for a resumed write; the next commit that does not reuse them collects them
-            finished = _complete_groups(loc, [f"run{i}-{stamp}" for i in summary.written])
+            # file) stay for a resumed write; the next commit that does not reuse them collects them.
+            # A writer that lost the race for a new path (FileExistsError at commit) leaves nothing.
+            lost_race = isinstance(failure, FileExistsError)
+            finished = set() if lost_race else _complete_groups(loc, [f"run{i}-{stamp}" for i in summary.written])
             _discard(loc, [name for name in [f"run{i}-{stamp}" for i in summary.written] + [shared_name]
                            if name not in referenced and name not in finished])
         try:
