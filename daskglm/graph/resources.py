@@ -46,12 +46,18 @@ __all__ = [
 ]
 
 _M_MMAP_THRESHOLD = -3
-_THRESHOLD_BYTES = 1 << 20
+_THRESHOLD_BYTES = 4 << 20
 _done = False
 
 
 def limit_heap_fragmentation() -> None:
-    """Fix glibc's mmap threshold at 1 MiB (once per process)."""
+    """Fix glibc's mmap threshold at 4 MiB (once per process).
+
+    Buffers above it get their own mappings, returned on free.  1 MiB (before)
+    also sent the streaming loop's few-MB work arrays through mmap/munmap, whose
+    page faults cost 4-9 system CPU-s of a 96x114x96x450 two-run fit (wall 11.8-14.5 s
+    from NIfTI-Zarr; 9.2-9.5 s at 4 MiB, peak RSS 652 -> 679 MB).
+    """
     global _done
     if _done or not sys.platform.startswith("linux"):
         return
