@@ -30,7 +30,7 @@ from daskglm.glm.contrasts import OUTPUT_TYPES, per_run_contrasts
 from daskglm.glm.design import DESIGN_PARAMS
 from daskglm.graph.contrast import combined_contrast
 from daskglm.graph.fit import build_fit
-from daskglm.graph.resources import compute
+from daskglm.graph.resources import compute, single_threaded_blas
 from daskglm.graph.state import FittedState
 from daskglm.io.views import base_source
 from daskglm.kernels.contrast import unpack_contrast_outputs
@@ -299,8 +299,9 @@ class FirstLevelModel(FirstLevelOutputs, NilearnGLMInterface):
         options = self._fit_options()
         if bins != 100:
             raise ValueError("Only nilearn's default bins=100 is supported.")
-        inputs = fit_inputs(self, run_imgs, events, confounds, sample_masks, design_matrices)
-        self._state = build_fit(inputs.sources, inputs.designs, inputs.space, options, self.chunks)
+        with single_threaded_blas:  # design-sized algebra: woken OpenBLAS threads would spin on busy cores
+            inputs = fit_inputs(self, run_imgs, events, confounds, sample_masks, design_matrices)
+            self._state = build_fit(inputs.sources, inputs.designs, inputs.space, options, self.chunks)
         self._timeseries = None
         self._masker = None
         self._keep_fit_inputs(run_imgs, events, design_matrices)  # nilearn's _reporting_data
@@ -460,14 +461,15 @@ class FirstLevelModel(FirstLevelOutputs, NilearnGLMInterface):
         if output_type not in valid:
             raise ValueError(f"'output_type' must be one of {list(valid)}.\n'{output_type}' was provided.")
         self.persist()
-        maps = self.contrast_maps(contrast_def, stat_type)
-        wanted = list(OUTPUT_TYPES) if output_type == "all" else [output_type]
-        computed = compute(*[maps[name].data for name in wanted])
-        label = str(contrast_def)
-        images = {
-            name: self._state.space.unmask(values, f"{name} of contrast {label}")
-            for name, values in zip(wanted, computed)
-        }
+        with single_threaded_blas:  # as in fit: the contrast's small algebra runs in this thread
+            maps = self.contrast_maps(contrast_def, stat_type)
+            wanted = list(OUTPUT_TYPES) if output_type == "all" else [output_type]
+            computed = compute(*[maps[name].data for name in wanted])
+            label = str(contrast_def)
+            images = {
+                name: self._state.space.unmask(values, f"{name} of contrast {label}")
+                for name, values in zip(wanted, computed)
+            }
         return images if output_type == "all" else images[output_type]
 
     # ------------------------------------------------------------- persistence

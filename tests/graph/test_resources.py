@@ -55,3 +55,38 @@ def test_local_computes_of_daskglm_graphs_hold_one_blas_thread_for_plain_dask_co
     assert _blas_threads() == before
     with dask.config.set(scheduler="sync"):
         assert dask.compute(*tasks) == (before,) * 4
+
+
+def test_fit_and_compute_contrast_run_their_own_algebra_with_one_blas_thread(vdata, monkeypatch):
+    """Graph building and a contrast's small algebra run in the calling thread with one BLAS thread.
+
+    A multi-threaded BLAS call there wakes OpenBLAS threads that spin ~0.1 CPU-s on cores a
+    streaming task is using (seen with ``perf`` as ``blas_thread_server`` after each contrast).
+    """
+    import pytest
+
+    import daskglm.first_level.model as model_module
+    from daskglm import FirstLevelModel
+
+    before = _blas_threads()
+    if before == 1:
+        pytest.skip("BLAS is single-threaded here already (OPENBLAS_NUM_THREADS=1 or one core)")
+    seen = {}
+    build_fit, contrast_maps = model_module.build_fit, FirstLevelModel.contrast_maps
+
+    def recording_build_fit(*args, **kwargs):
+        seen["fit"] = _blas_threads()
+        return build_fit(*args, **kwargs)
+
+    def recording_contrast_maps(self, *args, **kwargs):
+        seen["contrast"] = _blas_threads()
+        return contrast_maps(self, *args, **kwargs)
+
+    monkeypatch.setattr(model_module, "build_fit", recording_build_fit)
+    monkeypatch.setattr(FirstLevelModel, "contrast_maps", recording_contrast_maps)
+    model = FirstLevelModel(mask_img=vdata["mask"], noise_model="ols").fit(
+        vdata["func1"], design_matrices=vdata["design1"])
+    z = model.compute_contrast(np.eye(vdata["design1"].shape[1])[0])
+    assert np.isfinite(z.get_fdata()).all()
+    assert seen == {"fit": 1, "contrast": 1}
+    assert _blas_threads() == before  # the caller's BLAS threads are back
