@@ -13,7 +13,8 @@ scores ``(V,)``:
 :class:`VoxelTopology` is nilearn's (``scipy.ndimage.label`` with face
 connectivity on the 3-D mask; :mod:`daskglm.kernels.permutation`).
 :class:`GraphTopology` is the same arithmetic on a sparse adjacency matrix
-(components by :func:`scipy.sparse.csgraph.connected_components`): the
+(cluster components by :func:`scipy.sparse.csgraph.connected_components`;
+TFCE's nested components of its 100 heights built once, top down): the
 edges of a triangle mesh (:func:`daskglm.kernels.mesh.mesh_adjacency`), the
 face neighbours of listed voxels (:func:`daskglm.kernels.mesh.voxel_adjacency`),
 or both block-diagonally (CIFTI grayordinates).  Steps as nilearn's
@@ -76,13 +77,9 @@ class GraphTopology:
         self.u = coo.row[keep].astype(np.int64)
         self.v = coo.col[keep].astype(np.int64)
 
-    def labels(self, active: np.ndarray, edges: tuple | None = None) -> np.ndarray:
-        """Component label (1..) of each active element, 0 elsewhere.
-
-        ``edges``: a ``(u, v)`` subset of the graph's edges holding every edge
-        between active elements (TFCE narrows them height by height).
-        """
-        u, v = (self.u, self.v) if edges is None else edges
+    def labels(self, active: np.ndarray) -> np.ndarray:
+        """Component label (1..) of each active element, 0 elsewhere."""
+        u, v = self.u, self.v
         keep = active[u] & active[v]
         index = np.flatnonzero(active)
         position = np.cumsum(active) - 1  # an active element's row in the graph of active elements
@@ -98,20 +95,49 @@ class GraphTopology:
         scores = np.asarray(scores, dtype=np.float64)
         out = np.zeros(self.n)
         max_score = np.nanmax(np.abs(scores)) if two_sided else np.nanmax(scores)
+        heights = np.linspace(0, max_score, 101)[1:]
         for sign in ([-1, 1] if two_sided else [1]):
             temp = scores * sign
-            u, v = self.u, self.v
-            for thr in np.linspace(0, max_score, 101)[1:]:
-                # nilearn zeroes scores below each height; what is left (NaN included) is labelled
-                active = ~(temp < thr) & (temp != 0)
-                if not active.any():
-                    break
-                keep = active[u] & active[v]  # the active sets shrink with the height, and so do the edges
-                u, v = u[keep], v[keep]
-                lab = self.labels(active, (u, v))
-                counts = np.bincount(lab)
-                out[active] += sign * counts[lab[active]] ** E * thr ** H
+            # nilearn zeroes scores below each height, then labels what is left: NaN included, 0 not
+            level = np.where(np.isnan(temp), np.inf, temp)
+            level[temp == 0] = -np.inf
+            for thr, members, sizes in self._nested_components(level, heights):
+                out[members] += sign * sizes ** E * thr ** H
         return out
+
+    def _nested_components(self, level: np.ndarray, heights: np.ndarray):
+        """``(height, active elements, size of each one's component)`` at each height with active elements.
+
+        An element is active at heights up to its ``level``, an edge up to the lower level of its
+        two ends, so the components at a height hold those at every higher one.  They are built
+        once, from the highest height down: each step gives the newly active elements their own
+        labels and joins the components that the newly active edges connect (a connected
+        components pass over a graph of components, not of elements).
+        """
+        order = np.argsort(-level, kind="stable")
+        rising = -level[order]  # ascending: the elements active at ``thr`` are order[:count]
+        weight = np.minimum(level[self.u], level[self.v])
+        edge_order = np.argsort(-weight, kind="stable")
+        edge_rising = -weight[edge_order]
+        eu, ev = self.u[edge_order], self.v[edge_order]
+        comp = np.full(self.n, -1, dtype=np.int64)
+        n_comp = n_active = n_edges = 0
+        for thr in np.sort(heights)[::-1]:
+            now_active = int(np.searchsorted(rising, -thr, side="right"))
+            if now_active == 0:
+                continue
+            now_edges = int(np.searchsorted(edge_rising, -thr, side="right"))
+            comp[order[n_active:now_active]] = np.arange(n_comp, n_comp + now_active - n_active)
+            n_comp += now_active - n_active
+            members = order[:now_active]
+            a, b = comp[eu[n_edges:now_edges]], comp[ev[n_edges:now_edges]]
+            joined = a != b
+            if joined.any():
+                n_comp, relabel = _join(n_comp, a[joined], b[joined])
+                comp[members] = relabel[comp[members]]
+            labels = comp[members]
+            n_active, n_edges = now_active, now_edges
+            yield thr, members, np.bincount(labels, minlength=n_comp)[labels]
 
     def _clusters(self, scores: np.ndarray, thr: float, two_sided: bool) -> np.ndarray:
         pos = self.labels(scores > thr)
@@ -143,3 +169,28 @@ class GraphTopology:
             out[name] = values[lab]
             out[f"p_{name}"] = null_to_p(values, null)[lab]
         return out
+
+
+def _join(n: int, a: np.ndarray, b: np.ndarray) -> tuple[int, np.ndarray]:
+    """Components of ``n`` nodes joined by the edges ``(a, b)``: ``(count, compact label of each node)``.
+
+    Label propagation with pointer jumping in numpy: each round hooks every edge's larger root
+    onto the smaller one, then flattens the trees; it ends when every edge joins equal roots.
+    (``connected_components`` gives the same partition, but its sparse-matrix checks cost more
+    than the few edges TFCE adds per height.)
+    """
+    parent = np.arange(n)
+    while True:
+        ra, rb = parent[a], parent[b]
+        differ = ra != rb
+        if not differ.any():
+            break
+        ra, rb = ra[differ], rb[differ]
+        np.minimum.at(parent, np.maximum(ra, rb), np.minimum(ra, rb))
+        while True:
+            up = parent[parent]
+            if np.array_equal(up, parent):
+                break
+            parent = up
+    is_root = parent == np.arange(n)  # a root is its component's smallest node
+    return int(is_root.sum()), (np.cumsum(is_root) - 1)[parent]
