@@ -14,9 +14,10 @@ of P permutations of one voxel block is two or three matrix products
 Each batch reduces to per-permutation maxima and per-voxel exceedance counts
 (:func:`batch_reduce`), so memory is O(P × V_block) whatever ``n_perm``.
 
-TFCE and cluster measures (:func:`tfce`, :func:`cluster_maxima`,
-:func:`cluster_maps`) follow nilearn's ``calculate_tfce`` /
-``calculate_cluster_measures`` (fslmaths' 100 steps, face connectivity).
+Cluster measures (:func:`cluster_maxima`, :func:`cluster_maps`) follow nilearn's
+``calculate_cluster_measures`` (face connectivity); TFCE (nilearn's ``calculate_tfce``,
+fslmaths' 100 steps) is :meth:`daskglm.kernels.topology.GraphTopology.tfce`, for voxel
+grids too.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from scipy.ndimage import generate_binary_structure, label
 
 __all__ = [
     "PermutationDesign", "prepare_design", "normalize_targets", "t_scores", "draw_permutations",
-    "batch_scores", "batch_max", "batch_reduce", "tfce", "cluster_maxima", "cluster_maps", "null_to_p",
+    "batch_scores", "batch_max", "batch_reduce", "cluster_maxima", "cluster_maps", "null_to_p",
     "t_threshold", "fwe_log_p", "BIN_STRUCT", "voxel_task", "spatial_task", "block_t_scores",
 ]
 
@@ -221,25 +222,6 @@ def t_threshold(threshold: float, two_sided: bool, n_samples: int, n_covars: int
 
     df = n_samples - (1 + n_covars)
     return float(stats.t.isf(threshold / 2, df=df) if two_sided else stats.t.isf(threshold, df=df))
-
-
-def tfce(arr3d: np.ndarray, two_sided: bool, E: float = 0.5, H: float = 2.0) -> np.ndarray:
-    """TFCE of a 3D score map (nilearn's ``calculate_tfce``, 100 steps)."""
-    out = np.zeros_like(arr3d, dtype=np.float64)
-    max_score = np.nanmax(np.abs(arr3d)) if two_sided else np.nanmax(arr3d)
-    threshs = np.linspace(0, max_score, 101)[1:]
-    for sign in ([-1, 1] if two_sided else [1]):
-        temp = arr3d * sign
-        for thr in threshs:
-            temp[temp < thr] = 0
-            labels, _ = label(temp, BIN_STRUCT)
-            flat = labels.ravel()
-            nz = np.flatnonzero(flat)
-            counts = np.bincount(flat[nz])
-            values = np.zeros(flat.shape)
-            values[nz] = (sign * counts ** E * thr ** H)[flat[nz]]
-            out += values.reshape(arr3d.shape)
-    return out
 
 
 def _labelled(arr3d: np.ndarray, thr: float, two_sided: bool) -> tuple[np.ndarray, np.ndarray]:
