@@ -92,8 +92,12 @@ class _RawLayout:
         return np.frombuffer(buf, dtype=self.raw_dtype, count=k * nx * ny * nz).reshape(k, nz, ny, nx)
 
 
-def _raw_chunks(source: RunSource, chunk: int, threaded: bool) -> tuple[Iterator, np.dtype, object]:
-    """``(chunks of unscaled volumes, their dtype, the header to store)`` of a run, read in one pass."""
+def _raw_chunks(source: RunSource, chunk: int, threaded: bool,
+                header=None) -> tuple[Iterator, np.dtype, object]:
+    """``(chunks of unscaled volumes, their dtype, the header to store)`` of a run, read in one pass.
+
+    ``header`` is the header of an in-memory run (:func:`_array_run_header`); files bring their own.
+    """
     if isinstance(source, NiftiZarrRunSource):
         return source.iter_range(0, source.n_scans, chunk, raw=True), source.raw_dtype, source.header
     if isinstance(source, FileRunSource):
@@ -125,12 +129,57 @@ def _raw_chunks(source: RunSource, chunk: int, threaded: bool) -> tuple[Iterator
         return chunks(), source.raw_dtype, source.header
     if base_source(source) is not source or not hasattr(source, "read"):
         raise TypeError(f"Cannot convert {type(source).__name__} (a view of a run); convert the run itself.")
+    if header is None:
+        raise TypeError(f"Cannot convert {type(source).__name__} {source.name}: no NIfTI header to store "
+                        "(pass the nibabel image or the DataArray itself).")
+    return source.iter_chunks(chunk, background=False), np.dtype(source.dtype), header
+
+
+def _is_file_run(source: RunSource) -> bool:
+    """Whether ``source`` reads a stored run that brings its own header (file, URL, NIfTI-Zarr store)."""
+    return isinstance(source, (NiftiZarrRunSource, FileRunSource, RemoteRunSource))
+
+
+def _array_run_header(run, source: RunSource):
+    """The header to store for an in-memory run: the image's own, or one built from a DataArray's attributes.
+
+    Parameters
+    ----------
+    run : nibabel.Nifti1Image, nibabel.Nifti2Image or xarray.DataArray
+        The run given to :func:`to_nifti_zarr`.
+    source : RunSource
+        ``run`` as a run source (its affine, dtype and shape).
+
+    Returns
+    -------
+    nibabel.Nifti1Header or nibabel.Nifti2Header
+        A copy of the image's header (TR, units, intent, descrip... kept) with the image's affine
+        and no scaling (the stored values are the image's); for a DataArray, a header with its
+        affine, ``attrs['t_r']`` as ``pixdim[4]`` and units mm / s.
+
+    Raises
+    ------
+    ValueError
+        A DataArray (or another in-memory run) without a known repetition time.
+    """
+    if isinstance(run, (nib.Nifti1Image, nib.Nifti2Image)):
+        header = type(run)(run.dataobj, run.affine, run.header).header  # a copy, sform/qform from the affine
+        header.set_slope_inter(None, None)
+        return header
+    t_r = getattr(run, "attrs", {}).get("t_r")
+    if t_r is None or not float(t_r) > 0:
+        raise ValueError(
+            f"Cannot convert run {source.name}: its repetition time is unknown (no 't_r' attribute) and "
+            "the store's header needs one; open it with daskglm.open_run(..., t_r=...) or set "
+            "its attrs['t_r'] (seconds).")
     header = nib.Nifti1Header()
     header.set_data_dtype(source.dtype)
+    header.set_data_shape(source.shape)
     header.set_qform(source.affine, 1)
     header.set_sform(source.affine, 1)
+    header.set_zooms((*header.get_zooms()[:3], float(t_r)))
     header.set_xyzt_units("mm", "sec")
-    return source.iter_chunks(chunk, background=False), np.dtype(source.dtype), header
+    return header
 
 
 def _store_header(header, shape_xyzt, dtype) -> nib.Nifti1Header:
@@ -164,13 +213,14 @@ def _ome_metadata(header, shape_xyzt, name: str) -> dict:
     }]}
 
 
-def _write_store(target: Path, source: RunSource, time_chunk: int | None, codec: str, threaded: bool) -> None:
+def _write_store(target: Path, source: RunSource, time_chunk: int | None, codec: str, threaded: bool,
+                 header=None) -> None:
     import zarr
 
     nx, ny, nz, nt = source.shape
     stored = np.dtype(getattr(source, "raw_dtype", source.dtype))
     tc = int(time_chunk or default_time_chunk((nx, ny, nz), stored))
-    chunks, dtype, header = _raw_chunks(source, tc, threaded)
+    chunks, dtype, header = _raw_chunks(source, tc, threaded, header)
     dtype = np.dtype(dtype).newbyteorder("=")
     header = _store_header(header, (nx, ny, nz, nt), dtype)
     root = zarr.open_group(store=zarr.storage.LocalStore(target), mode="w", zarr_format=3)
@@ -196,6 +246,8 @@ def to_nifti_zarr(run, path: str | os.PathLike, *, time_chunk: int | None = None
     ----------
     run : str, path, nibabel.Nifti1Image, xarray.DataArray or RunSource
         A ``.nii`` / ``.nii.gz`` (local or fsspec URL), another NIfTI-Zarr store, an image or array.
+        An in-memory image keeps its header (TR, units...); a DataArray needs ``attrs['t_r']``
+        (as :func:`daskglm.open_run` sets it).
     path : str or path
         The store to write, conventionally ``<run name>.nii.zarr`` (local).
     time_chunk : int, optional
@@ -227,10 +279,11 @@ def to_nifti_zarr(run, path: str | os.PathLike, *, time_chunk: int | None = None
         raise TypeError(f"Run {source.name} is not a volume run (shape {source.shape}): only 4D NIfTI runs convert.")
     if isinstance(source, NiftiZarrRunSource) and Path(source.location) == target:
         raise ValueError(f"Cannot convert {str(target)!r} onto itself.")
+    header = None if _is_file_run(source) or base_source(source) is not source else _array_run_header(run, source)
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.parent / f".{target.name}.partial-{uuid.uuid4().hex[:12]}"
     try:
-        _write_store(partial, source, time_chunk, codec, threaded)
+        _write_store(partial, source, time_chunk, codec, threaded, header)
         if target.exists():  # overwrite: the old store goes only once the new one is complete
             old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:12]}"
             os.rename(target, old)

@@ -272,3 +272,43 @@ def test_a_source_travels_without_its_open_array(runs, tmp_path):
     clone = pickle.loads(pickle.dumps(zr))
     assert clone._array is None
     np.testing.assert_array_equal(clone.read(0, 4), zr.read(0, 4))
+
+
+def _in_memory_run(units=("mm", "sec"), t_r=2.5):
+    rng = np.random.default_rng(3)
+    affine = np.array([[2.0, 0, 0, -20], [0, 2.0, 0, 10], [0, 0, 2.0, 4], [0, 0, 0, 1]])
+    img = nib.Nifti1Image(rng.standard_normal((4, 5, 3, 6)).astype(np.float32), affine)
+    img.header.set_zooms((2.0, 2.0, 2.0, t_r))
+    img.header.set_xyzt_units(*units)
+    img.header["descrip"] = b"in memory"
+    return img
+
+
+@pytest.mark.parametrize("units, t_r", [(("mm", "sec"), 2.5), (("mm", "msec"), 800.0)])
+def test_an_in_memory_image_keeps_its_header(tmp_path, units, t_r):
+    """TR, units, descrip and affine read back as nibabel's own save of the image (was: a fresh header, TR 1)."""
+    img = _in_memory_run(units, t_r)
+    img.to_filename(tmp_path / "ref.nii")
+    reference = nib.load(tmp_path / "ref.nii").header
+    zr = NiftiZarrRunSource(to_nifti_zarr(img, tmp_path / "mem.nii.zarr"))
+    assert zr.header.get_zooms() == reference.get_zooms() == (2.0, 2.0, 2.0, t_r)
+    assert zr.header.get_xyzt_units() == units and zr.header["descrip"] == b"in memory"
+    np.testing.assert_array_equal(zr.affine, img.affine)
+    assert _header(zr.header) == _header(reference)
+    np.testing.assert_array_equal(zr.read(0, 6), np.asarray(img.dataobj).transpose(3, 2, 1, 0))
+    assert open_run(str(tmp_path / "mem.nii.zarr")).attrs["t_r"] == pytest.approx(t_r * (1e-3 if units[1] == "msec" else 1))
+
+
+def test_a_dataarray_stores_its_t_r_or_is_refused(tmp_path):
+    img = _in_memory_run()
+    img.to_filename(tmp_path / "run.nii")
+    da = open_run(tmp_path / "run.nii")
+    assert da.attrs["t_r"] == 2.5
+    zr = NiftiZarrRunSource(to_nifti_zarr(da, tmp_path / "da.nii.zarr"))
+    assert zr.header.get_zooms() == (2.0, 2.0, 2.0, 2.5) and zr.header.get_xyzt_units() == ("mm", "sec")
+    np.testing.assert_array_equal(zr.affine, nib.load(tmp_path / "run.nii").affine)
+    np.testing.assert_array_equal(zr.read(0, 6), FileRunSource(tmp_path / "run.nii").read(0, 6))
+    del da.attrs["t_r"]
+    with pytest.raises(ValueError, match="repetition time is unknown"):
+        to_nifti_zarr(da, tmp_path / "no_tr.nii.zarr")
+    assert not (tmp_path / "no_tr.nii.zarr").exists()
