@@ -27,7 +27,7 @@ from daskglm.betas.trials import (
     trials_table,
     uses_orthogonalized_basis,
 )
-from daskglm.errors import NotFittedError
+from daskglm.errors import NotFittedError, StoreError
 from daskglm.first_level.inputs import fit_inputs
 from daskglm.first_level.model import FirstLevelModel
 from daskglm.first_level.representation import estimator_repr
@@ -235,17 +235,37 @@ class BetaSeriesModel:
 
     # ------------------------------------------------------------- persistence
     def to_zarr(self, store, overwrite: bool = False) -> None:
-        """Write the beta series (computing it) to a local Zarr store; ``daskglm.open_model`` reopens it."""
+        """Write the beta series (computing it) to a local Zarr store; ``daskglm.open_model`` reopens it.
+
+        Parameters
+        ----------
+        store : str or path
+        overwrite : bool, default=False
+            Replace an existing store (checked before computing and again when the store is moved into place).
+        """
+        write_beta_series(self._fitted(), self._stored_params(), store, overwrite=overwrite)
+
+    def _stored_params(self) -> dict:
+        """:meth:`get_params` as stored: the smoothing actually applied (a given masker brings its own).
+
+        As :meth:`daskglm.FirstLevelModel._stored_params`: a reopened model and its ``masker_`` smooth
+        as the fit did.  An image or masker given as ``mask_img`` is not stored (the store keeps the mask).
+        """
         params = self.get_params()
         if not isinstance(params["mask_img"], (str, os.PathLike, type(None), bool)):
-            params["mask_img"] = None  # an image or masker is not stored: the store keeps the mask itself
+            params["mask_img"] = None
         params = {k: (str(v) if isinstance(v, os.PathLike) else v) for k, v in params.items()}
-        write_beta_series(self._fitted(), params, store, overwrite=overwrite)
+        fwhm = self._fitted().space.smoothing_fwhm
+        params["smoothing_fwhm"] = np.asarray(fwhm).tolist() if fwhm is not None else None
+        return params
 
     @classmethod
     def from_store(cls, store) -> BetaSeriesModel:
         """The model written to ``store`` by :meth:`to_zarr`, its beta series read lazily (no refit)."""
         result, params = read_beta_series(store)
+        unknown = sorted(set(params) - set(inspect.signature(cls).parameters))
+        if unknown:
+            raise StoreError(f"{str(store)!r}: model_params: unknown model parameter(s) {unknown}.")
         model = cls(**params)
         model._result = result
         return model

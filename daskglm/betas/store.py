@@ -17,7 +17,8 @@ Attributes: ``daskglm_kind = "beta_series"``, the model parameters (JSON),
 the affine, the design columns and a surface / CIFTI geometry record
 (:mod:`daskglm.store.geometry`).  A local store is written to a temporary
 sibling directory and renamed into place, so a failed write never damages
-an existing store.
+an existing store; the target is checked again at that moment, so a store
+created meanwhile is replaced only with ``overwrite=True``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from daskglm.betas.graph import BetaSeries
 from daskglm.errors import StoreError
 from daskglm.space.build import element_space
 from daskglm.store.geometry import GEOMETRY_ATTR, geometry_attrs, geometry_from_json, geometry_variables
+from daskglm.store.validate import check_affine, check_columns, check_mask_shape
 
 __all__ = ["KIND", "write_beta_series", "read_beta_series", "is_beta_series"]
 
@@ -65,8 +67,7 @@ def write_beta_series(result: BetaSeries, params: dict, store, overwrite: bool =
     overwrite : bool
     """
     path = Path(store)
-    if path.exists() and not overwrite:
-        raise FileExistsError(f"{str(path)!r} exists; pass overwrite=True to replace it.")
+    _check_target(path, overwrite)
     space = result.space
     designs = result.designs
     n_max = max(d.shape[0] for d in designs)
@@ -78,9 +79,9 @@ def write_beta_series(result: BetaSeries, params: dict, store, overwrite: bool =
     trials = result.trials
     ds = xr.Dataset(
         {
-            "beta": (("trial", "voxel"), result.betas),
-            "effect_variance": (("trial", "voxel"), result.variances),
-            "dof": (("trial",), result.dof),
+            "beta": (("trial", "voxel"), _uniform_chunks(result.betas)),
+            "effect_variance": (("trial", "voxel"), _uniform_chunks(result.variances)),
+            "dof": (("trial",), _uniform_chunks(result.dof)),
             **{col: (("trial",), trials[col].to_numpy()) for col in _TRIAL_COLUMNS if col != "trial_type"},
             "design": (("run", "scan", "regressor"), design),
             "mask": (("x", "y", "z"), np.asarray(mask, dtype=bool)),
@@ -99,39 +100,159 @@ def write_beta_series(result: BetaSeries, params: dict, store, overwrite: bool =
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         ds.to_zarr(tmp / "store.zarr", mode="w", consolidated=False)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            os.replace(path, old)
-            os.replace(tmp / "store.zarr", path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp / "store.zarr", path)
+        _commit(tmp / "store.zarr", path, overwrite)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _check_target(path: Path, overwrite: bool) -> None:
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{str(path)!r} exists; pass overwrite=True to replace it.")
+
+
+def _uniform_chunks(array):
+    """``array`` with chunks Zarr can write: equal along each axis but the last (smaller) one.
+
+    A beta series is concatenated run by run, so its trial-axis chunks are the
+    runs' trial counts (e.g. ``(6, 9, 7)``); xarray's Zarr writer refuses them.
+    Each axis is rechunked to its largest chunk (a numpy array is left as it is).
+    """
+    chunks = getattr(array, "chunks", None)
+    if chunks is None or isinstance(array, np.ndarray):
+        return array
+    uniform = {}
+    for axis, sizes in enumerate(chunks):
+        if len(sizes) > 1 and (len(set(sizes[:-1])) > 1 or sizes[-1] > sizes[0]):
+            uniform[axis] = max(sizes)
+    return array.rechunk(uniform) if uniform else array
+
+
+def _commit(written: Path, path: Path, overwrite: bool) -> None:
+    """Move the written store ``written`` to ``path``, replacing an existing store only if ``overwrite``.
+
+    The target is checked again here (a store may have been created while the
+    series was computed).  The replaced store is first moved to a fresh hidden
+    sibling directory (so no leftover of an earlier write is in the way) and put
+    back if the new one cannot be moved in.
+    """
+    _check_target(path, overwrite)
+    if not path.exists():
+        try:
+            os.rename(written, path)
+        except OSError as err:
+            if path.exists():
+                raise FileExistsError(f"{str(path)!r} was created while the beta series was written; "
+                                      "pass overwrite=True to replace it.") from err
+            raise
+        return
+    trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
+    try:
+        os.replace(path, trash / "store.zarr")
+    except OSError:
+        trash.rmdir()
+        raise
+    try:
+        os.replace(written, path)
+    except OSError:
+        os.replace(trash / "store.zarr", path)  # if this fails too, the old store stays in ``trash``
+        trash.rmdir()
+        raise
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def read_beta_series(store) -> tuple[BetaSeries, dict]:
-    """A stored beta series (lazy, Zarr-backed) and its model parameters."""
-    ds = xr.open_zarr(str(store), consolidated=False)
+    """A stored beta series (lazy, Zarr-backed) and its model parameters.
+
+    Parameters
+    ----------
+    store : str or path
+
+    Returns
+    -------
+    result : BetaSeries
+    params : dict
+        The stored model parameters.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is nothing at ``store``.
+    daskglm.errors.StoreError
+        If ``store`` is not a complete beta-series store (a missing or damaged
+        attribute or array is named).
+    """
+    url = str(store)
+    ds = _open(url)
     if ds.attrs.get("daskglm_kind") != KIND:
-        raise StoreError(f"{str(store)!r} is not a daskglm beta-series store.")
-    params = json.loads(ds.attrs["model_params"])
+        raise StoreError(f"{url!r} is not a daskglm beta-series store.")
+    missing = [name for name in _VARIABLES if name not in ds.variables]
+    if missing:
+        raise StoreError(f"{url!r}: the beta-series store lacks the array(s) {missing}; it is damaged "
+                         "(rewrite it with to_zarr).")
+    params = _json_attr(url, ds.attrs, "model_params", dict)
     if isinstance(params.get("signal_scaling"), list):
         params["signal_scaling"] = tuple(params["signal_scaling"])
-    geometry = geometry_from_json(ds.attrs.get(GEOMETRY_ATTR), ds)
-    space = element_space(ds["mask"].values, np.array(json.loads(ds.attrs["affine"])), geometry,
+    check_mask_shape(url, "mask", ds["mask"].shape)
+    try:
+        geometry = geometry_from_json(ds.attrs.get(GEOMETRY_ATTR), ds)
+    except Exception as err:
+        raise StoreError(f"{url!r}: {GEOMETRY_ATTR}: {err}") from err
+    space = element_space(ds["mask"].values, check_affine(url, ds.attrs, "affine"), geometry,
                           params.get("smoothing_fwhm"))
-    trials = pd.DataFrame({col: ds[col].values if col != "trial_type" else json.loads(ds.attrs["trial_types"])
-                           for col in _TRIAL_COLUMNS})
-    columns = json.loads(ds.attrs["design_columns"])
+    trial_types = _json_attr(url, ds.attrs, "trial_types", list)
+    _check_sizes(url, ds, len(trial_types), space.n_elements)
+    trials = pd.DataFrame({col: ds[col].values if col != "trial_type" else trial_types for col in _TRIAL_COLUMNS})
+    columns = check_columns(url, ds.attrs, "design_columns", ds.sizes["run"])
     design = ds["design"].values
     designs = []
     for i, cols in enumerate(columns):
+        if len(cols) > design.shape[2]:
+            raise StoreError(f"{url!r}: design_columns[{i}]: {len(cols)} names for {design.shape[2]} regressors.")
         d = design[i][:, : len(cols)]
         designs.append(pd.DataFrame(d[~np.isnan(d).all(axis=1)], columns=cols))
     result = BetaSeries(ds["beta"].data, ds["effect_variance"].data, ds["dof"].data, trials, tuple(designs),
                         space)
     return result, params
+
+
+#: Arrays a beta-series store must hold.
+_VARIABLES = ("beta", "effect_variance", "dof", "run", "onset", "duration", "design", "mask")
+
+
+def _open(url: str) -> xr.Dataset:
+    if not os.path.isdir(url):
+        if os.path.exists(url):
+            raise StoreError(f"{url!r} is a file, not a beta-series store directory.")
+        raise FileNotFoundError(f"No beta-series store at {url!r}.")
+    try:
+        return xr.open_zarr(url, consolidated=False)
+    except Exception as err:  # zarr / xarray raise many kinds for a damaged store
+        raise StoreError(f"{url!r} is not a readable beta-series store ({type(err).__name__}: {err}).") from err
+
+
+def _json_attr(url: str, attrs: dict, name: str, kind: type):
+    text = attrs.get(name)
+    if not isinstance(text, str):
+        raise StoreError(f"{url!r}: attribute {name!r} is missing or not JSON text; the beta-series store is "
+                         "damaged (rewrite it with to_zarr).")
+    try:
+        value = json.loads(text)
+    except ValueError as err:
+        raise StoreError(f"{url!r}: attribute {name!r} is not valid JSON ({err}).") from err
+    if not isinstance(value, kind):
+        raise StoreError(f"{url!r}: attribute {name!r} must be a JSON {kind.__name__}, got "
+                         f"{type(value).__name__}.")
+    return value
+
+
+def _check_sizes(url: str, ds: xr.Dataset, n_trials: int, n_voxels: int) -> None:
+    """Every trial array against the trials listed and the mask's elements."""
+    want = {"beta": (n_trials, n_voxels), "effect_variance": (n_trials, n_voxels), "dof": (n_trials,),
+            **{col: (n_trials,) for col in _TRIAL_COLUMNS if col != "trial_type"}}
+    for name, shape in want.items():
+        if ds[name].shape != shape:
+            raise StoreError(f"{url!r}: array {name!r} has shape {ds[name].shape}, expected {shape} "
+                             f"({n_trials} trials in 'trial_types', {n_voxels} elements in the mask).")
 
 
 def is_beta_series(store) -> bool:
