@@ -187,7 +187,7 @@ def trial_models(
 
 def fitted_trial_models(
     X: np.ndarray, trial_columns: np.ndarray, nuisance: np.ndarray, group_designs: list,
-    group_members: list, designs: list, target_columns: list, lsa_target_columns=None,
+    group_members: list, designs: list, target_columns: list,
 ) -> TrialModels:
     """Models whose designs are given (e.g. nilearn's orthogonalized HRF derivatives), mapped exactly.
 
@@ -350,6 +350,20 @@ def _fit_per_voxel(stats: RunStats, tables: DesignTables, gram_tables: GramTable
     return beta, dispersion, stack_gram(rho, gram_tables.gram_stack, options.exact)
 
 
+def _per_voxel_cov_diag(gram: np.ndarray, cols: np.ndarray, full_rank: bool) -> np.ndarray:
+    """``(gram^{-1})[c, c]`` of each voxel's whitened Gram for the columns ``cols``, shape ``(len(cols), V)``.
+
+    As FirstLevelModel's contrasts (:func:`daskglm.kernels.contrast._contrast_cov`): a solve when the
+    model's design has full rank, else the Gram's (hermitian) pseudo-inverse.
+    """
+    if not full_rank:
+        return np.linalg.pinv(gram, hermitian=True)[:, cols, cols].T
+    unit = np.zeros((gram.shape[-1], len(cols)))
+    unit[cols, np.arange(len(cols))] = 1.0
+    diag = np.linalg.solve(gram, np.broadcast_to(unit, gram.shape[:1] + unit.shape))
+    return diag[:, cols, np.arange(len(cols))].T
+
+
 def trial_betas_block(stats: RunStats, plan: TrialPlan, global_mean: float | None = None) -> np.ndarray:
     """Every trial's beta and its variance for one voxel block.
 
@@ -380,10 +394,7 @@ def trial_betas_block(stats: RunStats, plan: TrialPlan, global_mean: float | Non
         grams = plan.gram_tables[m] if plan.gram_tables is not None else None
         if options.uses_stack:
             beta, dispersion, gram = _fit_per_voxel(model_stats, tables, grams, options, constant)
-            unit = np.zeros((tables.n_regressors, len(cols)))
-            unit[cols, np.arange(len(cols))] = 1.0
-            diag = np.linalg.solve(gram, np.broadcast_to(unit, gram.shape[:1] + unit.shape))
-            cov_diag = diag[:, cols, np.arange(len(cols))].T
+            cov_diag = _per_voxel_cov_diag(gram, cols, grams.rank == tables.n_regressors)
         else:
             beta, dispersion, table, position = _fit_binned(model_stats, tables, grams, options, constant)
             cov_diag = table[:, cols, cols].T[:, position]

@@ -92,18 +92,29 @@ def test_hrf_derivative_beta_is_the_main_regressors_with_censoring():
     np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-9 * np.abs(ref).max())
 
 
-@pytest.mark.parametrize("noise_model, whitening", [("ar1", "exact"), ("ar2", "binned")])
-def test_per_voxel_whitening_equals_the_first_level_model_on_each_lss_design(noise_model, whitening):
-    """Kinds nilearn lacks: the reference is daskglm's own FirstLevelModel on each trial's explicit design."""
+@pytest.mark.parametrize("noise_model, whitening, rank_deficient", [
+    ("ar1", "exact", False), ("ar2", "binned", False), ("ar2", "binned", True),
+])
+def test_per_voxel_whitening_equals_the_first_level_model_on_each_lss_design(noise_model, whitening,
+                                                                            rank_deficient):
+    """Kinds nilearn lacks: the reference is daskglm's own FirstLevelModel on each trial's explicit design.
+
+    ``rank_deficient``: a duplicated confound column, so every trial's design is rank deficient (both
+    fits then use the pseudo-inverse of the whitened Gram).
+    """
     img, events, mask = make_run(7, n_trials=3)
+    confounds = None
+    if rank_deficient:
+        walk = np.cumsum(np.random.default_rng(7).normal(size=img.shape[-1]))
+        confounds = pd.DataFrame({"motion": walk, "motion_copy": walk})
     params = {"t_r": T_R, "mask_img": mask, "noise_model": noise_model, "whitening": whitening}
-    model = BetaSeriesModel(method="lss", **params).fit(img, events)
+    model = BetaSeriesModel(method="lss", **params).fit(img, events, confounds=confounds)
     ours, variances = model.betas_.values, model.variances_.values
     for i in range(len(events)):
         lss, name = lss_transformer(events, i)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            glm = FirstLevelModel(**params).fit(img, lss)
+            glm = FirstLevelModel(**params).fit(img, lss, confounds=confounds)
         maps = glm.contrast_maps(name)
         np.testing.assert_allclose(ours[i], maps["effect_size"].values, rtol=1e-6, atol=1e-9)
         if whitening == "binned":  # exact whitening's contrasts calibrate the variance; ours is the GLS one
