@@ -63,8 +63,10 @@ def add_group(sub, parents: list, formatter_class) -> argparse.ArgumentParser:
                       help="number of sign flips / permutations (0: none)")
     perm.add_argument("--tfce", action="store_true", help="TFCE maps (with --permutations)")
     perm.add_argument("--cluster-threshold", type=float, metavar="Z",
-                      help="cluster-forming threshold as a z value (one-sided p = sf(Z)); cluster size "
-                           "and mass FWE maps (with --permutations)")
+                      help="cluster-forming threshold as a z value: clusters are formed where the t map's "
+                           "p-value is below sf(Z), i.e. t > Z on the z scale, or |t| > Z with --two-sided "
+                           "(p = 2 sf(Z) is passed as threshold=); cluster size and mass FWE maps "
+                           "(with --permutations)")
     perm.add_argument("--two-sided", action="store_true", help="two-sided permutation test")
     perm.add_argument("--seed", type=int, default=0, help="random_state of the permutations")
     perm.add_argument("--mesh", nargs=2, metavar=("LEFT", "RIGHT"),
@@ -85,12 +87,38 @@ def _design(path: str | None):
 
 
 def _check(args) -> None:
+    """Checks of the arguments alone (before the store is read)."""
     if args.permutations < 0:
         raise UsageError(f"--permutations must be ≥ 0, got {args.permutations}.")
     if (args.tfce or args.cluster_threshold is not None) and not args.permutations:
         raise UsageError("--tfce and --cluster-threshold need --permutations N.")
     if "://" not in args.store and not Path(args.store).exists():
         raise FileNotFoundError(f"The store {args.store!r} does not exist.")
+    for surface in args.mesh or ():
+        if "://" not in surface and not Path(surface).is_file():
+            raise FileNotFoundError(f"The --mesh surface {surface!r} does not exist.")
+
+
+def _check_topology(model, args) -> None:
+    """TFCE / cluster inference on CIFTI maps: ``--mesh`` given and matching the maps, before any map is read.
+
+    Raises
+    ------
+    UsageError
+        CIFTI maps, ``--tfce`` or ``--cluster-threshold``, and no ``--mesh``.
+    SurfaceInputError
+        A mesh that does not match the maps' cortex (or a mesh for volume or GIfTI maps).
+    """
+    from daskglm.group.maskers import masker_space, space_topology
+
+    if not args.permutations or not (args.tfce or args.cluster_threshold is not None):
+        return
+    space = masker_space(model.masker_)
+    if space.kind == "cifti" and args.mesh is None and space.geometry.brain_models.nvertices:
+        raise UsageError("--tfce and --cluster-threshold on CIFTI maps need the surfaces their cortex lies on "
+                         "(a CIFTI file holds no mesh): pass --mesh LEFT.surf.gii RIGHT.surf.gii "
+                         "(e.g. the fsLR 32k midthickness pair).")
+    space_topology(space, args.mesh)
 
 
 def write_map(img, stem: Path) -> list[Path]:
@@ -118,12 +146,26 @@ def _parametric(model, args, out: Path, name: str) -> None:
         write_map(img, out / f"{name}_{OUTPUT_SUFFIX[kind]}")
 
 
-def _permutations(args, design, out: Path, name: str) -> None:
+def _cluster_p_threshold(z: float | None, two_sided: bool) -> float | None:
+    """``--cluster-threshold Z`` as the p ``threshold`` of :func:`~daskglm.non_parametric_inference`.
+
+    Clusters form where the t map's p-value is below sf(Z) on the tested side(s): a one-sided p of
+    sf(Z), or a two-sided p of 2 sf(Z) (nilearn halves a two-sided threshold), so the cluster-forming
+    level is ``Z`` on the z scale either way.
+    """
     from scipy import stats
 
+    if z is None:
+        return None
+    p = float(stats.norm.sf(z))
+    return 2 * p if two_sided else p
+
+
+def _permutations(args, design, out: Path, name: str) -> list[str]:
+    """Write the permutation maps; returns their keys (``logp_max_t``, ``tfce``...)."""
     from daskglm.group.permutation import non_parametric_inference
 
-    threshold = None if args.cluster_threshold is None else float(stats.norm.sf(args.cluster_threshold))
+    threshold = _cluster_p_threshold(args.cluster_threshold, args.two_sided)
     with local_progress(not args.no_progress and args.client is None):
         result = non_parametric_inference(
             args.store, design_matrix=design, second_level_contrast=args.contrast,
@@ -134,16 +176,18 @@ def _permutations(args, design, out: Path, name: str) -> None:
         result = {"logp_max_t": result}
     for key, img in result.items():
         write_map(img, out / f"{name}_perm_{key}")
+    return list(result)
 
 
-def _report(model, args, out: Path, name: str, kind: str):
+def _report(model, args, out: Path, name: str, kind: str, permuted=()):
     """The group report (:mod:`daskglm.reporting.group_report`) of the maps just written, none recomputed:
-    over the subjects' mean anatomy for volumes, on the mesh for surfaces."""
+    over the subjects' mean anatomy for volumes, on the mesh for surfaces.  ``permuted``: the keys of the
+    permutation maps this run wrote (older ones in the directory are not shown)."""
     from daskglm.reporting.group_report import FWE_MAPS, make_group_report
 
     contrast = args.contrast or str(model.design_matrix_.columns[0])
     mesh = model.masker_.mask_img_.mesh if kind == "surface" else None
-    permutation = {key: _written(out / f"{name}_perm_{key}", mesh) for key, _ in FWE_MAPS}
+    permutation = {key: _written(out / f"{name}_perm_{key}", mesh) for key, _ in FWE_MAPS if key in permuted}
     return make_group_report(model, {contrast: contrast}, first_level_contrast=args.first_level_contrast,
                              nonparametric={k: v for k, v in permutation.items() if v is not None} or None,
                              stat_maps={contrast: _written(out / f"{name}_{OUTPUT_SUFFIX['z_score']}", mesh)},
@@ -180,6 +224,7 @@ def cmd_group(args) -> int:
     model.fit(args.store, design_matrix=design, subjects=args.subjects,
               variance_input="first_level" if args.mixed_effects else None)
     second_level_con_val(args.contrast, model.design_matrix_)  # parsed, never evaluated: fail before writing
+    _check_topology(model, args)
     out.mkdir(parents=True, exist_ok=True)
     n = model.design_matrix_.shape[0]
     name = safe_filename(args.contrast or model.design_matrix_.columns[0])
@@ -188,13 +233,12 @@ def cmd_group(args) -> int:
           + ", ".join(map(str, model.design_matrix_.columns)))
     model.design_matrix_.to_csv(out / "design_matrix.tsv", sep="\t", index=False)
     _parametric(model, args, out, name)
-    if args.permutations:
-        _permutations(args, model.design_matrix_, out, name)
+    permuted = _permutations(args, model.design_matrix_, out, name) if args.permutations else []
     if masker_space(model.masker_).kind == "cifti":  # nilearn's report draws volumes and meshes only
         print(f"Group maps and design written to {out} (no report.html for CIFTI maps)", file=sys.stdout)
         return 0
     with local_progress(not args.no_progress and args.client is None):
-        report = _report(model, args, out, name, masker_space(model.masker_).kind)
+        report = _report(model, args, out, name, masker_space(model.masker_).kind, permuted)
     report.save_as_html(out / "report.html")
     print(f"Group maps, design and report.html written to {out}", file=sys.stdout)
     return 0

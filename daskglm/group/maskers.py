@@ -15,8 +15,10 @@ grayordinates of a :class:`~daskglm.space.surface.SurfaceSpace`.
 its elements touch, for TFCE and cluster inference
 (:mod:`daskglm.kernels.topology`): face-connected voxels, the edges of the
 mesh, and for CIFTI the mesh of each cortical structure (given as ``mesh``:
-a CIFTI file holds none) with the subcortical voxels face-connected among
-themselves.
+a CIFTI file holds none) with the subcortical voxels of all volume
+structures face-connected as one volume (across structure boundaries, as
+nilearn's NIfTI inference and Connectome Workbench's ``-cifti-find-clusters``
+do), never to the cortex.
 """
 
 from __future__ import annotations
@@ -237,7 +239,11 @@ _CORTEX = {"CIFTI_STRUCTURE_CORTEX_LEFT": "left", "CIFTI_STRUCTURE_CORTEX_RIGHT"
 
 
 def _cifti_adjacency(geometry: CiftiGeometry, mesh) -> sparse.csr_matrix:
-    """Grayordinate adjacency: each cortex by its mesh, the voxels of all volume structures face-connected."""
+    """Grayordinate adjacency: each cortex by its mesh; the voxels of all volume structures face-connected.
+
+    The volume structures are one volume: two face neighbours in different structures (thalamus and
+    putamen, say) are joined, as in a NIfTI map (nilearn) and in Workbench's ``-cifti-find-clusters``.
+    """
     from daskglm.reporting.surface_report import cifti_mesh
 
     bm = geometry.brain_models

@@ -176,8 +176,11 @@ smoothing_fwhm, model_intercept, n_perm, two_sided_test, random_state, n_jobs, v
     mesh : nilearn PolyMesh, dict or (left, right) pair of .surf.gii files, optional
         CIFTI maps only, with ``tfce`` or ``threshold``: the surfaces their
         cortex lies on (a CIFTI file holds no mesh), e.g. the fsLR 32k
-        midthickness pair.  Subcortical voxels are face-connected among
-        themselves.
+        midthickness pair.  The subcortical voxels of all volume structures
+        are one volume, face-connected (6 neighbours) across structure
+        boundaries, as nilearn connects a NIfTI map's voxels (and Connectome
+        Workbench's ``-cifti-find-clusters`` the volume part); no edge joins
+        them to the cortex.  Checked before any map is read.
 
     Returns
     -------
@@ -208,6 +211,8 @@ smoothing_fwhm, model_intercept, n_perm, two_sided_test, random_state, n_jobs, v
                               f"{design_matrix.shape[0]} rows in design matrix do not match "
                               f"with {len(items)} maps.")
     tested, confounding = _design_parts(design_matrix, contrast)
+    # which elements touch (a CIFTI mesh checked): before any map is read
+    topology = space_topology(masker_space(masker), mesh) if tfce or threshold is not None else None
     n_jobs = _n_jobs(n_jobs)
     design = K.prepare_design(tested, confounding, model_intercept)
     rows = subject_maps(items, masker, masker.n_elements_, first_level_contrast, "effect_size", models)
@@ -220,7 +225,6 @@ smoothing_fwhm, model_intercept, n_perm, two_sided_test, random_state, n_jobs, v
     if has_zero:
         warnings.warn("Some descriptors in 'target_vars' have zeros across all samples. These descriptors "
                       "will be ignored during null distribution generation.", stacklevel=2)
-    topology = space_topology(masker_space(masker), mesh) if tfce or threshold is not None else None
     return _inference(Yn, design, original, masker, topology, n_perm, n_jobs, two_sided_test, random_state,
                       threshold, tfce, uncorrected, check_random_state)
 

@@ -171,7 +171,10 @@ NO_MESH = ("Surface panels need a mesh: a CIFTI file holds none. Pass the surfac
 
 
 def cifti_mesh(mesh, brain_models):
-    """A CIFTI fit's surfaces as a nilearn ``PolyMesh`` whose parts match its cortical structures.
+    """The surfaces of CIFTI maps as a nilearn ``PolyMesh`` whose parts match their cortical structures.
+
+    Used for the report's surface panels and for group TFCE / cluster inference; the messages name
+    neither.
 
     Parameters
     ----------
@@ -183,7 +186,7 @@ def cifti_mesh(mesh, brain_models):
     Raises
     ------
     SurfaceInputError
-        The fit has no cortical structure, or a part's vertex count is not the
+        The maps have no cortical structure, or a part's vertex count is not the
         structure's (``BrainModelAxis.nvertices``).
     """
     from nilearn.surface import PolyMesh
@@ -201,16 +204,16 @@ def cifti_mesh(mesh, brain_models):
         try:
             mesh = PolyMesh(**parts)
         except Exception as err:  # nibabel / nilearn: not a surface
-            raise SurfaceInputError(f"The report mesh cannot be loaded: {err}") from err
+            raise SurfaceInputError(f"The mesh cannot be loaded: {err}") from err
     wanted = {CORTEX[s]: n for s, n in brain_models.nvertices.items() if s in CORTEX}
     if not wanted:
-        raise SurfaceInputError("The CIFTI fit has no cortical surface structure to draw on a mesh.")
+        raise SurfaceInputError("The CIFTI maps have no cortical surface structure to put on a mesh.")
     for part, n in wanted.items():
         if part not in mesh.parts:
-            raise SurfaceInputError(f"The report mesh has no {part} part, the fit's cortex needs one ({n} vertices).")
+            raise SurfaceInputError(f"The mesh has no {part} part; the CIFTI {part} cortex needs one ({n} vertices).")
         if mesh.parts[part].n_vertices != n:
-            raise SurfaceInputError(f"The report mesh's {part} part has {mesh.parts[part].n_vertices} vertices, "
-                                    f"the fit's {part} cortex {n} (a mesh of another density?).")
+            raise SurfaceInputError(f"The mesh's {part} part has {mesh.parts[part].n_vertices} vertices, "
+                                    f"the CIFTI {part} cortex {n} (a mesh of another density?).")
     return PolyMesh(**{p: mesh.parts[p] for p in wanted})
 
 

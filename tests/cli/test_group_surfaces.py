@@ -155,3 +155,19 @@ def test_mixed_effects_read_the_stores_first_level_variances(cifti_store, surfac
             [np.ravel(z.data.parts[p]) for p in z.mesh.parts])
         assert np.isfinite(values).all() and values.size == model.n_elements_
         assert type(model.between_variance_) is type(z)
+
+
+@pytest.mark.parametrize("mesh", ["none", "missing", "wrong"])
+def test_cli_group_checks_the_cifti_mesh_before_writing_maps(cifti_store, tmp_path, capsys, mesh):
+    """--tfce on CIFTI maps: no, absent or mismatched --mesh is refused before any map is written."""
+    if mesh == "wrong":
+        given = ["--mesh", *[_write_surf(_strip_mesh(62), tmp_path / f"{h}.surf.gii") for h in "LR"]]
+    else:
+        given = [] if mesh == "none" else ["--mesh", str(tmp_path / "L.surf.gii"), str(tmp_path / "R.surf.gii")]
+    out = tmp_path / "group"
+    argv = ["group", cifti_store["store"], "-o", str(out), "--first-level-contrast", CONTRAST, "--no-progress",
+            "--permutations", "10", "--tfce", *given]
+    assert quiet(main, argv) != 0
+    err = capsys.readouterr().err
+    assert {"none": "--mesh", "missing": "does not exist", "wrong": "62 vertices"}[mesh] in err
+    assert not out.exists() or not list(out.glob("*.dscalar.nii"))

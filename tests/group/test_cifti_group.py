@@ -180,3 +180,12 @@ def test_cifti_tfce_needs_a_mesh_and_is_reproducible(study):
     for key in first:
         assert isinstance(first[key], nib.Cifti2Image)
         np.testing.assert_array_equal(_values(first[key]), _values(again[key]))
+
+
+@pytest.mark.parametrize("mesh", [None, "wrong"])
+def test_cifti_tfce_mesh_errors_come_before_any_map_is_read(study, mesh, no_heavy_work):
+    """A missing or wrong mesh is refused before the maps are read (was: after reading all of them)."""
+    wrong = (_strip_mesh(N_VERTICES + 2), _strip_mesh(N_VERTICES + 2)) if mesh == "wrong" else None
+    with pytest.raises(SurfaceInputError, match="vertices" if wrong else "need the surfaces"):
+        daskglm.non_parametric_inference(study["paths"], design_matrix=study["design"], second_level_contrast="age",
+                                         n_perm=10, threshold=0.01, mesh=wrong)

@@ -208,6 +208,47 @@ def test_cli_group(study, tmp_path, capsys):
     assert main(["group", study["store"], "--first-level-contrast", con, "--tfce", "-o", str(out)]) != 0
 
 
+def _group_cli(study, out, *extra) -> None:
+    from daskglm.cli import main
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["group", study["store"], "--first-level-contrast", study["contrast"], "-o", str(out),
+                     "--no-progress", *extra]) == 0
+
+
+def test_cli_group_report_shows_this_runs_permutation_maps_only(study, tmp_path):
+    """A rerun into the same directory without permutations: the report has none (was: the stale files)."""
+    out = tmp_path / "group"
+    _group_cli(study, out, "--permutations", "10", "--tfce")
+    assert "TFCE, FWE" in (out / "report.html").read_text(encoding="utf-8")
+    _group_cli(study, out)
+    assert (out / "intercept_perm_logp_max_tfce.nii.gz").exists()  # the first run's maps stay on disk
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert "TFCE, FWE" not in html and "Voxel-level FWE" not in html
+
+
+def test_cli_two_sided_cluster_threshold_is_z_on_both_sides(study, tmp_path):
+    """--two-sided --cluster-threshold Z forms clusters where |t| exceeds the t of one-sided p = sf(Z)."""
+    from scipy import stats
+
+    df = 6 - 1  # six subjects, intercept only
+    t = SecondLevelModel().fit(study["store"]).compute_contrast(first_level_contrast=study["contrast"],
+                                                                output_type="stat").get_fdata()
+
+    def cut(z, p_scale=1.0):
+        return stats.t.isf(p_scale * stats.norm.sf(z), df)
+
+    # a z whose cut leaves voxels between it and the halved-p cut (nilearn's two-sided reading of sf(Z))
+    z = next(z for z in np.arange(1.5, 4.0, 0.1) if ((np.abs(t) > cut(z)) & (np.abs(t) <= cut(z, 0.5))).sum() > 3)
+    out = tmp_path / "group"
+    _group_cli(study, out, "--permutations", "10", "--two-sided", "--cluster-threshold", f"{z:.6f}")
+    t_map = nib.load(out / "intercept_perm_t.nii.gz").get_fdata()
+    np.testing.assert_allclose(t_map, t, atol=1e-6)
+    in_clusters = nib.load(out / "intercept_perm_size.nii.gz").get_fdata() > 0
+    np.testing.assert_array_equal(in_clusters, np.abs(t_map) > cut(float(f"{z:.6f}")))
+
+
 def test_contrast_graph_computes_nothing(study):
     """The group graph is lazy: first-level contrasts of the stores included."""
     import dask
