@@ -137,7 +137,8 @@ class BetaSeriesModel:
             X = design.to_numpy(dtype=np.float64)
             n_scans = base_source(inputs.sources[run]).n_scans  # before censoring: the events' time line
             span = n_scans * float(self.t_r)
-            columns, nuisance = trial_columns(list(design.columns), frame, X, run, span)
+            columns, nuisance = trial_columns(list(design.columns), frame, X, run, span, self.hrf_model,
+                                              censored=X.shape[0] < n_scans)
             self._check_method(run, frame, X.shape, columns.size + len(nuisance))
             if self.method != "lsa" and uses_orthogonalized_basis(self.hrf_model, columns.shape[1]):
                 models.append(basis_models(frame, run_confounds[run], n_scans, design_params,

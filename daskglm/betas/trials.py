@@ -22,6 +22,7 @@ __all__ = ["TRIAL_PREFIX", "trials_table", "lsa_events", "trial_columns", "uses_
 
 #: Design column name of trial ``i`` of a run: ``f"{TRIAL_PREFIX}{i:05d}"`` (+ nilearn's basis suffixes).
 TRIAL_PREFIX = "daskglm_trial_"
+_CONDITION_PREFIX = "daskglm_condition_"
 
 
 def _events_frame(obj, run: int) -> pd.DataFrame:
@@ -71,7 +72,8 @@ def lsa_events(frame: pd.DataFrame) -> pd.DataFrame:
     return lsa
 
 
-def trial_columns(columns: list, frame: pd.DataFrame, design: np.ndarray, run: int, run_span: float):
+def trial_columns(columns: list, frame: pd.DataFrame, design: np.ndarray, run: int, run_span: float,
+                  hrf_model="glover", censored: bool = False):
     """The LSA design columns of each trial, and the nuisance columns.
 
     Parameters
@@ -84,31 +86,56 @@ def trial_columns(columns: list, frame: pd.DataFrame, design: np.ndarray, run: i
         The LSA design (after censoring).
     run : int
     run_span : float
-        Seconds covered by the run's scans (for the error message).
+        Seconds covered by the run's scans.
+    hrf_model : str, callable, list or None, default='glover'
+        The model's ``hrf_model`` (for the error message).
+    censored : bool, default=False
+        Whether a sample mask removed scans of the run (for the error message).
 
     Returns
     -------
     trials : ndarray (n_trials, k) of int
         Each trial's columns, its main regressor first.
     nuisance : ndarray of int
+
+    Raises
+    ------
+    ValueError
+        If a trial has no regressor in the kept scans, naming why (an onset outside the run, a zero
+        modulation, no scan covered with ``hrf_model=None``, censored scans).
     """
     names = [f"{TRIAL_PREFIX}{i:05d}" for i in range(len(frame))]
     per_trial = [_basis_columns(columns, name) for name in names]
     peaks = np.array([np.abs(design[:, own[0]]).max() if own else 0.0 for own in per_trial])
     for i, own in enumerate(per_trial):
-        after_run = frame["onset"].iloc[i] >= run_span
-        if not own or after_run or not peaks[i] > 1e-6 * peaks.max():
-            row = frame.iloc[i]
-            raise ValueError(
-                f"Trial {i} of run {run} ({row['trial_type']!r}, onset {row['onset']}, duration "
-                f"{row['duration']}) has no regressor in the run's (kept) scans: it lies outside the run "
-                f"(0 .. {run_span:g} s)."
-            )
+        onset = float(frame["onset"].iloc[i])
+        if not own or onset >= run_span or not peaks[i] > 1e-6 * peaks.max():
+            outside = not 0.0 <= onset < run_span
+            raise ValueError(_empty_trial_message(frame.iloc[i], i, run, run_span, outside, hrf_model, censored))
     if len({len(c) for c in per_trial}) != 1:
         raise ValueError(f"The trials of run {run} have different numbers of HRF basis columns.")
     used = {j for c in per_trial for j in c}
     nuisance = np.array([j for j in range(len(columns)) if j not in used], dtype=int)
     return np.array(per_trial, dtype=int), nuisance
+
+
+def _empty_trial_message(row: pd.Series, trial: int, run: int, run_span: float, outside: bool, hrf_model,
+                         censored: bool) -> str:
+    """Why trial ``trial`` has no regressor in the run's kept scans: its onset, else the likely causes."""
+    head = (f"Trial {trial} of run {run} ({row['trial_type']!r}, onset {row['onset']}, duration "
+            f"{row['duration']}) has no regressor in the run's (kept) scans: ")
+    if outside:
+        return head + f"its onset lies outside the run (0 .. {run_span:g} s)."
+    if "modulation" in row.index and row["modulation"] == 0:
+        return head + "its modulation is 0."
+    causes = []
+    if hrf_model is None:
+        causes.append("with hrf_model=None it covers no scan time (an event between two scans)")
+    if censored:
+        causes.append("the scans its response covers may all be removed by the sample mask")
+    if not causes:
+        causes.append("its response does not reach a scan time (its duration, or an onset at the run's end)")
+    return head + f"its onset is in the run (0 .. {run_span:g} s), but " + "; or ".join(causes) + "."
 
 
 def uses_orthogonalized_basis(hrf_model, n_basis: int) -> bool:
@@ -117,6 +144,11 @@ def uses_orthogonalized_basis(hrf_model, n_basis: int) -> bool:
 
 
 def _basis_columns(columns: list, name: str) -> list[int]:
+    """The design columns of ``name``: ``name`` and nilearn's basis regressors ``name_<suffix>``.
+
+    ``name`` is one of our fixed-width labels (a trial's, :data:`TRIAL_PREFIX`, or a condition's,
+    ``_CONDITION_PREFIX``), never a user's condition name: ``go`` would also take the columns of ``go_left``.
+    """
     return [j for j, c in enumerate(columns) if c == name or str(c).startswith(name + "_")]
 
 
@@ -135,7 +167,9 @@ def basis_models(frame: pd.DataFrame, confounds, n_scans: int, design_params: di
 
     X = design(lsa_events(frame)).to_numpy(dtype=np.float64)
     collapse = method == "lss1"
-    labels = pd.Series(["daskglm_other_trials"] * len(frame)) if collapse else frame["trial_type"].astype(str)
+    # internal labels: a condition's name never meets another's columns, or the target's, or a confound's
+    codes = np.zeros(len(frame), dtype=int) if collapse else pd.factorize(frame["trial_type"])[0]
+    labels = pd.Series([f"{_CONDITION_PREFIX}{c:05d}" for c in codes])
     group_names = list(pd.unique(labels))
     condition_design = design(frame.assign(trial_type=labels.to_numpy()))
     cond_columns = list(condition_design.columns)

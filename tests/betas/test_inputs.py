@@ -82,3 +82,29 @@ def test_building_the_beta_series_computes_nothing(run):
         assert betas.shape == (12, int(mask.get_fdata().sum()))
         with pytest.raises(ComputeForbidden):
             model.beta_maps()
+
+
+def test_a_zero_regressor_of_a_trial_inside_the_run_names_its_cause(run):
+    """Only an onset outside the run is reported as outside it; a zero modulation, an event between two scans
+    with hrf_model=None or censored scans are named instead."""
+    img, events, mask = run
+    inside = r"Trial 2 of run 0 .* its onset is in the run \(0 \.\. 220 s\), but "
+    zero = events.assign(modulation=1.0)
+    zero.loc[2, "modulation"] = 0.0
+    with pytest.raises(ValueError, match=r"Trial 2 of run 0 .* its modulation is 0\.$"):
+        BetaSeriesModel(t_r=T_R, mask_img=mask).fit(img, zero)
+    on_scans = events.assign(onset=np.round(events["onset"] / T_R) * T_R)  # hrf_model=None: boxcars at scans
+    between = on_scans.copy()
+    between.loc[2, ["onset", "duration"]] = [41.0, 0.5]  # scans at 40 and 42 s
+    with pytest.raises(ValueError, match=inside + "with hrf_model=None it covers no scan time"):
+        BetaSeriesModel(t_r=T_R, mask_img=mask, hrf_model=None).fit(img, between)
+    censored = on_scans.copy()
+    censored.loc[2, ["onset", "duration"]] = [40.0, 1.0]
+    kept = np.setdiff1d(np.arange(img.shape[-1]), [20])
+    with pytest.raises(ValueError, match=inside + ".*the scans its response covers may all be removed by the "
+                                         "sample mask"):
+        BetaSeriesModel(t_r=T_R, mask_img=mask, hrf_model=None).fit(img, censored, sample_masks=kept)
+    before = on_scans.copy()
+    before.loc[2, ["onset", "duration"]] = [-10.0, 1.0]
+    with pytest.raises(ValueError, match=r"Trial 2 of run 0 .* its onset lies outside the run \(0 \.\. 220 s\)"):
+        BetaSeriesModel(t_r=T_R, mask_img=mask, hrf_model=None).fit(img, before)

@@ -92,6 +92,16 @@ def test_hrf_derivative_beta_is_the_main_regressors_with_censoring():
     np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-9 * np.abs(ref).max())
 
 
+def test_hrf_derivative_betas_of_conditions_whose_names_prefix_each_other_equal_nilearns():
+    """Conditions ``go`` and ``go_left``: ``go_left``'s columns are not ``go``'s basis columns."""
+    img, events, mask = make_run(8, n_trials=6, conditions=("go", "go_left"))
+    assert set(events["trial_type"]) == {"go", "go_left"}
+    params = {"t_r": T_R, "hrf_model": "glover + derivative", "noise_model": "ols"}
+    ours = BetaSeriesModel(method="lss", mask_img=mask, **params).fit(img, events).betas_.values
+    ref = nilearn_beta_series([img], [events], mask, "lss", **params)
+    np.testing.assert_allclose(ours, ref, rtol=1e-6, atol=1e-9 * np.abs(ref).max())
+
+
 @pytest.mark.parametrize("noise_model, whitening, rank_deficient", [
     ("ar1", "exact", False), ("ar2", "binned", False), ("ar2", "binned", True),
 ])
