@@ -280,9 +280,33 @@ def _list_input(items: list, confounds, design_matrix) -> GroupInput:
     raise GroupInputError(INPUT_TYPE_ERROR.format([type(x) for x in items]))
 
 
+def _describe_item(obj) -> str:
+    return repr(str(obj)) if isinstance(obj, (str, Path)) else f"a {type(obj).__name__}"
+
+
+def _check_one_kind_of_cifti(items: list) -> None:
+    """All maps CIFTI-2 or none (by type or file suffix: nothing is read).
+
+    Raises
+    ------
+    GroupInputError
+        The first map that is not of the first map's kind, named by index and path.
+    """
+    first = is_cifti(items[0])
+    for i, obj in enumerate(items):
+        if is_cifti(obj) != first:
+            kinds = ("not a CIFTI-2 map", "one") if first else ("a CIFTI-2 map", "not")
+            raise GroupInputError(
+                f"second_level_input[{i}] ({_describe_item(obj)}) is {kinds[0]} but second_level_input[0] "
+                f"({_describe_item(items[0])}) is {kinds[1]}: all maps must be CIFTI-2 (.dscalar.nii images or "
+                "files) or none.")
+
+
 def _check_image_list(items: list, none_design_matrix: bool) -> None:
     """nilearn's checks of a list of maps, by their kind: NIfTI, SurfaceImage or CIFTI (headers only)."""
     _reject_gifti(items)
+    if not is_surface_image(items[0]):
+        _check_one_kind_of_cifti(items)
     if is_surface_image(items[0]):
         _check_surface_images(items, none_design_matrix)
     elif is_cifti(items[0]):

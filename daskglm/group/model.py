@@ -115,8 +115,10 @@ list of fitted FirstLevelModel (nilearn's or daskglm's), or a daskglm study stor
             Known first-level variances for mixed effects (FLAME1-like REML).
             ``None``: OLS, as nilearn.  ``'first_level'``: each model's
             ``effect_variance`` of the first-level contrast (models and stores).
-            Images: one per input map, in input order.  For a DataFrame input,
-            the name of a column of variance map paths.
+            Images: one per input map, in input order (a list, one 4D NIfTI
+            image, or one CIFTI-2 file of one map per subject, as
+            ``second_level_input`` takes them).  For a DataFrame input, the
+            name of a column of variance map paths.
         subjects : list of str, optional
             Subjects of a study store to use (default: all complete ones).
         storage_options : dict, optional
@@ -384,7 +386,11 @@ def _check_variance_input(spec, group: GroupInput):
 
     if isinstance(spec, pd.Series):
         spec = spec.to_list()
-    if isinstance(spec, (str, Path, nib.spatialimages.SpatialImage)):
+    if is_cifti(spec):  # one CIFTI file of one map per subject, as a second_level_input
+        from daskglm.group.maskers import cifti_maps
+
+        spec = cifti_maps(spec)
+    elif isinstance(spec, (str, Path, nib.spatialimages.SpatialImage)):
         from nilearn.image import check_niimg
 
         spec = nib.funcs.four_to_three(check_niimg(spec, ensure_ndim=4))
@@ -394,4 +400,9 @@ def _check_variance_input(spec, group: GroupInput):
     if group.kind != "images" or len(spec) != len(group.items):
         raise GroupInputError(f"variance_input has {len(spec)} maps; give one per input map "
                               f"({len(group.items)}), for image inputs.")
+    cifti = is_cifti(group.items[0])
+    wrong = next((i for i, img in enumerate(spec) if is_cifti(img) != cifti), None)
+    if wrong is not None:
+        raise GroupInputError(f"variance_input[{wrong}] is {'not ' if cifti else ''}a CIFTI-2 map but the input "
+                              f"maps are {'' if cifti else 'not '}: give variances of the input maps' kind.")
     return spec

@@ -189,3 +189,58 @@ def test_cifti_tfce_mesh_errors_come_before_any_map_is_read(study, mesh, no_heav
     with pytest.raises(SurfaceInputError, match="vertices" if wrong else "need the surfaces"):
         daskglm.non_parametric_inference(study["paths"], design_matrix=study["design"], second_level_contrast="age",
                                          n_perm=10, threshold=0.01, mesh=wrong)
+
+
+def test_a_non_cifti_file_among_cifti_maps_is_named_at_fit(study, tmp_path):
+    """A NIfTI map in a list of CIFTI paths: refused at fit, by index and path (was: WrapStructError at compute)."""
+    nifti = tmp_path / "sub-99_effect.nii.gz"
+    nib.Nifti1Image(np.zeros((3, 3, 3), np.float32), np.eye(4)).to_filename(nifti)
+    paths = [*study["paths"][:3], str(nifti)]
+    design = study["design"].iloc[:4]
+    with pytest.raises(GroupInputError, match=r"second_level_input\[3\] \('.*sub-99_effect.nii.gz'\) is not a CIFTI"):
+        daskglm.SecondLevelModel().fit(paths, design_matrix=design)
+    with pytest.raises(GroupInputError, match=r"second_level_input\[1\] .* is a CIFTI-2 map"):
+        daskglm.SecondLevelModel().fit([str(nifti), study["paths"][0]], design_matrix=design.iloc[:2])
+    with pytest.raises(GroupInputError, match=r"second_level_input\[3\]"):
+        daskglm.non_parametric_inference(paths, design_matrix=design, n_perm=5)
+    disguised = tmp_path / "sub-98_effect.dscalar.nii"  # a NIfTI-1 file under a CIFTI name: named when read
+    nib.Nifti1Image(np.zeros((3, 3, 3), np.float32), np.eye(4)).to_filename(disguised)
+    model = daskglm.SecondLevelModel().fit([*study["paths"][:3], str(disguised)], design_matrix=design)
+    with pytest.raises(SurfaceInputError, match="sub-98_effect.dscalar.nii' is not a CIFTI-2 file"):
+        model.compute_contrast("intercept")
+
+
+def test_variance_input_as_one_multi_map_cifti_file(study, brain_models, tmp_path):
+    """variance_input as one .dscalar.nii of one map per subject (was: nilearn's "Expected dimension is 4D"):
+    the list of single-map files' result, and the per-grayordinate scipy REML reference."""
+    from tests.group.test_mixed_effects_reml import TOL, _check_against_reference
+
+    rng = np.random.default_rng(5)
+    v = rng.uniform(0.2, 1.5, size=study["Y"].shape).astype(np.float32).astype(np.float64)
+    stacked = tmp_path / "variances.dscalar.nii"
+    _dscalar(v, brain_models).to_filename(stacked)
+    listed = []
+    for i, row in enumerate(v):
+        listed.append(str(tmp_path / f"sub-{i:02d}_variance.dscalar.nii"))
+        _dscalar(row[None], brain_models).to_filename(listed[-1])
+    results = []
+    for variance_input in (str(stacked), listed, nib.load(stacked)):
+        model = daskglm.SecondLevelModel().fit(study["paths"], design_matrix=study["design"],
+                                               variance_input=variance_input)
+        maps = model.compute_contrast("age", output_type="all")
+        results.append({k: _values(maps[k]) for k in ("effect_size", "effect_variance", "stat")}
+                       | {"between": _values(model.between_variance_)})
+    for other in results[1:]:
+        for key, values in results[0].items():
+            np.testing.assert_array_equal(other[key], values, err_msg=key)
+    cols = slice(0, 40)
+    worst, _ = _check_against_reference(study["Y"][:, cols], v[:, cols], study["design"].to_numpy(),
+                                        np.array([[0.0, 1.0]]), results[0]["effect_size"][cols],
+                                        results[0]["effect_variance"][cols], results[0]["between"][cols])
+    assert max(worst.values()) < TOL, worst
+    with pytest.raises(GroupInputError, match=r"variance_input has 2 maps"):
+        daskglm.SecondLevelModel().fit(study["paths"], design_matrix=study["design"],
+                                       variance_input=_dscalar(v[:2], brain_models))
+    nifti = [nib.Nifti1Image(np.ones((2, 2, 2), np.float32), np.eye(4))] * len(listed)
+    with pytest.raises(GroupInputError, match=r"variance_input\[0\] is not a CIFTI-2 map"):
+        daskglm.SecondLevelModel().fit(study["paths"], design_matrix=study["design"], variance_input=nifti)
