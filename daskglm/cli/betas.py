@@ -1,9 +1,11 @@
 """``daskglm betas``: single-trial betas (LSA / LSS) of runs, to a Zarr store and optional NIfTI beta series.
 
-NIfTI outputs follow NiBetaSeries' naming:
+Map outputs follow NiBetaSeries' naming:
 ``sub-XX_[ses-YY_]task-ZZ_[run-N_]desc-<trial type>_betaseries.nii.gz`` with
 the entities of the run's file name when it is BIDS-like (else the run's
-file stem), plus ``..._desc-trials_events.tsv`` listing the trials.
+file stem), plus ``..._desc-trials_events.tsv`` listing the trials.  CIFTI
+runs give ``..._betaseries.dscalar.nii`` (one map per trial), surface runs
+one ``..._hemi-L_desc-<trial type>_betaseries.func.gii`` per hemisphere.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pathlib import Path
 from daskglm.cli.runtime import command
 from daskglm.errors import UsageError
 
-__all__ = ["add_betas", "cmd_betas", "betaseries_prefix", "bids_beta_series"]
+__all__ = ["add_betas", "cmd_betas", "betaseries_prefix", "check_labels", "bids_beta_series"]
 
 _ENTITIES = ("sub", "ses", "task", "acq", "run", "space")
 
@@ -31,7 +33,8 @@ def add_betas(sub, parents: list, formatter_class) -> argparse.ArgumentParser:
             "Estimate one beta map per trial (nilearn's LSA or LSS recipes, or Mumford's LSS-1) with "
             "BetaSeriesModel: each run is streamed once and every trial's model is solved exactly from its "
             "statistics (docs/single_trial.md). Writes a Zarr store (reopened with daskglm.open_model) and, "
-            "with --nifti-out, one 4D image per trial type and run."
+            "with --nifti-out, one image per trial type and run (one map per trial): .nii.gz for NIfTI runs, "
+            ".dscalar.nii for CIFTI runs."
         ),
         epilog="examples:\n"
                "  daskglm betas sub-01_task-x_run-1_bold.nii.gz --events run1_events.tsv --t-r 2 "
@@ -48,7 +51,9 @@ def add_betas(sub, parents: list, formatter_class) -> argparse.ArgumentParser:
                         "trial; lss1: the other trials in one column (Mumford 2012)")
     p.add_argument("-o", "--output", required=True, metavar="STORE", help="Zarr store to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing store")
-    p.add_argument("--nifti-out", metavar="DIR", help="also write the beta series as NIfTI (one per trial type and run)")
+    p.add_argument("--nifti-out", metavar="DIR",
+                   help="also write the beta series as images, one per trial type and run: 4D .nii.gz for NIfTI "
+                        "runs, .dscalar.nii (one map per trial) for CIFTI runs")
     p.add_argument("--confounds", nargs="+", metavar="TSV", help="confounds tables (with header), one per run")
     p.add_argument("--mask", metavar="NIFTI", help="analysis mask (default: nilearn's EPI mask)")
     p.add_argument("--smoothing-fwhm", type=float, metavar="MM", default=None)
@@ -73,6 +78,32 @@ def _label(trial_type: str) -> str:
     return re.sub(r"[^a-zA-Z0-9]", "", str(trial_type)) or "trial"
 
 
+def check_labels(trials) -> None:
+    """Refuse trial types of one run that share a file label (``face-up`` and ``face_up``: ``desc-faceup``).
+
+    Parameters
+    ----------
+    trials : pandas.DataFrame
+        A beta series' trials (``run``, ``trial_type``).
+
+    Raises
+    ------
+    daskglm.errors.UsageError
+        Naming the run, the trial types and their label (one file would overwrite the other).
+    """
+    for run, own in trials.groupby("run", sort=True):
+        seen = {}
+        for trial_type in own["trial_type"].unique():
+            label = _label(trial_type)
+            if label in seen:
+                raise UsageError(
+                    f"Trial types {seen[label]!r} and {trial_type!r} of run {run} both give the file label "
+                    f"desc-{label} (labels keep letters and digits only), so one beta-series file would "
+                    "overwrite the other; rename one of them in the events."
+                )
+            seen[label] = trial_type
+
+
 @command()
 def cmd_betas(args) -> int:
     """``daskglm betas``: a BetaSeriesModel fit, written to a store (and NIfTI)."""
@@ -93,6 +124,8 @@ def cmd_betas(args) -> int:
         noise_model=args.noise_model, hrf_model=args.hrf_model, high_pass=args.high_pass,
     )
     model.fit(args.runs, args.events, confounds=args.confounds)
+    if args.nifti_out:
+        check_labels(model.trials_)  # before any computation
     model.persist()
     model.to_zarr(args.output, overwrite=args.overwrite)
     trials = model.trials_
@@ -147,6 +180,7 @@ def bids_beta_series(args, strategy, options) -> int:
             params = {k: v for k, v in glm.get_params().items() if k in accepted}
             model = BetaSeriesModel(method=args.beta_series, **params)
             model.fit(run_imgs, run_events, confounds=run_confounds)
+            check_labels(model.trials_)
             model.persist()
             model.to_zarr(target, overwrite=args.overwrite)
             maps = Path(args.bids_out) if args.bids_out else store
@@ -159,9 +193,14 @@ def bids_beta_series(args, strategy, options) -> int:
 
 
 def _write_nifti(model, runs: list, out: Path) -> None:
-    import nibabel as nib
+    """Each run's beta series, one image per trial type, and its trials table, in ``out``.
+
+    The image's format is the runs': 4D ``.nii.gz`` (volumes), ``.dscalar.nii``
+    (CIFTI, one map per trial) or one ``.func.gii`` per hemisphere (surfaces).
+    """
     import numpy as np
 
+    check_labels(model.trials_)
     out.mkdir(parents=True, exist_ok=True)
     trials = model.trials_
     betas = model.betas_
@@ -175,6 +214,21 @@ def _write_nifti(model, runs: list, out: Path) -> None:
         for trial_type in own["trial_type"].unique():
             rows = own.index[own["trial_type"] == trial_type].to_numpy()
             image = space.unmask(np.asarray(betas.data[rows]), f"{trial_type} betas")
-            path = out / f"{prefix}_desc-{_label(trial_type)}_betaseries.nii.gz"
-            nib.save(image, path)
-            print(f"  {path}", file=sys.stdout)
+            for path in _save_series(image, space.kind, out, prefix, _label(trial_type)):
+                print(f"  {path}", file=sys.stdout)
+
+
+def _save_series(image, kind: str, out: Path, prefix: str, label: str) -> list[Path]:
+    """Write one beta-series image in its space's format; the paths written."""
+    if kind == "volume":
+        path = out / f"{prefix}_desc-{label}_betaseries.nii.gz"
+    elif kind == "cifti":
+        path = out / f"{prefix}_desc-{label}_betaseries.dscalar.nii"
+    else:
+        from daskglm.io.gifti import HEMI_LABELS, write_surface_parts
+
+        return write_surface_parts(image, {
+            part: out / f"{prefix}_hemi-{HEMI_LABELS.get(part, part)}_desc-{label}_betaseries.func.gii"
+            for part in image.mesh.parts})
+    image.to_filename(path)
+    return [path]

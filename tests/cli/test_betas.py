@@ -86,3 +86,62 @@ def test_bids_beta_series_writes_each_subjects_store_and_maps_equal_to_nilearns_
     code = main(["bids", str(ds["root"]), "-o", str(store), "--task", ds["task"], "--beta-series", "lss",
                  "--contrast", "face-house"])
     assert code != 0 and "--contrast" in capsys.readouterr().err
+
+
+def test_betas_command_writes_cifti_beta_series_as_dscalar_equal_to_nilearns_lss(tmp_path, capsys):
+    """A CIFTI run with --nifti-out: .dscalar.nii beta series (one map per trial), each trial's map
+    equal to nilearn's run_glm + compute_contrast on its LSS design."""
+    from nibabel import cifti2
+    from nilearn.glm import compute_contrast
+    from nilearn.glm.first_level import make_first_level_design_matrix, mean_scaling, run_glm
+
+    from daskglm.io.cifti import write_cifti_run
+    from tests.betas._recipes import lss_transformer
+
+    n_scans = 60
+    surface = np.ones(200, bool)
+    surface[:20] = False
+    volume = np.zeros((4, 4, 4), bool)
+    volume[1:3, 1:3, 1:4] = True
+    bm = (cifti2.BrainModelAxis.from_mask(surface, name="CortexLeft")
+          + cifti2.BrainModelAxis.from_mask(volume, name="ThalamusLeft", affine=np.diag([2.0, 2.0, 2.0, 1.0])))
+    rng = np.random.default_rng(9)
+    Y = 100 + rng.standard_normal((n_scans, len(bm)))
+    run = write_cifti_run(tmp_path / "sub-01_task-x_space-fsLR_bold.dtseries.nii", bm, n_scans, T_R,
+                          lambda a, b: Y[:, a:b], dtype=np.float64)
+    events = pd.DataFrame({"onset": [6.0, 20.0, 36.0, 50.0, 66.0, 80.0], "duration": 1.0,
+                           "trial_type": ["a", "b", "a", "b", "a", "b"]})
+    events.to_csv(tmp_path / "events.tsv", sep="\t", index=False)
+    out = tmp_path / "maps"
+    code = main(["betas", str(run), "--events", str(tmp_path / "events.tsv"), "--t-r", str(T_R),
+                 "--noise-model", "ols", "-o", str(tmp_path / "betas.zarr"), "--nifti-out", str(out),
+                 "--scheduler", "synchronous", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    scaled = mean_scaling(Y)[0]
+    for trial_type in ("a", "b"):
+        written = nib.load(out / f"sub-01_task-x_desc-{trial_type}_betaseries.dscalar.nii")
+        assert written.header.get_axis(1) == bm
+        rows = np.flatnonzero(events["trial_type"].to_numpy() == trial_type)
+        assert written.shape == (len(rows), len(bm))
+        for sample, i in enumerate(rows):
+            lss, name = lss_transformer(events, i)
+            X = make_first_level_design_matrix(np.arange(n_scans) * T_R, lss, hrf_model="glover")
+            labels, results = run_glm(scaled, X.to_numpy(), noise_model="ols")
+            con = (X.columns == name).astype(float)
+            ref = compute_contrast(labels, results, con).effect_size()
+            np.testing.assert_allclose(written.get_fdata()[sample], ref, rtol=1e-5, atol=1e-6 * np.abs(ref).max())
+
+
+def test_betas_command_refuses_trial_types_sharing_a_file_label_before_computing(tmp_path, capsys):
+    img, events, mask = make_run(22, n_trials=6)
+    events["trial_type"] = ["face-up", "face_up", "house"] * 2
+    run = tmp_path / "run.nii.gz"
+    nib.save(img, run)
+    events.to_csv(tmp_path / "events.tsv", sep="\t", index=False)
+    store = tmp_path / "betas.zarr"
+    code = main(["betas", str(run), "--events", str(tmp_path / "events.tsv"), "--t-r", str(T_R),
+                 "-o", str(store), "--nifti-out", str(tmp_path / "nifti"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "'face-up' and 'face_up' of run 0 both give the file label desc-faceup" in err
+    assert not store.exists() and not (tmp_path / "nifti").exists()
