@@ -8,8 +8,14 @@ the binary NIfTI-1/2 header in a one-chunk ``uint8`` array named ``nifti``.
 The header wins over the OME metadata: affine, units, ``pixdim[4]`` (t_r) and
 ``scl_slope``/``scl_inter`` come from it, exactly as from a ``.nii`` file.
 A Zarr store without a ``nifti`` array (plain OME-Zarr, or a bare 4D array)
-gets the header that ``zarr2nii`` would build: the affine of the OME scales and
-translations, millimetres and seconds.
+gets a header built from the OME metadata like ``zarr2nii``'s (the affine of the
+level-0 scales and translations converted to mm; units mm and s), with two
+differences: ``pixdim[4]`` (t_r) is the time axis' scale, times the
+multiscale's own time scale, in seconds (``zarr2nii`` leaves 1.0), and a
+translation is taken as given whatever its place in the list (``zarr2nii``
+multiplies one listed before the scale by it).  A bare array's axes come
+from its dimension names (else ``(t, z, y, x)``; ``zarr2nii`` ignores the
+names), and the header is always NIfTI-1.
 
 :class:`NiftiZarrRunSource` reads any time range independently (Zarr chunks are
 compressed one by one), so a run is not a stream: several workers read
@@ -325,7 +331,20 @@ class NiftiZarrRunSource(RunSource):
 
         Each stored chunk is decoded once, whatever ``chunk`` is; ``raw``: unscaled values;
         ``reuse_buffer``: decode into one buffer (each piece valid until the next is requested).
+
+        Raises
+        ------
+        ValueError
+            Scans outside the run, or ``chunk`` below 1 (when called, before any read).
         """
+        if not 0 <= t0 <= t1 <= self.n_scans:
+            raise ValueError(f"Scans {t0}..{t1} are outside run {self.name} of {self.n_scans} scans.")
+        if int(chunk) < 1:
+            raise ValueError(f"chunk must be a positive number of scans, got {chunk!r}.")
+        return self._iter_range(t0, t1, int(chunk), raw, reuse_buffer)
+
+    def _iter_range(self, t0: int, t1: int, chunk: int, raw: bool,
+                    reuse_buffer: bool) -> Iterator[tuple[int, np.ndarray]]:
         tc = self.time_chunk
         stored = self._stored_chunks(t0 // tc, -(-t1 // tc), reuse_buffer)
         held, held_t0 = None, t0

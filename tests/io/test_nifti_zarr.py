@@ -312,3 +312,50 @@ def test_a_dataarray_stores_its_t_r_or_is_refused(tmp_path):
     with pytest.raises(ValueError, match="repetition time is unknown"):
         to_nifti_zarr(da, tmp_path / "no_tr.nii.zarr")
     assert not (tmp_path / "no_tr.nii.zarr").exists()
+
+
+def test_commit_keeps_a_store_that_appeared_and_restores_the_old_one(runs, tmp_path, monkeypatch):
+    """overwrite=False refuses a target that appeared during the write; a failed final rename puts the old store back."""
+    import os
+
+    import daskglm.io.nifti_zarr_write as writer
+
+    target = tmp_path / "run.nii.zarr"
+    write = writer._write_store
+
+    def racing(partial, *args):  # another process creates the target while this one writes
+        write(partial, *args)
+        if not target.exists():
+            write(target, *args)
+            (target / "theirs").write_text("theirs")
+
+    monkeypatch.setattr(writer, "_write_store", racing)
+    with pytest.raises(FileExistsError, match="appeared while the store was written"):
+        to_nifti_zarr(runs["float"], target)
+    assert (target / "theirs").read_text() == "theirs"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.nii.zarr"]
+    monkeypatch.setattr(writer, "_write_store", write)
+
+    rename = os.rename
+
+    def failing_rename(src, dst):
+        if ".partial-" in str(src):
+            raise OSError("rename failed")
+        rename(src, dst)
+
+    monkeypatch.setattr(writer.os, "rename", failing_rename)
+    with pytest.raises(OSError, match="rename failed"):
+        to_nifti_zarr(runs["float"], target, overwrite=True)
+    assert (target / "theirs").read_text() == "theirs"  # the old store, back under its name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.nii.zarr"]
+
+
+def test_iter_range_checks_its_range_when_called(runs, tmp_path):
+    """Scans past the run: a ValueError as read() gives (was: RuntimeError 'generator raised StopIteration')."""
+    zr = NiftiZarrRunSource(to_nifti_zarr(runs["float"], tmp_path / "r.nii.zarr", time_chunk=4))
+    for t0, t1 in ((0, zr.n_scans + 1), (5, 3), (-1, 4)):
+        with pytest.raises(ValueError, match="outside run"):
+            zr.iter_range(t0, t1, 2)
+    with pytest.raises(ValueError, match="chunk must be a positive"):
+        zr.iter_range(0, 4, 0)
+    np.testing.assert_array_equal(np.concatenate([v for _, v in zr.iter_range(20, 23, 2)]), zr.read(20, 23))
