@@ -108,7 +108,11 @@ class BetaSeriesModel:
 
     # --------------------------------------------------------------------- fit
     def fit(self, run_imgs, events, confounds=None, sample_masks=None) -> BetaSeriesModel:
-        """Build the lazy beta series of one run or a list of runs (reads headers only).
+        """Build the lazy beta series of one run or a list of runs.
+
+        Reads the runs' headers only, except with ``mask_img=None``: the runs are then read once to
+        compute nilearn's EPI mask (as :meth:`daskglm.FirstLevelModel.fit`).  The betas are computed
+        later (``betas_.values``, :meth:`persist`, :meth:`to_zarr`, :meth:`beta_maps`).
 
         Parameters
         ----------
