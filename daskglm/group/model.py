@@ -8,7 +8,10 @@ In addition it reads daskglm study stores (``fit("study.zarr")``, optionally
 (``variance_input``, :mod:`daskglm.kernels.second_level`).
 
 ``fit`` resolves the inputs, builds the design and fits nilearn's masker
-(the mask only: no map is read when ``mask_img`` is given).
+(the mask only: no map is read when ``mask_img`` is given, except that one
+file holding every subject's map — a 4D NIfTI image, a multi-map CIFTI
+file, as ``second_level_input`` or ``variance_input`` — is read whole to be
+split into maps).
 ``compute_contrast`` builds one graph — the subjects' maps (first-level
 contrasts of stored fits included), stacked by voxel blocks, the OLS or
 mixed-effects kernel per block — and computes it once.
