@@ -36,6 +36,7 @@ import zarr
 
 from daskglm.betas.graph import BetaSeries
 from daskglm.errors import StoreError
+from daskglm.io.atomic import replace_directory
 from daskglm.space.build import element_space
 from daskglm.store.geometry import GEOMETRY_ATTR, geometry_attrs, geometry_from_json, geometry_variables
 from daskglm.store.validate import check_affine, check_columns, check_mask_shape
@@ -100,7 +101,7 @@ def write_beta_series(result: BetaSeries, params: dict, store, overwrite: bool =
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
     try:
         ds.to_zarr(tmp / "store.zarr", mode="w", consolidated=False)
-        _commit(tmp / "store.zarr", path, overwrite)
+        replace_directory(tmp / "store.zarr", path, overwrite, "beta series")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -125,39 +126,6 @@ def _uniform_chunks(array):
         if len(sizes) > 1 and (len(set(sizes[:-1])) > 1 or sizes[-1] > sizes[0]):
             uniform[axis] = max(sizes)
     return array.rechunk(uniform) if uniform else array
-
-
-def _commit(written: Path, path: Path, overwrite: bool) -> None:
-    """Move the written store ``written`` to ``path``, replacing an existing store only if ``overwrite``.
-
-    The target is checked again here (a store may have been created while the
-    series was computed).  The replaced store is first moved to a fresh hidden
-    sibling directory (so no leftover of an earlier write is in the way) and put
-    back if the new one cannot be moved in.
-    """
-    _check_target(path, overwrite)
-    if not path.exists():
-        try:
-            os.rename(written, path)
-        except OSError as err:
-            if path.exists():
-                raise FileExistsError(f"{str(path)!r} was created while the beta series was written; "
-                                      "pass overwrite=True to replace it.") from err
-            raise
-        return
-    trash = Path(tempfile.mkdtemp(prefix=f".{path.name}.old.", dir=path.parent))
-    try:
-        os.replace(path, trash / "store.zarr")
-    except OSError:
-        trash.rmdir()
-        raise
-    try:
-        os.replace(written, path)
-    except OSError:
-        os.replace(trash / "store.zarr", path)  # if this fails too, the old store stays in ``trash``
-        trash.rmdir()
-        raise
-    shutil.rmtree(trash, ignore_errors=True)
 
 
 def read_beta_series(store) -> tuple[BetaSeries, dict]:

@@ -24,5 +24,7 @@
   ``x, y, z``);
 - :mod:`~daskglm.io.maps`: the in-mask values of effect maps already on a mask's grid (group level);
 - :mod:`~daskglm.io.export`: in-mask values back to NIfTI images (eager or lazy), with ASCII-safe
-  descriptions.
+  descriptions;
+- :mod:`~daskglm.io.atomic`: a finished directory renamed over its target (NIfTI-Zarr runs,
+  beta-series stores).
 """

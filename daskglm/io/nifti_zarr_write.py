@@ -30,6 +30,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from daskglm.io.atomic import replace_directory
 from daskglm.io.base import RunSource, stream_volumes
 from daskglm.io.nifti import FileRunSource, _open_gzip
 from daskglm.io.nifti_zarr import OME_SPACE_UNITS, OME_TIME_UNITS, NiftiZarrRunSource
@@ -284,37 +285,11 @@ def to_nifti_zarr(run, path: str | os.PathLike, *, time_chunk: int | None = None
     partial = target.parent / f".{target.name}.partial-{uuid.uuid4().hex[:12]}"
     try:
         _write_store(partial, source, time_chunk, codec, threaded, header)
-        _commit(partial, target, overwrite)
+        replace_directory(partial, target, overwrite)
     finally:
         if partial.exists():
             shutil.rmtree(partial, ignore_errors=True)
     return target
-
-
-def _commit(partial: Path, target: Path, overwrite: bool) -> None:
-    """Rename the complete store ``partial`` to ``target``; an old store goes only once the new one is in place.
-
-    Raises
-    ------
-    FileExistsError
-        ``target`` appeared while the store was written, and ``overwrite`` is False.
-    OSError
-        The rename failed; an old store moved aside is moved back first.
-    """
-    if not target.exists():
-        os.rename(partial, target)  # (POSIX: fails if a non-empty directory appeared meanwhile)
-        return
-    if not overwrite:
-        raise FileExistsError(f"{str(target)!r} appeared while the store was written; pass overwrite=True "
-                              "to replace it.")
-    old = target.parent / f".{target.name}.old-{uuid.uuid4().hex[:12]}"
-    os.rename(target, old)
-    try:
-        os.rename(partial, target)
-    except BaseException:
-        os.rename(old, target)  # the old store back under its name
-        raise
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def convert_runs(runs, out_dir: str | os.PathLike, *, workers: int | None = None, overwrite: bool = False,
