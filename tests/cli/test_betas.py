@@ -145,3 +145,32 @@ def test_betas_command_refuses_trial_types_sharing_a_file_label_before_computing
     assert code == 2, err
     assert "'face-up' and 'face_up' of run 0 both give the file label desc-faceup" in err
     assert not store.exists() and not (tmp_path / "nifti").exists()
+
+
+def test_surface_beta_series_are_written_one_gifti_per_hemisphere_holding_the_beta_maps(tmp_path):
+    """``--nifti-out`` on surface runs: ``_hemi-L/R_desc-<type>_betaseries.func.gii``, one column per trial."""
+    import nibabel as nib
+    import pandas as pd
+    from nilearn.surface import InMemoryMesh, PolyMesh, SurfaceImage
+
+    from daskglm import BetaSeriesModel
+    from daskglm.cli.betas import _write_nifti
+
+    rng = np.random.default_rng(2)
+    n_scans, parts = 40, {"left": 30, "right": 24}
+    mesh = PolyMesh(**{part: InMemoryMesh(rng.standard_normal((k, 3)),
+                                          np.array([[i, i + 1, i + 2] for i in range(k - 2)]))
+                       for part, k in parts.items()})
+    data = {part: 100 + rng.standard_normal((k, n_scans)) for part, k in parts.items()}
+    events = pd.DataFrame({"onset": [4.0, 18.0, 30.0, 44.0, 58.0], "duration": 1.0,
+                           "trial_type": ["a", "b", "a", "b", "a"]})
+    model = BetaSeriesModel(t_r=2.0, noise_model="ols").fit(SurfaceImage(mesh=mesh, data=data), events)
+    _write_nifti(model, ["sub-01_task-x_run-1_bold.func.gii"], tmp_path)
+    maps = model.beta_maps()
+    for trial_type, n_trials in (("a", 3), ("b", 2)):
+        for part, hemi in (("left", "L"), ("right", "R")):
+            path = tmp_path / f"sub-01_task-x_run-1_hemi-{hemi}_desc-{trial_type}_betaseries.func.gii"
+            written = np.column_stack([d.data for d in nib.load(path).darrays])
+            assert written.shape == (parts[part], n_trials)
+            np.testing.assert_allclose(written, np.asarray(maps[trial_type].data.parts[part]), rtol=1e-6)
+    assert (tmp_path / "sub-01_task-x_run-1_desc-trials_events.tsv").exists()
