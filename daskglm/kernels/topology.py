@@ -130,7 +130,9 @@ class GraphTopology:
         """nilearn's ``calculate_tfce`` steps on the graph."""
         scores = np.asarray(scores, dtype=np.float64)
         out = np.zeros(self.n)
-        max_score = np.nanmax(np.abs(scores)) if two_sided else np.nanmax(scores)
+        # nilearn takes the maximum over the whole volume, whose background is 0: a one-sided map
+        # with no positive score has heights 0 and no TFCE
+        max_score = np.nanmax(np.abs(scores)) if two_sided else max(np.nanmax(scores), 0.0)
         heights = np.linspace(0, max_score, 101)[1:]
         for sign in ([-1, 1] if two_sided else [1]):
             temp = scores * sign

@@ -172,3 +172,13 @@ def test_graph_tfce_equals_labelling_each_height_on_its_own(two_sided):
     reference = _tfce_height_by_height(adjacency, scores, two_sided)
     np.testing.assert_allclose(ours, reference, rtol=1e-12, atol=0)
     assert np.count_nonzero(ours) > n // 2
+
+
+def test_one_sided_tfce_of_a_map_without_positive_scores_is_zero_as_nilearns():
+    mask = _mask()
+    volume = -np.abs(_smooth_scores(0)) - 0.01
+    volume[~mask] = 0
+    nilearns = calculate_tfce(volume[..., None], generate_binary_structure(3, 1), two_sided_test=False)[..., 0]
+    assert not nilearns.any()
+    assert not VoxelTopology(mask).tfce(volume[mask], False).any()
+    assert not GraphTopology(voxel_adjacency(np.argwhere(mask))).tfce(volume[mask], False).any()
