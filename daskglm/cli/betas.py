@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from daskglm.cli.runtime import command
+from daskglm.cli.values import add_confounds_columns, add_confounds_strategy, confounds_tables
 from daskglm.errors import UsageError
 
 __all__ = ["add_betas", "cmd_betas", "betaseries_prefix", "check_labels", "bids_beta_series"]
@@ -54,7 +55,13 @@ def add_betas(sub, parents: list, formatter_class) -> argparse.ArgumentParser:
     p.add_argument("--nifti-out", metavar="DIR",
                    help="also write the beta series as images, one per trial type and run: 4D .nii.gz for NIfTI "
                         "runs, .dscalar.nii (one map per trial) for CIFTI runs")
-    p.add_argument("--confounds", nargs="+", metavar="TSV", help="confounds tables (with header), one per run")
+    p.add_argument("--confounds", nargs="+", metavar="FILE",
+                   help="confounds per run: .tsv/.csv with a header (fMRIPrep's *_desc-confounds_timeseries.tsv: "
+                        "choose with --confounds-strategy or --confounds-columns), or whitespace-separated "
+                        "columns without header (SPM rp_*.txt, FSL .par, AFNI .1D)")
+    add_confounds_strategy(p, "Without --confounds, each run's table is found next to it, as load_confounds "
+                              "finds it.")
+    add_confounds_columns(p)
     p.add_argument("--mask", metavar="NIFTI", help="analysis mask (default: nilearn's EPI mask)")
     p.add_argument("--smoothing-fwhm", type=float, metavar="MM", default=None)
     p.add_argument("--noise-model", default="ar1", help="ar1 (default, nilearn's), ols, or arN")
@@ -123,7 +130,7 @@ def cmd_betas(args) -> int:
         method=args.method, t_r=args.t_r, mask_img=args.mask, smoothing_fwhm=args.smoothing_fwhm,
         noise_model=args.noise_model, hrf_model=args.hrf_model, high_pass=args.high_pass,
     )
-    model.fit(args.runs, args.events, confounds=args.confounds)
+    model.fit(args.runs, args.events, confounds=confounds_tables(args, args.runs))
     if args.nifti_out:
         check_labels(model.trials_)  # before any computation
     model.persist()

@@ -26,7 +26,7 @@ from daskglm.cli.runtime import (
 )
 from daskglm.cli.surfaces import element_word, fit_runs, load_mesh, surface_mask, write_surface_maps
 from daskglm.cli.values import (
-    confounds_strategy,
+    confounds_tables,
     contrasts_from_args,
     fit_model_params,
     parse_contrast,
@@ -94,7 +94,7 @@ def _fit_inputs(args, runs: list) -> dict[str, Any]:
         _check_files([args.mask], "mask")
         if getattr(args, "target_affine", None) is None and isinstance(runs[0], str):
             _check_mask_grid(args.mask, runs[0])
-    confounds = _confounds(args, runs)
+    confounds = confounds_tables(args, runs)
     sample_masks = _sample_masks(args, runs)
     if sample_masks is not None and confounds is not None:  # --sample-mask / --drop-initial and scrubbing: both
         sample_masks = _intersect_kept(sample_masks, confounds, runs)
@@ -104,40 +104,6 @@ def _fit_inputs(args, runs: list) -> dict[str, Any]:
         "confounds": confounds,
         "sample_masks": sample_masks,
     }
-
-
-def _confounds(args, runs: list) -> list | None:
-    """``--confounds`` files, read as the Python API reads them (``daskglm.glm.confounds.read_confounds``).
-
-    With ``--confounds-strategy`` each table goes through nilearn's
-    ``load_confounds`` (found next to its run when no ``--confounds`` is
-    given), its sample mask on the table (``attrs["sample_mask"]``), as
-    ``daskglm bids`` hands them to ``fit``.
-    """
-    from daskglm.glm.confounds import fmriprep_confounds_file, read_confounds
-
-    strategy, options = confounds_strategy(args)
-    columns = list(args.confounds_columns) if getattr(args, "confounds_columns", None) else None
-    chosen = strategy is not None or columns is not None
-    if (args.confounds or chosen) and not args.events:
-        raise UsageError("--confounds, --confounds-strategy and --confounds-columns go with --events (a given "
-                         "--design already holds its confounds).")
-    files = list(args.confounds) if args.confounds else None
-    if files is None and strategy is not None:
-        gifti = getattr(args, "left_run", None) or getattr(args, "right_run", None)
-        local = [r for r in (gifti or runs) if isinstance(r, str) and "://" not in r]
-        if len(local) != len(runs):
-            raise UsageError("Give the confounds tables with --confounds (one per run): they are found next to "
-                             "the runs only for local fMRIPrep files.")
-        files = [fmriprep_confounds_file(run) for run in local]
-    if files is None:
-        if columns is not None:
-            raise UsageError("--confounds-columns picks columns of the --confounds tables; give them "
-                             "(one per run).")
-        return None
-    if not chosen:
-        return files  # read by the model, as from Python (TSV/CSV, rp_*.txt, .par, .1D)
-    return [read_confounds(f, strategy=strategy, columns=columns, **options) for f in files]
 
 
 def _intersect_kept(sample_masks: list, confounds: list, runs: list) -> list:

@@ -26,7 +26,7 @@ from daskglm.cli.convert import add_convert
 from daskglm.cli.group import add_group
 from daskglm.cli.runtime import PROG
 from daskglm.cli.surfaces import MESH_TYPES
-from daskglm.cli.values import SIGNAL_SCALINGS, add_confounds_strategy
+from daskglm.cli.values import SIGNAL_SCALINGS, add_confounds_columns, add_confounds_strategy
 from daskglm.glm.contrasts import OUTPUT_SUFFIX, OUTPUT_TYPES
 from daskglm.kernels.fit import MAX_AR_ORDER, NOISE_MODELS
 
@@ -197,10 +197,7 @@ def add_fit(sub) -> argparse.ArgumentParser:
                              "col_N)")
     add_confounds_strategy(design, "Without --confounds, each run's table is found next to it, as "
                                    "load_confounds finds it.")
-    design.add_argument("--confounds-columns", nargs="+", metavar="NAME",
-                        help="keep these confounds columns (names or wildcards, e.g. trans_* rot_* "
-                             "framewise_displacement), of the table or of what --confounds-strategy chose; "
-                             "a first-row n/a is set to the second row's value, as load_confounds does")
+    add_confounds_columns(design)
     design.add_argument("--t-r", type=float, metavar="SECONDS",
                         help="repetition time (a warning tells when it differs from the runs' header)")
     design.add_argument("--slice-time-ref", type=float, default=0.0, metavar="FRACTION",

@@ -7,9 +7,10 @@ options, choices, help); this module reads what was given: contrasts
 (:func:`fit_model_params`, :data:`SIGNAL_SCALINGS`) and ``--target-affine``.
 Confounds files are read by the Python API's reader
 (:func:`daskglm.glm.confounds.read_confounds`), the same for both; the
-``load_confounds`` options of ``daskglm fit`` and ``daskglm bids``
-(``--confounds-strategy``, ``--confounds-option``) are declared and read here,
-once for both (:func:`add_confounds_strategy`, :func:`confounds_strategy`).
+``load_confounds`` options of ``daskglm fit``, ``daskglm betas`` and ``daskglm bids``
+(``--confounds-strategy``, ``--confounds-option``, ``--confounds-columns``) are declared
+and read here, once for all (:func:`add_confounds_strategy`, :func:`add_confounds_columns`,
+:func:`confounds_strategy`, :func:`confounds_tables`).
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from typing import Any
 from daskglm.errors import UsageError
 
 __all__ = ["parse_contrast", "parse_key_values", "load_contrast_file", "contrasts_from_args", "safe_filename",
-           "fit_model_params", "SIGNAL_SCALINGS", "add_confounds_strategy", "confounds_strategy"]
+           "fit_model_params", "SIGNAL_SCALINGS", "add_confounds_strategy", "confounds_strategy",
+           "add_confounds_columns", "confounds_tables"]
 
 _NAMED = re.compile(r"^\s*([A-Za-z_][\w.+-]*)\s*=(?!=)\s*(.+)$", re.S)
 
@@ -65,6 +67,14 @@ def add_confounds_strategy(group, default_help: str) -> None:
         help="load_confounds option (repeatable, with --confounds-strategy): motion=full, wm_csf=basic, "
              "global_signal=basic, scrub=5, fd_threshold=0.5, std_dvars_threshold=1.5, "
              "compcor=anat_combined, n_compcor=all, ica_aroma=full, demean=true")
+
+
+def add_confounds_columns(group) -> None:
+    """``--confounds-columns NAME...`` (``daskglm fit``, ``daskglm betas``)."""
+    group.add_argument("--confounds-columns", nargs="+", metavar="NAME",
+                       help="keep these confounds columns (names or wildcards, e.g. trans_* rot_* "
+                            "framewise_displacement), of the table or of what --confounds-strategy chose; "
+                            "a first-row n/a is set to the second row's value, as load_confounds does")
 
 
 def confounds_strategy(args) -> tuple[tuple[str, ...] | None, dict]:
@@ -232,3 +242,40 @@ def _target_grid(text: str | None, shape) -> dict[str, Any]:
 
     img = nib.load(text)
     return {"target_affine": np.asarray(img.affine), "target_shape": shape or tuple(img.shape[:3])}
+
+
+def confounds_tables(args, runs: list) -> list | None:
+    """``--confounds`` files, read as the Python API reads them (``daskglm.glm.confounds.read_confounds``).
+
+    For ``daskglm fit`` and ``daskglm betas`` (their ``--confounds``,
+    ``--confounds-strategy``/``--confounds-option`` and ``--confounds-columns``).
+
+    With ``--confounds-strategy`` each table goes through nilearn's
+    ``load_confounds`` (found next to its run when no ``--confounds`` is
+    given), its sample mask on the table (``attrs["sample_mask"]``), as
+    ``daskglm bids`` hands them to ``fit``.
+    """
+    from daskglm.glm.confounds import fmriprep_confounds_file, read_confounds
+
+    strategy, options = confounds_strategy(args)
+    columns = list(args.confounds_columns) if getattr(args, "confounds_columns", None) else None
+    chosen = strategy is not None or columns is not None
+    if (args.confounds or chosen) and not args.events:
+        raise UsageError("--confounds, --confounds-strategy and --confounds-columns go with --events (a given "
+                         "--design already holds its confounds).")
+    files = list(args.confounds) if args.confounds else None
+    if files is None and strategy is not None:
+        gifti = getattr(args, "left_run", None) or getattr(args, "right_run", None)
+        local = [r for r in (gifti or runs) if isinstance(r, str) and "://" not in r]
+        if len(local) != len(runs):
+            raise UsageError("Give the confounds tables with --confounds (one per run): they are found next to "
+                             "the runs only for local fMRIPrep files.")
+        files = [fmriprep_confounds_file(run) for run in local]
+    if files is None:
+        if columns is not None:
+            raise UsageError("--confounds-columns picks columns of the --confounds tables; give them "
+                             "(one per run).")
+        return None
+    if not chosen:
+        return files  # read by the model, as from Python (TSV/CSV, rp_*.txt, .par, .1D)
+    return [read_confounds(f, strategy=strategy, columns=columns, **options) for f in files]

@@ -174,3 +174,43 @@ def test_surface_beta_series_are_written_one_gifti_per_hemisphere_holding_the_be
             assert written.shape == (parts[part], n_trials)
             np.testing.assert_allclose(written, np.asarray(maps[trial_type].data.parts[part]), rtol=1e-6)
     assert (tmp_path / "sub-01_task-x_run-1_desc-trials_events.tsv").exists()
+
+
+def test_betas_command_takes_fmriprep_confounds_strategies_as_fit_does(tmp_path, capsys):
+    """``--confounds-strategy`` (tables found next to the runs) and its scrubbing: nilearn's LSS on load_confounds."""
+    from nilearn.interfaces.fmriprep import load_confounds
+
+    from daskglm.data.bids import make_bids_dataset
+    from tests.betas._recipes import agreement, nilearn_beta_series
+
+    ds = make_bids_dataset(tmp_path / "ds", n_subjects=1, n_sessions=0, n_runs=2, shape=(8, 9, 7), n_scans=40,
+                           seed=6)
+    runs = ds["runs"]["01"]
+    events = [r.replace("/derivatives/", "/").replace("_space-MNI152NLin2009cAsym_desc-preproc_bold.nii.gz",
+                                                      "_events.tsv") for r in runs]
+    mask = tmp_path / "mask.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones(nib.load(runs[0]).shape[:3], np.uint8), nib.load(runs[0]).affine), mask)
+    store = tmp_path / "betas.zarr"
+    code = main(["betas", *runs, "--events", *events, "--t-r", "2", "--mask", str(mask), "--noise-model", "ols",
+                 "--confounds-strategy", "motion", "scrub", "--confounds-option", "scrub=0",
+                 "--confounds-option", "fd_threshold=0.3", "-o", str(store), "--scheduler", "synchronous",
+                 "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    confounds, masks = load_confounds(runs, strategy=("motion", "scrub"), scrub=0, fd_threshold=0.3)
+    assert sum(len(m) for m in masks) < 80  # scans are scrubbed
+    model = open_model(store)
+    assert [len(d) for d in model.design_matrices_] == [len(m) for m in masks]
+    ref = nilearn_beta_series(runs, [pd.read_csv(e, sep="\t") for e in events], nib.load(mask), "lss",
+                              confounds=list(confounds), sample_masks=list(masks), t_r=2.0, noise_model="ols")
+    ours = model.betas_.values
+    assert np.abs(ours - ref).max() <= 1e-4 * np.abs(ref).max()
+    assert agreement(ours, ref)[0] > 0.99
+    # columns picked by name from the raw tables, as daskglm fit
+    tables = [r.split("_space-")[0] + "_desc-confounds_timeseries.tsv" for r in runs]
+    code = main(["betas", *runs, "--events", *events, "--t-r", "2", "--mask", str(mask), "--noise-model", "ols",
+                 "--confounds", *tables, "--confounds-columns", "trans_?", "rot_?", "-o", str(tmp_path / "c.zarr"),
+                 "--scheduler", "synchronous", "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    columns = set(open_model(tmp_path / "c.zarr").design_matrices_[0].columns)
+    assert {"trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"} <= columns
+    assert "framewise_displacement" not in columns and "csf" not in columns
