@@ -70,8 +70,9 @@ def add_group(sub, parents: list, formatter_class) -> argparse.ArgumentParser:
     perm.add_argument("--two-sided", action="store_true", help="two-sided permutation test")
     perm.add_argument("--seed", type=int, default=0, help="random_state of the permutations")
     perm.add_argument("--mesh", nargs=2, metavar=("LEFT", "RIGHT"),
-                      help="CIFTI fits, with --tfce or --cluster-threshold: the .surf.gii surfaces their "
-                           "cortex lies on (e.g. the fsLR 32k midthickness pair)")
+                      help="CIFTI fits: the .surf.gii surfaces their cortex lies on (e.g. the fsLR 32k "
+                           "midthickness pair), needed by --tfce and --cluster-threshold; report.html draws "
+                           "the cortical maps on them")
     p.set_defaults(func=cmd_group)
     return p
 
@@ -111,9 +112,13 @@ def _check_topology(model, args) -> None:
     """
     from daskglm.group.maskers import masker_space, space_topology
 
+    space = masker_space(model.masker_)
+    if args.mesh is not None and space.kind == "cifti":  # report.html draws on it: checked before writing
+        from daskglm.reporting.surface_report import cifti_mesh
+
+        cifti_mesh(args.mesh, space.geometry.brain_models)
     if not args.permutations or not (args.tfce or args.cluster_threshold is not None):
         return
-    space = masker_space(model.masker_)
     if space.kind == "cifti" and args.mesh is None and space.geometry.brain_models.nvertices:
         raise UsageError("--tfce and --cluster-threshold on CIFTI maps need the surfaces their cortex lies on "
                          "(a CIFTI file holds no mesh): pass --mesh LEFT.surf.gii RIGHT.surf.gii "
@@ -181,25 +186,26 @@ def _permutations(args, design, out: Path, name: str) -> list[str]:
 
 def _report(model, args, out: Path, name: str, kind: str, permuted=()):
     """The group report (:mod:`daskglm.reporting.group_report`) of the maps just written, none recomputed:
-    over the subjects' mean anatomy for volumes, on the mesh for surfaces.  ``permuted``: the keys of the
+    over the subjects' mean anatomy for volumes, on the mesh for surfaces, on ``--mesh`` (if given) for CIFTI
+    maps.  ``permuted``: the keys of the
     permutation maps this run wrote (older ones in the directory are not shown)."""
     from daskglm.reporting.group_report import FWE_MAPS, make_group_report
 
     contrast = args.contrast or str(model.design_matrix_.columns[0])
     mesh = model.masker_.mask_img_.mesh if kind == "surface" else None
-    permutation = {key: _written(out / f"{name}_perm_{key}", mesh) for key, _ in FWE_MAPS if key in permuted}
+    permutation = {key: _written(out / f"{name}_perm_{key}", kind, mesh) for key, _ in FWE_MAPS if key in permuted}
     return make_group_report(model, {contrast: contrast}, first_level_contrast=args.first_level_contrast,
                              nonparametric={k: v for k, v in permutation.items() if v is not None} or None,
-                             stat_maps={contrast: _written(out / f"{name}_{OUTPUT_SUFFIX['z_score']}", mesh)},
-                             two_sided=args.two_sided)
+                             stat_maps={contrast: _written(out / f"{name}_{OUTPUT_SUFFIX['z_score']}", kind, mesh)},
+                             two_sided=args.two_sided, mesh=args.mesh if kind == "cifti" else None)
 
 
-def _written(stem: Path, mesh=None):
-    """A map :func:`write_map` wrote (None if it did not): NIfTI, or on ``mesh`` its GIfTI parts."""
+def _written(stem: Path, kind: str, mesh=None):
+    """A map :func:`write_map` wrote (None if it did not): NIfTI, CIFTI, or on ``mesh`` its GIfTI parts."""
     import nibabel as nib
 
-    if mesh is None:
-        path = stem.parent / f"{stem.name}.nii.gz"
+    if kind != "surface":
+        path = stem.parent / (stem.name + (".dscalar.nii" if kind == "cifti" else ".nii.gz"))
         return nib.load(path) if path.exists() else None
     from nilearn.surface import SurfaceImage
 
@@ -234,9 +240,6 @@ def cmd_group(args) -> int:
     model.design_matrix_.to_csv(out / "design_matrix.tsv", sep="\t", index=False)
     _parametric(model, args, out, name)
     permuted = _permutations(args, model.design_matrix_, out, name) if args.permutations else []
-    if masker_space(model.masker_).kind == "cifti":  # nilearn's report draws volumes and meshes only
-        print(f"Group maps and design written to {out} (no report.html for CIFTI maps)", file=sys.stdout)
-        return 0
     with local_progress(not args.no_progress and args.client is None):
         report = _report(model, args, out, name, masker_space(model.masker_).kind, permuted)
     report.save_as_html(out / "report.html")

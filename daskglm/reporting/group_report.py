@@ -11,7 +11,9 @@ maps (voxel-level max-t, TFCE, cluster size and mass: ``-log10 p(FWE)``,
 thresholded at ``fwe_alpha``) with their cluster tables.  Surface models
 (``SurfaceImage`` maps) are drawn on their mesh as the first-level surface
 page draws them (:mod:`daskglm.reporting.surface_report`: lateral and medial
-views of each part); CIFTI maps are not drawn (no mesh).  Every picture is an
+views of each part); CIFTI maps as the first-level CIFTI page shows them: a
+histogram, per-structure peak tables, and the cortex on the surfaces given as
+``mesh`` (a CIFTI file holds none).  Every picture is an
 embedded PNG and the page has no script (as the first-level report,
 :mod:`daskglm.reporting.report`, whose page class it shares).
 """
@@ -228,8 +230,9 @@ def make_group_report(
     two_sided: bool = False,
     fwe_alpha: float = 0.05,
     min_distance: float = 8.0,
+    mesh=None,
 ) -> GLMReport:
-    """HTML report of a fitted second-level model of volumes, with its permutation results.
+    """HTML report of a fitted second-level model (volumes, surfaces or CIFTI), with its permutation results.
 
     Parameters
     ----------
@@ -256,6 +259,11 @@ def make_group_report(
         Family-wise error rate the permutation maps are thresholded at.
     min_distance : float, default=8.0
         Minimum distance between the cluster tables' sub-peaks, in mm.
+    mesh : PolyMesh, dict or (left, right), optional
+        CIFTI maps only: the surfaces their cortex lies on (a CIFTI file holds
+        none; e.g. the fsLR 32k midthickness pair), to draw the cortical maps.
+        Without it, CIFTI maps are shown as histograms and per-structure peak
+        tables.
 
     Returns
     -------
@@ -270,9 +278,12 @@ def make_group_report(
     named = _named_contrasts(contrasts, design)
     permutation = _per_contrast(nonparametric, list(named))
     mask_img = model.masker_.mask_img_
+    if _is_cifti(model):
+        return _cifti_group_report(model, named, permutation, first_level_contrast, stat_maps, title, alpha,
+                                   height_control, threshold, cluster_threshold, two_sided, fwe_alpha, mesh)
     if not (is_surface_image(mask_img) or isinstance(mask_img, nib.Nifti1Image)):
-        raise ValueError(f"The group report draws volumes and surfaces; this model's maps are "
-                         f"{type(mask_img).__name__} (CIFTI maps have no mesh to draw on).")
+        raise ValueError(f"The group report draws volumes, surfaces and CIFTI maps; this model's mask is a "
+                         f"{type(mask_img).__name__}.")
     background = "the given image"
     if is_surface_image(mask_img):
         bg_img, background = None, "the mesh"
@@ -320,3 +331,72 @@ def make_group_report(
         contrasts="\n".join(sections), permutation=n_perm, version=html.escape(__version__))
     return GLMReport(page, title)
 
+
+
+def _is_cifti(model) -> bool:
+    from daskglm.group.maskers import masker_space
+
+    return masker_space(model.masker_).kind == "cifti"
+
+
+def _cifti_values(img) -> np.ndarray:
+    return np.asarray(img.dataobj, dtype=np.float64).reshape(-1)
+
+
+def _cifti_group_report(model, named: dict, permutation: dict, first_level_contrast, stat_maps, title, alpha,
+                        height_control, threshold, cluster_threshold, two_sided, fwe_alpha, mesh) -> GLMReport:
+    """:func:`make_group_report` of CIFTI maps (pieces of :mod:`daskglm.reporting.surface_report`)."""
+    from daskglm.group.maskers import masker_space
+    from daskglm.reporting.surface_report import _cifti_threshold, cifti_map_html, cifti_mask_html, cifti_mesh
+
+    space = masker_space(model.masker_)
+    brain_models = space.geometry.brain_models
+    mask = np.asarray(space.mask, dtype=bool).reshape(-1)
+    mesh = None if mesh is None else cifti_mesh(mesh, brain_models)
+    design = model.design_matrix_
+    cut = -np.log10(fwe_alpha)
+    extent = "; cluster extents are not applied to grayordinates" if cluster_threshold else ""
+    sections, nav, used = [], [], set()
+    for name, definition in named.items():
+        slug = _slug(name, used)
+        if stat_maps and stat_maps.get(name) is not None:
+            z = _cifti_values(stat_maps[name])
+        else:
+            z = _cifti_values(model.compute_contrast(definition, first_level_contrast=first_level_contrast,
+                                                     output_type="z_score"))
+        thr = _cifti_threshold(z, mask, alpha, threshold, height_control, two_sided)
+        body, n_above = cifti_map_html(z, mask, thr, two_sided, brain_models, mesh, name)
+        side = "|z|" if two_sided else "z"
+        control = f"{height_control} &lt; {alpha:g}" if height_control else f"{side} &gt; {thr:g}"
+        panels = [f'<div class="panel">\n<h4>{html.escape(name)}: parametric z</h4>\n<p class="height">'
+                  f"Height control: {control} ({'two' if two_sided else 'one'}-sided): {side} &gt; {thr:.2f}, "
+                  f"{n_above:,} grayordinates{extent}.</p>\n{body}\n</div>"]
+        for key, label in FWE_MAPS:
+            img = permutation.get(name, {}).get(key)
+            if img is None:
+                continue
+            logp = _cifti_values(img)
+            body, n_above = cifti_map_html(logp, mask, cut, False, brain_models, mesh, f"{name}, {label}",
+                                           stat="-log10 p(FWE)")
+            panels.append(f'<div class="panel">\n<h4>{html.escape(name)}: {html.escape(label)}, -log10 p '
+                          f"(p &lt; {fwe_alpha:g})</h4>\n<p class=\"height\">-log10 p(FWE) &gt; {cut:.2f}: "
+                          f"{n_above:,} grayordinates.</p>\n{body}\n</div>")
+        matrix = plotting.plot_contrast_matrix(_as_vector(definition, design), design, title=name)
+        sections.append(_CONTRAST.substitute(
+            slug=slug, name=html.escape(name), definition=html.escape(str(definition)),
+            matrix=_fig_tag(matrix, f"Contrast matrix of {name}", "png", "matrix"), panels="\n".join(panels)))
+        nav.append(f'<li><a href="#{slug}">{html.escape(name)}</a></li>')
+    title = title or "daskglm group report"
+    params = {"subjects": int(design.shape[0]), "design columns": [str(c) for c in design.columns],
+              "first-level contrast": first_level_contrast, "smoothing_fwhm": model.smoothing_fwhm,
+              "mesh": "given" if mesh is not None else "none (a CIFTI file holds none)"}
+    page = _PAGE.substitute(
+        title=html.escape(title), css=_templates.CSS, nav="\n".join(nav), params=_params_table(params),
+        n_subjects=str(design.shape[0]), n_voxels=f"{int(mask.sum()):,}", elements="grayordinates",
+        mask=cifti_mask_html(mask, brain_models, mesh is not None),
+        design=_fig_tag(plotting.plot_design_matrix(design, title="Group design"), "Group design matrix",
+                        "png", "matrix"),
+        contrasts="\n".join(sections),
+        permutation="" if not permutation else " Permutation (FWE) maps from non_parametric_inference.",
+        version=html.escape(__version__))
+    return GLMReport(page, title)

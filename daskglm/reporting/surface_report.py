@@ -33,7 +33,7 @@ import pandas as pd
 from daskglm._version import __version__
 from daskglm.reporting import _templates, plotting
 
-__all__ = ["surface_report_page", "cifti_report_page", "cifti_mesh"]
+__all__ = ["surface_report_page", "cifti_report_page", "cifti_mesh", "cifti_mask_html", "cifti_map_html"]
 
 VIEWS = ("lateral", "medial")
 
@@ -247,8 +247,12 @@ def _where(sub, i: int, brain_models) -> str:
     return f"voxel ({', '.join(map(str, ijk))}), ({', '.join(f'{v:.1f}' for v in xyz)}) mm"
 
 
-def _cifti_tables(z: np.ndarray, mask: np.ndarray, thr: float, two_sided: bool, brain_models) -> tuple[str, int]:
-    """Per structure: counts and peak; then its strongest grayordinates.  Also the suprathreshold count."""
+def _cifti_tables(z: np.ndarray, mask: np.ndarray, thr: float, two_sided: bool, brain_models,
+                  stat: str = "z") -> tuple[str, int]:
+    """Per structure: counts and peak; then its strongest grayordinates.  Also the suprathreshold count.
+
+    ``stat`` names the values in the tables' headers (``z``, ``-log10 p(FWE)``).
+    """
     rows, top, total = [], [], 0
     finite = bool(np.isfinite(thr))
     for name, sl, sub in _structures(brain_models):
@@ -257,13 +261,13 @@ def _cifti_tables(z: np.ndarray, mask: np.ndarray, thr: float, two_sided: bool, 
         above = int(np.count_nonzero(inside & (score >= thr))) if finite else 0
         total += above
         row = {"structure": _short(name), "grayordinates": int(sl.stop - sl.start), "in mask": int(inside.sum()),
-               "above threshold": above, "peak z": np.nan, "peak at": ""}
+               "above threshold": above, f"peak {stat}": np.nan, "peak at": ""}
         if inside.any():
             best = int(np.argmax(score))
-            row["peak z"], row["peak at"] = float(values[best]), _where(sub, best, brain_models)
+            row[f"peak {stat}"], row["peak at"] = float(values[best]), _where(sub, best, brain_models)
             if above:
                 order = np.argsort(-score, kind="stable")[: min(TOP, above)]
-                top += [{"structure": _short(name), "z": float(values[i]), "at": _where(sub, int(i), brain_models)}
+                top += [{"structure": _short(name), stat: float(values[i]), "at": _where(sub, int(i), brain_models)}
                         for i in order]
         rows.append(row)
     fmt = {"float_format": lambda x: f"{x:.2f}", "border": 0, "index": False, "classes": "clusters"}
@@ -275,7 +279,7 @@ def _cifti_tables(z: np.ndarray, mask: np.ndarray, thr: float, two_sided: bool, 
     return text, total
 
 
-def _histogram(z: np.ndarray, thr: float, two_sided: bool, name: str):
+def _histogram(z: np.ndarray, thr: float, two_sided: bool, name: str, stat: str = "z"):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.0, 2.8))
@@ -283,9 +287,9 @@ def _histogram(z: np.ndarray, thr: float, two_sided: bool, name: str):
     if np.isfinite(thr):
         for line in ((thr, -thr) if two_sided else (thr,)):
             ax.axvline(line, color="#c0392b", linestyle="--", linewidth=1)
-    ax.set_xlabel("z")
+    ax.set_xlabel(stat)
     ax.set_ylabel("grayordinates")
-    ax.set_title(f"{name}: z values in the mask")
+    ax.set_title(f"{name}: {stat} values in the mask")
     fig.tight_layout()
     return fig
 
@@ -304,19 +308,44 @@ def _cifti_contrast_html(model, name, definition, slug, z, mask, thr, two_sided,
     geometry = model.space_.geometry
     matrix = _fig(plotting.plot_contrast_matrix(definition, model.design_matrices_[0], title=name),
                   f"Contrast matrix of {name}", "matrix")
-    shown = np.where(mask, z, 0.0)
-    if mesh is not None:
-        surface = _fig(_cifti_surface_figure(shown, thr, mesh, geometry.brain_models, f"{name}, z (threshold "
-                                             f"{thr:.2f})"), f"Surface z map of {name}", "brain")
-    else:
-        surface = f'<p class="empty">{NO_MESH}</p>'
-    hist = _fig(_histogram(z[mask], thr, two_sided, name), f"Histogram of the z values of {name}", "matrix")
-    tables, n_above = _cifti_tables(shown, mask, thr, two_sided, geometry.brain_models)
+    body, n_above = cifti_map_html(z, mask, thr, two_sided, geometry.brain_models, mesh, name)
     return (f'<article class="contrast" id="{slug}">\n<h3>{html.escape(name)}</h3>\n'
             f'<p class="definition">Definition: <code>{html.escape(str(definition))}</code></p>\n'
             f'<div class="row">\n{matrix}\n</div>\n'
             f"<h4>Statistical map (z &gt; {thr:.3f}: {n_above:,} grayordinates{cluster_note})</h4>\n"
-            f'<div class="row">\n{hist}\n</div>\n{surface}\n{tables}\n</article>')
+            f"{body}\n</article>")
+
+
+def cifti_mask_html(mask: np.ndarray, brain_models, has_mesh: bool) -> str:
+    """The mask section of a CIFTI page: grayordinates in the mask per brain structure (and the no-mesh note)."""
+    rows = "".join(
+        f"<tr><td>{html.escape(_short(n))}</td><td>{'surface' if sub.surface_mask.all() else 'volume'}</td>"
+        f"<td>{int(mask[sl].sum()):,}</td><td>{sl.stop - sl.start:,}</td></tr>"
+        for n, sl, sub in _structures(brain_models)
+    )
+    text = ('<p>CIFTI grayordinates in the mask, per brain structure.</p><table class="clusters">'
+            "<tr><th>structure</th><th>kind</th><th>in mask</th><th>grayordinates</th></tr>"
+            f"{rows}</table>")
+    return text if has_mesh else text + f'<p class="empty">{NO_MESH}</p>'
+
+
+def cifti_map_html(values: np.ndarray, mask: np.ndarray, thr: float, two_sided: bool, brain_models, mesh,
+                   name: str, stat: str = "z") -> tuple[str, int]:
+    """A CIFTI map's figures and tables: histogram, cortex on ``mesh`` (if any), per-structure peaks.
+
+    ``name`` is the map's (a contrast's) and ``stat`` what its values are.  Returns the HTML and the
+    number of in-mask grayordinates above ``thr``.
+    """
+    shown = np.where(mask, values, 0.0)
+    hist = _fig(_histogram(values[mask], thr, two_sided, name, stat), f"Histogram of the {stat} values of {name}",
+                "matrix")
+    if mesh is not None:
+        surface = _fig(_cifti_surface_figure(shown, thr, mesh, brain_models, f"{name}, {stat} (threshold {thr:.2f})"),
+                       f"Surface {stat} map of {name}", "brain")
+    else:
+        surface = f'<p class="empty">{NO_MESH}</p>'
+    tables, n_above = _cifti_tables(shown, mask, thr, two_sided, brain_models, stat)
+    return f'<div class="row">\n{hist}\n</div>\n{surface}\n{tables}', n_above
 
 
 def cifti_report_page(model, contrasts: dict, title: str, threshold: float, alpha: float,
@@ -352,16 +381,7 @@ def cifti_report_page(model, contrasts: dict, title: str, threshold: float, alph
         sections.append(_cifti_contrast_html(model, name, definition, slug, z, mask, thr, two_sided, mesh,
                                              cluster_note))
         nav.append(f'<li><a href="#{slug}">{html.escape(name)}</a></li>')
-    rows = "".join(
-        f"<tr><td>{html.escape(_short(n))}</td><td>{'surface' if sub.surface_mask.all() else 'volume'}</td>"
-        f"<td>{int(mask[sl].sum()):,}</td><td>{sl.stop - sl.start:,}</td></tr>"
-        for n, sl, sub in _structures(geometry.brain_models)
-    )
-    mask_html = ('<p>CIFTI grayordinates in the mask, per brain structure.</p><table class="clusters">'
-                 "<tr><th>structure</th><th>kind</th><th>in mask</th><th>grayordinates</th></tr>"
-                 f"{rows}</table>")
-    if mesh is None:
-        mask_html += f'<p class="empty">{NO_MESH}</p>'
+    mask_html = cifti_mask_html(mask, geometry.brain_models, mesh is not None)
     designs = [_fig(plotting.plot_design_matrix(d, title=f"Run {i + 1}"), f"Design matrix of run {i + 1}", "matrix")
                for i, d in enumerate(model.design_matrices_)]
     params = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(json.dumps(v, default=str))}</td></tr>"

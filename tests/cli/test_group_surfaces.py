@@ -129,6 +129,24 @@ def test_cli_group_writes_dscalars_for_a_cifti_store(cifti_store, tmp_path, caps
     for key in ("t", "logp_max_t", "tfce", "logp_max_tfce"):
         img = nib.load(out / f"intercept_perm_{key}.dscalar.nii")
         assert img.header.get_axis(1) == cifti_store["brain_models"]
+    # report.html: the z map's per-structure peaks, the FWE panels, the cortex drawn on --mesh
+    page = (out / "report.html").read_text()
+    z_values = np.asarray(z.dataobj, dtype=np.float64)[0]
+    for name, sl, _ in cifti_store["brain_models"].iter_structures():
+        peak = z_values[sl][np.argmax(z_values[sl])]
+        assert f"<td>{name.removeprefix('CIFTI_STRUCTURE_')}</td>" in page and f"<td>{peak:.2f}</td>" in page
+    assert "Voxel-level FWE (max t)" in page and "TFCE, FWE" in page and "-log10 p(FWE)" in page
+    assert "Surface z map of intercept" in page and "Surface panels need a mesh" not in page
+
+
+def test_group_report_of_cifti_maps_without_a_mesh_says_so(cifti_store, tmp_path):
+    from daskglm.reporting.group_report import make_group_report
+
+    model = daskglm.SecondLevelModel().fit(cifti_store["store"], subjects=["01", "02", "03"])
+    html = quiet(make_group_report, model, first_level_contrast=CONTRAST).get_standalone()
+    assert "Surface panels need a mesh" in html and "grayordinates in" in html
+    z = np.asarray(model.compute_contrast(first_level_contrast=CONTRAST).dataobj, dtype=np.float64)[0]
+    assert f"<td>{z.max():.2f}</td>" in html  # the strongest structure's peak z
 
 
 def test_cli_group_writes_giftis_for_a_surface_store(surface_store, tmp_path):
