@@ -334,9 +334,7 @@ def make_group_report(
 
 
 def _is_cifti(model) -> bool:
-    from daskglm.group.maskers import masker_space
-
-    return masker_space(model.masker_).kind == "cifti"
+    return isinstance(model.masker_.mask_img_, nib.Cifti2Image)
 
 
 def _cifti_values(img) -> np.ndarray:
@@ -346,12 +344,11 @@ def _cifti_values(img) -> np.ndarray:
 def _cifti_group_report(model, named: dict, permutation: dict, first_level_contrast, stat_maps, title, alpha,
                         height_control, threshold, cluster_threshold, two_sided, fwe_alpha, mesh) -> GLMReport:
     """:func:`make_group_report` of CIFTI maps (pieces of :mod:`daskglm.reporting.surface_report`)."""
-    from daskglm.group.maskers import masker_space
     from daskglm.reporting.surface_report import _cifti_threshold, cifti_map_html, cifti_mask_html, cifti_mesh
 
-    space = masker_space(model.masker_)
-    brain_models = space.geometry.brain_models
-    mask = np.asarray(space.mask, dtype=bool).reshape(-1)
+    mask_img = model.masker_.mask_img_  # a one-map dense scalar over the maps' brain models
+    brain_models = mask_img.header.get_axis(1)
+    mask = np.asarray(mask_img.dataobj).reshape(-1) != 0
     mesh = None if mesh is None else cifti_mesh(mesh, brain_models)
     design = model.design_matrix_
     cut = -np.log10(fwe_alpha)
