@@ -310,26 +310,13 @@ def make_group_report(
                          f"{side} &gt; {z_thr:.2f}", two_sided,
                          _height_text(height_control, alpha, z_thr, cluster_threshold, two_sided))]
         panels += _fwe_panels(permutation.get(name, {}), name, mask_img, bg_img, fwe_alpha, min_distance)
-        matrix = plotting.plot_contrast_matrix(_as_vector(definition, design), design, title=name)
-        sections.append(_CONTRAST.substitute(
-            slug=slug, name=html.escape(name), definition=html.escape(str(definition)),
-            matrix=_fig_tag(matrix, f"Contrast matrix of {name}", "png", "matrix"), panels="\n".join(panels)))
+        sections.append(_contrast_section(name, definition, slug, design, panels))
         nav.append(f'<li><a href="#{slug}">{html.escape(name)}</a></li>')
-    title = title or "daskglm group report"
-    n_perm = "" if not permutation else " Permutation (FWE) maps from non_parametric_inference."
     params = {"subjects": int(design.shape[0]), "design columns": [str(c) for c in design.columns],
               "first-level contrast": first_level_contrast, "smoothing_fwhm": model.smoothing_fwhm,
               "background": background}
-    page = _PAGE.substitute(
-        title=html.escape(title), css=_templates.CSS, nav="\n".join(nav),
-        params=_params_table(params), n_subjects=str(design.shape[0]),
-        n_voxels=f"{_n_in_mask(mask_img):,}",
-        elements="vertices" if is_surface_image(mask_img) else "voxels",
-        mask=_mask_html(mask_img, bg_img),
-        design=_fig_tag(plotting.plot_design_matrix(design, title="Group design"), "Group design matrix",
-                        "png", "matrix"),
-        contrasts="\n".join(sections), permutation=n_perm, version=html.escape(__version__))
-    return GLMReport(page, title)
+    return _page(title, nav, sections, params, design, bool(permutation), _n_in_mask(mask_img),
+                 "vertices" if is_surface_image(mask_img) else "voxels", _mask_html(mask_img, bg_img))
 
 
 
@@ -378,22 +365,32 @@ def _cifti_group_report(model, named: dict, permutation: dict, first_level_contr
             panels.append(f'<div class="panel">\n<h4>{html.escape(name)}: {html.escape(label)}, -log10 p '
                           f"(p &lt; {fwe_alpha:g})</h4>\n<p class=\"height\">-log10 p(FWE) &gt; {cut:.2f}: "
                           f"{n_above:,} grayordinates.</p>\n{body}\n</div>")
-        matrix = plotting.plot_contrast_matrix(_as_vector(definition, design), design, title=name)
-        sections.append(_CONTRAST.substitute(
-            slug=slug, name=html.escape(name), definition=html.escape(str(definition)),
-            matrix=_fig_tag(matrix, f"Contrast matrix of {name}", "png", "matrix"), panels="\n".join(panels)))
+        sections.append(_contrast_section(name, definition, slug, design, panels))
         nav.append(f'<li><a href="#{slug}">{html.escape(name)}</a></li>')
-    title = title or "daskglm group report"
     params = {"subjects": int(design.shape[0]), "design columns": [str(c) for c in design.columns],
               "first-level contrast": first_level_contrast, "smoothing_fwhm": model.smoothing_fwhm,
               "mesh": "given" if mesh is not None else "none (a CIFTI file holds none)"}
+    return _page(title, nav, sections, params, design, bool(permutation), int(mask.sum()), "grayordinates",
+                 cifti_mask_html(mask, brain_models, mesh is not None))
+
+
+def _contrast_section(name: str, definition, slug: str, design: pd.DataFrame, panels: list[str]) -> str:
+    matrix = plotting.plot_contrast_matrix(_as_vector(definition, design), design, title=name)
+    return _CONTRAST.substitute(
+        slug=slug, name=html.escape(name), definition=html.escape(str(definition)),
+        matrix=_fig_tag(matrix, f"Contrast matrix of {name}", "png", "matrix"), panels="\n".join(panels))
+
+
+def _page(title, nav: list[str], sections: list[str], params: dict, design: pd.DataFrame, permuted: bool,
+          n_elements: int, elements: str, mask_html: str) -> GLMReport:
+    """The group report page around its contrast sections."""
+    title = title or "daskglm group report"
     page = _PAGE.substitute(
         title=html.escape(title), css=_templates.CSS, nav="\n".join(nav), params=_params_table(params),
-        n_subjects=str(design.shape[0]), n_voxels=f"{int(mask.sum()):,}", elements="grayordinates",
-        mask=cifti_mask_html(mask, brain_models, mesh is not None),
+        n_subjects=str(design.shape[0]), n_voxels=f"{n_elements:,}", elements=elements, mask=mask_html,
         design=_fig_tag(plotting.plot_design_matrix(design, title="Group design"), "Group design matrix",
                         "png", "matrix"),
         contrasts="\n".join(sections),
-        permutation="" if not permutation else " Permutation (FWE) maps from non_parametric_inference.",
+        permutation=" Permutation (FWE) maps from non_parametric_inference." if permuted else "",
         version=html.escape(__version__))
     return GLMReport(page, title)
