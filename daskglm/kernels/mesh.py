@@ -28,7 +28,7 @@ from daskglm.kernels.masker import _ensure_finite
 
 __all__ = [
     "SurfacePart", "MeshMasker", "smoothing_iterations", "smoothing_operator",
-    "mesh_area", "mesh_adjacency", "voxel_adjacency",
+    "mesh_area", "mesh_adjacency", "voxel_adjacency", "face_pairs",
 ]
 
 CENTER_WEIGHT = 0.5
@@ -85,31 +85,37 @@ def mesh_adjacency(faces: np.ndarray, n: int) -> csr_matrix:
     return csr_matrix((ones, (np.concatenate([u, v]), np.concatenate([v, u]))), shape=(n, n))
 
 
+def face_pairs(ijk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Face-neighbour pairs among voxels given by their integer indices ``(n, 3)``: rows ``(r, c)`` of ``ijk``.
+
+    Each pair once (``c``'s voxel one step above ``r``'s along an axis); the connectivity of
+    ``scipy.ndimage.generate_binary_structure(3, 1)``, nilearn's for clusters and TFCE.  The
+    voxels' rows are laid on their bounding box, and neighbours are read off shifted views of it.
+    """
+    ijk = np.asarray(ijk, dtype=np.int64).reshape(-1, 3)
+    if len(ijk) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    lo = ijk.min(axis=0)
+    row = np.full(tuple(ijk.max(axis=0) - lo + 1), -1, dtype=np.int64)
+    row[tuple((ijk - lo).T)] = np.arange(len(ijk))
+    rs, cs = [], []
+    for axis in range(3):
+        below = row[tuple(slice(None, -1) if a == axis else slice(None) for a in range(3))]
+        above = row[tuple(slice(1, None) if a == axis else slice(None) for a in range(3))]
+        both = (below >= 0) & (above >= 0)
+        rs.append(below[both])
+        cs.append(above[both])
+    return np.concatenate(rs), np.concatenate(cs)
+
+
 def voxel_adjacency(ijk: np.ndarray) -> csr_matrix:
     """Face adjacency (6 neighbours) of voxels given by their integer indices ``(n, 3)``: sparse (n, n) 0/1.
 
-    The connectivity of ``scipy.ndimage.generate_binary_structure(3, 1)``,
+    The connectivity of ``scipy.ndimage.generate_binary_structure(3, 1)`` (:func:`face_pairs`),
     among the listed voxels only (e.g. the subcortical voxels of CIFTI brain models).
     """
-    ijk = np.asarray(ijk, dtype=np.int64).reshape(-1, 3)
-    n = len(ijk)
-    if n == 0:
-        return csr_matrix((0, 0), dtype=np.int64)
-    lo = ijk.min(axis=0) - 1
-    dims = ijk.max(axis=0) - lo + 2
-    code = np.ravel_multi_index((ijk - lo).T, dims)
-    order = np.argsort(code)
-    rows, cols = [], []
-    for axis in range(3):
-        shifted = ijk.copy()
-        shifted[:, axis] += 1
-        neighbour = np.ravel_multi_index((shifted - lo).T, dims)
-        pos = np.searchsorted(code[order], neighbour)
-        pos = np.minimum(pos, n - 1)
-        hit = code[order][pos] == neighbour
-        rows.append(np.flatnonzero(hit))
-        cols.append(order[pos[hit]])
-    r, c = np.concatenate(rows), np.concatenate(cols)
+    n = len(np.asarray(ijk).reshape(-1, 3))
+    r, c = face_pairs(ijk)
     ones = np.ones(2 * len(r), dtype=np.int64)
     return csr_matrix((ones, (np.concatenate([r, c]), np.concatenate([c, r]))), shape=(n, n))
 
